@@ -1,0 +1,17 @@
+# The two commands a new machine needs: `make run` (the sample CI pipeline) and `make test` (the suite).
+.PHONY: run test setup build lint bench
+
+run: setup
+	node dist/src/cli/main.js pipeline examples/pipeline.yaml
+
+test: setup
+	npm test
+
+setup:
+	@./scripts/setup.sh
+
+build:
+	npx tsc -p tsconfig.json
+
+lint:
+	npx eslint src bench

@@ -1,0 +1,30 @@
+import type { Command } from 'commander';
+import { statePaths } from '../../config/paths.js';
+import { hostRuntimes } from '../../runtimes/registry.js';
+import type { Logger } from '../../observability/logger.js';
+import { formatTable } from '../table.js';
+
+export function registerDoctor(program: Command, logger: Logger): void {
+  program
+    .command('doctor')
+    .description('say, per runtime, whether it can run jobs on this machine and why not')
+    .option('--json', 'print the fingerprints as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const runtimes = hostRuntimes(statePaths(program.opts<{ state?: string }>().state), logger);
+      const fps = await runtimes.fingerprintAll();
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(fps, null, 2)}\n`);
+      } else {
+        const rows = fps.map((f) => [f.runtime, f.usable ? 'yes' : 'no', f.reason]);
+        process.stdout.write(`${formatTable(['RUNTIME', 'USABLE', 'WHY'], rows)}\n`);
+        for (const f of fps.filter((x) => Object.keys(x.details).length)) {
+          process.stdout.write(
+            `\n${f.runtime}: ${Object.entries(f.details)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(', ')}\n`,
+          );
+        }
+      }
+      if (!fps.some((f) => f.usable)) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,115 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { loadYamlFile } from '../config/yaml.js';
+import { UserError } from '../errors.js';
+import { JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
+import { parseOrThrow, yamlPath, type FieldNamer } from '../jobs/validation.js';
+
+/** The flags that describe a job, shared by `run` (and later `submit`). */
+export interface JobFlags {
+  file?: string;
+  name?: string;
+  runtime?: string;
+  source?: string;
+  userGroup?: string;
+  repository?: string;
+  image?: string;
+  memory?: string;
+  cpus?: string;
+  pids?: string;
+  timeout?: string;
+  tmpSize?: string;
+  workspaceSize?: string;
+  env?: string[];
+}
+
+export function addJobFlags(cmd: Command): Command {
+  return cmd
+    .option('-f, --file <job.yaml>', 'a job file (flags given too override its fields)')
+    .option('--name <name>', 'job name')
+    .addOption(new Option('--runtime <runtime>', 'sandbox runtime').choices(RUNTIME_NAMES))
+    .addOption(new Option('--source <source>', 'where the code comes from').choices(SOURCES))
+    .option('--user-group <group>', 'the submitter’s group, e.g. internal_team')
+    .option('--repository <repo>', 'repository the code comes from, e.g. org/app')
+    .option('--image <ref>', 'image (default: the built-in busybox image)')
+    .option('--memory <size>', 'memory limit, e.g. 256Mi')
+    .option('--cpus <cpus>', 'CPU limit in cores, e.g. 1, 0.5, 500m')
+    .option('--pids <n>', 'process limit')
+    .option('--timeout <duration>', 'time limit, e.g. 10m, 30s')
+    .option('--tmp-size <size>', 'size of the writable /tmp')
+    .option('--workspace-size <size>', 'size of the writable /workspace')
+    .option('-e, --env <KEY=VALUE...>', 'environment variables');
+}
+
+const FLAG_FOR: Record<string, string> = {
+  'resources.memory': '--memory',
+  'resources.cpus': '--cpus',
+  'resources.pids': '--pids',
+  'resources.tmp': '--tmp-size',
+  'resources.workspace': '--workspace-size',
+  timeout: '--timeout',
+  runtime: '--runtime',
+  source: '--source',
+  user_group: '--user-group',
+  repository: '--repository',
+  image: '--image',
+  name: '--name',
+  command: 'the command after --',
+};
+
+const flagName: FieldNamer = (path) => {
+  const p = yamlPath(path);
+  if (p.startsWith('env.')) return `--env ${p.slice(4)}`;
+  return FLAG_FOR[p] ?? p;
+};
+
+const FileMapping = z.record(z.string(), z.unknown());
+
+/** The validated job from `-f FILE`, flags and the command after `--`. */
+export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Promise<JobSpec> {
+  const { file, ...overrides } = flags;
+  const overridden = command.length > 0 || Object.values(overrides).some((v) => v !== undefined);
+  // A file alone is validated as written, so errors point at its lines.
+  if (file && !overridden) return loadYamlFile(file, JobSpec);
+  const base: Record<string, unknown> = file ? { ...(await loadYamlFile(file, FileMapping)) } : {};
+  const resources: Record<string, unknown> = {
+    ...((base.resources as Record<string, unknown> | undefined) ?? {}),
+  };
+  const set = (obj: Record<string, unknown>, key: string, v: unknown) => {
+    if (v !== undefined) obj[key] = v;
+  };
+  set(base, 'name', flags.name);
+  set(base, 'runtime', flags.runtime);
+  set(base, 'source', flags.source);
+  set(base, 'user_group', flags.userGroup);
+  set(base, 'repository', flags.repository);
+  set(base, 'image', flags.image);
+  set(base, 'timeout', flags.timeout);
+  set(resources, 'memory', flags.memory);
+  set(resources, 'cpus', flags.cpus);
+  set(
+    resources,
+    'pids',
+    flags.pids === undefined
+      ? undefined
+      : Number.isInteger(Number(flags.pids))
+        ? Number(flags.pids)
+        : flags.pids,
+  );
+  set(resources, 'tmp', flags.tmpSize);
+  set(resources, 'workspace', flags.workspaceSize);
+  base.resources = resources;
+  if (flags.env?.length) {
+    const env: Record<string, string> = { ...((base.env as Record<string, string> | undefined) ?? {}) };
+    for (const kv of flags.env) {
+      const i = kv.indexOf('=');
+      if (i <= 0) throw new UserError(`--env ${kv}: expected KEY=VALUE`);
+      env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    base.env = env;
+  }
+  if (command.length) base.command = command;
+  if (base.command === undefined)
+    throw new UserError('missing command: give it after --, e.g. boxcar run -- make test');
+  return parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName);
+}

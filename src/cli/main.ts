@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { defaultStateDir } from '../config/paths.js';
+import { UserError, errorMessage } from '../errors.js';
+import { createLogger } from '../observability/logger.js';
+import { registerDoctor } from './commands/doctor.js';
+import { registerJobs } from './commands/jobs.js';
+import { registerPipeline } from './commands/pipeline.js';
+import { registerRun } from './commands/run.js';
+
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+async function main(argv: string[]): Promise<void> {
+  const logger = createLogger();
+  const program = new Command('boxcar')
+    .description('Boxcar: CI jobs in sandboxes chosen by trust (runc, gVisor, microVMs, WASM)')
+    .version(version)
+    .option('--state <dir>', 'state directory (or BOXCAR_STATE)', defaultStateDir())
+    .showHelpAfterError('(run boxcar help for the commands and their flags)')
+    .exitOverride();
+  registerRun(program, logger);
+  registerPipeline(program, logger);
+  registerJobs(program, logger);
+  registerDoctor(program, logger);
+  for (const cmd of program.commands) cmd.exitOverride();
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander has printed its message already; help and --version are successes.
+      process.exitCode = err.exitCode === 0 ? 0 : 125;
+      return;
+    }
+    if (err instanceof UserError) {
+      process.stderr.write(`boxcar: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+      return;
+    }
+    logger.error({ err }, 'unexpected failure');
+    process.stderr.write(
+      `boxcar: internal error: ${errorMessage(err)} (BOXCAR_LOG_LEVEL=debug shows details)\n`,
+    );
+    process.exitCode = 125;
+  }
+}
+
+await main(process.argv);

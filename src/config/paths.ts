@@ -1,0 +1,34 @@
+import path from 'node:path';
+
+/** Where Boxcar keeps its state: one directory, so a test or a second node is one `--state` away. */
+export interface StatePaths {
+  root: string;
+  db: string;
+  /** An OCI image layout (oci-layout, index.json, blobs/sha256/…). */
+  images: string;
+  /** Unpacked, read-only root filesystems, one per image manifest digest. */
+  rootfs: string;
+  /** One directory per sandbox attempt: OCI bundle, monitor files, VM disks. */
+  sandboxes: string;
+  /** Job output, one size-capped file per job. */
+  logs: string;
+  /** `runc --root`: container state, kept apart from any other runc user on the host. */
+  runcRoot: string;
+}
+
+export function defaultStateDir(): string {
+  return process.env.BOXCAR_STATE ?? '/var/lib/boxcar';
+}
+
+export function statePaths(root: string = defaultStateDir()): StatePaths {
+  const abs = path.resolve(root);
+  return {
+    root: abs,
+    db: path.join(abs, 'boxcar.db'),
+    images: path.join(abs, 'images'),
+    rootfs: path.join(abs, 'rootfs'),
+    sandboxes: path.join(abs, 'sandboxes'),
+    logs: path.join(abs, 'logs'),
+    runcRoot: path.join(abs, 'runc'),
+  };
+}

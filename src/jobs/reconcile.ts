@@ -1,0 +1,103 @@
+import { jobCostDollars } from '../cost/model.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { RuntimeRegistry } from '../runtimes/registry.js';
+import type { JobRecord, Store } from '../store/store.js';
+import { ownerAlive } from './owner.js';
+import { finalState } from './states.js';
+
+/**
+ * Gives every job whose owning boxcar process died (kill -9, power loss) its final status, so
+ * that no accepted job stays "running" forever. A sandbox that already exited reports its real
+ * exit code; one still running has lost the process that was to report it and is stopped.
+ */
+export async function reconcileOrphans(
+  store: Store,
+  runtimes: RuntimeRegistry,
+  logger: Logger,
+): Promise<JobRecord[]> {
+  const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 10_000 });
+  const settled: JobRecord[] = [];
+  for (const job of live) {
+    if (!job.owner || ownerAlive(job.owner) !== false) continue;
+    try {
+      settled.push(await settle(store, runtimes, job, logger));
+    } catch (err) {
+      logger.error({ err, jobId: job.id }, 'could not settle an orphaned job');
+    }
+  }
+  return settled;
+}
+
+async function settle(
+  store: Store,
+  runtimes: RuntimeRegistry,
+  job: JobRecord,
+  logger: Logger,
+): Promise<JobRecord> {
+  const died = `its boxcar process (${job.owner}) died`;
+  if (!job.handle)
+    return store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: `${died} before the sandbox was created` },
+      'orphaned',
+    );
+  const driver = runtimes.get(job.handle.runtime);
+  try {
+    const found = await driver.recover(job.handle);
+    if (found.state === 'exited') {
+      const stats = await driver.stats(job.handle);
+      const finishedAt = Date.now();
+      const durationMs = job.startedAt ? finishedAt - job.startedAt : null;
+      if (job.state !== 'running')
+        await store.transition(job.id, 'running', {}, 'recovered after its owner died');
+      const state = finalState({ ...found.exit, timedOut: false, cancelled: false });
+      return await store.transition(
+        job.id,
+        state,
+        {
+          exitCode: found.exit.exitCode,
+          oomKilled: found.exit.oomKilled,
+          timedOut: false,
+          durationMs,
+          peakMemoryBytes: stats.peakMemoryBytes,
+          cpuUsageNs: stats.cpuUsageNs,
+          costDollars: jobCostDollars({
+            peakMemoryBytes: stats.peakMemoryBytes,
+            durationMs: durationMs ?? 0,
+            cpuUsageNs: stats.cpuUsageNs,
+          }),
+          finishedAt,
+        },
+        `${died}; exit status recovered from its monitor`,
+      );
+    }
+    if (found.state === 'running') {
+      await driver.stop(job.handle, 'SIGKILL');
+      return await store.transition(
+        job.id,
+        'error',
+        { finishedAt: Date.now(), error: `${died} while the job ran; the job was stopped` },
+        'orphaned',
+      );
+    }
+    return await store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: `${died}; sandbox lost: ${found.reason}` },
+      'orphaned',
+    );
+  } catch (err) {
+    return store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: `${died}; recovery failed: ${errorMessage(err)}` },
+      'orphaned',
+    );
+  } finally {
+    await driver
+      .destroy(job.handle)
+      .catch((err: unknown) => logger.error({ err, jobId: job.id }, 'destroying an orphaned sandbox failed'));
+  }
+}

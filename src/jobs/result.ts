@@ -1,0 +1,55 @@
+import type { Decision } from '../policy/decision.js';
+import type { JobRecord } from '../store/store.js';
+
+/** The `--json` result of a job: the CLI contract other tools rely on. */
+export interface JobResultJson {
+  id: string;
+  name: string;
+  state: string;
+  runtime: string;
+  decision: Decision;
+  exitCode: number | null;
+  oomKilled: boolean;
+  timedOut: boolean;
+  startupMs: number | null;
+  durationMs: number | null;
+  peakMemoryBytes: number | null;
+  costDollars: number | null;
+  output: string;
+  error: string | null;
+}
+
+export function jobResultJson(r: JobRecord, output: string): JobResultJson {
+  return {
+    id: r.id,
+    name: r.name,
+    state: r.state,
+    runtime: r.runtime,
+    decision: r.decision,
+    exitCode: r.exitCode,
+    oomKilled: r.oomKilled,
+    timedOut: r.timedOut,
+    startupMs: r.startupMs,
+    durationMs: r.durationMs,
+    peakMemoryBytes: r.peakMemoryBytes,
+    costDollars: r.costDollars,
+    output,
+    error: r.error,
+  };
+}
+
+/** The CLI's exit code for a finished job: the job's own, or a conventional one when it was stopped. */
+export function cliExitCode(r: JobRecord): number {
+  switch (r.state) {
+    case 'succeeded':
+    case 'failed':
+    case 'oom':
+      return r.exitCode ?? 1;
+    case 'timeout':
+      return 124; // as GNU timeout
+    case 'cancelled':
+      return 130; // as a shell after Ctrl-C
+    default:
+      return 125; // Boxcar could not run it
+  }
+}

@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { parseBytes, parseCpuMillis, parseDurationMs } from './quantity.js';
+import { parsedField } from './validation.js';
+
+/** Every runtime Boxcar knows by name; whether one is usable on a node is the driver's fingerprint. */
+export const RUNTIME_NAMES = ['runc', 'gvisor', 'firecracker', 'wasm'] as const;
+export const RuntimeName = z.enum(RUNTIME_NAMES);
+export type RuntimeName = z.infer<typeof RuntimeName>;
+
+/** Where the code comes from: the seed's trust inputs. */
+export const SOURCES = ['internal_repo', 'external_pr'] as const;
+export const Source = z.enum(SOURCES);
+export type Source = z.infer<typeof Source>;
+
+export const DEFAULTS = {
+  memory: '256Mi',
+  cpus: '1',
+  pids: 256,
+  tmp: '64Mi',
+  workspace: '256Mi',
+  timeout: '10m',
+} as const;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+const Resources = z
+  .strictObject({
+    memory: parsedField(parseBytes).prefault(DEFAULTS.memory),
+    cpus: parsedField(parseCpuMillis).prefault(DEFAULTS.cpus),
+    pids: z
+      .number()
+      .int()
+      .min(8, 'must be at least 8 (the shell and its children need a few)')
+      .max(65536)
+      .default(DEFAULTS.pids),
+    tmp: parsedField(parseBytes).prefault(DEFAULTS.tmp),
+    workspace: parsedField(parseBytes).prefault(DEFAULTS.workspace),
+  })
+  .default({} as never);
+
+/**
+ * A job as written in a YAML job file (snake_case like the seed's policy) or assembled from
+ * CLI flags. `command` as a string is a shell script run by `sh -c`.
+ */
+export const JobSpecInput = z.strictObject({
+  name: z.string().regex(JOB_NAME, 'use 1-63 letters, digits, ".", "_" or "-"').default('job'),
+  image: z.string().min(1).optional(),
+  command: z.union([
+    z
+      .string()
+      .min(1, 'give the command to run, e.g. "make test"')
+      .transform((s) => ['sh', '-c', s]),
+    z.array(z.string()).min(1, 'give the command to run, e.g. [make, test]'),
+  ]),
+  env: z
+    .record(
+      z.string().regex(ENV_NAME, 'environment names are letters, digits and _, not starting with a digit'),
+      z.union([z.string(), z.number(), z.boolean()]).transform(String),
+    )
+    .default({}),
+  runtime: RuntimeName.optional(),
+  source: Source.optional(),
+  user_group: z.string().min(1).optional(),
+  repository: z.string().min(1).optional(),
+  resources: Resources,
+  timeout: parsedField(parseDurationMs).prefault(DEFAULTS.timeout),
+});
+
+export type JobSpecInput = z.output<typeof JobSpecInput>;
+
+/** From the file's vocabulary to the normalized job (camelCase, bytes, millicores, ms). */
+export const normalizeJobSpec = (s: JobSpecInput) => ({
+  name: s.name,
+  image: s.image,
+  command: s.command,
+  env: s.env,
+  runtime: s.runtime,
+  source: s.source,
+  userGroup: s.user_group,
+  repository: s.repository,
+  limits: {
+    memoryBytes: s.resources.memory,
+    cpuMillis: s.resources.cpus,
+    pids: s.resources.pids,
+    tmpBytes: s.resources.tmp,
+    workspaceBytes: s.resources.workspace,
+  },
+  timeoutMs: s.timeout,
+});
+
+export const JobSpec = JobSpecInput.transform(normalizeJobSpec);
+
+/** The validated, normalized job: what the store records and drivers receive. */
+export type JobSpec = z.output<typeof JobSpec>;
+export type JobLimits = JobSpec['limits'];

@@ -1,0 +1,51 @@
+import type { StatePaths } from '../config/paths.js';
+import { UserError } from '../errors.js';
+import { RUNTIME_NAMES, type RuntimeName } from '../jobs/spec.js';
+import type { Logger } from '../observability/logger.js';
+import type { Fingerprint, Runtime } from './runtime.js';
+import { RuncDriver } from './runc/driver.js';
+
+/** The drivers this build has, by name; fingerprints are taken once and cached. */
+export class RuntimeRegistry {
+  private readonly drivers = new Map<RuntimeName, Runtime>();
+  private readonly fingerprints = new Map<RuntimeName, Promise<Fingerprint>>();
+
+  constructor(drivers: Runtime[]) {
+    for (const d of drivers) this.drivers.set(d.name, d);
+  }
+
+  get(name: RuntimeName): Runtime {
+    const d = this.drivers.get(name);
+    if (!d)
+      throw new UserError(
+        `runtime ${name} is not available in this build of Boxcar (available: ${[...this.drivers.keys()].join(', ')})`,
+      );
+    return d;
+  }
+
+  fingerprint(name: RuntimeName): Promise<Fingerprint> {
+    let fp = this.fingerprints.get(name);
+    if (!fp) {
+      const d = this.drivers.get(name);
+      fp = d
+        ? d.fingerprint()
+        : Promise.resolve({
+            runtime: name,
+            usable: false,
+            reason: 'no driver for it in this build of Boxcar yet',
+            details: {},
+          });
+      this.fingerprints.set(name, fp);
+    }
+    return fp;
+  }
+
+  /** Every runtime Boxcar knows, usable here or not. */
+  async fingerprintAll(): Promise<Fingerprint[]> {
+    return Promise.all(RUNTIME_NAMES.map((n) => this.fingerprint(n)));
+  }
+}
+
+export function hostRuntimes(paths: StatePaths, logger: Logger): RuntimeRegistry {
+  return new RuntimeRegistry([new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) })]);
+}

@@ -1,0 +1,117 @@
+import { existsSync } from 'node:fs';
+import { readFile, rmdir } from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * Reads a sandbox's cgroup on either hierarchy: v1 (this project's hosts: a hybrid with one
+ * directory per controller) or the unified v2. `cgroupsPath` is the OCI `linux.cgroupsPath`.
+ */
+const ROOT = '/sys/fs/cgroup';
+const V1_CONTROLLERS = [
+  'memory',
+  'cpu',
+  'cpuacct',
+  'cpuset',
+  'pids',
+  'devices',
+  'freezer',
+  'blkio',
+  'net_cls',
+  'net_prio',
+  'perf_event',
+  'hugetlb',
+  'rdma',
+  'misc',
+  'systemd',
+];
+
+export type CgroupMode = 'v1' | 'v2';
+
+export function cgroupMode(): CgroupMode {
+  return existsSync(path.join(ROOT, 'cgroup.controllers')) ? 'v2' : 'v1';
+}
+
+/** v1 only: whether `memory.memsw.*` exists, i.e. swap can be limited together with memory. */
+export function swapAccounting(): boolean {
+  return cgroupMode() === 'v2' || existsSync(path.join(ROOT, 'memory', 'memory.memsw.limit_in_bytes'));
+}
+
+export interface CgroupStats {
+  memoryBytes: number;
+  peakMemoryBytes: number;
+  cpuUsageNs: number;
+  pids: number;
+  oomKills: number;
+}
+
+async function readNumber(file: string): Promise<number | undefined> {
+  try {
+    return Number((await readFile(file, 'utf8')).trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function readKeyed(file: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  try {
+    for (const line of (await readFile(file, 'utf8')).split('\n')) {
+      const [k, v] = line.trim().split(/\s+/);
+      if (k && v !== undefined) out.set(k, Number(v));
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return out;
+}
+
+/** Stats of a cgroup; zeros when it is already gone. */
+export async function readCgroupStats(cgroupsPath: string): Promise<CgroupStats> {
+  if (cgroupMode() === 'v2') {
+    const dir = path.join(ROOT, cgroupsPath);
+    const cpu = await readKeyed(path.join(dir, 'cpu.stat'));
+    const events = await readKeyed(path.join(dir, 'memory.events'));
+    const current = (await readNumber(path.join(dir, 'memory.current'))) ?? 0;
+    return {
+      memoryBytes: current,
+      peakMemoryBytes: (await readNumber(path.join(dir, 'memory.peak'))) ?? current,
+      cpuUsageNs: (cpu.get('usage_usec') ?? 0) * 1000,
+      pids: (await readNumber(path.join(dir, 'pids.current'))) ?? 0,
+      oomKills: events.get('oom_kill') ?? 0,
+    };
+  }
+  const mem = path.join(ROOT, 'memory', cgroupsPath);
+  const oom = await readKeyed(path.join(mem, 'memory.oom_control'));
+  return {
+    memoryBytes: (await readNumber(path.join(mem, 'memory.usage_in_bytes'))) ?? 0,
+    peakMemoryBytes: (await readNumber(path.join(mem, 'memory.max_usage_in_bytes'))) ?? 0,
+    cpuUsageNs: (await readNumber(path.join(ROOT, 'cpuacct', cgroupsPath, 'cpuacct.usage'))) ?? 0,
+    pids: (await readNumber(path.join(ROOT, 'pids', cgroupsPath, 'pids.current'))) ?? 0,
+    oomKills: oom.get('oom_kill') ?? 0,
+  };
+}
+
+/** Every directory the cgroup occupies (one per v1 controller), existing or not. */
+export function cgroupDirs(cgroupsPath: string): string[] {
+  if (cgroupMode() === 'v2') return [path.join(ROOT, cgroupsPath)];
+  return V1_CONTROLLERS.map((c) => path.join(ROOT, c, cgroupsPath));
+}
+
+/** Removes what the runtime left of a cgroup (it should have removed it; this is the safety net). */
+export async function removeCgroup(cgroupsPath: string): Promise<string[]> {
+  const left: string[] = [];
+  for (const dir of cgroupDirs(cgroupsPath)) {
+    try {
+      await rmdir(dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') left.push(`${dir}: ${code}`);
+    }
+  }
+  return left;
+}
+
+export function existingCgroupDirs(cgroupsPath: string): string[] {
+  return cgroupDirs(cgroupsPath).filter((d) => existsSync(d));
+}

@@ -1,0 +1,348 @@
+import { spawn } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile, access } from 'node:fs/promises';
+import path from 'node:path';
+import type { StatePaths } from '../../config/paths.js';
+import type { RuntimeName } from '../../jobs/spec.js';
+import type { Logger } from '../../observability/logger.js';
+import type {
+  ExitStatus,
+  Fingerprint,
+  OutputChunk,
+  Recovered,
+  Runtime,
+  SandboxRequest,
+  StopSignal,
+  TaskHandle,
+  TaskStats,
+} from '../runtime.js';
+import { readCgroupStats, removeCgroup } from './cgroups.js';
+import { ExecError, processAlive, run } from './exec.js';
+import { readK8sLog } from './k8s-log.js';
+import { ociSpec } from './oci-spec.js';
+import { ChangeWatcher } from './watch.js';
+
+/**
+ * An OCI runtime (runc, runsc) driven through conmon, the per-job monitor podman and CRI-O
+ * use: one ~2 MB process per job holds the container's stdio, writes its log and its exit
+ * code to files, and outlives us, so a restarted Boxcar finds every job where it left it.
+ * Everything is derived from the sandbox id, so `destroy` and `recover` work from a handle
+ * saved before the sandbox existed.
+ */
+export interface OciTool {
+  /** The OCI runtime binary conmon runs. */
+  binary: string;
+  /** Global flags before the subcommand (`--root DIR`, runsc's `--platform`…). */
+  globalArgs: string[];
+}
+
+export interface ConmonDriverOptions {
+  paths: StatePaths;
+  logger: Logger;
+  conmon?: string;
+  /** Size cap of each job's log file; conmon truncates past it. */
+  logSizeMax?: number;
+}
+
+const CREATE_TIMEOUT_MS = 60_000;
+const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
+
+interface SandboxFiles {
+  dir: string;
+  config: string;
+  exitFile: string;
+  exitDir: string;
+  persistDir: string;
+  oomFile: string;
+  pidFile: string;
+  conmonPidFile: string;
+  conmonLog: string;
+  ociLog: string;
+}
+
+export abstract class ConmonDriver implements Runtime {
+  abstract readonly name: RuntimeName;
+  protected readonly conmon: string;
+
+  constructor(protected readonly opts: ConmonDriverOptions) {
+    this.conmon = opts.conmon ?? 'conmon';
+  }
+
+  abstract fingerprint(): Promise<Fingerprint>;
+  protected abstract tool(): OciTool;
+
+  protected files(sandboxId: string): SandboxFiles {
+    const dir = path.join(this.opts.paths.sandboxes, sandboxId);
+    return {
+      dir,
+      config: path.join(dir, 'config.json'),
+      exitDir: path.join(dir, 'exit'),
+      exitFile: path.join(dir, 'exit', sandboxId),
+      persistDir: path.join(dir, 'persist'),
+      oomFile: path.join(dir, 'persist', 'oom'),
+      pidFile: path.join(dir, 'pidfile'),
+      conmonPidFile: path.join(dir, 'conmon.pid'),
+      conmonLog: path.join(dir, 'conmon.log'),
+      ociLog: path.join(dir, 'oci-log'),
+    };
+  }
+
+  protected cgroupsPath(sandboxId: string): string {
+    return `/boxcar/${sandboxId}`;
+  }
+
+  /** Runtime-specific tweaks to the OCI config (runsc annotations, …). */
+  protected adjustSpec(spec: Record<string, unknown>): Record<string, unknown> {
+    return spec;
+  }
+
+  async prepare(req: SandboxRequest): Promise<TaskHandle> {
+    const f = this.files(req.sandboxId);
+    await mkdir(f.exitDir, { recursive: true });
+    await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
+    await mkdir(path.dirname(req.logPath), { recursive: true });
+    const spec = this.adjustSpec(
+      ociSpec({
+        jobId: req.jobId,
+        spec: req.spec,
+        image: req.image,
+        cgroupsPath: this.cgroupsPath(req.sandboxId),
+      }),
+    );
+    await writeFile(f.config, JSON.stringify(spec));
+    const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f);
+    return {
+      runtime: this.name,
+      jobId: req.jobId,
+      sandboxId: req.sandboxId,
+      logPath: req.logPath,
+      state: { conmonPid },
+    };
+  }
+
+  private async createWithConmon(
+    id: string,
+    jobId: string,
+    logPath: string,
+    f: SandboxFiles,
+  ): Promise<number> {
+    const tool = this.tool();
+    const runtimeArgs = [...tool.globalArgs, '--log-format=json', '--log', f.ociLog].flatMap((a) => [
+      '--runtime-arg',
+      a,
+    ]);
+    const args = [
+      '--api-version', '1',
+      '-c', id, '-u', id, '-n', `boxcar-${jobId}`,
+      '-r', tool.binary,
+      '-b', f.dir,
+      '-p', f.pidFile,
+      '--conmon-pidfile', f.conmonPidFile,
+      '--exit-dir', f.exitDir,
+      '--persist-dir', f.persistDir,
+      '-l', `k8s-file:${logPath}`,
+      '--log-size-max', String(this.opts.logSizeMax ?? DEFAULT_LOG_SIZE_MAX),
+      '--log-level', 'warning',
+      '--socket-dir-path', f.dir,
+      '--full-attach',
+      ...runtimeArgs,
+    ]; // prettier-ignore
+    const out = openSync(f.conmonLog, 'a');
+    try {
+      // detached: its own session, so a Ctrl-C to our process group does not reach the monitor.
+      const child = spawn(this.conmon, args, {
+        cwd: f.dir,
+        detached: true,
+        stdio: ['ignore', out, out, 'pipe'],
+        env: { ...process.env, _OCI_SYNCPIPE: '3' },
+      });
+      const sync = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+      const pid = await new Promise<number>((resolve, reject) => {
+        let text = '';
+        const timer = setTimeout(
+          () => fail(new Error(`conmon did not report the container within ${CREATE_TIMEOUT_MS} ms`)),
+          CREATE_TIMEOUT_MS,
+        );
+        const fail = (err: Error) => {
+          clearTimeout(timer);
+          sync.destroy();
+          reject(err);
+        };
+        child.on('error', (err) => fail(new Error(`cannot start conmon (${this.conmon}): ${err.message}`)));
+        sync.on('data', (d: Buffer) => {
+          text += d.toString();
+          const nl = text.indexOf('\n');
+          if (nl < 0) return;
+          clearTimeout(timer);
+          sync.destroy(); // conmon only writes to it again for exec sessions, which we do not use
+          const msg = JSON.parse(text.slice(0, nl)) as { data: number; message?: string };
+          if (msg.data > 0) resolve(msg.data);
+          else reject(new Error(msg.message ?? `conmon reported ${msg.data}`));
+        });
+        sync.on('end', () => {
+          if (!text.includes('\n')) fail(new Error('conmon exited before reporting the container'));
+        });
+      });
+      child.unref();
+      this.opts.logger.debug({ sandboxId: id, containerPid: pid }, 'container created');
+      return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
+    } catch (err) {
+      throw new Error(
+        `${this.name}: creating the container failed: ${(err as Error).message}${await this.ociErrors(f)}`,
+        { cause: err },
+      );
+    } finally {
+      closeSync(out);
+    }
+  }
+
+  /** The OCI runtime's own error lines, which say why a create failed. */
+  private async ociErrors(f: SandboxFiles): Promise<string> {
+    try {
+      const lines = (await readFile(f.ociLog, 'utf8')).trim().split('\n').filter(Boolean);
+      const msgs = lines.map((l) => {
+        try {
+          return (JSON.parse(l) as { msg?: string }).msg ?? l;
+        } catch {
+          return l; // not JSON: keep the raw line
+        }
+      });
+      return msgs.length ? ` (${msgs.slice(-3).join('; ')})` : '';
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+      throw err;
+    }
+  }
+
+  protected async ociRun(args: string[], timeoutMs = 30_000) {
+    const tool = this.tool();
+    return run(tool.binary, [...tool.globalArgs, ...args], { timeoutMs });
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    await this.ociRun(['start', handle.sandboxId]);
+  }
+
+  private async readExit(f: SandboxFiles): Promise<number | undefined> {
+    try {
+      const text = (await readFile(f.exitFile, 'utf8')).trim();
+      return text === '' ? undefined : Number(text);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  private async oomKilled(handle: TaskHandle, f: SandboxFiles): Promise<boolean> {
+    if (await exists(f.oomFile)) return true;
+    return (await readCgroupStats(this.cgroupsPath(handle.sandboxId))).oomKills > 0;
+  }
+
+  private async conmonPid(handle: TaskHandle, f: SandboxFiles): Promise<number | undefined> {
+    const fromHandle = handle.state.conmonPid;
+    if (typeof fromHandle === 'number') return fromHandle;
+    try {
+      return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async wait(handle: TaskHandle): Promise<ExitStatus> {
+    const f = this.files(handle.sandboxId);
+    const changes = new ChangeWatcher(f.exitDir);
+    try {
+      for (;;) {
+        const code = await this.readExit(f);
+        if (code !== undefined) return { exitCode: code, oomKilled: await this.oomKilled(handle, f) };
+        const pid = await this.conmonPid(handle, f);
+        if (pid === undefined || !processAlive(pid)) {
+          const late = await this.readExit(f);
+          if (late !== undefined) return { exitCode: late, oomKilled: await this.oomKilled(handle, f) };
+          throw new Error(
+            `${this.name}: the job's monitor (conmon pid ${pid ?? '?'}) ended without recording an exit code`,
+          );
+        }
+        await changes.wait(1000);
+      }
+    } finally {
+      changes.close();
+    }
+  }
+
+  async stop(handle: TaskHandle, signal: StopSignal): Promise<void> {
+    try {
+      await this.ociRun(['kill', handle.sandboxId, signal.replace(/^SIG/, '')]);
+    } catch (err) {
+      // Already stopped or gone: the stop has happened.
+      if (
+        err instanceof ExecError &&
+        /not running|does not exist|container not found|process already finished/i.test(err.stderr)
+      )
+        return;
+      throw err;
+    }
+  }
+
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    const s = await readCgroupStats(this.cgroupsPath(handle.sandboxId));
+    return {
+      memoryBytes: s.memoryBytes,
+      peakMemoryBytes: s.peakMemoryBytes,
+      cpuUsageNs: s.cpuUsageNs,
+      pids: s.pids,
+    };
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    const f = this.files(handle.sandboxId);
+    try {
+      await this.ociRun(['delete', '--force', handle.sandboxId]);
+    } catch (err) {
+      if (!(err instanceof ExecError && /does not exist|not found/i.test(err.stderr))) throw err;
+    }
+    const pid = await this.conmonPid(handle, f);
+    if (pid !== undefined && processAlive(pid)) {
+      // conmon exits by itself once the container is gone; give it a moment, then make sure.
+      for (let i = 0; i < 20 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));
+      if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    const left = await removeCgroup(this.cgroupsPath(handle.sandboxId));
+    if (left.length)
+      this.opts.logger.warn({ sandboxId: handle.sandboxId, left }, 'cgroup directories could not be removed');
+    await rm(f.dir, { recursive: true, force: true });
+  }
+
+  async recover(handle: TaskHandle): Promise<Recovered> {
+    const f = this.files(handle.sandboxId);
+    const code = await this.readExit(f);
+    if (code !== undefined)
+      return { state: 'exited', exit: { exitCode: code, oomKilled: await this.oomKilled(handle, f) } };
+    const pid = await this.conmonPid(handle, f);
+    if (pid !== undefined && processAlive(pid)) return { state: 'running' };
+    return {
+      state: 'gone',
+      reason: `no exit code recorded and its monitor (conmon pid ${pid ?? '?'}) is not running`,
+    };
+  }
+
+  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+    const f = this.files(handle.sandboxId);
+    return readK8sLog(handle.logPath, {
+      follow: opts.follow,
+      signal: opts.signal,
+      isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),
+    });
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}

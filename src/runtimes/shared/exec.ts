@@ -1,0 +1,70 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a host tool; a failure carries the command line and the tool's own stderr. */
+export function run(
+  file: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; input?: string } = {},
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args,
+      { timeout: opts.timeoutMs ?? 30_000, maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        if (err) {
+          const why = (stderr || err.message).trim().split('\n').slice(-3).join(' | ');
+          reject(new ExecError(`${file} ${args.join(' ')} failed: ${why}`, stderr, err));
+          return;
+        }
+        resolve({ stdout, stderr });
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+export class ExecError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+    cause: unknown,
+  ) {
+    super(message, { cause });
+    this.name = 'ExecError';
+  }
+}
+
+/**
+ * Whether a process is alive. A zombie counts as dead: monitors we start are reparented to
+ * init, which may be slow to reap them.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** The start time of a process in clock ticks since boot: tells a pid from a reused one. */
+export function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[19]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,0 +1,172 @@
+import type { JobSpec } from '../../jobs/spec.js';
+import type { ResolvedImage } from '../../images/image.js';
+import { seccompProfile } from './seccomp.js';
+import { swapAccounting } from './cgroups.js';
+
+/**
+ * The OCI runtime config for one container job: everything the job may do is written here.
+ * Starting point: `runc spec` defaults (masked and read-only /proc paths, devices), tightened.
+ */
+export const CPU_PERIOD_US = 100_000;
+
+/** Docker's default set minus NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP: enough for CI tooling. */
+export const CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FOWNER',
+  'CAP_FSETID',
+  'CAP_KILL',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_AUDIT_WRITE',
+];
+
+const MASKED_PATHS = [
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const WORKSPACE_DIR = '/workspace';
+
+export interface OciSpecInput {
+  jobId: string;
+  spec: JobSpec;
+  image: ResolvedImage;
+  cgroupsPath: string;
+}
+
+/** A hostname that names the job and is valid (RFC 1123 label). */
+export function jobHostname(name: string, jobId: string): string {
+  const label = name
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40);
+  return `${label || 'job'}-${jobId.slice(0, 8)}`;
+}
+
+export function jobEnv(input: OciSpecInput): string[] {
+  const env = new Map<string, string>();
+  for (const kv of input.image.config.env) {
+    const i = kv.indexOf('=');
+    if (i > 0) env.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  if (!env.has('PATH')) env.set('PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  env.set('HOME', '/root');
+  env.set('CI', 'true');
+  env.set('BOXCAR', 'true');
+  env.set('BOXCAR_JOB_ID', input.jobId);
+  env.set('BOXCAR_JOB_NAME', input.spec.name);
+  for (const [k, v] of Object.entries(input.spec.env)) env.set(k, v);
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}
+
+export function ociSpec(input: OciSpecInput): Record<string, unknown> {
+  const { spec, image } = input;
+  const l = spec.limits;
+  const memory: Record<string, number> = { limit: l.memoryBytes };
+  if (swapAccounting()) memory.swap = l.memoryBytes; // memory+swap = memory: no swap at all
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: spec.command,
+      env: jobEnv(input),
+      cwd: WORKSPACE_DIR,
+      capabilities: {
+        bounding: CAPABILITIES,
+        effective: CAPABILITIES,
+        permitted: CAPABILITIES,
+        inheritable: [],
+        ambient: [],
+      },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    root: { path: image.rootfsPath, readonly: true },
+    hostname: jobHostname(spec.name, input.jobId),
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      {
+        destination: '/dev',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+      },
+      {
+        destination: '/dev/pts',
+        type: 'devpts',
+        source: 'devpts',
+        options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+      },
+      {
+        destination: '/dev/shm',
+        type: 'tmpfs',
+        source: 'shm',
+        options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
+      },
+      {
+        destination: '/dev/mqueue',
+        type: 'mqueue',
+        source: 'mqueue',
+        options: ['nosuid', 'noexec', 'nodev'],
+      },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      {
+        destination: '/sys/fs/cgroup',
+        type: 'cgroup',
+        source: 'cgroup',
+        options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'],
+      },
+      {
+        destination: '/tmp',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', 'mode=1777', `size=${l.tmpBytes}`],
+      },
+      {
+        destination: WORKSPACE_DIR,
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', 'mode=0755', `size=${l.workspaceBytes}`],
+      },
+    ],
+    linux: {
+      cgroupsPath: input.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory,
+        cpu: {
+          quota: Math.round((l.cpuMillis / 1000) * CPU_PERIOD_US),
+          period: CPU_PERIOD_US,
+          shares: Math.max(2, Math.round((l.cpuMillis * 1024) / 1000)),
+        },
+        pids: { limit: l.pids },
+      },
+      namespaces: [
+        { type: 'pid' },
+        { type: 'network' },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+        { type: 'cgroup' },
+      ],
+      seccomp: seccompProfile(),
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+  };
+}
