@@ -19,13 +19,13 @@ async function main(argv: string[]): Promise<void> {
     .description('Boxcar: CI jobs in sandboxes chosen by trust (runc, gVisor, microVMs, WASM)')
     .version(version)
     .option('--state <dir>', 'state directory (or BOXCAR_STATE)', defaultStateDir())
-    .showHelpAfterError('(run boxcar help for the commands and their flags)')
-    .exitOverride();
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`boxcar: ${text.replace(/^error: /, '')}`) });
   registerRun(program, logger);
   registerPipeline(program, logger);
   registerJobs(program, logger);
   registerDoctor(program, logger);
-  for (const cmd of program.commands) cmd.exitOverride();
+  for (const cmd of program.commands) cmd.exitOverride().configureOutput(program.configureOutput());
 
   try {
     await program.parseAsync(argv);

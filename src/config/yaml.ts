@@ -29,7 +29,7 @@ export function parseYaml<S extends z.ZodType>(text: string, file: string, schem
     const at = e?.pos ? lines.linePos(e.pos[0]).line : '?';
     throw new UserError(`${file}:${at}: not valid YAML: ${e?.message.split('\n')[0]}`);
   }
-  const r = schema.safeParse(doc.toJS());
+  const r = schema.safeParse(doc.toJS(), { reportInput: true });
   if (r.success) return r.data;
   const problems = r.error.issues.map((issue) => {
     const key = issue.code === 'unrecognized_keys' ? issue.keys[0] : undefined;

@@ -1,8 +1,8 @@
-import { mkdir, rm, symlink, writeFile, copyFile, chmod } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from '../runtimes/shared/exec.js';
 import { sha256File } from './digest.js';
-import { withLock } from './fs-util.js';
+import { withLock, writeFileAtomic } from './fs-util.js';
 import { BASE_IMAGE_REF } from './image.js';
 import { type ImageStore, type Manifest, MEDIA } from './image-store.js';
 
@@ -21,17 +21,38 @@ export interface BaseImageResult {
   built: boolean;
 }
 
-export async function ensureBaseImage(store: ImageStore, busybox = BUSYBOX): Promise<BaseImageResult> {
-  await store.init();
-  let input: string;
+/**
+ * The input key: busybox's digest. Hashing 2 MB costs ~5 ms per job start, so the digest is
+ * remembered beside the store with the file's identity (inode, size, mtime) and recomputed
+ * only when those change (a package upgrade replaces the file).
+ */
+async function inputKey(store: ImageStore, busybox: string): Promise<string> {
+  let st;
   try {
-    input = `${await sha256File(busybox)}+builder${BUILDER_VERSION}`;
+    st = await stat(busybox);
   } catch (err) {
     throw new Error(
       `the built-in image needs ${busybox}: install the Debian package busybox-static (${(err as Error).message})`,
       { cause: err },
     );
   }
+  const identity = `${busybox}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  const stampFile = store.metaPath('base-input.json');
+  try {
+    const stamp = JSON.parse(await readFile(stampFile, 'utf8')) as { identity: string; key: string };
+    if (stamp.identity === identity) return stamp.key;
+  } catch (err) {
+    // Missing or unreadable stamp: recompute below.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
+  }
+  const key = `${await sha256File(busybox)}+builder${BUILDER_VERSION}`;
+  await writeFileAtomic(stampFile, JSON.stringify({ identity, key }));
+  return key;
+}
+
+export async function ensureBaseImage(store: ImageStore, busybox = BUSYBOX): Promise<BaseImageResult> {
+  await store.init();
+  const input = await inputKey(store, busybox);
   const current = async () => {
     const entry = await store.lookup(BASE_IMAGE_REF);
     return entry && entry.annotations?.[INPUT_ANNOTATION] === input && (await store.hasBlob(entry.digest))

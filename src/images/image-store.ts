@@ -67,8 +67,13 @@ export class ImageStore {
     return path.join(this.paths.images, 'blobs', 'sha256', digestHex(digest));
   }
 
+  /** A file of Boxcar's own beside the layout (locks, build stamps); not part of the OCI layout. */
+  metaPath(name: string): string {
+    return path.join(this.paths.images, name);
+  }
+
   lockPath(name: string): string {
-    return path.join(this.paths.images, `${name}.lock`);
+    return this.metaPath(`${name}.lock`);
   }
 
   async init(): Promise<void> {

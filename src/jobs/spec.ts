@@ -37,7 +37,7 @@ const Resources = z
     tmp: parsedField(parseBytes).prefault(DEFAULTS.tmp),
     workspace: parsedField(parseBytes).prefault(DEFAULTS.workspace),
   })
-  .default({} as never);
+  .prefault({});
 
 /**
  * A job as written in a YAML job file (snake_case like the seed's policy) or assembled from

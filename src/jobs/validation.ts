@@ -33,6 +33,14 @@ export function describeIssue(issue: z.core.$ZodIssue, name: FieldNamer): string
       return `${field}: unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove it or check its spelling`;
     case 'invalid_value':
       return `${field}: must be one of ${issue.values.map((v) => String(v)).join(', ')}`;
+    case 'invalid_union': {
+      if (issue.input === undefined) return `${field}: is required`;
+      // Report the branch whose type matched: its complaint is the useful one.
+      const inner = issue.errors.flat().find((i) => i.code !== 'invalid_type');
+      if (inner) return describeIssue({ ...inner, path: [...issue.path, ...inner.path] }, name);
+      const expected = issue.errors.flat().map((i) => (i.code === 'invalid_type' ? i.expected : i.code));
+      return `${field}: expected ${[...new Set(expected)].join(' or ')}, got ${describeValue(issue.input)}`;
+    }
     case 'invalid_type':
       return issue.input === undefined
         ? `${field}: is required (${issue.expected})`
@@ -56,7 +64,7 @@ export function parseOrThrow<S extends z.ZodType>(
   where: string,
   name: FieldNamer = yamlPath,
 ): z.output<S> {
-  const r = schema.safeParse(input);
+  const r = schema.safeParse(input, { reportInput: true });
   if (r.success) return r.data;
   const lines = r.error.issues.map((i) => describeIssue(i, name));
   throw new UserError(`${where}: ${lines.join(`; `)}`);

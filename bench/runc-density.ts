@@ -1,0 +1,129 @@
+/**
+ * Memory per running runc job: N concurrent `sleep` jobs through the real executor, measured
+ * three ways: the host's MemAvailable drop (everything, kernel included), each conmon's PSS,
+ * and each job's cgroup usage. Run: node dist/bench/runc-density.js [jobs]   (root)
+ */
+import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { openBoxcar } from '../src/boxcar.js';
+import { executeJob } from '../src/jobs/execute.js';
+import { currentOwner } from '../src/jobs/owner.js';
+import { JobSpec } from '../src/jobs/spec.js';
+import { silentLogger } from '../src/observability/logger.js';
+import { requestedRuntimeDecision } from '../src/policy/decision.js';
+import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
+import { sleep } from '../src/runtimes/shared/exec.js';
+import { row } from './lib/stats.js';
+
+const N = Number(process.argv[2] ?? 200);
+const MiB = 2 ** 20;
+
+function memAvailable(): number {
+  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return Number(m?.[1]) * 1024;
+}
+
+function pss(pid: number): number {
+  const m = /Pss:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return Number(m?.[1]) * 1024;
+}
+
+async function main() {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'bx-density-'));
+  const box = await openBoxcar(root, silentLogger());
+  const ac = new AbortController();
+  setMaxListeners(N + 10, ac.signal); // one cancel signal shared by every job
+  try {
+    const spec = JobSpec.parse({
+      command: ['sleep', '600'],
+      resources: { memory: '64Mi', tmp: '1Mi', workspace: '1Mi' },
+    });
+    await executeJob(
+      box,
+      await box.store.createJob({
+        id: randomUUID(),
+        tenant: 'bench',
+        spec: JobSpec.parse({ command: ['true'] }),
+        decision: requestedRuntimeDecision('runc'),
+        owner: currentOwner(),
+      }),
+    );
+    await sleep(1000);
+    const before = memAvailable();
+    const rssBefore = process.memoryUsage().rss;
+    const t0 = Date.now();
+    const runs = [];
+    for (let i = 0; i < N; i++) {
+      const job = await box.store.createJob({
+        id: randomUUID(),
+        tenant: 'bench',
+        spec,
+        decision: requestedRuntimeDecision('runc'),
+        owner: currentOwner(),
+      });
+      runs.push(executeJob(box, job, { signal: ac.signal }));
+    }
+    let running = 0;
+    while (running < N && Date.now() - t0 < 300_000) {
+      await sleep(500);
+      running = (await box.store.listJobs({ states: ['running'], limit: N + 10 })).length;
+    }
+    const startSecs = (Date.now() - t0) / 1000;
+    await sleep(2000);
+    const after = memAvailable();
+    const rssGrowth = process.memoryUsage().rss - rssBefore;
+    const jobs = await box.store.listJobs({ states: ['running'], limit: N + 10 });
+    let conmonPss = 0;
+    let cgroupBytes = 0;
+    for (const j of jobs) {
+      const pid = j.handle?.state.conmonPid;
+      if (typeof pid === 'number') conmonPss += pss(pid);
+      if (j.handle) cgroupBytes += (await readCgroupStats(`/boxcar/${j.handle.sandboxId}`)).memoryBytes;
+    }
+    console.log(
+      `${jobs.length} concurrent runc jobs (sleep 600) running after ${startSecs.toFixed(1)} s (${(jobs.length / startSecs).toFixed(1)} starts/s)`,
+    );
+    console.log(row(['measure', 'per job MiB', 'total MiB']));
+    console.log(
+      row(['host MemAvailable drop (all in)', (before - after) / jobs.length / MiB, (before - after) / MiB]),
+    );
+    console.log(
+      row(['  of which the boxcar process (RSS growth)', rssGrowth / jobs.length / MiB, rssGrowth / MiB]),
+    );
+    console.log(
+      row([
+        '  the rest: jobs, monitors, kernel',
+        (before - after - rssGrowth) / jobs.length / MiB,
+        (before - after - rssGrowth) / MiB,
+      ]),
+    );
+    console.log(row(['conmon PSS', conmonPss / jobs.length / MiB, conmonPss / MiB]));
+    console.log(
+      row(['job cgroup usage (process + kernel)', cgroupBytes / jobs.length / MiB, cgroupBytes / MiB]),
+    );
+    console.log(
+      row([
+        'conmon PSS + cgroup',
+        (conmonPss + cgroupBytes) / jobs.length / MiB,
+        (conmonPss + cgroupBytes) / MiB,
+      ]),
+    );
+    console.log('target: ≤ 1.5 MiB per running job (monitor + kernel accounting)');
+  } finally {
+    ac.abort();
+    const t = Date.now();
+    while (
+      (await box.store.listJobs({ states: ['starting', 'running'], limit: 1 })).length &&
+      Date.now() - t < 120_000
+    )
+      await sleep(500);
+    await box.close();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();

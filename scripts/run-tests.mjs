@@ -1,0 +1,27 @@
+// The test command (`npm test`, `make test`, `.ci/run`): lint, then every compiled *.test.js.
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+
+function testFiles(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return testFiles(p);
+    return e.name.endsWith('.test.js') ? [p] : [];
+  });
+}
+
+const step = (cmd, args) => {
+  const r = spawnSync(cmd, args, { stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+};
+
+step('npx', ['--no-install', 'eslint', 'src', 'bench']);
+step('npx', ['--no-install', 'prettier', '--check', '--log-level', 'warn', '.']);
+const files = testFiles('dist/src').sort();
+const filter = process.env.BOXCAR_TEST_FILTER;
+step(process.execPath, [
+  '--test',
+  '--test-concurrency=2',
+  ...files.filter((f) => !filter || f.includes(filter)),
+]);

@@ -1,0 +1,183 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { leftovers, tempState } from '../testing/harness.js';
+
+/** The `boxcar` command as a user runs it: a real process, real exit codes, real containers. */
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+const REPO = path.resolve(path.dirname(MAIN), '../../..');
+
+describe('boxcar CLI', () => {
+  let state: Awaited<ReturnType<typeof tempState>>;
+  const boxcar = (args: string[], opts: { uid?: number } = {}) => {
+    const r = spawnSync(process.execPath, [MAIN, '--state', state.root, ...args], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      uid: opts.uid,
+      cwd: REPO,
+    });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  before(async () => {
+    state = await tempState();
+  });
+  after(async () => {
+    const left = await leftovers(state);
+    await state.cleanup();
+    assert.deepEqual(left, []);
+  });
+
+  test('run --json prints exactly one result object and exits with the job’s code', () => {
+    const r = boxcar(['run', '--runtime', 'runc', '--json', '--', 'sh', '-c', 'echo hi; exit 3']);
+    assert.equal(r.code, 3, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 1, 'stdout holds only the JSON object');
+    const result = JSON.parse(lines[0] as string) as Record<string, unknown>;
+    for (const key of [
+      'id',
+      'runtime',
+      'decision',
+      'exitCode',
+      'oomKilled',
+      'timedOut',
+      'startupMs',
+      'durationMs',
+      'peakMemoryBytes',
+      'costDollars',
+      'output',
+    ]) {
+      assert.ok(key in result, `missing ${key}`);
+    }
+    assert.equal(result.exitCode, 3);
+    assert.equal(result.output, 'hi\n');
+    assert.equal(result.runtime, 'runc');
+    assert.deepEqual(Object.keys(result.decision as object), ['runtime', 'fallback', 'reasons']);
+  });
+
+  test('without --json, output streams to the terminal', () => {
+    const r = boxcar(['run', '--', 'sh', '-c', 'echo to-out; echo to-err >&2']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, 'to-out\n');
+    assert.match(r.stderr, /to-err/);
+  });
+
+  test('a job file runs, and jobs lists it', async () => {
+    const file = path.join(state.root, 'job.yaml');
+    await writeFile(file, 'name: from-file\ncommand: echo from a file\nresources:\n  memory: 64Mi\n');
+    const r = boxcar(['run', '-f', file, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { output: string }).output, 'from a file\n');
+    const list = boxcar(['jobs', '--json']);
+    const jobs = JSON.parse(list.stdout) as Array<{
+      name: string;
+      state: string;
+      runtime: string;
+      exitCode: number;
+    }>;
+    assert.ok(jobs.some((j) => j.name === 'from-file' && j.state === 'succeeded' && j.exitCode === 0));
+    assert.match(boxcar(['jobs']).stdout, /from-file\s+succeeded\s+runc/);
+  });
+
+  test('bad input ends with one clear line naming the field and the fix, never a stack trace', async () => {
+    const bad = path.join(state.root, 'bad.yaml');
+    await writeFile(bad, 'command: make\nresources:\n  memory: lots\n');
+    const cases: Array<[string[], RegExp]> = [
+      [['run', '--runtime', 'kubevirt', '--', 'true'], /--runtime.*kubevirt.*(runc|choices)/s],
+      [['run', '--memory', 'lots', '--', 'true'], /--memory: "lots" is not a size; use .*256Mi/],
+      [['run', '--timeout', 'soon', '--', 'true'], /--timeout: "soon" is not a duration/],
+      [['run'], /missing command: give it after --/],
+      [['run', '-f', '/nonexistent/job.yaml'], /cannot read \/nonexistent\/job\.yaml \(ENOENT\)/],
+      [['run', '-f', bad], /bad\.yaml:3: resources\.memory: "lots" is not a size/],
+    ];
+    for (const [args, expected] of cases) {
+      const r = boxcar(args);
+      assert.equal(r.code, 125, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, expected);
+      assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+    }
+    const notRoot = boxcar(['run', '--', 'true'], { uid: 65534 });
+    assert.equal(notRoot.code, 125);
+    assert.match(notRoot.stderr, /^boxcar: boxcar run needs root/);
+    assert.equal(notRoot.stderr.trim().split('\n').length, 1);
+  });
+
+  test('Ctrl-C cancels the job, cleans up and exits 130', async () => {
+    const child = spawn(
+      process.execPath,
+      [MAIN, '--state', state.root, 'run', '--', 'sh', '-c', 'echo ready; sleep 60'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    await waitForLine(child.stdout, 'ready');
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    assert.equal(code, 130);
+    assert.deepEqual(await leftovers(state), []);
+    const jobs = JSON.parse(boxcar(['jobs', '--json', '--limit', '1']).stdout) as Array<{ state: string }>;
+    assert.equal(jobs[0]?.state, 'cancelled');
+  });
+
+  test('after kill -9 of boxcar, the job keeps its real exit status (recovered from its monitor)', async () => {
+    const child = spawn(
+      process.execPath,
+      [MAIN, '--state', state.root, 'run', '--', 'sh', '-c', 'echo ready; sleep 1; exit 4'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    await waitForLine(child.stdout, 'ready');
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    await new Promise((r) => setTimeout(r, 1500)); // the job finishes on its own, under conmon
+    const jobs = JSON.parse(boxcar(['jobs', '--json', '--limit', '1']).stdout) as Array<{
+      state: string;
+      exitCode: number;
+      error: string | null;
+    }>;
+    assert.equal(jobs[0]?.state, 'failed', JSON.stringify(jobs[0]));
+    assert.equal(jobs[0]?.exitCode, 4);
+    assert.deepEqual(await leftovers(state), []);
+  });
+
+  test('the sample pipeline passes with its deliberate failures allowed', () => {
+    const r = boxcar(['pipeline', 'examples/pipeline.yaml', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const p = JSON.parse(r.stdout) as { passed: boolean; jobs: Array<{ name: string; state: string }> };
+    assert.equal(p.passed, true);
+    const states = Object.fromEntries(p.jobs.map((j) => [j.name, j.state]));
+    assert.deepEqual(states, {
+      lint: 'succeeded',
+      'unit-tests': 'succeeded',
+      build: 'succeeded',
+      'integration-flaky': 'failed',
+      'memory-hog': 'oom',
+      'hangs-forever': 'timeout',
+    });
+  });
+
+  test('doctor reports runc usable and the other runtimes with a reason', () => {
+    const r = boxcar(['doctor', '--json']);
+    assert.equal(r.code, 0);
+    const fps = JSON.parse(r.stdout) as Array<{ runtime: string; usable: boolean; reason: string }>;
+    assert.equal(fps.find((f) => f.runtime === 'runc')?.usable, true);
+    for (const f of fps) assert.ok(f.reason.length > 0);
+  });
+});
+
+function waitForLine(stream: NodeJS.ReadableStream, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(
+      () => reject(new Error(`no "${text}" within 20 s; saw ${JSON.stringify(seen)}`)),
+      20_000,
+    );
+    stream.on('data', (d: Buffer) => {
+      seen += d.toString();
+      if (seen.includes(text)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}

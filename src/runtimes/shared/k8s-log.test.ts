@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseK8sLogLine, readK8sLog } from './k8s-log.js';
+
+test('conmon log lines: full lines get their newline back, partial ones do not', () => {
+  assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12.855115135+00:00 stdout F hi'), {
+    stream: 'stdout',
+    text: 'hi\n',
+  });
+  assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12.855115135+00:00 stderr P part'), {
+    stream: 'stderr',
+    text: 'part',
+  });
+  assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12.855115135+00:00 stdout F '), {
+    stream: 'stdout',
+    text: '\n',
+  });
+  assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12Z stdout F a b  c'), {
+    stream: 'stdout',
+    text: 'a b  c\n',
+  });
+  assert.equal(parseK8sLogLine('garbage'), undefined);
+});
+
+test('following a log sees lines written later and stops when the job is done', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-log-'));
+  try {
+    const file = path.join(dir, 'job.log');
+    await writeFile(file, 'T stdout F one\n');
+    let done = false;
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const c of readK8sLog(file, { follow: true, isDone: async () => done })) seen.push(c.text);
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await appendFile(file, 'T stderr P tw\n'); // conmon writes a partial line as its own P record
+    await appendFile(file, 'T stderr F o\nT stdout F three\n');
+    done = true;
+    await reading;
+    assert.equal(seen.join(''), 'one\ntwo\nthree\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a log truncated at its size cap is read again from the top, with a note', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-log-'));
+  try {
+    const file = path.join(dir, 'job.log');
+    await writeFile(file, 'T stdout F aaaaaaaaaaaaaaaaaaaa\n');
+    let done = false;
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const c of readK8sLog(file, { follow: true, isDone: async () => done })) seen.push(c.text);
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await truncate(file, 0);
+    await appendFile(file, 'T stdout F b\n');
+    await new Promise((r) => setTimeout(r, 400));
+    done = true;
+    await reading;
+    assert.equal(seen[0], 'aaaaaaaaaaaaaaaaaaaa\n');
+    assert.match(seen.join(''), /log size cap/);
+    assert.equal(seen.at(-1), 'b\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

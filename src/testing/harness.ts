@@ -1,0 +1,80 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { openBoxcar, type Boxcar } from '../boxcar.js';
+import { statePaths, type StatePaths } from '../config/paths.js';
+import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
+import { currentOwner } from '../jobs/owner.js';
+import { JobSpec } from '../jobs/spec.js';
+import { silentLogger } from '../observability/logger.js';
+import { requestedRuntimeDecision } from '../policy/decision.js';
+import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
+import { run } from '../runtimes/shared/exec.js';
+
+/** A fresh state directory for one test file, removed (with anything it holds) afterwards. */
+export async function tempState(prefix = 'bx-'): Promise<StatePaths & { cleanup: () => Promise<void> }> {
+  const root = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const paths = statePaths(root);
+  return {
+    ...paths,
+    cleanup: async () => {
+      await forceCleanSandboxes(paths);
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** What a state directory still holds on the host: containers, sandbox folders, cgroups. */
+export async function leftovers(paths: StatePaths): Promise<string[]> {
+  const found: string[] = [];
+  if (existsSync(paths.runcRoot)) {
+    const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
+    for (const id of stdout.split('\n').filter(Boolean)) found.push(`runc container ${id}`);
+  }
+  if (existsSync(paths.sandboxes)) {
+    for (const id of readdirSync(paths.sandboxes)) {
+      found.push(`sandbox dir ${id}`);
+      for (const d of existingCgroupDirs(`/boxcar/${id}`)) found.push(`cgroup ${d}`);
+    }
+  }
+  return found;
+}
+
+/** Last-resort cleanup when a test failed half-way: delete every container of this state dir. */
+async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
+  if (!existsSync(paths.runcRoot)) return;
+  const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
+  for (const id of stdout.split('\n').filter(Boolean))
+    await run('runc', ['--root', paths.runcRoot, 'delete', '--force', id]);
+}
+
+/** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */
+export async function testBoxcar(): Promise<
+  Boxcar & {
+    cleanup: () => Promise<void>;
+    runJob: (input: Record<string, unknown>, opts?: ExecuteOptions) => Promise<ExecuteResult>;
+  }
+> {
+  const state = await tempState();
+  const box = await openBoxcar(state.root, silentLogger());
+  return {
+    ...box,
+    runJob: async (input, opts = {}) => {
+      const spec = JobSpec.parse(input);
+      const job = await box.store.createJob({
+        id: randomUUID(),
+        tenant: 'test',
+        spec,
+        decision: requestedRuntimeDecision(spec.runtime),
+        owner: currentOwner(),
+      });
+      return executeJob(box, job, opts);
+    },
+    cleanup: async () => {
+      await box.close();
+      await state.cleanup();
+    },
+  };
+}
