@@ -14,7 +14,7 @@ import { executeJob } from '../src/jobs/execute.js';
 import { currentOwner } from '../src/jobs/owner.js';
 import { JobSpec } from '../src/jobs/spec.js';
 import { silentLogger } from '../src/observability/logger.js';
-import { requestedRuntimeDecision } from '../src/policy/decision.js';
+import { decideLocally } from '../src/cli/local-job.js';
 import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
 import { sleep } from '../src/runtimes/shared/exec.js';
 import { row } from './lib/stats.js';
@@ -34,7 +34,7 @@ function pss(pid: number): number {
 
 async function main() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-density-'));
-  const box = await openBoxcar(root, silentLogger());
+  const box = await openBoxcar({ state: root }, silentLogger());
   const ac = new AbortController();
   setMaxListeners(N + 10, ac.signal); // one cancel signal shared by every job
   try {
@@ -48,7 +48,7 @@ async function main() {
         id: randomUUID(),
         tenant: 'bench',
         spec: JobSpec.parse({ command: ['true'] }),
-        decision: requestedRuntimeDecision('runc'),
+        decision: await decideLocally(box, 'bench', spec),
         owner: currentOwner(),
       }),
     );
@@ -62,7 +62,7 @@ async function main() {
         id: randomUUID(),
         tenant: 'bench',
         spec,
-        decision: requestedRuntimeDecision('runc'),
+        decision: await decideLocally(box, 'bench', spec),
         owner: currentOwner(),
       });
       runs.push(executeJob(box, job, { signal: ac.signal }));

@@ -1,24 +1,38 @@
 import { mkdir } from 'node:fs/promises';
+import { loadConfig } from './config/config.js';
 import { statePaths, type StatePaths } from './config/paths.js';
+import type { Prices } from './cost/model.js';
 import { UserError } from './errors.js';
 import { ImageStore } from './images/image-store.js';
 import type { Logger } from './observability/logger.js';
+import { loadPolicy } from './policy/load-policy.js';
+import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/store.js';
 
-/** One local Boxcar: its state directory, store, images and runtime drivers. */
+/** One local Boxcar: its state directory, store, images, runtime drivers and routing policy. */
 export interface Boxcar {
   paths: StatePaths;
   store: Store;
   images: ImageStore;
   runtimes: RuntimeRegistry;
+  policy: RoutingPolicy;
+  prices: Prices;
   logger: Logger;
   close(): Promise<void>;
 }
 
-export async function openBoxcar(stateDir: string | undefined, logger: Logger): Promise<Boxcar> {
-  const paths = statePaths(stateDir);
+export interface BoxcarOptions {
+  state?: string;
+  config?: string;
+  policy?: string;
+}
+
+export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<Boxcar> {
+  const config = await loadConfig(opts);
+  const policy = await loadPolicy(config.policyFile);
+  const paths = statePaths(opts.state);
   try {
     await mkdir(paths.root, { recursive: true });
     await mkdir(paths.logs, { recursive: true });
@@ -30,12 +44,13 @@ export async function openBoxcar(stateDir: string | undefined, logger: Logger): 
     );
   }
   const store = new SqliteStore(paths.db);
-  const images = new ImageStore(paths);
   return {
     paths,
     store,
-    images,
+    images: new ImageStore(paths),
     runtimes: hostRuntimes(paths, logger),
+    policy,
+    prices: config.prices,
     logger,
     close: () => store.close(),
   };

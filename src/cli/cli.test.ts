@@ -1,12 +1,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { leftovers, tempState } from '../testing/harness.js';
 
 /** The `boxcar` command as a user runs it: a real process, real exit codes, real containers. */
+const require = createRequire(import.meta.url);
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const REPO = path.resolve(path.dirname(MAIN), '../../..');
 
@@ -55,7 +57,12 @@ describe('boxcar CLI', () => {
     assert.equal(result.exitCode, 3);
     assert.equal(result.output, 'hi\n');
     assert.equal(result.runtime, 'runc');
-    assert.deepEqual(Object.keys(result.decision as object), ['runtime', 'fallback', 'reasons']);
+    assert.deepEqual(Object.keys(result.decision as object).sort(), [
+      'fallback',
+      'reasons',
+      'runtime',
+      'trust',
+    ]);
   });
 
   test('without --json, output streams to the terminal', () => {
@@ -154,6 +161,69 @@ describe('boxcar CLI', () => {
       'memory-hog': 'oom',
       'hangs-forever': 'timeout',
     });
+  });
+
+  test('policy explain: the real pull_request example is trusted, its fork by a first-time contributor is not', async () => {
+    const examples = require('@octokit/webhooks-examples/api.github.com/index.json') as Array<{
+      name: string;
+      examples: Array<Record<string, unknown>>;
+    }>;
+    const opened = examples
+      .find((e) => e.name === 'pull_request')
+      ?.examples.find((e) => e.action === 'opened') as {
+      pull_request: { author_association: string; head: { repo: { full_name: string } } };
+    };
+    const same = path.join(state.root, 'pr.json');
+    const fork = path.join(state.root, 'pr-fork.json');
+    await writeFile(same, JSON.stringify(opened));
+    const forked = structuredClone(opened);
+    forked.pull_request.head.repo.full_name = 'stranger/Hello-World';
+    forked.pull_request.author_association = 'FIRST_TIME_CONTRIBUTOR';
+    await writeFile(fork, JSON.stringify(forked));
+    const explain = (...args: string[]) => {
+      const r = boxcar(['policy', 'explain', '--json', ...args]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as {
+        trust: string;
+        runtime: string;
+        fallback: string | null;
+        reasons: string[];
+      };
+    };
+    const a = explain('--github-event', 'pull_request', '--payload', same);
+    assert.deepEqual([a.trust, a.runtime, a.fallback], ['trusted', 'runc', null]);
+    const b = explain('--github-event', 'pull_request', '--payload', fork);
+    assert.deepEqual([b.trust, b.runtime, b.fallback], ['untrusted', 'firecracker', 'gvisor']);
+    assert.ok(b.reasons.some((r) => r.includes('FIRST_TIME_CONTRIBUTOR')));
+    for (const health of ['firecracker.failure_rate=0.02', 'firecracker.available=0.4']) {
+      const c = explain('--github-event', 'pull_request', '--payload', fork, '--health', health);
+      assert.equal(c.runtime, 'gvisor', health);
+      assert.match(c.reasons.at(-1) ?? '', /falling back to gvisor/);
+    }
+    // This node has no microVM driver: judged locally, untrusted code goes to the fallback, and says why.
+    const local = explain('--github-event', 'pull_request', '--payload', fork, '--local');
+    assert.equal(local.runtime, 'gvisor');
+    assert.match(local.reasons.at(-1) ?? '', /firecracker is not usable on this node/);
+  });
+
+  test('a policy naming runtime firecrackr is refused, naming it; untrusted code may not ask for runc', async () => {
+    const bad = path.join(state.root, 'bad-policy.yaml');
+    await writeFile(
+      bad,
+      (await readFile(path.join(REPO, 'policies/default.yaml'), 'utf8')).replace(
+        'runtime: firecracker',
+        'runtime: firecrackr',
+      ),
+    );
+    const r = boxcar(['--policy', bad, 'policy', 'explain', '--source', 'external_pr']);
+    assert.equal(r.code, 125);
+    assert.match(
+      r.stderr,
+      /bad-policy\.yaml:\d+: routing_policy\.untrusted_code\.runtime: "firecrackr" is not valid/,
+    );
+    const runc = boxcar(['run', '--source', 'external_pr', '--runtime', 'runc', '--', 'true']);
+    assert.equal(runc.code, 125);
+    assert.match(runc.stderr, /untrusted .* may not run on runc/);
   });
 
   test('doctor reports runc usable and the other runtimes with a reason', () => {

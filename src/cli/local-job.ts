@@ -4,25 +4,54 @@ import { UserError } from '../errors.js';
 import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { requestedRuntimeDecision } from '../policy/decision.js';
+import type { Decision } from '../policy/decision.js';
+import { RuntimeHealthBook } from '../policy/health.js';
+import { route, trustFromSpec } from '../policy/route.js';
+import type { TrustInputs } from '../policy/trust.js';
+
+/**
+ * `boxcar run` and `boxcar pipeline` are the operator's own commands on the node: a job that
+ * does not say where its code comes from is the operator's code. Say `--source external_pr`
+ * to run it as untrusted. (Webhooks and the API get no such default.)
+ */
+export function localTrust(spec: JobSpec): TrustInputs {
+  const t = trustFromSpec(spec);
+  const defaulted: string[] = [];
+  if (t.source === undefined) {
+    t.source = 'internal_repo';
+    defaulted.push('source=internal_repo');
+  }
+  if (t.userGroup === undefined) {
+    t.userGroup = 'internal_team';
+    defaulted.push('user_group=internal_team');
+  }
+  if (defaulted.length)
+    t.evidence.push(`local command: ${defaulted.join(', ')} (not given; the operator's own code)`);
+  return t;
+}
+
+/** Routes a job on this node with the policy and the runtimes' recorded health. */
+export async function decideLocally(box: Boxcar, jobId: string, spec: JobSpec): Promise<Decision> {
+  const health = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
+    box.store,
+  );
+  return route(box.policy, { jobId, spec, trust: localTrust(spec) }, await health.views(Date.now()));
+}
 
 /** Accepts a job on this machine (recorded before anything else) and runs it in the foreground. */
 export async function runLocalJob(box: Boxcar, spec: JobSpec, opts: ExecuteOptions): Promise<ExecuteResult> {
-  const decision = requestedRuntimeDecision(spec.runtime);
+  const id = randomUUID();
+  const decision = await decideLocally(box, id, spec);
   const fp = await box.runtimes.fingerprint(decision.runtime);
   if (!fp.usable)
-    throw new UserError(`runtime ${decision.runtime} cannot run jobs on this machine: ${fp.reason}`);
-  const job = await box.store.createJob({
-    id: randomUUID(),
-    tenant: 'local',
-    spec,
-    decision,
-    owner: currentOwner(),
-  });
+    throw new UserError(
+      `runtime ${decision.runtime} cannot run jobs on this machine: ${fp.reason} (${decision.reasons.at(-1)})`,
+    );
+  const job = await box.store.createJob({ id, tenant: 'local', spec, decision, owner: currentOwner() });
   return executeJob(box, job, opts);
 }
 
-/** Turns SIGINT/SIGTERM into a cancel of the running job(s), so the sandbox is always cleaned up. */
+/** Turns SIGINT/SIGTERM/SIGHUP into a cancel of the running job(s), so the sandbox is always cleaned up. */
 export function cancelOnSignals(): { signal: AbortSignal; dispose: () => void } {
   const ac = new AbortController();
   const handler = (sig: NodeJS.Signals) => {

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { SYSTEM_CONFIG } from '../config/config.js';
 import { defaultStateDir } from '../config/paths.js';
 import { UserError, errorMessage } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPipeline } from './commands/pipeline.js';
+import { registerPolicy } from './commands/policy.js';
 import { registerRun } from './commands/run.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -19,13 +21,17 @@ async function main(argv: string[]): Promise<void> {
     .description('Boxcar: CI jobs in sandboxes chosen by trust (runc, gVisor, microVMs, WASM)')
     .version(version)
     .option('--state <dir>', 'state directory (or BOXCAR_STATE)', defaultStateDir())
+    .option('--config <file>', `config file (or BOXCAR_CONFIG; default ${SYSTEM_CONFIG} when it exists)`)
+    .option('--policy <file>', 'routing policy file (default: the config file’s, else the built-in one)')
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`boxcar: ${text.replace(/^error: /, '')}`) });
   registerRun(program, logger);
   registerPipeline(program, logger);
   registerJobs(program, logger);
   registerDoctor(program, logger);
-  for (const cmd of program.commands) cmd.exitOverride().configureOutput(program.configureOutput());
+  registerPolicy(program, logger);
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const cmd of all(program).slice(1)) cmd.exitOverride().configureOutput(program.configureOutput());
 
   try {
     await program.parseAsync(argv);

@@ -10,6 +10,7 @@ import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, OutputChunk, Runtime, TaskHandle } from '../runtimes/runtime.js';
 import type { JobRecord, Store } from '../store/store.js';
 import { OutputCapture } from './output-capture.js';
+import { resolveSecrets } from './secrets.js';
 import { finalState } from './states.js';
 
 /**
@@ -22,7 +23,7 @@ export interface ExecuteDeps {
   images: ImageStore;
   runtimes: RuntimeRegistry;
   logger: Logger;
-  prices?: Prices;
+  prices: Prices;
 }
 
 export interface ExecuteOptions {
@@ -71,11 +72,13 @@ export async function executeJob(
       state: {},
     };
     await store.saveHandle(job.id, handle);
+    const secrets = job.decision.trust === 'trusted' ? resolveSecrets(job.spec.secrets) : {};
     handle = await driver.prepare({
       jobId: job.id,
       sandboxId,
       spec: job.spec,
       image,
+      secrets,
       logPath: handle.logPath,
     });
     await store.saveHandle(job.id, handle);

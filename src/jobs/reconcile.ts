@@ -1,4 +1,5 @@
-import { jobCostDollars } from '../cost/model.js';
+import type { Boxcar } from '../boxcar.js';
+import { jobCostDollars, type Prices } from '../cost/model.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
@@ -11,17 +12,18 @@ import { finalState } from './states.js';
  * that no accepted job stays "running" forever. A sandbox that already exited reports its real
  * exit code; one still running has lost the process that was to report it and is stopped.
  */
-export async function reconcileOrphans(
-  store: Store,
-  runtimes: RuntimeRegistry,
-  logger: Logger,
-): Promise<JobRecord[]> {
+export async function reconcileOrphans({
+  store,
+  runtimes,
+  logger,
+  prices,
+}: Pick<Boxcar, 'store' | 'runtimes' | 'logger' | 'prices'>): Promise<JobRecord[]> {
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 10_000 });
   const settled: JobRecord[] = [];
   for (const job of live) {
     if (!job.owner || ownerAlive(job.owner) !== false) continue;
     try {
-      settled.push(await settle(store, runtimes, job, logger));
+      settled.push(await settle(store, runtimes, job, logger, prices));
     } catch (err) {
       logger.error({ err, jobId: job.id }, 'could not settle an orphaned job');
     }
@@ -34,6 +36,7 @@ async function settle(
   runtimes: RuntimeRegistry,
   job: JobRecord,
   logger: Logger,
+  prices: Prices,
 ): Promise<JobRecord> {
   const died = `its boxcar process (${job.owner}) died`;
   if (!job.handle)
@@ -63,11 +66,14 @@ async function settle(
           durationMs,
           peakMemoryBytes: stats.peakMemoryBytes,
           cpuUsageNs: stats.cpuUsageNs,
-          costDollars: jobCostDollars({
-            peakMemoryBytes: stats.peakMemoryBytes,
-            durationMs: durationMs ?? 0,
-            cpuUsageNs: stats.cpuUsageNs,
-          }),
+          costDollars: jobCostDollars(
+            {
+              peakMemoryBytes: stats.peakMemoryBytes,
+              durationMs: durationMs ?? 0,
+              cpuUsageNs: stats.cpuUsageNs,
+            },
+            prices,
+          ),
           finishedAt,
         },
         `${died}; exit status recovered from its monitor`,

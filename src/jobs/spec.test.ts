@@ -53,7 +53,7 @@ test('errors name the field and the fix', () => {
   );
   assert.match(
     errorOf({ command: 'x', runtime: 'firecrackr' }),
-    /runtime: must be one of runc, gvisor, firecracker, wasm/,
+    /runtime: "firecrackr" is not valid; must be one of runc, gvisor, firecracker, wasm/,
   );
   assert.match(errorOf({ command: 'x', resources: { memroy: '1Gi' } }), /resources: unknown field "memroy"/);
   assert.match(errorOf({}), /command: is required/);
@@ -62,7 +62,7 @@ test('errors name the field and the fix', () => {
   assert.match(errorOf({ command: 'x', env: { '1BAD': 'v' } }), /env\.1BAD/);
   assert.match(
     errorOf({ command: 'x', source: 'internet' }),
-    /source: must be one of internal_repo, external_pr/,
+    /source: "internet" is not valid; must be one of internal_repo, external_pr/,
   );
   assert.match(errorOf({ command: 'x', resources: { pids: 2 } }), /resources\.pids: must be at least 8/);
 });

@@ -59,6 +59,8 @@ export const JobSpecInput = z.strictObject({
       z.union([z.string(), z.number(), z.boolean()]).transform(String),
     )
     .default({}),
+  /** Names of secrets the job wants as environment variables; untrusted jobs never get them. */
+  secrets: z.array(z.string().regex(ENV_NAME, 'secret names are environment variable names')).default([]),
   runtime: RuntimeName.optional(),
   source: Source.optional(),
   user_group: z.string().min(1).optional(),
@@ -75,6 +77,7 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
   image: s.image,
   command: s.command,
   env: s.env,
+  secrets: s.secrets,
   runtime: s.runtime,
   source: s.source,
   userGroup: s.user_group,

@@ -31,8 +31,10 @@ export function describeIssue(issue: z.core.$ZodIssue, name: FieldNamer): string
   switch (issue.code) {
     case 'unrecognized_keys':
       return `${field}: unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove it or check its spelling`;
-    case 'invalid_value':
-      return `${field}: must be one of ${issue.values.map((v) => String(v)).join(', ')}`;
+    case 'invalid_value': {
+      const got = issue.input === undefined ? '' : `${JSON.stringify(issue.input)} is not valid; `;
+      return `${field}: ${got}must be one of ${issue.values.map((v) => String(v)).join(', ')}`;
+    }
     case 'invalid_union': {
       if (issue.input === undefined) return `${field}: is required`;
       // Report the branch whose type matched: its complaint is the useful one.

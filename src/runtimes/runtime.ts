@@ -43,6 +43,8 @@ export interface SandboxRequest {
   sandboxId: string;
   spec: JobSpec;
   image: ResolvedImage;
+  /** Secret values for a trusted job, added to its environment; never persisted. */
+  secrets: Record<string, string>;
   /** Where the job's output is kept (size-capped by the driver). */
   logPath: string;
 }

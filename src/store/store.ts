@@ -16,6 +16,11 @@ export interface Store {
   /** Records the sandbox behind a job, before it is created and again once it exists. */
   saveHandle(id: string, handle: TaskHandle): Promise<void>;
   events(id: string): Promise<JobEvent[]>;
+  /**
+   * The most recent job starts on a runtime, oldest first, for the fallback breaker: `ok` when
+   * the job's process started, not ok when the job ended in `error` before it could.
+   */
+  recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]>;
   close(): Promise<void>;
 }
 
@@ -77,6 +82,11 @@ export interface JobEvent {
   from: JobState | null;
   to: JobState;
   reason: string | null;
+}
+
+export interface StartOutcome {
+  at: number;
+  ok: boolean;
 }
 
 export class IllegalTransition extends Error {

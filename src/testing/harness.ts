@@ -9,7 +9,7 @@ import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/exe
 import { currentOwner } from '../jobs/owner.js';
 import { JobSpec } from '../jobs/spec.js';
 import { silentLogger } from '../observability/logger.js';
-import { requestedRuntimeDecision } from '../policy/decision.js';
+import { decideLocally } from '../cli/local-job.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
 import { run } from '../runtimes/shared/exec.js';
 
@@ -58,18 +58,14 @@ export async function testBoxcar(): Promise<
   }
 > {
   const state = await tempState();
-  const box = await openBoxcar(state.root, silentLogger());
+  const box = await openBoxcar({ state: state.root }, silentLogger());
   return {
     ...box,
     runJob: async (input, opts = {}) => {
       const spec = JobSpec.parse(input);
-      const job = await box.store.createJob({
-        id: randomUUID(),
-        tenant: 'test',
-        spec,
-        decision: requestedRuntimeDecision(spec.runtime),
-        owner: currentOwner(),
-      });
+      const id = randomUUID();
+      const decision = await decideLocally(box, id, spec);
+      const job = await box.store.createJob({ id, tenant: 'test', spec, decision, owner: currentOwner() });
       return executeJob(box, job, opts);
     },
     cleanup: async () => {

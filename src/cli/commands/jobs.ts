@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { openBoxcar } from '../../boxcar.js';
+import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { reconcileOrphans } from '../../jobs/reconcile.js';
 import { formatBytes } from '../../jobs/quantity.js';
 import type { Logger } from '../../observability/logger.js';
@@ -12,9 +12,9 @@ export function registerJobs(program: Command, logger: Logger): void {
     .option('--limit <n>', 'how many', '20')
     .option('--json', 'print a JSON array')
     .action(async (opts: { limit: string; json?: boolean }) => {
-      const box = await openBoxcar(program.opts<{ state?: string }>().state, logger);
+      const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       try {
-        await reconcileOrphans(box.store, box.runtimes, logger);
+        await reconcileOrphans(box);
         const jobs = await box.store.listJobs({ limit: Math.max(1, Number(opts.limit) || 20) });
         if (opts.json) {
           process.stdout.write(

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { openBoxcar } from '../../boxcar.js';
+import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { loadYamlFile } from '../../config/yaml.js';
 import { UserError } from '../../errors.js';
 import { PipelineSpec, pipelineJobs } from '../../jobs/pipeline.js';
@@ -21,11 +21,11 @@ export function registerPipeline(program: Command, logger: Logger): void {
       const pipeline = await loadYamlFile(file, PipelineSpec);
       if (process.getuid?.() !== 0)
         throw new UserError('boxcar pipeline needs root (it creates containers); run it as root');
-      const box = await openBoxcar(program.opts<{ state?: string }>().state, logger);
+      const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       const cancel = cancelOnSignals();
       const results: Array<{ record: JobRecord; output: string; allowFailure: boolean }> = [];
       try {
-        await reconcileOrphans(box.store, box.runtimes, logger);
+        await reconcileOrphans(box);
         const say = (s: string) => (opts.json ? process.stderr : process.stdout).write(s);
         say(`pipeline ${pipeline.name}: ${pipeline.jobs.length} jobs\n`);
         for (const job of pipelineJobs(pipeline)) {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { openBoxcar } from '../../boxcar.js';
+import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { UserError } from '../../errors.js';
 import { reconcileOrphans } from '../../jobs/reconcile.js';
 import { cliExitCode, jobResultJson } from '../../jobs/result.js';
@@ -21,10 +21,10 @@ export function registerRun(program: Command, logger: Logger): void {
       throw new UserError(
         'boxcar run needs root (it creates containers, cgroups and namespaces); run it as root',
       );
-    const box = await openBoxcar(program.opts<{ state?: string }>().state, logger);
+    const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
     const cancel = cancelOnSignals();
     try {
-      await reconcileOrphans(box.store, box.runtimes, logger);
+      await reconcileOrphans(box);
       const { record, output } = await runLocalJob(box, spec, {
         signal: cancel.signal,
         onOutput: opts.json

@@ -1,5 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { executeJob } from '../../jobs/execute.js';
+import { currentOwner } from '../../jobs/owner.js';
+import { JobSpec } from '../../jobs/spec.js';
 import { CAPABILITIES } from '../shared/oci-spec.js';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
 
@@ -133,6 +137,44 @@ describe('runc driver', () => {
       `background processes capped by pids=16, started ${started}\n${output}`,
     );
     assert.match(output, /quota=50000\b/);
+  });
+
+  test('secrets reach trusted jobs only, and are never stored', async () => {
+    process.env.BOXCAR_SECRET_DEPLOY_TOKEN = 's3cr3t-value';
+    try {
+      const trusted = await box.runJob({
+        source: 'internal_repo',
+        user_group: 'internal_team',
+        secrets: ['DEPLOY_TOKEN'],
+        command: ['sh', '-c', 'echo token=${DEPLOY_TOKEN:-none}'],
+      });
+      assert.match(trusted.output, /token=s3cr3t-value/);
+      assert.doesNotMatch(JSON.stringify(await box.store.getJob(trusted.record.id)), /s3cr3t-value/);
+      // The executor's own rule, whatever runtime an untrusted job got: no secrets.
+      const spec = JobSpec.parse({
+        secrets: ['DEPLOY_TOKEN'],
+        command: ['sh', '-c', 'echo token=${DEPLOY_TOKEN:-none}'],
+      });
+      const job = await box.store.createJob({
+        id: randomUUID(),
+        tenant: 'test',
+        spec,
+        decision: { trust: 'untrusted', runtime: 'runc', fallback: null, reasons: ['test'] },
+        owner: currentOwner(),
+      });
+      const untrusted = await executeJob(box, job);
+      assert.match(untrusted.output, /token=none/);
+    } finally {
+      delete process.env.BOXCAR_SECRET_DEPLOY_TOKEN;
+    }
+    const missing = await box.runJob({
+      source: 'internal_repo',
+      user_group: 'internal_team',
+      secrets: ['NOT_SET'],
+      command: ['true'],
+    });
+    assert.equal(missing.record.state, 'error');
+    assert.match(missing.record.error ?? '', /secret NOT_SET is not configured: set BOXCAR_SECRET_NOT_SET/);
   });
 
   test('a missing command fails the job with the reason, and still cleans up', async () => {

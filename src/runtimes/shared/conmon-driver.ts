@@ -106,6 +106,7 @@ export abstract class ConmonDriver implements Runtime {
         jobId: req.jobId,
         spec: req.spec,
         image: req.image,
+        secrets: req.secrets,
         cgroupsPath: this.cgroupsPath(req.sandboxId),
       }),
     );

@@ -45,6 +45,7 @@ export interface OciSpecInput {
   spec: JobSpec;
   image: ResolvedImage;
   cgroupsPath: string;
+  secrets?: Record<string, string>;
 }
 
 /** A hostname that names the job and is valid (RFC 1123 label). */
@@ -70,6 +71,7 @@ export function jobEnv(input: OciSpecInput): string[] {
   env.set('BOXCAR_JOB_ID', input.jobId);
   env.set('BOXCAR_JOB_NAME', input.spec.name);
   for (const [k, v] of Object.entries(input.spec.env)) env.set(k, v);
+  for (const [k, v] of Object.entries(input.secrets ?? {})) env.set(k, v);
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 

@@ -8,7 +8,12 @@ import { IllegalTransition } from '../store.js';
 import { SqliteStore } from './sqlite-store.js';
 
 const spec = JobSpec.parse({ name: 'unit', command: ['true'] });
-const decision = { runtime: 'runc' as const, fallback: null, reasons: ['runc is the default runtime'] };
+const decision = {
+  trust: 'trusted' as const,
+  runtime: 'runc' as const,
+  fallback: null,
+  reasons: ['runc is the default runtime'],
+};
 
 async function withStore(fn: (file: string) => Promise<void>) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-store-'));

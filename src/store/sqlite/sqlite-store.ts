@@ -6,6 +6,7 @@ import { canTransition, type JobState } from '../../jobs/states.js';
 import type { Decision } from '../../policy/decision.js';
 import type { TaskHandle } from '../../runtimes/runtime.js';
 import {
+  type StartOutcome,
   IllegalTransition,
   type JobEvent,
   type JobFilter,
@@ -205,6 +206,17 @@ export class SqliteStore implements Store {
       to: r.to_state as JobState,
       reason: r.reason,
     }));
+  }
+
+  async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT created_at AS at, started_at IS NOT NULL AS ok FROM jobs
+         WHERE runtime = ? AND (started_at IS NOT NULL OR state = 'error')
+         ORDER BY created_at DESC LIMIT ?`,
+      )
+      .all(runtime, limit) as Array<{ at: number; ok: number }>;
+    return rows.reverse().map((r) => ({ at: r.at, ok: r.ok === 1 }));
   }
 
   async close(): Promise<void> {

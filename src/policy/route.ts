@@ -1,0 +1,132 @@
+import { UserError } from '../errors.js';
+import type { JobSpec, RuntimeName } from '../jobs/spec.js';
+import type { BreakerState, Health } from './breaker.js';
+import { conditionsHolding } from './breaker.js';
+import { canaryBucket } from './canary.js';
+import type { Decision } from './decision.js';
+import type { RoutingPolicy } from './policy-schema.js';
+import { classify, conditionHolds, describeCondition, type TrustInputs } from './trust.js';
+
+/**
+ * The routing decision: trust first, then the runtime that trust allows, then the canary
+ * split and the health of the primary. Pure: everything it knows about runtimes comes in
+ * through `views`, so `policy explain` and the scheduler decide exactly alike.
+ */
+export interface RuntimeView {
+  /** The driver's fingerprint on this node. */
+  usable: boolean;
+  reason: string;
+  health: Health;
+  breaker: BreakerState;
+  breakerReason: string;
+}
+
+export type RuntimeViews = (runtime: RuntimeName) => RuntimeView;
+
+export interface RouteRequest {
+  jobId: string;
+  spec: JobSpec;
+  trust: TrustInputs;
+}
+
+/** A job the policy will not run as asked (an untrusted job asking for runc). */
+export class PolicyRefusal extends UserError {}
+
+/** Trust inputs of a job from its own fields (CLI flags or job file). */
+export function trustFromSpec(spec: JobSpec): TrustInputs {
+  return {
+    source: spec.source,
+    userGroup: spec.userGroup,
+    repository: spec.repository,
+    imageKind: spec.image?.endsWith('.wasm') ? 'wasm' : 'oci',
+    evidence: [],
+  };
+}
+
+export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeViews): Decision {
+  const cls = classify(policy, req.trust);
+  const reasons = [...cls.reasons];
+  const decide = (runtime: RuntimeName, fallback: RuntimeName | null, why: string): Decision => ({
+    trust: cls.trust,
+    runtime,
+    fallback,
+    reasons: [...reasons, why],
+  });
+  if (cls.trust === 'untrusted' && req.spec.secrets.length) {
+    reasons.push(`secrets withheld from an untrusted job: ${req.spec.secrets.join(', ')}`);
+  }
+  const requested = req.spec.runtime;
+
+  const light = policy.lightweight;
+  if (!requested && light && light.conditions.every((c) => conditionHolds(c, req.trust))) {
+    return decide(
+      light.runtime,
+      null,
+      `lightweight job (${light.conditions.map(describeCondition).join(', ')}): runs on ${light.runtime}`,
+    );
+  }
+
+  if (cls.trust === 'trusted' && policy.trusted_code) {
+    const runtime = requested ?? policy.trusted_code.runtime;
+    return decide(
+      runtime,
+      null,
+      requested ? `runtime ${runtime} requested` : `trusted code runs on ${runtime}`,
+    );
+  }
+
+  if (requested === 'runc') {
+    throw new PolicyRefusal(
+      `this job is untrusted (${cls.unmet.join('; ')}), so it may not run on runc, a shared kernel; drop --runtime or choose gvisor, firecracker or wasm`,
+    );
+  }
+  if (requested)
+    return decide(requested, null, `runtime ${requested} requested (a sandbox, allowed for untrusted code)`);
+
+  const u = policy.untrusted_code;
+  const primary = u.runtime;
+  const fallback = u.fallback ?? null;
+  if (fallback && u.canary_percent < 100) {
+    const bucket = canaryBucket(req.jobId);
+    if (bucket >= u.canary_percent) {
+      return decide(
+        fallback,
+        null,
+        `outside the ${u.canary_percent}% canary for ${primary} (bucket ${bucket.toFixed(1)}): runs on ${fallback}`,
+      );
+    }
+    reasons.push(`inside the ${u.canary_percent}% canary for ${primary} (bucket ${bucket.toFixed(1)})`);
+  }
+
+  const view = views(primary);
+  const problem = primaryProblem(
+    primary,
+    view,
+    u.fallback_conditions.filter((c) => c.runtime === primary && c.metric === 'available'),
+  );
+  if (problem) {
+    if (!fallback)
+      return decide(primary, null, `${problem}; no fallback configured, so it stays on ${primary}`);
+    const fb = views(fallback);
+    const also = fb.usable ? '' : ` (${fallback} is not usable here either: ${fb.reason})`;
+    return decide(fallback, null, `falling back to ${fallback}: ${problem}${also}`);
+  }
+  if (view.breaker === 'half-open') reasons.push(`${primary} breaker is half-open: this job is a probe`);
+  return decide(
+    primary,
+    fallback,
+    `untrusted code runs on ${primary}${fallback ? `, fallback ${fallback}` : ''}`,
+  );
+}
+
+function primaryProblem(
+  primary: RuntimeName,
+  view: RuntimeView,
+  availability: Parameters<typeof conditionsHolding>[0],
+): string | undefined {
+  if (!view.usable) return `${primary} is not usable on this node (${view.reason})`;
+  const unavailable = conditionsHolding(availability, view.health);
+  if (unavailable.length) return unavailable.join(', ');
+  if (view.breaker === 'open') return `${primary} breaker is open: ${view.breakerReason}`;
+  return undefined;
+}
