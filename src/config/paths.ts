@@ -14,6 +14,8 @@ export interface StatePaths {
   logs: string;
   /** `runc --root`: container state, kept apart from any other runc user on the host. */
   runcRoot: string;
+  /** `runsc --root`, likewise. */
+  runscRoot: string;
 }
 
 export function defaultStateDir(): string {
@@ -30,5 +32,6 @@ export function statePaths(root: string = defaultStateDir()): StatePaths {
     sandboxes: path.join(abs, 'sandboxes'),
     logs: path.join(abs, 'logs'),
     runcRoot: path.join(abs, 'runc'),
+    runscRoot: path.join(abs, 'runsc'),
   };
 }

@@ -3,6 +3,7 @@ import { UserError } from '../errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../jobs/spec.js';
 import type { Logger } from '../observability/logger.js';
 import type { Fingerprint, Runtime } from './runtime.js';
+import { GvisorDriver } from './gvisor/driver.js';
 import { RuncDriver } from './runc/driver.js';
 
 /** The drivers this build has, by name; fingerprints are taken once and cached. */
@@ -47,5 +48,8 @@ export class RuntimeRegistry {
 }
 
 export function hostRuntimes(paths: StatePaths, logger: Logger): RuntimeRegistry {
-  return new RuntimeRegistry([new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) })]);
+  return new RuntimeRegistry([
+    new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
+    new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
+  ]);
 }

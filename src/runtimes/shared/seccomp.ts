@@ -19,7 +19,7 @@ get_robust_list getrusage getsid getsockname getsockopt gettid gettimeofday getu
 inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents io_pgetevents ioprio_get
 ioprio_set io_setup io_submit kill landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lgetxattr
 link linkat listen listxattr llistxattr lremovexattr lseek lsetxattr lstat madvise membarrier memfd_create mincore
-mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap mprotect mq_getsetattr mq_notify mq_open mq_timedreceive
+mkdir mkdirat mlock mlock2 mlockall mmap mprotect mq_getsetattr mq_notify mq_open mq_timedreceive
 mq_timedsend mq_unlink mremap msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep
 newfstatat open openat openat2 pause pidfd_getfd pidfd_open pidfd_send_signal pipe pipe2 pkey_alloc pkey_free
 pkey_mprotect poll ppoll prctl pread64 preadv preadv2 prlimit64 process_mrelease pselect6 pwrite64 pwritev pwritev2
@@ -40,6 +40,9 @@ utimensat utimes vfork vmsplice wait4 waitid write writev`
 /** Every namespace flag `clone` could pass: CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET. */
 const CLONE_NAMESPACE_FLAGS = 0x7e020000;
 const ENOSYS = 38;
+const S_IFMT = 0o170000;
+/** Regular file (also written as 0), FIFO, socket. */
+const FILE_TYPES_ALLOWED = [0, 0o100000, 0o010000, 0o140000];
 
 /** Query-only and harmless personas, as Docker allows (anything else could re-enable old ABIs). */
 const PERSONALITIES = [0x0, 0x8, 0x20000, 0x20008, 0xffffffff];
@@ -74,6 +77,19 @@ export function seccompProfile(): SeccompProfile {
         action: 'SCMP_ACT_ALLOW',
         args: [{ index: 0, value: CLONE_NAMESPACE_FLAGS, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' }],
       },
+      // mknod for FIFOs, sockets and plain files only: never a device node (gVisor ignores CAP_MKNOD).
+      ...FILE_TYPES_ALLOWED.flatMap((type) => [
+        {
+          names: ['mknod'],
+          action: 'SCMP_ACT_ALLOW',
+          args: [{ index: 1, value: S_IFMT, valueTwo: type, op: 'SCMP_CMP_MASKED_EQ' }],
+        },
+        {
+          names: ['mknodat'],
+          action: 'SCMP_ACT_ALLOW',
+          args: [{ index: 2, value: S_IFMT, valueTwo: type, op: 'SCMP_CMP_MASKED_EQ' }],
+        },
+      ]),
       // clone3's flags sit behind a pointer seccomp cannot read: ENOSYS makes libc fall back to clone.
       { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS },
       ...PERSONALITIES.map((p) => ({

@@ -1,0 +1,3 @@
+import { containerDriverSuite } from '../shared/conformance.js';
+
+containerDriverSuite('gvisor');

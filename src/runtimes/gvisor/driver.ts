@@ -1,0 +1,79 @@
+import type { Fingerprint, SandboxRequest, TaskHandle } from '../runtime.js';
+import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
+import { containerHostProblems, toolVersion, unusable } from '../shared/fingerprint.js';
+import type { SeccompProfile } from '../shared/seccomp.js';
+import { choosePlatform, type Platform } from './platform.js';
+
+/**
+ * Untrusted jobs on gVisor (`runsc`): the job's syscalls go to gVisor's own kernel (the
+ * sentry), not the host's. Same conmon monitor, OCI bundle and limits as runc; the sentry and
+ * the gofer run inside the job's cgroup, so its limits and peak memory cover them too.
+ */
+/** Host tasks gVisor's own processes need (measured ≈ 54 idle), with headroom for load. */
+export const SANDBOX_TASKS = 128;
+
+export class GvisorDriver extends ConmonDriver {
+  readonly name = 'gvisor' as const;
+  private readonly binary: string;
+  private platform: Platform | undefined;
+
+  constructor(opts: ConmonDriverOptions & { runsc?: string }) {
+    super(opts);
+    this.binary = opts.runsc ?? '/usr/bin/runsc';
+  }
+
+  protected tool(): OciTool {
+    return {
+      binary: this.binary,
+      globalArgs: [
+        '--root',
+        this.opts.paths.runscRoot,
+        `--platform=${this.platform ?? 'ptrace'}`,
+        '--network=none',
+        // Apply the job's own seccomp profile inside the sandbox too, so blocked calls fail alike.
+        '--oci-seccomp',
+      ],
+    };
+  }
+
+  /**
+   * dmesg inside gVisor reads the sentry's own log, not the host's: allow syslog there. The
+   * pids cgroup counts host tasks: the sentry's and gofer's own threads (~50 idle) on top of one
+   * stub process per sandbox process (ptrace platform), so the job's limit gets that budget added.
+   */
+  protected override adjustSpec(spec: Record<string, unknown>): Record<string, unknown> {
+    const linux = spec.linux as { seccomp: SeccompProfile; resources: { pids: { limit: number } } };
+    const [allow, ...rest] = linux.seccomp.syscalls;
+    if (allow) linux.seccomp.syscalls = [{ ...allow, names: [...allow.names, 'syslog'] }, ...rest];
+    linux.resources.pids.limit += SANDBOX_TASKS;
+    return spec;
+  }
+
+  override async prepare(req: SandboxRequest): Promise<TaskHandle> {
+    if (!this.platform) await this.fingerprint(); // the platform comes from the fingerprint
+    return super.prepare(req);
+  }
+
+  async fingerprint(): Promise<Fingerprint> {
+    const details: Record<string, string> = {};
+    const problem = await containerHostProblems(this.conmon, details);
+    if (problem) return unusable(this.name, problem, details);
+    const version = await toolVersion(this.binary, ['--version']);
+    if (!version.ok)
+      return unusable(
+        this.name,
+        `runsc cannot run (${version.why}); install the Debian package runsc`,
+        details,
+      );
+    details.runsc = version.version;
+    const choice = await choosePlatform(this.binary, version.version);
+    this.platform = choice.platform;
+    details.platform = choice.platform;
+    return {
+      runtime: this.name,
+      usable: true,
+      reason: `${version.version}, platform ${choice.platform} (${choice.why})`,
+      details,
+    };
+  }
+}
