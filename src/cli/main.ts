@@ -10,6 +10,7 @@ import { registerJobs } from './commands/jobs.js';
 import { registerPipeline } from './commands/pipeline.js';
 import { registerPolicy } from './commands/policy.js';
 import { registerRun } from './commands/run.js';
+import { registerVerifyIsolation } from './commands/verify-isolation.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -30,6 +31,7 @@ async function main(argv: string[]): Promise<void> {
   registerJobs(program, logger);
   registerDoctor(program, logger);
   registerPolicy(program, logger);
+  registerVerifyIsolation(program, logger);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) cmd.exitOverride().configureOutput(program.configureOutput());
 

@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { leftovers, tempState, testBoxcar } from '../testing/harness.js';
+import { ensureProbeImage } from './probe-image.js';
+import {
+  CROSS_JOB_PROBES,
+  SYSCALL_PROBES,
+  crossJobChecks,
+  runOn,
+  victimScript,
+  type ProbeResult,
+} from './verify.js';
+
+const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+test('boxcar verify-isolation: every probe blocked on runc and gvisor, syscalls refused with EPERM', async (t) => {
+  const state = await tempState();
+  t.after(() => state.cleanup());
+  const r = spawnSync(
+    process.execPath,
+    [MAIN, '--state', state.root, 'verify-isolation', '--runtime', 'runc', 'gvisor', '--json'],
+    { encoding: 'utf8', timeout: 300_000 },
+  );
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
+  assert.equal(passed, true);
+  for (const runtime of ['runc', 'gvisor'] as const) {
+    const mine = results.filter((x) => x.runtime === runtime);
+    assert.ok(mine.length >= SYSCALL_PROBES.length + 14, `${runtime}: ${mine.length} probes`);
+    for (const p of mine) assert.equal(p.verdict, 'blocked', `${runtime} ${p.probe}: ${p.detail}`);
+    for (const name of SYSCALL_PROBES)
+      assert.equal(mine.find((x) => x.probe === name)?.detail, 'EPERM', `${runtime} ${name}`);
+  }
+  assert.deepEqual(await leftovers(state), []);
+});
+
+test('positive control: the cross-job checks do find a victim that shares the attacker’s sandbox', async (t) => {
+  const box = await testBoxcar();
+  t.after(() => box.cleanup());
+  const image = await ensureProbeImage(box.images);
+  const mark = 'victim-0123456789ab';
+  // The victim runs inside the attacker's own sandbox; PID 1 holds the mark only as "$v".
+  const victim = victimScript('$v').replace(/"/g, '\\"');
+  const script = `v=$(printf '%s%s' victim- 0123456789ab); sh -c "${victim}" & sleep 0.5\n${crossJobChecks(mark)}`;
+  const { output } = await runOn(box, 'runc', { image, command: ['sh', '-c', script] });
+  for (const probe of CROSS_JOB_PROBES) assert.match(output, new RegExp(`^${probe} ESCAPED$`, 'm'), output);
+});

@@ -1,0 +1,316 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import type { Boxcar } from '../boxcar.js';
+import { decideLocally } from '../cli/local-job.js';
+import { executeJob, type ExecuteResult } from '../jobs/execute.js';
+import { currentOwner } from '../jobs/owner.js';
+import { JobSpec, type RuntimeName } from '../jobs/spec.js';
+import { sleep } from '../runtimes/shared/exec.js';
+import { ensureProbeImage } from './probe-image.js';
+
+/**
+ * Attack probes run inside real jobs, per runtime: every one must come back blocked. Section
+ * 8.1 of the seed: no escape to the host, no access to other jobs' resources, no access to the
+ * internal network, the syscall filter stops malicious calls. Probes only ever aim at the job
+ * itself, at files and servers this verifier creates on loopback, or at a victim job it starts.
+ */
+export type Verdict = 'blocked' | 'ESCAPED' | 'error';
+
+export interface ProbeResult {
+  probe: string;
+  runtime: RuntimeName;
+  verdict: Verdict;
+  detail: string;
+}
+
+type JobInput = Record<string, unknown>;
+
+/** One shell line printing a probe's verdict. */
+const verdict = (name: string, escapedIf: string) =>
+  `if ${escapedIf}; then echo "${name} ESCAPED"; else echo "${name} blocked"; fi`;
+
+/** Runs a job on `runtime` with the trust that runtime is for (runc: trusted; sandboxes: untrusted). */
+export async function runOn(
+  box: Boxcar,
+  runtime: RuntimeName,
+  input: JobInput,
+  signal?: AbortSignal,
+): Promise<ExecuteResult> {
+  const trust =
+    runtime === 'runc'
+      ? { source: 'internal_repo', user_group: 'internal_team' }
+      : { source: 'external_pr', user_group: 'external_contributor' };
+  const spec = JobSpec.parse({ timeout: '60s', ...input, ...trust, runtime });
+  const id = randomUUID();
+  const decision = await decideLocally(box, id, spec);
+  const job = await box.store.createJob({
+    id,
+    tenant: 'verify-isolation',
+    spec,
+    decision,
+    owner: currentOwner(),
+  });
+  return executeJob(box, job, { signal });
+}
+
+/** Lines `<probe> blocked|ESCAPED <detail>` printed by a probe job. */
+function verdictLines(runtime: RuntimeName, r: ExecuteResult, expected: string[]): ProbeResult[] {
+  const found = new Map<string, ProbeResult>();
+  for (const line of r.output.split('\n')) {
+    const m = /^([a-z0-9_]+) (blocked|ESCAPED)\s*(.*)$/.exec(line.trim());
+    if (m)
+      found.set(m[1] as string, {
+        probe: m[1] as string,
+        runtime,
+        verdict: m[2] as Verdict,
+        detail: m[3] ?? '',
+      });
+  }
+  return expected.map(
+    (p) =>
+      found.get(p) ?? {
+        probe: p,
+        runtime,
+        verdict: 'error',
+        detail: `no verdict (job ${r.record.state}${r.record.error ? `: ${r.record.error}` : ''})`,
+      },
+  );
+}
+
+export const SYSCALL_PROBES = [
+  'unshare_user', 'unshare_mount', 'unshare_net', 'setns', 'clone_newuser', 'mount_tmpfs', 'umount_mnt', 'fsopen',
+  'open_tree', 'pivot_root', 'chroot', 'ptrace_attach', 'process_vm_readv', 'keyctl', 'add_key', 'bpf',
+  'perf_event_open', 'userfaultfd', 'init_module', 'finit_module', 'delete_module', 'kexec_load', 'io_uring_setup',
+  'mknod_block_device', 'open_by_handle_at', 'iopl', 'swapon', 'settimeofday', 'reboot',
+]; // prettier-ignore
+
+/** The seccomp filter must answer EPERM: any other refusal means the call got further than it should. */
+async function syscallProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const r = await runOn(box, runtime, { image, command: ['boxcar-probe'] });
+  return verdictLines(runtime, r, SYSCALL_PROBES).map((p) =>
+    p.verdict === 'blocked' && p.detail !== 'EPERM'
+      ? {
+          ...p,
+          verdict: 'ESCAPED',
+          detail: `refused with ${p.detail}, not EPERM: the call reached past the filter`,
+        }
+      : p,
+  );
+}
+
+/** Host files, processes, devices, /proc and /sys writes, and services on the host's loopback. */
+async function hostProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const canaryName = `boxcar-canary-${randomBytes(6).toString('hex')}`;
+  const canary = `/tmp/${canaryName}`;
+  await writeFile(canary, 'host secret\n');
+  let connections = 0;
+  const server = net.createServer((s) => {
+    connections++;
+    s.end('host service\n');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const script = [
+    verdict(
+      'host_files',
+      `cat ${canary} >/dev/null 2>&1 || find / -xdev -name ${canaryName} 2>/dev/null | grep -q . || ls /proc/*/root${canary} >/dev/null 2>&1`,
+    ),
+    verdict(
+      'host_processes',
+      `[ "$(ls -d /proc/[0-9]* | wc -l)" -gt 12 ] || grep -qsE "conmon|runsc|node|systemd|init" /proc/[0-9]*/comm`,
+    ),
+    verdict(
+      'raw_devices',
+      `ls /dev | grep -qE "^(sd|vd|nvme|xvd|hd|loop|mem|kmem|port|kvm|dm-|mapper)" || head -c1 /dev/vda >/dev/null 2>&1 || head -c1 /dev/sda >/dev/null 2>&1`,
+    ),
+    verdict('sysrq_trigger', `printf h 2>/dev/null > /proc/sysrq-trigger`),
+    verdict(
+      'proc_sys_write',
+      `cat /proc/sys/kernel/core_pattern > /tmp/cp 2>/dev/null && cat /tmp/cp 2>/dev/null > /proc/sys/kernel/core_pattern`,
+    ),
+    verdict(
+      'sys_write',
+      `cat /sys/class/net/lo/mtu > /tmp/mtu 2>/dev/null && cat /tmp/mtu 2>/dev/null > /sys/class/net/lo/mtu`,
+    ),
+    verdict(
+      'cgroup_limit_raise',
+      `echo 9999999999 2>/dev/null > /sys/fs/cgroup/memory/memory.limit_in_bytes`,
+    ),
+    verdict(
+      'host_loopback_service',
+      `nc -w 2 127.0.0.1 ${port} </dev/null 2>/dev/null | grep -q "host service"`,
+    ),
+  ].join('\n');
+  try {
+    const r = await runOn(box, runtime, { image, command: ['sh', '-c', script] });
+    const results = verdictLines(runtime, r, [
+      'host_files',
+      'host_processes',
+      'raw_devices',
+      'sysrq_trigger',
+      'proc_sys_write',
+      'sys_write',
+      'cgroup_limit_raise',
+      'host_loopback_service',
+    ]);
+    return results.map((p) =>
+      p.probe === 'host_loopback_service' && connections > 0
+        ? {
+            ...p,
+            verdict: 'ESCAPED',
+            detail: `the host server on 127.0.0.1:${port} saw ${connections} connection(s)`,
+          }
+        : p,
+    );
+  } finally {
+    server.close();
+    await rm(canary, { force: true });
+  }
+}
+
+/** The victim: a marked process, a secret file named by the mark, a port answering with the mark. */
+export function victimScript(mark: string): string {
+  return `: ${mark}; echo secret > /tmp/${mark}; nc -l -p 7777 -e echo ${mark} & sleep 60`;
+}
+
+export const CROSS_JOB_PROBES = ['other_job_processes', 'other_job_files', 'other_job_network'];
+
+/**
+ * The attacker's checks. Its own command line (PID 1's) must never contain the mark, or it would
+ * find itself: the mark is joined from two halves by a shell builtin and used only through "$m".
+ */
+export function crossJobChecks(mark: string): string {
+  return [
+    `m=$(printf '%s%s' victim- ${mark.slice('victim-'.length)}); printf '%s' "$m" > /tmp/pattern`,
+    // cmdline is NUL-separated and busybox grep stops at a NUL: translate first.
+    verdict(
+      'other_job_processes',
+      `for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null | grep -qFf /tmp/pattern && echo hit; done | grep -q hit`,
+    ),
+    verdict(
+      'other_job_files',
+      `find / -xdev -name "$m" 2>/dev/null | grep -q . || cat /proc/*/root/tmp/"$m" >/dev/null 2>&1`,
+    ),
+    verdict('other_job_network', `nc -w 2 127.0.0.1 7777 </dev/null 2>/dev/null | grep -qF "$m"`),
+  ].join('\n');
+}
+
+/** A victim job holds a secret file, a marked process and a listening port; a second job looks for them. */
+async function crossJobProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const mark = `victim-${randomBytes(6).toString('hex')}`;
+  const stopVictim = new AbortController();
+  const victim = runOn(box, runtime, { image, command: ['sh', '-c', victimScript(mark)] }, stopVictim.signal);
+  try {
+    for (let i = 0; i < 100; i++) {
+      const running = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 5 });
+      if (running.some((j) => j.spec.command.join(' ').includes(mark))) break;
+      await sleep(100);
+    }
+    await sleep(300); // the victim's listener is up
+    const script = crossJobChecks(mark);
+    const r = await runOn(box, runtime, { image, command: ['sh', '-c', script] });
+    return verdictLines(runtime, r, CROSS_JOB_PROBES);
+  } finally {
+    stopVictim.abort();
+    await victim;
+  }
+}
+
+/** Fork bomb, memory bomb and disk fill: each must end inside its limits. */
+async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const out: ProbeResult[] = [];
+  // Fork bomb: watch the job's cgroup from outside while it runs.
+  let peakPids = 0;
+  let pidsMax = Infinity;
+  const watching = { on: true };
+  const bomb = runOn(box, runtime, {
+    image,
+    command: ['sh', '-c', 'f() { f | f & }; f; sleep 5'],
+    resources: { pids: 64 },
+    timeout: '4s',
+  });
+  const watcher = (async () => {
+    while (watching.on) {
+      const [job] = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 1 });
+      const dir = job?.handle ? `/sys/fs/cgroup/pids/boxcar/${job.handle.sandboxId}` : undefined;
+      if (dir && existsSync(dir)) {
+        try {
+          peakPids = Math.max(peakPids, Number(readFileSync(`${dir}/pids.current`, 'utf8')));
+          pidsMax = Number(readFileSync(`${dir}/pids.max`, 'utf8'));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // the job just ended
+        }
+      }
+      await sleep(100);
+    }
+  })();
+  const b = await bomb;
+  watching.on = false;
+  await watcher;
+  const bombContained = ['timeout', 'failed', 'oom'].includes(b.record.state) && peakPids <= pidsMax;
+  out.push({
+    probe: 'fork_bomb',
+    runtime,
+    verdict: bombContained ? 'blocked' : 'ESCAPED',
+    detail: `job ${b.record.state}, peak ${peakPids} tasks of ${pidsMax}`,
+  });
+
+  const mem = await runOn(box, runtime, {
+    image,
+    command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1G', 'count=1'],
+    resources: { memory: '64Mi' },
+  });
+  const memLimit = 64 * 2 ** 20;
+  const memContained =
+    mem.record.state === 'oom' ||
+    (mem.record.state === 'failed' && (mem.record.peakMemoryBytes ?? 0) <= memLimit);
+  out.push({
+    probe: 'memory_bomb',
+    runtime,
+    verdict: memContained ? 'blocked' : 'ESCAPED',
+    detail: `job ${mem.record.state}, peak ${mem.record.peakMemoryBytes} bytes of ${memLimit}`,
+  });
+
+  const fill = await runOn(box, runtime, {
+    image,
+    command: [
+      'sh',
+      '-c',
+      'head -c 100m /dev/zero > /tmp/fill 2>/dev/null; head -c 100m /dev/zero > /workspace/fill 2>/dev/null; echo $(wc -c < /tmp/fill) $(wc -c < /workspace/fill)',
+    ],
+    resources: { tmp: '16Mi', workspace: '16Mi', memory: '256Mi' },
+  });
+  const [tmpBytes, wsBytes] = fill.output.trim().split(/\s+/).map(Number);
+  const fillContained = (tmpBytes ?? Infinity) <= 16 * 2 ** 20 && (wsBytes ?? Infinity) <= 16 * 2 ** 20;
+  out.push({
+    probe: 'disk_fill',
+    runtime,
+    verdict: fillContained ? 'blocked' : 'ESCAPED',
+    detail: `wrote ${tmpBytes} bytes to /tmp and ${wsBytes} to /workspace, limits 16 MiB each`,
+  });
+  return out;
+}
+
+export async function verifyIsolation(
+  box: Boxcar,
+  runtimes: RuntimeName[],
+  onResult?: (r: ProbeResult) => void,
+): Promise<ProbeResult[]> {
+  const image = await ensureProbeImage(box.images);
+  const all: ProbeResult[] = [];
+  for (const runtime of runtimes) {
+    for (const group of [syscallProbes, hostProbes, crossJobProbes, limitProbes]) {
+      let results: ProbeResult[];
+      try {
+        results = await group(box, runtime, image);
+      } catch (err) {
+        results = [{ probe: group.name, runtime, verdict: 'error', detail: (err as Error).message }];
+      }
+      for (const r of results) onResult?.(r);
+      all.push(...results);
+    }
+  }
+  return all;
+}
