@@ -1,7 +1,8 @@
 /**
- * Memory per running runc job: N concurrent `sleep` jobs through the real executor, measured
- * three ways: the host's MemAvailable drop (everything, kernel included), each conmon's PSS,
- * and each job's cgroup usage. Run: node dist/bench/runc-density.js [jobs]   (root)
+ * Memory per running container job: N concurrent `sleep` jobs through the real executor,
+ * measured three ways: the host's MemAvailable drop (everything, kernel included), each
+ * conmon's PSS, and each job's cgroup usage (for gVisor: sentry and gofer included).
+ * Run: node dist/bench/density.js [runc|gvisor] [jobs]   (root)
  */
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -19,7 +20,8 @@ import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
 import { sleep } from '../src/runtimes/shared/exec.js';
 import { row } from './lib/stats.js';
 
-const N = Number(process.argv[2] ?? 200);
+const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
+const N = Number(process.argv[3] ?? (RUNTIME === 'runc' ? 200 : 50));
 const MiB = 2 ** 20;
 
 function memAvailable(): number {
@@ -38,7 +40,13 @@ async function main() {
   const ac = new AbortController();
   setMaxListeners(N + 10, ac.signal); // one cancel signal shared by every job
   try {
+    const trust =
+      RUNTIME === 'runc'
+        ? { source: 'internal_repo', user_group: 'internal_team' }
+        : { source: 'external_pr' };
     const spec = JobSpec.parse({
+      runtime: RUNTIME,
+      ...trust,
       command: ['sleep', '600'],
       resources: { memory: '64Mi', tmp: '1Mi', workspace: '1Mi' },
     });
@@ -47,7 +55,7 @@ async function main() {
       await box.store.createJob({
         id: randomUUID(),
         tenant: 'bench',
-        spec: JobSpec.parse({ command: ['true'] }),
+        spec: JobSpec.parse({ ...trust, runtime: RUNTIME, command: ['true'] }),
         decision: await decideLocally(box, 'bench', spec),
         owner: currentOwner(),
       }),
@@ -85,7 +93,7 @@ async function main() {
       if (j.handle) cgroupBytes += (await readCgroupStats(`/boxcar/${j.handle.sandboxId}`)).memoryBytes;
     }
     console.log(
-      `${jobs.length} concurrent runc jobs (sleep 600) running after ${startSecs.toFixed(1)} s (${(jobs.length / startSecs).toFixed(1)} starts/s)`,
+      `${jobs.length} concurrent ${RUNTIME} jobs (sleep 600) running after ${startSecs.toFixed(1)} s (${(jobs.length / startSecs).toFixed(1)} starts/s)`,
     );
     console.log(row(['measure', 'per job MiB', 'total MiB']));
     console.log(
@@ -112,7 +120,7 @@ async function main() {
         (conmonPss + cgroupBytes) / MiB,
       ]),
     );
-    console.log('target: ≤ 1.5 MiB per running job (monitor + kernel accounting)');
+    console.log(`target: ≤ ${RUNTIME === 'runc' ? '1.5' : '12'} MiB per running job`);
   } finally {
     ac.abort();
     const t = Date.now();
