@@ -21,6 +21,7 @@ export interface JobFlags {
   tmpSize?: string;
   workspaceSize?: string;
   env?: string[];
+  network?: boolean;
 }
 
 export function addJobFlags(cmd: Command): Command {
@@ -38,7 +39,8 @@ export function addJobFlags(cmd: Command): Command {
     .option('--timeout <duration>', 'time limit, e.g. 10m, 30s')
     .option('--tmp-size <size>', 'size of the writable /tmp')
     .option('--workspace-size <size>', 'size of the writable /workspace')
-    .option('-e, --env <KEY=VALUE...>', 'environment variables');
+    .option('-e, --env <KEY=VALUE...>', 'environment variables')
+    .option('--network', 'give the job network (public destinations only, rate-limited; off by default)');
 }
 
 const FLAG_FOR: Record<string, string> = {
@@ -85,6 +87,7 @@ export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Prom
   set(base, 'repository', flags.repository);
   set(base, 'image', flags.image);
   set(base, 'timeout', flags.timeout);
+  set(base, 'network', flags.network);
   set(resources, 'memory', flags.memory);
   set(resources, 'cpus', flags.cpus);
   set(

@@ -40,6 +40,24 @@ const Resources = z
   .prefault({});
 
 /**
+ * The seed's rate limiter (5.3): a token bucket of `size` bytes refilled every `refill_time`
+ * milliseconds. Default: 100 MB per second. (The seed's own example gives refill_time
+ * 1000000000, a second in nanoseconds; Firecracker and Boxcar count milliseconds.)
+ */
+const Bandwidth = z.strictObject({
+  size: z.number().int().positive('bytes per bucket, e.g. 100000000'),
+  refill_time: z.number().int().positive('milliseconds to refill the bucket, e.g. 1000'),
+});
+
+const NetworkInput = z.union([
+  z.boolean().transform((enabled) => ({ enabled, egress_rate_limiter: undefined })),
+  z.strictObject({
+    enabled: z.boolean().default(true),
+    egress_rate_limiter: z.strictObject({ bandwidth: Bandwidth }).optional(),
+  }),
+]);
+
+/**
  * A job as written in a YAML job file (snake_case like the seed's policy) or assembled from
  * CLI flags. `command` as a string is a shell script run by `sh -c`.
  */
@@ -67,6 +85,8 @@ export const JobSpecInput = z.strictObject({
   repository: z.string().min(1).optional(),
   resources: Resources,
   timeout: parsedField(parseDurationMs).prefault(DEFAULTS.timeout),
+  /** Off by default: a job has only its own loopback unless it asks. */
+  network: NetworkInput.default(false as never),
 });
 
 export type JobSpecInput = z.output<typeof JobSpecInput>;
@@ -90,6 +110,13 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
     workspaceBytes: s.resources.workspace,
   },
   timeoutMs: s.timeout,
+  network: {
+    enabled: s.network.enabled,
+    egress: {
+      sizeBytes: s.network.egress_rate_limiter?.bandwidth.size ?? 100_000_000,
+      refillMs: s.network.egress_rate_limiter?.bandwidth.refill_time ?? 1000,
+    },
+  },
 });
 
 export const JobSpec = JobSpecInput.transform(normalizeJobSpec);
@@ -97,3 +124,4 @@ export const JobSpec = JobSpecInput.transform(normalizeJobSpec);
 /** The validated, normalized job: what the store records and drivers receive. */
 export type JobSpec = z.output<typeof JobSpec>;
 export type JobLimits = JobSpec['limits'];
+export type JobNetwork = JobSpec['network'];

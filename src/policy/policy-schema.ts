@@ -134,6 +134,8 @@ export const PolicyFile = z.strictObject({
       runtime: SandboxRuntime,
       fallback: SandboxRuntime.optional(),
       canary_percent: z.number().min(0).max(100).default(100),
+      /** Whether untrusted jobs may have network at all (public destinations only, rate-limited). */
+      network: z.boolean().default(false),
       fallback_conditions: z.array(FallbackConditionSchema).default([]),
       conditions: z.array(ConditionSchema).default([]),
     }),

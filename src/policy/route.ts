@@ -75,6 +75,11 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
     );
   }
 
+  if (req.spec.network.enabled && !policy.untrusted_code.network) {
+    throw new PolicyRefusal(
+      `this job is untrusted (${cls.unmet.join('; ')}) and the policy gives untrusted code no network (untrusted_code.network: false); run it without network`,
+    );
+  }
   if (requested === 'runc') {
     throw new PolicyRefusal(
       `this job is untrusted (${cls.unmet.join('; ')}), so it may not run on runc, a shared kernel; drop --runtime or choose gvisor, firecracker or wasm`,

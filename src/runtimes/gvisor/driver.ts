@@ -1,5 +1,10 @@
 import type { Fingerprint, SandboxRequest, TaskHandle } from '../runtime.js';
-import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
+import {
+  ConmonDriver,
+  type ConmonDriverOptions,
+  type OciTool,
+  type ToolOptions,
+} from '../shared/conmon-driver.js';
 import { containerHostProblems, toolVersion, unusable } from '../shared/fingerprint.js';
 import type { SeccompProfile } from '../shared/seccomp.js';
 import { choosePlatform, type Platform } from './platform.js';
@@ -22,17 +27,22 @@ export class GvisorDriver extends ConmonDriver {
     this.binary = opts.runsc ?? '/usr/bin/runsc';
   }
 
-  protected tool(): OciTool {
+  protected tool(opts: ToolOptions = {}): OciTool {
     return {
       binary: this.binary,
       globalArgs: [
         '--root',
         this.opts.paths.runscRoot,
         `--platform=${this.platform ?? 'ptrace'}`,
-        '--network=none',
+        // none: loopback only. With network, `sandbox` (gVisor's own stack) would be the choice,
+        // but this runsc build's root-namespace check misfires on kernels ≥ 5.x (it looks for
+        // /proc/sys/net/core/rmem_default, now present in every namespace): so runsc starts
+        // inside the job's namespace and uses its veth as its "host" network.
+        `--network=${opts.netnsPath ? 'host' : 'none'}`,
         // Apply the job's own seccomp profile inside the sandbox too, so blocked calls fail alike.
         '--oci-seccomp',
       ],
+      wrapper: opts.netnsPath ? ['/usr/bin/nsenter', `--net=${opts.netnsPath}`] : undefined,
     };
   }
 

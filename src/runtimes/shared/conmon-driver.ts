@@ -19,6 +19,7 @@ import type {
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, processAlive, run } from './exec.js';
 import { readK8sLog } from './k8s-log.js';
+import { leaseFor, setupNetwork, teardownNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { ChangeWatcher } from './watch.js';
 
@@ -34,6 +35,13 @@ export interface OciTool {
   binary: string;
   /** Global flags before the subcommand (`--root DIR`, runsc's `--platform`…). */
   globalArgs: string[];
+  /** A command every call of the tool runs under (e.g. nsenter into the job's network namespace). */
+  wrapper?: string[];
+}
+
+export interface ToolOptions {
+  /** The job's network namespace, when it has network. */
+  netnsPath?: string;
 }
 
 export interface ConmonDriverOptions {
@@ -58,6 +66,8 @@ interface SandboxFiles {
   conmonPidFile: string;
   conmonLog: string;
   ociLog: string;
+  /** The job's network slot, written before the network exists (see setupNetwork). */
+  networkFile: string;
 }
 
 export abstract class ConmonDriver implements Runtime {
@@ -69,7 +79,7 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   abstract fingerprint(): Promise<Fingerprint>;
-  protected abstract tool(): OciTool;
+  protected abstract tool(opts?: ToolOptions): OciTool;
 
   protected files(sandboxId: string): SandboxFiles {
     const dir = path.join(this.opts.paths.sandboxes, sandboxId);
@@ -84,6 +94,7 @@ export abstract class ConmonDriver implements Runtime {
       conmonPidFile: path.join(dir, 'conmon.pid'),
       conmonLog: path.join(dir, 'conmon.log'),
       ociLog: path.join(dir, 'oci-log'),
+      networkFile: path.join(dir, 'network.json'),
     };
   }
 
@@ -101,6 +112,11 @@ export abstract class ConmonDriver implements Runtime {
     await mkdir(f.exitDir, { recursive: true });
     await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
     await mkdir(path.dirname(req.logPath), { recursive: true });
+    const network = req.spec.network.enabled
+      ? await setupNetwork(req.sandboxId, req.spec.network, (slot) =>
+          writeFile(f.networkFile, JSON.stringify({ slot })),
+        )
+      : undefined;
     const spec = this.adjustSpec(
       ociSpec({
         jobId: req.jobId,
@@ -108,10 +124,13 @@ export abstract class ConmonDriver implements Runtime {
         image: req.image,
         secrets: req.secrets,
         cgroupsPath: this.cgroupsPath(req.sandboxId),
+        netnsPath: network?.netnsPath,
       }),
     );
     await writeFile(f.config, JSON.stringify(spec));
-    const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f);
+    const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f, {
+      netnsPath: network?.netnsPath,
+    });
     return {
       runtime: this.name,
       jobId: req.jobId,
@@ -126,16 +145,18 @@ export abstract class ConmonDriver implements Runtime {
     jobId: string,
     logPath: string,
     f: SandboxFiles,
+    toolOpts: ToolOptions,
   ): Promise<number> {
-    const tool = this.tool();
-    const runtimeArgs = [...tool.globalArgs, '--log-format=json', '--log', f.ociLog].flatMap((a) => [
-      '--runtime-arg',
-      a,
-    ]);
+    const tool = this.tool(toolOpts);
+    // conmon runs `<runtime> <runtime args…> create …`: a wrapper becomes the runtime, the tool its first argument.
+    const [runtime, ...prefix] = tool.wrapper ? [...tool.wrapper, tool.binary] : [tool.binary];
+    const runtimeArgs = [...prefix, ...tool.globalArgs, '--log-format=json', '--log', f.ociLog].flatMap(
+      (a) => ['--runtime-arg', a],
+    );
     const args = [
       '--api-version', '1',
       '-c', id, '-u', id, '-n', `boxcar-${jobId}`,
-      '-r', tool.binary,
+      '-r', runtime,
       '-b', f.dir,
       '-p', f.pidFile,
       '--conmon-pidfile', f.conmonPidFile,
@@ -178,7 +199,7 @@ export abstract class ConmonDriver implements Runtime {
           sync.destroy(); // conmon only writes to it again for exec sessions, which we do not use
           const msg = JSON.parse(text.slice(0, nl)) as { data: number; message?: string };
           if (msg.data > 0) resolve(msg.data);
-          else reject(new Error(msg.message ?? `conmon reported ${msg.data}`));
+          else reject(new Error(firstLines(msg.message ?? `conmon reported ${msg.data}`)));
         });
         sync.on('end', () => {
           if (!text.includes('\n')) fail(new Error('conmon exited before reporting the container'));
@@ -208,20 +229,30 @@ export abstract class ConmonDriver implements Runtime {
           return l; // not JSON: keep the raw line
         }
       });
-      return msgs.length ? ` (${msgs.slice(-3).join('; ')})` : '';
+      return msgs.length ? ` (${firstLines(msgs.slice(-3).join('\n'))})` : '';
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
       throw err;
     }
   }
 
-  protected async ociRun(args: string[], timeoutMs = 30_000) {
-    const tool = this.tool();
+  /** The tool as this sandbox needs it (inside its network namespace, when it has one). */
+  private async toolFor(sandboxId: string): Promise<OciTool> {
+    const slot = await this.networkSlot(this.files(sandboxId));
+    return this.tool({ netnsPath: slot === undefined ? undefined : leaseFor(slot).netnsPath });
+  }
+
+  protected async ociRun(sandboxId: string, args: string[], timeoutMs = 30_000) {
+    const tool = await this.toolFor(sandboxId);
+    if (tool.wrapper) {
+      const [cmd, ...pre] = tool.wrapper as [string, ...string[]];
+      return run(cmd, [...pre, tool.binary, ...tool.globalArgs, ...args], { timeoutMs });
+    }
     return run(tool.binary, [...tool.globalArgs, ...args], { timeoutMs });
   }
 
   async start(handle: TaskHandle): Promise<void> {
-    await this.ociRun(['start', handle.sandboxId]);
+    await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
   }
 
   private async readExit(f: SandboxFiles): Promise<number | undefined> {
@@ -274,7 +305,7 @@ export abstract class ConmonDriver implements Runtime {
 
   async stop(handle: TaskHandle, signal: StopSignal): Promise<void> {
     try {
-      await this.ociRun(['kill', handle.sandboxId, signal.replace(/^SIG/, '')]);
+      await this.ociRun(handle.sandboxId, ['kill', handle.sandboxId, signal.replace(/^SIG/, '')]);
     } catch (err) {
       // Already stopped or gone: the stop has happened.
       if (
@@ -299,7 +330,7 @@ export abstract class ConmonDriver implements Runtime {
   async destroy(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId);
     try {
-      await this.ociRun(['delete', '--force', handle.sandboxId]);
+      await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
     } catch (err) {
       if (!(err instanceof ExecError && /does not exist|not found/i.test(err.stderr))) throw err;
     }
@@ -309,10 +340,25 @@ export abstract class ConmonDriver implements Runtime {
       for (let i = 0; i < 20 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));
       if (processAlive(pid)) process.kill(pid, 'SIGKILL');
     }
+    await this.releaseNetwork(f);
     const left = await removeCgroup(this.cgroupsPath(handle.sandboxId));
     if (left.length)
       this.opts.logger.warn({ sandboxId: handle.sandboxId, left }, 'cgroup directories could not be removed');
     await rm(f.dir, { recursive: true, force: true });
+  }
+
+  private async networkSlot(f: SandboxFiles): Promise<number | undefined> {
+    try {
+      return (JSON.parse(await readFile(f.networkFile, 'utf8')) as { slot: number }).slot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // the job has no network
+      throw err;
+    }
+  }
+
+  private async releaseNetwork(f: SandboxFiles): Promise<void> {
+    const slot = await this.networkSlot(f);
+    if (slot !== undefined) await teardownNetwork(leaseFor(slot));
   }
 
   async recover(handle: TaskHandle): Promise<Recovered> {
@@ -336,6 +382,12 @@ export abstract class ConmonDriver implements Runtime {
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),
     });
   }
+}
+
+/** A runtime's error can be a whole usage text: keep what says what went wrong. */
+function firstLines(text: string, max = 3): string {
+  const lines = text.trim().split('\n').filter(Boolean);
+  return lines.length > max ? `${lines.slice(0, max).join(' | ')} …` : lines.join(' | ');
 }
 
 async function exists(p: string): Promise<boolean> {

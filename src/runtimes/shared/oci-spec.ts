@@ -46,6 +46,8 @@ export interface OciSpecInput {
   image: ResolvedImage;
   cgroupsPath: string;
   secrets?: Record<string, string>;
+  /** The job's own network namespace (with a veth); absent: a new one with only loopback. */
+  netnsPath?: string;
 }
 
 /** A hostname that names the job and is valid (RFC 1123 label). */
@@ -160,7 +162,7 @@ export function ociSpec(input: OciSpecInput): Record<string, unknown> {
       },
       namespaces: [
         { type: 'pid' },
-        { type: 'network' },
+        input.netnsPath ? { type: 'network', path: input.netnsPath } : { type: 'network' },
         { type: 'ipc' },
         { type: 'uts' },
         { type: 'mount' },

@@ -1,0 +1,160 @@
+import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import type { JobNetwork } from '../../jobs/spec.js';
+import { ExecError, run } from './exec.js';
+
+/**
+ * Network for a job that asks for it (none by default): its own network namespace, a veth
+ * pair to the host, egress shaped by a token bucket (tc tbf, the seed's `bandwidth.size` bytes
+ * per `refill_time` ms), and one nftables table for all jobs that drops whatever a job sends to
+ * the host itself, to internal ranges or to other jobs, and any connection opened towards a job.
+ * Public destinations are reached through NAT.
+ */
+export const JOB_SUBNET = '10.213.0.0/16';
+const SLOTS = 16_384; // /30 subnets in JOB_SUBNET
+const BLOCKED_RANGES = [
+  '10.0.0.0/8',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '169.254.0.0/16',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+];
+const HOST_IF_PREFIX = 'bxh';
+
+export interface NetworkLease {
+  slot: number;
+  netns: string;
+  netnsPath: string;
+  hostIf: string;
+  jobIf: string;
+  hostIp: string;
+  jobIp: string;
+}
+
+export function leaseFor(slot: number): NetworkLease {
+  const base = slot * 4; // offset inside 10.213.0.0/16
+  const ip = (n: number) => `10.213.${(base + n) >> 8}.${(base + n) & 255}`;
+  return {
+    slot,
+    netns: `bxn-${slot}`,
+    netnsPath: `/var/run/netns/bxn-${slot}`,
+    hostIf: `${HOST_IF_PREFIX}${slot}`,
+    jobIf: `bxc${slot}`,
+    hostIp: ip(1),
+    jobIp: ip(2),
+  };
+}
+
+const RULES = `
+table inet boxcar {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname "${HOST_IF_PREFIX}*" drop comment "jobs never reach the host itself"
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname "${HOST_IF_PREFIX}*" meta nfproto ipv6 drop
+    iifname "${HOST_IF_PREFIX}*" ip daddr { ${BLOCKED_RANGES.join(', ')} } drop comment "no internal networks, no other jobs"
+    oifname "${HOST_IF_PREFIX}*" ct state established,related accept
+    oifname "${HOST_IF_PREFIX}*" drop comment "nothing connects to a job"
+  }
+}
+table ip boxcar_nat {
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    ip saddr ${JOB_SUBNET} oifname != "${HOST_IF_PREFIX}*" masquerade
+  }
+}
+`;
+
+let rulesInstalled = false;
+
+/** Installs (or replaces, atomically) Boxcar's nftables tables and enables IPv4 forwarding. */
+export async function ensureFirewall(): Promise<void> {
+  if (rulesInstalled) return;
+  const replace = `add table inet boxcar\ndelete table inet boxcar\nadd table ip boxcar_nat\ndelete table ip boxcar_nat\n${RULES}`;
+  await run('nft', ['-f', '-'], { input: replace });
+  await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+  rulesInstalled = true;
+}
+
+/** tc tbf parameters from the seed's token bucket: `size` bytes refilled every `refillMs`. */
+export function tbfArgs(bucket: { sizeBytes: number; refillMs: number }): string[] {
+  const bitsPerSecond = Math.max(8, Math.round((bucket.sizeBytes * 8 * 1000) / bucket.refillMs));
+  const burst = Math.max(bucket.sizeBytes, 1600); // at least one full frame, or nothing passes
+  return ['rate', `${bitsPerSecond}bit`, 'burst', String(burst), 'latency', '100ms'];
+}
+
+/**
+ * Claims a free /30 (creating the namespace is the claim: it fails if the name is taken).
+ * `recordSlot` is told each candidate before it is claimed, so a crash between the claim and
+ * the caller's own bookkeeping still leaves a record to clean up from.
+ */
+export async function setupNetwork(
+  sandboxId: string,
+  net: JobNetwork,
+  recordSlot: (slot: number) => Promise<void>,
+): Promise<NetworkLease> {
+  await ensureFirewall();
+  const start = createHash('sha256').update(sandboxId).digest().readUInt32BE(0) % SLOTS;
+  for (let i = 0; i < SLOTS; i++) {
+    const lease = leaseFor((start + i) % SLOTS);
+    if (existsSync(lease.netnsPath)) continue;
+    await recordSlot(lease.slot);
+    try {
+      await run('ip', ['netns', 'add', lease.netns]);
+    } catch (err) {
+      if (err instanceof ExecError && /exists/i.test(err.stderr)) continue;
+      throw err;
+    }
+    try {
+      await configure(lease, net);
+      return lease;
+    } catch (err) {
+      await teardownNetwork(lease);
+      throw err;
+    }
+  }
+  throw new Error(`no free job subnet left in ${JOB_SUBNET}`);
+}
+
+async function configure(l: NetworkLease, net: JobNetwork): Promise<void> {
+  const inNs = (...args: string[]) => run('ip', ['-n', l.netns, ...args]);
+  await run('ip', ['link', 'add', l.hostIf, 'type', 'veth', 'peer', 'name', l.jobIf, 'netns', l.netns]);
+  await run('ip', ['addr', 'add', `${l.hostIp}/30`, 'dev', l.hostIf]);
+  await run('ip', ['link', 'set', l.hostIf, 'up']);
+  await inNs('addr', 'add', `${l.jobIp}/30`, 'dev', l.jobIf);
+  await inNs('link', 'set', l.jobIf, 'up');
+  await inNs('link', 'set', 'lo', 'up');
+  await inNs('route', 'add', 'default', 'via', l.hostIp);
+  await run('ip', [
+    'netns',
+    'exec',
+    l.netns,
+    'tc',
+    'qdisc',
+    'add',
+    'dev',
+    l.jobIf,
+    'root',
+    'tbf',
+    ...tbfArgs(net.egress),
+  ]);
+}
+
+/** Removes the namespace (which takes the veth pair with it) and its mount; idempotent. */
+export async function teardownNetwork(l: NetworkLease): Promise<void> {
+  if (existsSync(l.netnsPath)) {
+    try {
+      await run('ip', ['netns', 'del', l.netns]);
+    } catch (err) {
+      if (!(err instanceof ExecError && /No such file/i.test(err.stderr))) throw err;
+    }
+  }
+  try {
+    await run('ip', ['link', 'del', l.hostIf]);
+  } catch (err) {
+    if (!(err instanceof ExecError && /Cannot find device|does not exist/i.test(err.stderr))) throw err;
+  }
+}

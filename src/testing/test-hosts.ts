@@ -1,0 +1,78 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { run } from '../runtimes/shared/exec.js';
+
+/**
+ * Test hosts in network namespaces this test creates, reached from jobs through the host's
+ * routing: a "public" one on a documentation range (198.51.100.0/24, TEST-NET-2) and an
+ * "internal" one on 10.254.254.0/30. No traffic ever leaves the machine.
+ */
+export interface TestHost {
+  ns: string;
+  ip: string;
+  /** Starts a TCP server in the host's namespace (node -e SCRIPT, with PORT in its env). */
+  serve(port: number, script: string): ChildProcess;
+  remove(): Promise<void>;
+}
+
+export async function createTestHost(
+  name: string,
+  hostSideIp: string,
+  ip: string,
+  prefix: number,
+): Promise<TestHost> {
+  const ns = `bxt-${name}`;
+  const hostIf = `bxt${name}h`;
+  await run('ip', ['netns', 'add', ns]);
+  await run('ip', ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+  await run('ip', ['addr', 'add', `${hostSideIp}/${prefix}`, 'dev', hostIf]);
+  await run('ip', ['link', 'set', hostIf, 'up']);
+  await run('ip', ['-n', ns, 'addr', 'add', `${ip}/${prefix}`, 'dev', 'eth0']);
+  await run('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+  await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', hostSideIp]);
+  const servers: ChildProcess[] = [];
+  return {
+    ns,
+    ip,
+    serve: (port, script) => {
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script], {
+        env: { ...process.env, PORT: String(port) },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      servers.push(child);
+      return child;
+    },
+    remove: async () => {
+      for (const s of servers) s.kill('SIGKILL');
+      await run('ip', ['netns', 'del', ns]);
+      await run('ip', ['link', 'del', hostIf]).catch((err: Error) => {
+        if (!/Cannot find device/.test(err.message)) throw err;
+      });
+    },
+  };
+}
+
+/** A server answering every connection with `text`. */
+export const answerScript = (text: string) =>
+  `require('net').createServer((s) => s.end(${JSON.stringify(text)} + '\\n')).listen(+process.env.PORT, () => console.log('listening'));`;
+
+/** A sink printing `bytes ms` for each connection, from its first byte to its end. */
+export const sinkScript = `require('net').createServer((s) => { let n = 0, t0 = 0; s.on('data', (d) => { if (!t0) t0 = Date.now(); n += d.length; }); s.on('end', () => { console.log(n + ' ' + (Date.now() - t0)); s.end(); }); }).listen(+process.env.PORT, () => console.log('listening'));`;
+
+export function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(
+      () => reject(new Error(`no ${pattern} within ${timeoutMs} ms; saw ${JSON.stringify(seen)}`)),
+      timeoutMs,
+    );
+    child.stdout?.on('data', (d: Buffer) => {
+      seen += d.toString();
+      const m = pattern.exec(seen);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[0]);
+      }
+    });
+  });
+}
