@@ -2,13 +2,16 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import type { Boxcar } from '../boxcar.js';
 import { decideLocally } from '../cli/local-job.js';
 import { executeJob, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 import { sleep } from '../runtimes/shared/exec.js';
+import { leaseFor } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
+import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
 
 /**
  * Attack probes run inside real jobs, per runtime: every one must come back blocked. Section
@@ -218,6 +221,88 @@ async function crossJobProbes(box: Boxcar, runtime: RuntimeName, image: string):
   }
 }
 
+/**
+ * For jobs with network: the host side of the job's own veth (a host service listening on every
+ * address), an internal range (a target this verifier creates on 10.254.253.2), and another
+ * network job's address. A public target (198.51.100.0/24) is the control: it must answer.
+ */
+async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const suffix = randomBytes(2).toString('hex');
+  const internal = await createTestHost(`vi${suffix}`, '10.254.253.1', '10.254.253.2', 30);
+  const pub = await createTestHost(`vp${suffix}`, '198.51.100.129', '198.51.100.130', 25);
+  let hostConnections = 0;
+  const hostServer = net.createServer((s) => {
+    hostConnections++;
+    s.end('host service\n');
+  });
+  const stopVictim = new AbortController();
+  let victim: Promise<ExecuteResult> | undefined;
+  try {
+    await waitForOutput(internal.serve(8080, answerScript('internal-ok')), /listening/);
+    await waitForOutput(pub.serve(8080, answerScript('public-ok')), /listening/);
+    await new Promise<void>((resolve) => hostServer.listen(0, '0.0.0.0', resolve));
+    const hostPort = (hostServer.address() as net.AddressInfo).port;
+    const mark = `victim-${randomBytes(6).toString('hex')}`;
+    victim = runOn(
+      box,
+      runtime,
+      { image, network: true, command: ['sh', '-c', `nc -l -p 7777 -e echo ${mark} & sleep 60`] },
+      stopVictim.signal,
+    );
+    let victimIp: string | undefined;
+    for (let i = 0; i < 100 && !victimIp; i++) {
+      const running = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 5 });
+      const v = running.find((j) => j.spec.command.join(' ').includes(mark));
+      const file = v?.handle ? path.join(box.paths.sandboxes, v.handle.sandboxId, 'network.json') : undefined;
+      if (file && existsSync(file))
+        victimIp = leaseFor((JSON.parse(readFileSync(file, 'utf8')) as { slot: number }).slot).jobIp;
+      else await sleep(100);
+    }
+    await sleep(300);
+    const script = [
+      `gw=$(ip route | awk '/default/ {print $3}')`,
+      `echo "control_public $(nc -w 3 ${pub.ip} 8080 </dev/null)"`,
+      verdict(
+        'host_veth_service',
+        `nc -w 3 "$gw" ${hostPort} </dev/null 2>/dev/null | grep -q "host service"`,
+      ),
+      verdict('internal_network', `nc -w 3 ${internal.ip} 8080 </dev/null 2>/dev/null | grep -q internal-ok`),
+      verdict(
+        'other_job_ip',
+        `nc -w 3 ${victimIp ?? '10.213.0.2'} 7777 </dev/null 2>/dev/null | grep -q victim-`,
+      ),
+    ].join('\n');
+    const r = await runOn(box, runtime, { image, network: true, command: ['sh', '-c', script] });
+    const results = verdictLines(runtime, r, ['host_veth_service', 'internal_network', 'other_job_ip']).map(
+      (p) =>
+        p.probe === 'host_veth_service' && hostConnections > 0
+          ? {
+              ...p,
+              verdict: 'ESCAPED' as const,
+              detail: `the host service saw ${hostConnections} connection(s)`,
+            }
+          : p,
+    );
+    // Without a working public path the blocked verdicts would prove nothing.
+    const control = /control_public public-ok/.test(r.output);
+    return results.map((p) =>
+      control
+        ? p
+        : {
+            ...p,
+            verdict: 'error',
+            detail: `the public control target did not answer, so this proves nothing (${r.output.trim().slice(0, 200)})`,
+          },
+    );
+  } finally {
+    stopVictim.abort();
+    await victim;
+    hostServer.close();
+    await internal.remove();
+    await pub.remove();
+  }
+}
+
 /** Fork bomb, memory bomb and disk fill: each must end inside its limits. */
 async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
   const out: ProbeResult[] = [];
@@ -301,7 +386,7 @@ export async function verifyIsolation(
   const image = await ensureProbeImage(box.images);
   const all: ProbeResult[] = [];
   for (const runtime of runtimes) {
-    for (const group of [syscallProbes, hostProbes, crossJobProbes, limitProbes]) {
+    for (const group of [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes]) {
       let results: ProbeResult[];
       try {
         results = await group(box, runtime, image);

@@ -9,7 +9,7 @@ import {
   sinkScript,
   waitForOutput,
   type TestHost,
-} from '../../testing/test-hosts.js';
+} from '../../isolation/test-hosts.js';
 import { run } from './exec.js';
 import { tbfArgs } from './network.js';
 

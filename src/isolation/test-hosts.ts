@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { run } from '../runtimes/shared/exec.js';
 
 /**
- * Test hosts in network namespaces this test creates, reached from jobs through the host's
- * routing: a "public" one on a documentation range (198.51.100.0/24, TEST-NET-2) and an
- * "internal" one on 10.254.254.0/30. No traffic ever leaves the machine.
+ * Targets in network namespaces Boxcar creates itself (for `verify-isolation` and the tests),
+ * reached from jobs through the host's routing: e.g. a "public" one on a documentation range
+ * (198.51.100.0/24, TEST-NET-2) and an "internal" one on 10.x. No traffic leaves the machine.
  */
 export interface TestHost {
   ns: string;
