@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages Boxcar drives. Runtimes added later append here.
-DEBIAN_PACKAGES=(runc runsc conmon busybox-static tar iproute2 nftables util-linux gcc libc6-dev)
+DEBIAN_PACKAGES=(runc runsc conmon busybox-static tar iproute2 nftables util-linux gcc libc6-dev clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -28,3 +28,12 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 fi
 
 npx --no-install tsc -p tsconfig.json
+
+# The sample WASI programs (examples/wasm/*.c), rebuilt when their source changes.
+mkdir -p dist/wasm
+for src in examples/wasm/*.c; do
+  out="dist/wasm/$(basename "${src%.c}").wasm"
+  if [[ ! -f "$out" || "$src" -nt "$out" ]]; then
+    clang --target=wasm32-wasi --sysroot=/usr -O2 -o "$out" "$src"
+  fi
+done

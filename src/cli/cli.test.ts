@@ -156,6 +156,7 @@ describe('boxcar CLI', () => {
     assert.deepEqual(states, {
       lint: 'succeeded',
       'unit-tests': 'succeeded',
+      'lint-wasm': 'succeeded',
       build: 'succeeded',
       'integration-flaky': 'failed',
       'memory-hog': 'oom',

@@ -112,7 +112,8 @@ export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Prom
     base.env = env;
   }
   if (command.length) base.command = command;
-  if (base.command === undefined)
+  if (base.command === undefined && !String(base.image ?? '').endsWith('.wasm')) {
     throw new UserError('missing command: give it after --, e.g. boxcar run -- make test');
+  }
   return parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName);
 }

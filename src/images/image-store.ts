@@ -19,6 +19,7 @@ export const MEDIA = {
   config: 'application/vnd.oci.image.config.v1+json',
   layerTar: 'application/vnd.oci.image.layer.v1.tar',
   layerTarGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  wasm: 'application/wasm',
 } as const;
 
 const REF_ANNOTATION = 'org.opencontainers.image.ref.name';

@@ -1,10 +1,35 @@
+import { readFile } from 'node:fs/promises';
 import { UserError } from '../errors.js';
 import { ensureBaseImage } from './base-image.js';
 import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
-import { type ImageStore, normalizeRef } from './image-store.js';
+import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
+
+/**
+ * A `.wasm` file given as the image: copied into the store under its digest (media type
+ * application/wasm), so the module a job ran is the one recorded, whatever happens to the file.
+ */
+async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImage> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (err) {
+    throw new UserError(
+      `cannot read the WASM module ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); check the --image path`,
+    );
+  }
+  await store.init();
+  const blob = await store.putBlob(bytes, MEDIA.wasm);
+  return {
+    ref: file,
+    digest: blob.digest,
+    rootfsPath: store.blobPath(blob.digest),
+    config: { env: [], entrypoint: [], cmd: [], workingDir: '/workspace' },
+  };
+}
 
 /** Turns a job's image reference (none = the built-in base) into an unpacked, runnable image. */
 export async function resolveImage(store: ImageStore, ref: string | undefined): Promise<ResolvedImage> {
+  if (ref?.endsWith('.wasm')) return wasmModule(store, ref);
   const name = normalizeRef(ref ?? BASE_IMAGE_REF);
   if (name === BASE_IMAGE_REF || name === 'boxcar/base:latest') {
     const { manifestDigest } = await ensureBaseImage(store);

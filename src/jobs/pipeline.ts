@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { JobSpecInput, normalizeJobSpec, type JobSpec } from './spec.js';
+import { COMMAND_REQUIRED, JobSpecInput, commandGiven, normalizeJobSpec, type JobSpec } from './spec.js';
 
 /**
  * A CI pipeline file: jobs run in order, like stages of one job each. `allow_failure` marks a
@@ -8,7 +8,12 @@ import { JobSpecInput, normalizeJobSpec, type JobSpec } from './spec.js';
 export const PipelineSpec = z.strictObject({
   name: z.string().min(1),
   jobs: z
-    .array(JobSpecInput.extend({ allow_failure: z.boolean().default(false) }))
+    .array(
+      JobSpecInput.extend({ allow_failure: z.boolean().default(false) }).refine(
+        commandGiven,
+        COMMAND_REQUIRED,
+      ),
+    )
     .min(1, 'a pipeline needs at least one job'),
 });
 

@@ -64,13 +64,16 @@ const NetworkInput = z.union([
 export const JobSpecInput = z.strictObject({
   name: z.string().regex(JOB_NAME, 'use 1-63 letters, digits, ".", "_" or "-"').default('job'),
   image: z.string().min(1).optional(),
-  command: z.union([
-    z
-      .string()
-      .min(1, 'give the command to run, e.g. "make test"')
-      .transform((s) => ['sh', '-c', s]),
-    z.array(z.string()).min(1, 'give the command to run, e.g. [make, test]'),
-  ]),
+  /** A string runs with `sh -c`; a list as is. For a WASM module: its arguments (optional). */
+  command: z
+    .union([
+      z
+        .string()
+        .min(1, 'give the command to run, e.g. "make test"')
+        .transform((s) => ['sh', '-c', s]),
+      z.array(z.string()).min(1, 'give the command to run, e.g. [make, test]'),
+    ])
+    .optional(),
   env: z
     .record(
       z.string().regex(ENV_NAME, 'environment names are letters, digits and _, not starting with a digit'),
@@ -91,11 +94,19 @@ export const JobSpecInput = z.strictObject({
 
 export type JobSpecInput = z.output<typeof JobSpecInput>;
 
+/** A job runs a command in an image, except a WASM module, whose command is its arguments. */
+export const commandGiven = (s: Pick<JobSpecInput, 'command' | 'image'>) =>
+  s.command !== undefined || (s.image?.endsWith('.wasm') ?? false);
+export const COMMAND_REQUIRED = {
+  message: 'is required: give the command to run, e.g. "make test"',
+  path: ['command'],
+};
+
 /** From the file's vocabulary to the normalized job (camelCase, bytes, millicores, ms). */
 export const normalizeJobSpec = (s: JobSpecInput) => ({
   name: s.name,
   image: s.image,
-  command: s.command,
+  command: s.command ?? [],
   env: s.env,
   secrets: s.secrets,
   runtime: s.runtime,
@@ -119,7 +130,7 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
   },
 });
 
-export const JobSpec = JobSpecInput.transform(normalizeJobSpec);
+export const JobSpec = JobSpecInput.refine(commandGiven, COMMAND_REQUIRED).transform(normalizeJobSpec);
 
 /** The validated, normalized job: what the store records and drivers receive. */
 export type JobSpec = z.output<typeof JobSpec>;

@@ -57,10 +57,11 @@ export class RuntimeHealthBook {
    */
   async views(now: number, overrides: HealthOverride[] = [], assumeUsable = false): Promise<RuntimeViews> {
     const out = new Map<RuntimeName, RuntimeView>();
-    for (const r of RUNTIME_NAMES) {
-      const fp = assumeUsable
-        ? { usable: true, reason: 'assumed usable (not judged on this node)' }
-        : await this.fingerprint(r);
+    const fingerprints = assumeUsable
+      ? undefined
+      : await Promise.all(RUNTIME_NAMES.map((r) => this.fingerprint(r)));
+    for (const [i, r] of RUNTIME_NAMES.entries()) {
+      const fp = fingerprints?.[i] ?? { usable: true, reason: 'assumed usable (not judged on this node)' };
       const breaker = this.breakers.get(r) as Breaker;
       const health = breaker.health(fp.usable ? 1 : 0);
       let state = breaker.stateAt(now);

@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Fingerprint, Runtime } from './runtime.js';
 import { GvisorDriver } from './gvisor/driver.js';
 import { RuncDriver } from './runc/driver.js';
+import { WasmDriver } from './wasm/driver.js';
 
 /** The drivers this build has, by name; fingerprints are taken once and cached. */
 export class RuntimeRegistry {
@@ -51,5 +52,6 @@ export function hostRuntimes(paths: StatePaths, logger: Logger): RuntimeRegistry
   return new RuntimeRegistry([
     new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
+    new WasmDriver({ paths, logger: logger.child({ runtime: 'wasm' }) }),
   ]);
 }

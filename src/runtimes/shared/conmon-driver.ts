@@ -18,7 +18,7 @@ import type {
 } from '../runtime.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, processAlive, run } from './exec.js';
-import { readK8sLog } from './k8s-log.js';
+import { followFile } from './follow.js';
 import { leaseFor, setupNetwork, teardownNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { ChangeWatcher } from './watch.js';
@@ -376,7 +376,7 @@ export abstract class ConmonDriver implements Runtime {
 
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
     const f = this.files(handle.sandboxId);
-    return readK8sLog(handle.logPath, {
+    return followFile(handle.logPath, 'k8s-file', {
       follow: opts.follow,
       signal: opts.signal,
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),

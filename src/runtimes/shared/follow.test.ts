@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseK8sLogLine, readK8sLog } from './k8s-log.js';
+import { followFile, parseK8sLogLine } from './follow.js';
 
 test('conmon log lines: full lines get their newline back, partial ones do not', () => {
   assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12.855115135+00:00 stdout F hi'), {
@@ -33,7 +33,8 @@ test('following a log sees lines written later and stops when the job is done', 
     let done = false;
     const seen: string[] = [];
     const reading = (async () => {
-      for await (const c of readK8sLog(file, { follow: true, isDone: async () => done })) seen.push(c.text);
+      for await (const c of followFile(file, 'k8s-file', { follow: true, isDone: async () => done }))
+        seen.push(c.text);
     })();
     await new Promise((r) => setTimeout(r, 50));
     await appendFile(file, 'T stderr P tw\n'); // conmon writes a partial line as its own P record
@@ -54,7 +55,8 @@ test('a log truncated at its size cap is read again from the top, with a note', 
     let done = false;
     const seen: string[] = [];
     const reading = (async () => {
-      for await (const c of readK8sLog(file, { follow: true, isDone: async () => done })) seen.push(c.text);
+      for await (const c of followFile(file, 'k8s-file', { follow: true, isDone: async () => done }))
+        seen.push(c.text);
     })();
     await new Promise((r) => setTimeout(r, 50));
     await truncate(file, 0);
@@ -65,6 +67,27 @@ test('a log truncated at its size cap is read again from the top, with a note', 
     assert.equal(seen[0], 'aaaaaaaaaaaaaaaaaaaa\n');
     assert.match(seen.join(''), /log size cap/);
     assert.equal(seen.at(-1), 'b\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a raw log (WASM jobs) is passed through as it is written', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-log-'));
+  try {
+    const file = path.join(dir, 'job.log');
+    await writeFile(file, 'partial line');
+    let done = false;
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const c of followFile(file, 'raw', { follow: true, isDone: async () => done }))
+        seen.push(c.text);
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    await appendFile(file, ' and the rest\n');
+    done = true;
+    await reading;
+    assert.equal(seen.join(''), 'partial line and the rest\n');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -4,9 +4,11 @@ import type { OutputChunk } from '../runtime.js';
 import { ChangeWatcher } from './watch.js';
 
 /**
- * Reads the "k8s-file" log format conmon writes (`<RFC3339 time> <stdout|stderr> <F|P> <text>`,
- * P = partial line), from the start, optionally following until `isDone()` and no more data.
+ * Reads a job's log file from the start, optionally following it until `isDone()` and no more
+ * data: either the "k8s-file" format conmon writes (`<RFC3339 time> <stdout|stderr> <F|P>
+ * <text>`, P = partial line), or raw bytes (WASM jobs write their output straight to the file).
  */
+export type LogFormat = 'k8s-file' | 'raw';
 export function parseK8sLogLine(line: string): OutputChunk | undefined {
   const a = line.indexOf(' ');
   const b = line.indexOf(' ', a + 1);
@@ -27,7 +29,11 @@ export interface FollowOptions {
 
 const IDLE_POLL_MS = 250;
 
-export async function* readK8sLog(file: string, opts: FollowOptions): AsyncGenerator<OutputChunk> {
+export async function* followFile(
+  file: string,
+  format: LogFormat,
+  opts: FollowOptions,
+): AsyncGenerator<OutputChunk> {
   let fh: FileHandle | undefined;
   let changes: ChangeWatcher | undefined;
   let pos = 0;
@@ -61,6 +67,10 @@ export async function* readK8sLog(file: string, opts: FollowOptions): AsyncGener
         }
         ({ bytesRead: n } = await fh.read(buf, 0, buf.length, pos));
         pos += n;
+      }
+      if (n > 0 && format === 'raw') {
+        yield { stream: 'stdout', text: buf.toString('utf8', 0, n) };
+        continue;
       }
       if (n > 0) {
         pending += buf.toString('utf8', 0, n);

@@ -1,0 +1,193 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { StatePaths } from '../../config/paths.js';
+import { UserError } from '../../errors.js';
+import type { Logger } from '../../observability/logger.js';
+import type {
+  ExitStatus,
+  Fingerprint,
+  OutputChunk,
+  Recovered,
+  Runtime,
+  SandboxRequest,
+  StopSignal,
+  TaskHandle,
+  TaskStats,
+} from '../runtime.js';
+import { followFile } from '../shared/follow.js';
+import { capMemory, nonWasiImports, PAGE } from './module.js';
+import { WasmPool, type Running } from './pool.js';
+
+/**
+ * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
+ * container, no process per job. The module sees only its own /workspace (a preopen), has no
+ * sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
+ * Modules are compiled once per digest and memory cap and shared by every instance.
+ */
+interface Task {
+  running?: Running;
+  module: WebAssembly.Module;
+  args: string[];
+  env: Record<string, string>;
+  workspace: string;
+  outputFd?: number;
+  exit?: { exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
+}
+
+export class WasmDriver implements Runtime {
+  readonly name = 'wasm' as const;
+  private readonly pool: WasmPool;
+  private readonly compiled = new Map<string, Promise<WebAssembly.Module>>();
+  private readonly tasks = new Map<string, Task>();
+
+  constructor(private readonly opts: { paths: StatePaths; logger: Logger; threads?: number }) {
+    this.pool = new WasmPool(opts.threads ?? os.availableParallelism());
+  }
+
+  async fingerprint(): Promise<Fingerprint> {
+    const details = {
+      node: process.version,
+      threads: String(os.availableParallelism()),
+      wasi: 'preview1 (node:wasi)',
+    };
+    const major = Number(process.versions.node.split('.')[0]);
+    if (major < 20)
+      return {
+        runtime: this.name,
+        usable: false,
+        reason: `node ${process.version} is too old for node:wasi preview1 jobs; use Node 20 or later`,
+        details,
+      };
+    // A job is usually about to come: have a thread ready, and V8's wasm engine initialised.
+    this.pool.warm(1);
+    void WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]));
+    return {
+      runtime: this.name,
+      usable: true,
+      reason: `WASI preview1 on ${details.threads} threads in this process (node ${process.version})`,
+      details,
+    };
+  }
+
+  private compile(digest: string, file: string, maxPages: number): Promise<WebAssembly.Module> {
+    const key = `${digest}:${maxPages}`;
+    let mod = this.compiled.get(key);
+    if (!mod) {
+      mod = (async () => {
+        const m = await WebAssembly.compile(capMemory(await readFile(file), maxPages));
+        const bad = nonWasiImports(m);
+        if (bad.length)
+          throw new UserError(
+            `the module imports ${bad.join(', ')}: only WASI preview1 (wasi_snapshot_preview1) imports are allowed`,
+          );
+        return m;
+      })();
+      mod.catch(() => this.compiled.delete(key)); // a failure is not cached
+      this.compiled.set(key, mod);
+    }
+    return mod;
+  }
+
+  private dir(sandboxId: string): string {
+    return path.join(this.opts.paths.sandboxes, sandboxId);
+  }
+
+  async prepare(req: SandboxRequest): Promise<TaskHandle> {
+    const maxPages = Math.max(1, Math.floor(req.spec.limits.memoryBytes / PAGE));
+    const module = await this.compile(req.image.digest, req.image.rootfsPath, maxPages);
+    const workspace = path.join(this.dir(req.sandboxId), 'workspace');
+    await mkdir(workspace, { recursive: true });
+    await mkdir(path.dirname(req.logPath), { recursive: true });
+    const env: Record<string, string> = {
+      CI: 'true',
+      BOXCAR: 'true',
+      BOXCAR_JOB_ID: req.jobId,
+      BOXCAR_JOB_NAME: req.spec.name,
+      ...req.spec.env,
+      ...req.secrets,
+    };
+    const name = path.basename(req.image.ref);
+    this.tasks.set(req.sandboxId, { module, args: [name, ...req.spec.command], env, workspace });
+    return {
+      runtime: this.name,
+      jobId: req.jobId,
+      sandboxId: req.sandboxId,
+      logPath: req.logPath,
+      state: {},
+    };
+  }
+
+  private task(handle: TaskHandle): Task {
+    const t = this.tasks.get(handle.sandboxId);
+    if (!t) throw new Error(`wasm: no instance for sandbox ${handle.sandboxId} in this process`);
+    return t;
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    const t = this.task(handle);
+    t.outputFd = openSync(handle.logPath, 'a');
+    t.running = this.pool.run({
+      module: t.module,
+      args: t.args,
+      env: t.env,
+      preopens: { '/workspace': t.workspace },
+      outputFd: t.outputFd,
+    });
+    t.running.done.then(
+      (exit) => (t.exit = exit),
+      (err: unknown) => this.opts.logger.error({ err, sandboxId: handle.sandboxId }, 'wasm worker failed'),
+    );
+    await t.running.started;
+  }
+
+  async wait(handle: TaskHandle): Promise<ExitStatus> {
+    const t = this.task(handle);
+    if (!t.running) throw new Error('wasm: wait before start');
+    const exit = await t.running.done;
+    t.exit = exit;
+    if (t.outputFd !== undefined) {
+      if (exit.trap) writeSync(t.outputFd, `wasm trap: ${exit.trap}\n`);
+      closeSync(t.outputFd);
+      t.outputFd = undefined;
+    }
+    const limitHit = /out of memory|memory access out of bounds|Cannot allocate/i.test(exit.trap ?? '');
+    return { exitCode: exit.exitCode, oomKilled: limitHit };
+  }
+
+  async stop(handle: TaskHandle, _signal: StopSignal): Promise<void> {
+    this.tasks.get(handle.sandboxId)?.running?.kill(); // a thread cannot be asked nicely: TERM is KILL
+  }
+
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    const exit = this.tasks.get(handle.sandboxId)?.exit;
+    return {
+      memoryBytes: exit?.memoryBytes ?? 0,
+      peakMemoryBytes: exit?.memoryBytes ?? 0,
+      cpuUsageNs: exit?.runNs ?? 0,
+      pids: 0,
+    };
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    const t = this.tasks.get(handle.sandboxId);
+    if (t?.running && !t.exit) t.running.kill();
+    if (t?.outputFd !== undefined) closeSync(t.outputFd);
+    this.tasks.delete(handle.sandboxId);
+    await rm(this.dir(handle.sandboxId), { recursive: true, force: true });
+  }
+
+  async recover(_handle: TaskHandle): Promise<Recovered> {
+    return { state: 'gone', reason: 'wasm jobs run inside the boxcar process, which has restarted' };
+  }
+
+  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+    return followFile(handle.logPath, 'raw', {
+      follow: opts.follow,
+      signal: opts.signal,
+      isDone: async () =>
+        this.tasks.get(handle.sandboxId)?.exit !== undefined || !this.tasks.has(handle.sandboxId),
+    });
+  }
+}

@@ -1,0 +1,118 @@
+import { Worker } from 'node:worker_threads';
+import type { RunTask, WorkerMessage } from './worker.js';
+
+/**
+ * Threads that run WASM jobs, sized to the machine, so a job costs no thread or process start.
+ * A job that must be stopped (timeout, cancel) has its thread terminated and replaced.
+ */
+export interface Running {
+  started: Promise<void>;
+  done: Promise<Extract<WorkerMessage, { type: 'exited' }>>;
+  kill(): void;
+}
+
+const WORKER = new URL('./worker.js', import.meta.url);
+
+export class WasmPool {
+  private readonly idle: Worker[] = [];
+  private readonly waiting: Array<(w: Worker) => void> = [];
+  private live = 0;
+
+  constructor(private readonly size: number) {}
+
+  private spawn(): Worker {
+    this.live++;
+    // No ExperimentalWarning for node:wasi on the job's terminal.
+    return new Worker(WORKER, { execArgv: ['--no-warnings'] });
+  }
+
+  /** Starts threads ahead of jobs (a thread's first start costs ~20 ms of isolate boot). */
+  warm(count: number): void {
+    while (this.live < Math.min(count, this.size)) {
+      const w = this.spawn();
+      w.unref();
+      this.idle.push(w);
+    }
+  }
+
+  /** A busy thread keeps the process alive (its job must finish); an idle one does not. */
+  private async acquire(): Promise<Worker> {
+    const w =
+      this.idle.pop() ??
+      (this.live < this.size
+        ? this.spawn()
+        : await new Promise<Worker>((resolve) => this.waiting.push(resolve)));
+    w.ref();
+    return w;
+  }
+
+  private release(w: Worker): void {
+    const next = this.waiting.shift();
+    if (next) return next(w);
+    w.unref();
+    this.idle.push(w);
+  }
+
+  private replace(w: Worker): void {
+    this.live--;
+    void w.terminate();
+    const next = this.waiting.shift();
+    if (next) next(this.spawn());
+    else this.warm(1); // keep one thread ready for the next job
+  }
+
+  run(task: RunTask): Running {
+    let killed = false;
+    let worker: Worker | undefined;
+    let onKill: (() => void) | undefined;
+    let markStarted!: () => void;
+    const started = new Promise<void>((r) => (markStarted = r));
+    const done = (async () => {
+      const w = await this.acquire();
+      worker = w;
+      if (killed) {
+        this.release(w);
+        markStarted();
+        return { type: 'exited' as const, exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 };
+      }
+      return new Promise<Extract<WorkerMessage, { type: 'exited' }>>((resolve, reject) => {
+        const onMessage = (m: WorkerMessage) => {
+          if (m.type === 'started') return markStarted();
+          cleanup();
+          this.release(w);
+          resolve(m);
+        };
+        const onError = (err: Error) => {
+          cleanup();
+          this.replace(w);
+          reject(err);
+        };
+        onKill = () => {
+          cleanup();
+          this.replace(w);
+          markStarted();
+          resolve({ type: 'exited', exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 });
+        };
+        const cleanup = () => {
+          w.off('message', onMessage);
+          w.off('error', onError);
+        };
+        w.on('message', onMessage);
+        w.on('error', onError);
+        w.postMessage(task);
+      });
+    })();
+    return {
+      started,
+      done,
+      kill: () => {
+        killed = true;
+        if (worker) onKill?.();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.idle.splice(0).map((w) => w.terminate()));
+  }
+}
