@@ -15,12 +15,12 @@ import {
 
 const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-test('boxcar verify-isolation: every probe blocked on runc and gvisor, syscalls refused with EPERM', async (t) => {
+test('boxcar verify-isolation: every probe blocked on runc, gvisor and wasm; syscalls refused with EPERM', async (t) => {
   const state = await tempState();
   t.after(() => state.cleanup());
   const r = spawnSync(
     process.execPath,
-    [MAIN, '--state', state.root, 'verify-isolation', '--runtime', 'runc', 'gvisor', '--json'],
+    [MAIN, '--state', state.root, 'verify-isolation', '--runtime', 'runc', 'gvisor', 'wasm', '--json'],
     { encoding: 'utf8', timeout: 300_000 },
   );
   assert.equal(r.status, 0, r.stderr + r.stdout);
@@ -33,6 +33,9 @@ test('boxcar verify-isolation: every probe blocked on runc and gvisor, syscalls 
     for (const name of SYSCALL_PROBES)
       assert.equal(mine.find((x) => x.probe === name)?.detail, 'EPERM', `${runtime} ${name}`);
   }
+  const wasm = results.filter((x) => x.runtime === 'wasm');
+  assert.ok(wasm.length >= 10, `wasm: ${wasm.length} probes`);
+  for (const p of wasm) assert.equal(p.verdict, 'blocked', `wasm ${p.probe}: ${p.detail}`);
   assert.deepEqual(await leftovers(state), []);
 });
 

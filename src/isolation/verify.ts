@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Boxcar } from '../boxcar.js';
@@ -11,6 +11,7 @@ import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 import { sleep } from '../runtimes/shared/exec.js';
 import { leaseFor } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
+import { ensureWasiProbe } from './wasi-probe-module.js';
 import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
 
 /**
@@ -378,15 +379,71 @@ async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Pr
   return out;
 }
 
+/**
+ * The wasm runtime's probes, as a WASI program: host files (directly, by path traversal, by
+ * symlink), another job's workspace file, /proc, devices, sockets, then a disk fill and a
+ * memory bomb that must stop at the job's limits; and a spinning module that must be stopped.
+ */
+async function wasmProbes(box: Boxcar): Promise<ProbeResult[]> {
+  const runtime = 'wasm' as const;
+  const probe = await ensureWasiProbe(box.images);
+  const otherJob = path.join(box.paths.sandboxes, randomUUID(), 'workspace');
+  await mkdir(otherJob, { recursive: true });
+  const secret = path.join(otherJob, 'secret.txt');
+  await writeFile(secret, 'another job’s secret\n');
+  try {
+    const limits = { memory: '32Mi', workspace: '16Mi' };
+    const r = await runOn(box, runtime, { image: probe, command: [secret], resources: limits });
+    const results = verdictLines(runtime, r, [
+      'host_files',
+      'host_secret_file',
+      'path_traversal',
+      'host_processes',
+      'raw_devices',
+      'symlink_escape',
+      'sockets',
+    ]).map((p) => (p.probe === 'host_secret_file' ? { ...p, probe: 'other_job_files' } : p));
+    const wrote = Number(/^disk_fill wrote (\d+)/m.exec(r.output)?.[1] ?? NaN);
+    results.push({
+      probe: 'disk_fill',
+      runtime,
+      verdict: wrote <= 16 * 2 ** 20 ? 'blocked' : 'ESCAPED',
+      detail: `wrote ${wrote} bytes to /workspace, limit 16 MiB`,
+    });
+    const mib = Number(/^memory_bomb allocated (\d+)/m.exec(r.output)?.[1] ?? NaN);
+    results.push({
+      probe: 'memory_bomb',
+      runtime,
+      verdict: mib <= 32 ? 'blocked' : 'ESCAPED',
+      detail: `allocated ${mib} MiB, limit 32 MiB`,
+    });
+    const spin = await runOn(box, runtime, { image: probe, command: ['spin'], timeout: '1s' });
+    results.push({
+      probe: 'cpu_bomb',
+      runtime,
+      verdict: spin.record.timedOut ? 'blocked' : 'ESCAPED',
+      detail: `job ${spin.record.state} after ${spin.record.durationMs} ms, timeout 1 s`,
+    });
+    return results;
+  } finally {
+    await rm(path.dirname(otherJob), { recursive: true, force: true });
+  }
+}
+
 export async function verifyIsolation(
   box: Boxcar,
   runtimes: RuntimeName[],
   onResult?: (r: ProbeResult) => void,
 ): Promise<ProbeResult[]> {
-  const image = await ensureProbeImage(box.images);
+  const containers = runtimes.some((r) => r !== 'wasm');
+  const image = containers ? await ensureProbeImage(box.images) : '';
   const all: ProbeResult[] = [];
   for (const runtime of runtimes) {
-    for (const group of [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes]) {
+    const groups =
+      runtime === 'wasm'
+        ? [() => wasmProbes(box)]
+        : [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes];
+    for (const group of groups) {
       let results: ProbeResult[];
       try {
         results = await group(box, runtime, image);

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +32,10 @@ export async function leftovers(paths: StatePaths): Promise<string[]> {
   if (existsSync(paths.runcRoot)) {
     const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
     for (const id of stdout.split('\n').filter(Boolean)) found.push(`runc container ${id}`);
+  }
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const target = line.split(' ')[1];
+    if (target?.startsWith(`${paths.root}/`)) found.push(`mount ${target}`);
   }
   if (existsSync(paths.sandboxes)) {
     for (const id of readdirSync(paths.sandboxes)) {

@@ -16,13 +16,15 @@ import type {
   TaskHandle,
   TaskStats,
 } from '../runtime.js';
+import { run } from '../shared/exec.js';
 import { followFile } from '../shared/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
 
 /**
  * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
- * container, no process per job. The module sees only its own /workspace (a preopen), has no
+ * container, no process per job. The module sees only its own /workspace (a preopen: a tmpfs
+ * of the job's workspace size, mounted per job), has no
  * sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
  * Modules are compiled once per digest and memory cap and shared by every instance.
  */
@@ -99,6 +101,15 @@ export class WasmDriver implements Runtime {
     const module = await this.compile(req.image.digest, req.image.rootfsPath, maxPages);
     const workspace = path.join(this.dir(req.sandboxId), 'workspace');
     await mkdir(workspace, { recursive: true });
+    // A tmpfs of the job's workspace size: files a module writes cannot fill the host's disk.
+    await run('mount', [
+      '-t',
+      'tmpfs',
+      '-o',
+      `size=${req.spec.limits.workspaceBytes},mode=0755,nosuid,nodev,noexec`,
+      'tmpfs',
+      workspace,
+    ]);
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
       CI: 'true',
@@ -175,6 +186,12 @@ export class WasmDriver implements Runtime {
     if (t?.running && !t.exit) t.running.kill();
     if (t?.outputFd !== undefined) closeSync(t.outputFd);
     this.tasks.delete(handle.sandboxId);
+    const workspace = path.join(this.dir(handle.sandboxId), 'workspace');
+    if (
+      (await readFile('/proc/self/mounts', 'utf8')).split('\n').some((l) => l.split(' ')[1] === workspace)
+    ) {
+      await run('umount', ['-l', workspace]);
+    }
     await rm(this.dir(handle.sandboxId), { recursive: true, force: true });
   }
 
