@@ -44,14 +44,18 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     );
   }
   const store = new SqliteStore(paths.db);
+  const runtimes = hostRuntimes(paths, logger);
   return {
     paths,
     store,
     images: new ImageStore(paths),
-    runtimes: hostRuntimes(paths, logger),
+    runtimes,
     policy,
     prices: config.prices,
     logger,
-    close: () => store.close(),
+    close: async () => {
+      await runtimes.close();
+      await store.close();
+    },
   };
 }

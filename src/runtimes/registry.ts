@@ -42,6 +42,10 @@ export class RuntimeRegistry {
     return fp;
   }
 
+  async close(): Promise<void> {
+    for (const d of this.drivers.values()) await d.close?.();
+  }
+
   /** Every runtime Boxcar knows, usable here or not. */
   async fingerprintAll(): Promise<Fingerprint[]> {
     return Promise.all(RUNTIME_NAMES.map((n) => this.fingerprint(n)));

@@ -26,6 +26,8 @@ export interface Runtime {
   recover(handle: TaskHandle): Promise<Recovered>;
   /** The job's output from the beginning; with `follow`, keeps reading until the job ends. */
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk>;
+  /** Releases what the driver holds for future jobs (threads, spare workspaces). */
+  close?(): Promise<void>;
 }
 
 export interface Fingerprint {

@@ -16,10 +16,10 @@ import type {
   TaskHandle,
   TaskStats,
 } from '../runtime.js';
-import { run } from '../shared/exec.js';
 import { followFile } from '../shared/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
+import { run } from '../shared/exec.js';
 
 /**
  * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
@@ -98,17 +98,16 @@ export class WasmDriver implements Runtime {
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     const maxPages = Math.max(1, Math.floor(req.spec.limits.memoryBytes / PAGE));
-    const module = await this.compile(req.image.digest, req.image.rootfsPath, maxPages);
     const workspace = path.join(this.dir(req.sandboxId), 'workspace');
-    await mkdir(workspace, { recursive: true });
-    // A tmpfs of the job's workspace size: files a module writes cannot fill the host's disk.
-    await run('mount', [
-      '-t',
-      'tmpfs',
-      '-o',
-      `size=${req.spec.limits.workspaceBytes},mode=0755,nosuid,nodev,noexec`,
-      'tmpfs',
-      workspace,
+    // Compiling (cached per digest) and mounting the workspace overlap: both are on the start path.
+    const [module] = await Promise.all([
+      this.compile(req.image.digest, req.image.rootfsPath, maxPages),
+      (async () => {
+        await mkdir(workspace, { recursive: true });
+        // A tmpfs of the job's workspace size: files a module writes cannot fill the host's disk.
+        const options = `size=${req.spec.limits.workspaceBytes},mode=0755,nosuid,nodev,noexec`;
+        await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', workspace]);
+      })(),
     ]);
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
@@ -193,6 +192,11 @@ export class WasmDriver implements Runtime {
       await run('umount', ['-l', workspace]);
     }
     await rm(this.dir(handle.sandboxId), { recursive: true, force: true });
+  }
+
+  /** Stops the idle threads. */
+  async close(): Promise<void> {
+    await this.pool.close();
   }
 
   async recover(_handle: TaskHandle): Promise<Recovered> {

@@ -13,6 +13,15 @@ export interface Running {
 
 const WORKER = new URL('./worker.js', import.meta.url);
 
+/** `(module (func (export "_start")))`: run once by every new thread so node:wasi is loaded and hot. */
+const WARM_UP_MODULE = new WebAssembly.Module(
+  Uint8Array.from([
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 7, 10, 1, 6, 95, 115, 116, 97, 114, 116, 0, 0,
+    10, 4, 1, 2, 0, 11,
+  ]),
+);
+let nextTaskId = 1;
+
 export class WasmPool {
   private readonly idle: Worker[] = [];
   private readonly waiting: Array<(w: Worker) => void> = [];
@@ -23,7 +32,17 @@ export class WasmPool {
   private spawn(): Worker {
     this.live++;
     // No ExperimentalWarning for node:wasi on the job's terminal.
-    return new Worker(WORKER, { execArgv: ['--no-warnings'] });
+    const w = new Worker(WORKER, { execArgv: ['--no-warnings'] });
+    w.postMessage({
+      id: 0,
+      module: WARM_UP_MODULE,
+      args: ['warm-up'],
+      env: {},
+      preopens: {},
+      outputFd: 1,
+    } satisfies RunTask);
+    w.on('message', (m: WorkerMessage) => m.id === 0 && m.type === 'exited' && w.emit('warm'));
+    return w;
   }
 
   /** Starts threads ahead of jobs (a thread's first start costs ~20 ms of isolate boot). */
@@ -61,7 +80,7 @@ export class WasmPool {
     else this.warm(1); // keep one thread ready for the next job
   }
 
-  run(task: RunTask): Running {
+  run(task: Omit<RunTask, 'id'>): Running {
     let killed = false;
     let worker: Worker | undefined;
     let onKill: (() => void) | undefined;
@@ -73,10 +92,12 @@ export class WasmPool {
       if (killed) {
         this.release(w);
         markStarted();
-        return { type: 'exited' as const, exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 };
+        return { id: 0, type: 'exited' as const, exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 };
       }
       return new Promise<Extract<WorkerMessage, { type: 'exited' }>>((resolve, reject) => {
+        const id = nextTaskId++;
         const onMessage = (m: WorkerMessage) => {
+          if (m.id !== id) return; // the thread's warm-up, not this job
           if (m.type === 'started') return markStarted();
           cleanup();
           this.release(w);
@@ -91,7 +112,7 @@ export class WasmPool {
           cleanup();
           this.replace(w);
           markStarted();
-          resolve({ type: 'exited', exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 });
+          resolve({ id, type: 'exited', exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 });
         };
         const cleanup = () => {
           w.off('message', onMessage);
@@ -99,7 +120,7 @@ export class WasmPool {
         };
         w.on('message', onMessage);
         w.on('error', onError);
-        w.postMessage(task);
+        w.postMessage({ ...task, id } satisfies RunTask);
       });
     })();
     return {

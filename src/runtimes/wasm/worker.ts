@@ -8,6 +8,7 @@ import { parentPort } from 'node:worker_threads';
  * 134 (as for SIGABRT) and its message in the output.
  */
 export interface RunTask {
+  id: number;
   module: WebAssembly.Module;
   args: string[];
   env: Record<string, string>;
@@ -16,12 +17,18 @@ export interface RunTask {
 }
 
 export type WorkerMessage =
-  | { type: 'started' }
-  | { type: 'exited'; exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
+  | { id: number; type: 'started' }
+  | { id: number; type: 'exited'; exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
 
 const TRAP_EXIT = 134;
 
-parentPort?.on('message', async (task: RunTask) => {
+// One task at a time, in order: a message arriving mid-run waits for the run to finish.
+let queue = Promise.resolve();
+parentPort?.on('message', (task: RunTask) => {
+  queue = queue.then(() => runTask(task));
+});
+
+async function runTask(task: RunTask): Promise<void> {
   const wasi = new WASI({
     version: 'preview1',
     args: task.args,
@@ -37,19 +44,20 @@ parentPort?.on('message', async (task: RunTask) => {
   const t0 = performance.now();
   try {
     instance = await WebAssembly.instantiate(task.module, wasi.getImportObject() as WebAssembly.Imports);
-    parentPort?.postMessage({ type: 'started' } satisfies WorkerMessage);
+    parentPort?.postMessage({ id: task.id, type: 'started' } satisfies WorkerMessage);
     exitCode = wasi.start(instance);
   } catch (err) {
     trap = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     exitCode = TRAP_EXIT;
-    if (!instance) parentPort?.postMessage({ type: 'started' } satisfies WorkerMessage);
+    if (!instance) parentPort?.postMessage({ id: task.id, type: 'started' } satisfies WorkerMessage);
   }
   const memory = instance?.exports.memory;
   parentPort?.postMessage({
+    id: task.id,
     type: 'exited',
     exitCode,
     trap,
     memoryBytes: memory instanceof WebAssembly.Memory ? memory.buffer.byteLength : 0,
     runNs: Math.round((performance.now() - t0) * 1e6),
   } satisfies WorkerMessage);
-});
+}
