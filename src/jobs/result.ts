@@ -1,23 +1,22 @@
-import type { Decision } from '../policy/decision.js';
 import type { JobRecord } from '../store/store.js';
 
 /** The `--json` result of a job: the CLI contract other tools rely on. */
-export interface JobResultJson {
-  id: string;
-  name: string;
-  state: string;
-  runtime: string;
-  decision: Decision;
-  exitCode: number | null;
-  oomKilled: boolean;
-  timedOut: boolean;
-  startupMs: number | null;
-  durationMs: number | null;
-  peakMemoryBytes: number | null;
-  costDollars: number | null;
-  output: string;
-  error: string | null;
-}
+export type JobResultJson = Pick<
+  JobRecord,
+  | 'id'
+  | 'name'
+  | 'state'
+  | 'runtime'
+  | 'decision'
+  | 'exitCode'
+  | 'oomKilled'
+  | 'timedOut'
+  | 'startupMs'
+  | 'durationMs'
+  | 'peakMemoryBytes'
+  | 'costDollars'
+  | 'error'
+> & { output: string };
 
 export function jobResultJson(r: JobRecord, output: string): JobResultJson {
   return {

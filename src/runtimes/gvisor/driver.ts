@@ -5,7 +5,7 @@ import {
   type OciTool,
   type ToolOptions,
 } from '../shared/conmon-driver.js';
-import { containerHostProblems, toolVersion, unusable } from '../shared/fingerprint.js';
+import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 import type { SeccompProfile } from '../shared/seccomp.js';
 import { choosePlatform, type Platform } from './platform.js';
 
@@ -65,24 +65,16 @@ export class GvisorDriver extends ConmonDriver {
   }
 
   async fingerprint(): Promise<Fingerprint> {
-    const details: Record<string, string> = {};
-    const problem = await containerHostProblems(this.conmon, details);
-    if (problem) return unusable(this.name, problem, details);
-    const version = await toolVersion(this.binary, ['--version']);
-    if (!version.ok)
-      return unusable(
-        this.name,
-        `runsc cannot run (${version.why}); install the Debian package runsc`,
-        details,
-      );
-    details.runsc = version.version;
-    const choice = await choosePlatform(this.binary, version.version);
+    const fp = await ociRuntimeFingerprint(this.name, this.conmon, this.binary, 'runsc');
+    if (!fp.ok) return fp.fingerprint;
+    const { version, details } = fp;
+    const choice = await choosePlatform(this.binary, version);
     this.platform = choice.platform;
     details.platform = choice.platform;
     return {
       runtime: this.name,
       usable: true,
-      reason: `${version.version}, platform ${choice.platform} (${choice.why})`,
+      reason: `${version}, platform ${choice.platform} (${choice.why})`,
       details,
     };
   }

@@ -1,6 +1,6 @@
 import type { Fingerprint } from '../runtime.js';
 import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
-import { containerHostProblems, toolVersion, unusable } from '../shared/fingerprint.js';
+import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 
 /** Trusted jobs: runc containers (shared kernel, ~10–30 ms to start here). */
 export class RuncDriver extends ConmonDriver {
@@ -17,22 +17,13 @@ export class RuncDriver extends ConmonDriver {
   }
 
   async fingerprint(): Promise<Fingerprint> {
-    const details: Record<string, string> = {};
-    const problem = await containerHostProblems(this.conmon, details);
-    if (problem) return unusable(this.name, problem, details);
-    const version = await toolVersion(this.binary, ['--version']);
-    if (!version.ok)
-      return unusable(
-        this.name,
-        `runc cannot run (${version.why}); install the Debian package runc`,
-        details,
-      );
-    details.runc = version.version;
+    const fp = await ociRuntimeFingerprint(this.name, this.conmon, this.binary, 'runc');
+    if (!fp.ok) return fp.fingerprint;
     return {
       runtime: this.name,
       usable: true,
-      reason: `${version.version} through conmon, cgroups ${details.cgroups}`,
-      details,
+      reason: `${fp.version} through conmon, cgroups ${fp.details.cgroups}`,
+      details: fp.details,
     };
   }
 }

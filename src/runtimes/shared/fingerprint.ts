@@ -36,3 +36,33 @@ export async function toolVersion(binary: string, args: string[]): Promise<ToolV
 export function unusable(runtime: RuntimeName, reason: string, details: Record<string, string>): Fingerprint {
   return { runtime, usable: false, reason, details };
 }
+
+/**
+ * The steps every conmon-driven OCI runtime's fingerprint shares: the host checks, then the
+ * runtime binary's version (recorded in `details` under `tool`).
+ */
+export async function ociRuntimeFingerprint(
+  runtime: RuntimeName,
+  conmon: string,
+  binary: string,
+  tool: string,
+): Promise<
+  { ok: true; version: string; details: Record<string, string> } | { ok: false; fingerprint: Fingerprint }
+> {
+  const details: Record<string, string> = {};
+  const problem = await containerHostProblems(conmon, details);
+  if (problem) return { ok: false, fingerprint: unusable(runtime, problem, details) };
+  const version = await toolVersion(binary, ['--version']);
+  if (!version.ok) {
+    return {
+      ok: false,
+      fingerprint: unusable(
+        runtime,
+        `${tool} cannot run (${version.why}); install the Debian package ${tool}`,
+        details,
+      ),
+    };
+  }
+  details[tool] = version.version;
+  return { ok: true, version: version.version, details };
+}
