@@ -99,8 +99,9 @@ export class WasmDriver implements Runtime {
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     const maxPages = Math.max(1, Math.floor(req.spec.limits.memoryBytes / PAGE));
     const workspace = path.join(this.dir(req.sandboxId), 'workspace');
-    // Compiling (cached per digest) and mounting the workspace overlap: both are on the start path.
-    const [module] = await Promise.all([
+    // Compiling (cached per digest) and mounting the workspace overlap: both are on the start
+    // path. Both are waited for even when one fails, so destroy never races a mount in flight.
+    const [compiled, mounted] = await Promise.allSettled([
       this.compile(req.image.digest, req.image.rootfsPath, maxPages),
       (async () => {
         await mkdir(workspace, { recursive: true });
@@ -109,6 +110,9 @@ export class WasmDriver implements Runtime {
         await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', workspace]);
       })(),
     ]);
+    if (compiled.status === 'rejected') throw compiled.reason;
+    if (mounted.status === 'rejected') throw mounted.reason;
+    const module = compiled.value;
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
       CI: 'true',
