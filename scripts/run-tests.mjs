@@ -1,6 +1,6 @@
 // The test command (`npm test`, `make test`, `.ci/run`): lint, then every compiled *.test.js.
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
 function testFiles(dir) {
@@ -18,7 +18,10 @@ const step = (cmd, args) => {
 
 step('npx', ['--no-install', 'eslint', 'src', 'bench']);
 step('npx', ['--no-install', 'prettier', '--check', '--log-level', 'warn', '.']);
-const files = testFiles('dist/src').sort();
+// Only tests whose source still exists: tsc never deletes the output of a removed file.
+const files = testFiles('dist/src')
+  .filter((f) => existsSync(f.replace(/^dist\//, '').replace(/\.js$/, '.ts')))
+  .sort();
 const filter = process.env.BOXCAR_TEST_FILTER;
 step(process.execPath, [
   '--test',
