@@ -26,7 +26,9 @@ export interface Runtime {
   recover(handle: TaskHandle): Promise<Recovered>;
   /** The job's output from the beginning; with `follow`, keeps reading until the job ends. */
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk>;
-  /** Releases what the driver holds for future jobs (threads, spare workspaces). */
+  /** A job for this runtime is about to come: get ready ahead of it (threads, warm pools). */
+  warm?(): void;
+  /** Releases what the driver holds for future jobs (threads, warm pools). */
   close?(): Promise<void>;
 }
 

@@ -23,7 +23,7 @@ export function registerRun(program: Command, logger: Logger): void {
       );
     const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
     // A WASM job's thread boots while the job is being decided and recorded.
-    if (spec.runtime === 'wasm' || spec.image?.endsWith('.wasm')) void box.runtimes.fingerprint('wasm');
+    if (spec.runtime === 'wasm' || spec.image?.endsWith('.wasm')) box.runtimes.get('wasm').warm?.();
     const cancel = cancelOnSignals();
     try {
       await reconcileOrphans(box);

@@ -62,9 +62,6 @@ export class WasmDriver implements Runtime {
         reason: `node ${process.version} is too old for node:wasi preview1 jobs; use Node 20 or later`,
         details,
       };
-    // A job is usually about to come: have a thread ready, and V8's wasm engine initialised.
-    this.pool.warm(1);
-    void WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]));
     return {
       runtime: this.name,
       usable: true,
@@ -196,6 +193,12 @@ export class WasmDriver implements Runtime {
       await run('umount', ['-l', workspace]);
     }
     await rm(this.dir(handle.sandboxId), { recursive: true, force: true });
+  }
+
+  /** Have a thread ready, and V8's wasm engine initialised, before the job is accepted. */
+  warm(): void {
+    this.pool.warm(1);
+    void WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]));
   }
 
   /** Stops the idle threads. */
