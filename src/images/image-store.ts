@@ -58,6 +58,8 @@ export function normalizeRef(ref: string): string {
 }
 
 export class ImageStore {
+  private initialized = false;
+
   constructor(private readonly paths: StatePaths) {}
 
   private get indexFile() {
@@ -77,13 +79,16 @@ export class ImageStore {
     return this.metaPath(`${name}.lock`);
   }
 
+  /** Creates the layout once per store object (every resolve calls this). */
   async init(): Promise<void> {
+    if (this.initialized) return;
     await mkdir(path.join(this.paths.images, 'blobs', 'sha256'), { recursive: true });
     await mkdir(this.paths.rootfs, { recursive: true });
     const layout = path.join(this.paths.images, 'oci-layout');
     if (!existsSync(layout)) await writeFileAtomic(layout, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     if (!existsSync(this.indexFile))
       await writeFileAtomic(this.indexFile, JSON.stringify({ schemaVersion: 2, manifests: [] }));
+    this.initialized = true;
   }
 
   /** A scratch directory on the same filesystem as the blobs, so finished files move in by rename. */
