@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { openBoxcar } from '../src/boxcar.js';
+import { jobTrustFields } from '../src/isolation/verify.js';
 import { executeJob } from '../src/jobs/execute.js';
 import { currentOwner } from '../src/jobs/owner.js';
 import { JobSpec } from '../src/jobs/spec.js';
@@ -40,10 +41,7 @@ async function main() {
   const ac = new AbortController();
   setMaxListeners(N + 10, ac.signal); // one cancel signal shared by every job
   try {
-    const trust =
-      RUNTIME === 'runc'
-        ? { source: 'internal_repo', user_group: 'internal_team' }
-        : { source: 'external_pr' };
+    const trust = jobTrustFields(RUNTIME);
     const spec = JobSpec.parse({
       runtime: RUNTIME,
       ...trust,

@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { loadYamlFile } from '../config/yaml.js';
 import { UserError } from '../errors.js';
+import { isWasmModule } from '../images/image.js';
 import { JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
 import { parseOrThrow, yamlPath, type FieldNamer } from '../jobs/validation.js';
 
@@ -112,7 +113,7 @@ export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Prom
     base.env = env;
   }
   if (command.length) base.command = command;
-  if (base.command === undefined && !String(base.image ?? '').endsWith('.wasm')) {
+  if (base.command === undefined && !isWasmModule(typeof base.image === 'string' ? base.image : undefined)) {
     throw new UserError('missing command: give it after --, e.g. boxcar run -- make test');
   }
   return parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName);

@@ -5,7 +5,7 @@ import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/exe
 import { currentOwner } from '../jobs/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { Decision } from '../policy/decision.js';
-import { RuntimeHealthBook } from '../policy/health.js';
+import { RuntimeHealthBook, type HealthOverride } from '../policy/health.js';
 import { route, trustFromSpec } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
 
@@ -30,12 +30,21 @@ export function localTrust(spec: JobSpec): TrustInputs {
   return t;
 }
 
-/** Routes a job on this node with the policy and the runtimes' recorded health. */
-export async function decideLocally(box: Boxcar, jobId: string, spec: JobSpec): Promise<Decision> {
+/**
+ * Routes a job on this node with the policy and the runtimes' recorded health. `trust`
+ * replaces the job's own fields (a webhook payload's), `overrides` the measured health.
+ */
+export async function decideLocally(
+  box: Boxcar,
+  jobId: string,
+  spec: JobSpec,
+  opts: { trust?: TrustInputs; overrides?: HealthOverride[] } = {},
+): Promise<Decision> {
   const health = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
     box.store,
   );
-  return route(box.policy, { jobId, spec, trust: localTrust(spec) }, await health.views(Date.now()));
+  const trust = opts.trust ?? localTrust(spec);
+  return route(box.policy, { jobId, spec, trust }, await health.views(Date.now(), opts.overrides));
 }
 
 /** Accepts a job on this machine (recorded before anything else) and runs it in the foreground. */

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { UserError } from '../errors.js';
 import { ensureBaseImage } from './base-image.js';
-import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
+import { BASE_IMAGE_REF, isWasmModule, type ResolvedImage } from './image.js';
 import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
 
 /**
@@ -29,7 +29,7 @@ async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImag
 
 /** Turns a job's image reference (none = the built-in base) into an unpacked, runnable image. */
 export async function resolveImage(store: ImageStore, ref: string | undefined): Promise<ResolvedImage> {
-  if (ref?.endsWith('.wasm')) return wasmModule(store, ref);
+  if (ref && isWasmModule(ref)) return wasmModule(store, ref);
   const name = normalizeRef(ref ?? BASE_IMAGE_REF);
   if (name === BASE_IMAGE_REF || name === 'boxcar/base:latest') {
     const { manifestDigest } = await ensureBaseImage(store);

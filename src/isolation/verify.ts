@@ -35,6 +35,13 @@ type JobInput = Record<string, unknown>;
 const verdict = (name: string, escapedIf: string) =>
   `if ${escapedIf}; then echo "${name} ESCAPED"; else echo "${name} blocked"; fi`;
 
+/** The job fields that make a job of the trust `runtime` is for: runc trusted, sandboxes untrusted. */
+export function jobTrustFields(runtime: RuntimeName): { source: string; user_group: string } {
+  return runtime === 'runc'
+    ? { source: 'internal_repo', user_group: 'internal_team' }
+    : { source: 'external_pr', user_group: 'external_contributor' };
+}
+
 /** Runs a job on `runtime` with the trust that runtime is for (runc: trusted; sandboxes: untrusted). */
 export async function runOn(
   box: Boxcar,
@@ -42,11 +49,7 @@ export async function runOn(
   input: JobInput,
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
-  const trust =
-    runtime === 'runc'
-      ? { source: 'internal_repo', user_group: 'internal_team' }
-      : { source: 'external_pr', user_group: 'external_contributor' };
-  const spec = JobSpec.parse({ timeout: '60s', ...input, ...trust, runtime });
+  const spec = JobSpec.parse({ timeout: '60s', ...input, ...jobTrustFields(runtime), runtime });
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   const job = await box.store.createJob({

@@ -1,9 +1,7 @@
 import type { Boxcar } from '../boxcar.js';
-import { jobCostDollars, type Prices } from '../cost/model.js';
+import { jobCostDollars } from '../cost/model.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../observability/logger.js';
-import type { RuntimeRegistry } from '../runtimes/registry.js';
-import type { JobRecord, Store } from '../store/store.js';
+import type { JobRecord } from '../store/store.js';
 import { ownerAlive } from './owner.js';
 import { finalState } from './states.js';
 
@@ -12,18 +10,16 @@ import { finalState } from './states.js';
  * that no accepted job stays "running" forever. A sandbox that already exited reports its real
  * exit code; one still running has lost the process that was to report it and is stopped.
  */
-export async function reconcileOrphans({
-  store,
-  runtimes,
-  logger,
-  prices,
-}: Pick<Boxcar, 'store' | 'runtimes' | 'logger' | 'prices'>): Promise<JobRecord[]> {
+type ReconcileDeps = Pick<Boxcar, 'store' | 'runtimes' | 'logger' | 'prices'>;
+
+export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]> {
+  const { store, logger } = deps;
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 10_000 });
   const settled: JobRecord[] = [];
   for (const job of live) {
     if (!job.owner || ownerAlive(job.owner) !== false) continue;
     try {
-      settled.push(await settle(store, runtimes, job, logger, prices));
+      settled.push(await settle(deps, job));
     } catch (err) {
       logger.error({ err, jobId: job.id }, 'could not settle an orphaned job');
     }
@@ -32,11 +28,8 @@ export async function reconcileOrphans({
 }
 
 async function settle(
-  store: Store,
-  runtimes: RuntimeRegistry,
+  { store, runtimes, logger, prices }: ReconcileDeps,
   job: JobRecord,
-  logger: Logger,
-  prices: Prices,
 ): Promise<JobRecord> {
   const died = `its boxcar process (${job.owner}) died`;
   if (!job.handle)

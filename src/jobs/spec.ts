@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isWasmModule } from '../images/image.js';
 import { parseBytes, parseCpuMillis, parseDurationMs } from './quantity.js';
 import { parsedField } from './validation.js';
 
@@ -96,7 +97,7 @@ export type JobSpecInput = z.output<typeof JobSpecInput>;
 
 /** A job runs a command in an image, except a WASM module, whose command is its arguments. */
 export const commandGiven = (s: Pick<JobSpecInput, 'command' | 'image'>) =>
-  s.command !== undefined || (s.image?.endsWith('.wasm') ?? false);
+  s.command !== undefined || isWasmModule(s.image);
 export const COMMAND_REQUIRED = {
   message: 'is required: give the command to run, e.g. "make test"',
   path: ['command'],

@@ -1,4 +1,5 @@
 import { UserError } from '../errors.js';
+import { isWasmModule } from '../images/image.js';
 import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { BreakerState, Health } from './breaker.js';
 import { conditionsHolding } from './breaker.js';
@@ -38,7 +39,7 @@ export function trustFromSpec(spec: JobSpec): TrustInputs {
     source: spec.source,
     userGroup: spec.userGroup,
     repository: spec.repository,
-    imageKind: spec.image?.endsWith('.wasm') ? 'wasm' : 'oci',
+    imageKind: isWasmModule(spec.image) ? 'wasm' : 'oci',
     evidence: [],
   };
 }

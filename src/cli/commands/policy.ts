@@ -13,7 +13,7 @@ import { githubPullRequestTrust, gitlabMergeRequestTrust } from '../../policy/we
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import type { Decision } from '../../policy/decision.js';
 import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
-import { localTrust } from '../local-job.js';
+import { decideLocally, localTrust } from '../local-job.js';
 
 interface ExplainFlags extends JobFlags {
   githubEvent?: string;
@@ -98,10 +98,7 @@ export function registerPolicy(program: Command, logger: Logger): void {
     if (flags.local) {
       const box = await openBoxcar(globals, logger);
       try {
-        const book = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
-          box.store,
-        );
-        decision = route(box.policy, { jobId, spec, trust }, await book.views(Date.now(), overrides));
+        decision = await decideLocally(box, jobId, spec, { trust, overrides });
       } finally {
         await box.close();
       }

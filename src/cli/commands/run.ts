@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { UserError } from '../../errors.js';
+import { isWasmModule } from '../../images/image.js';
 import { reconcileOrphans } from '../../jobs/reconcile.js';
 import { cliExitCode, jobResultJson } from '../../jobs/result.js';
 import { formatBytes } from '../../jobs/quantity.js';
@@ -23,7 +24,7 @@ export function registerRun(program: Command, logger: Logger): void {
       );
     const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
     // A WASM job's thread boots while the job is being decided and recorded.
-    if (spec.runtime === 'wasm' || spec.image?.endsWith('.wasm')) box.runtimes.get('wasm').warm?.();
+    if (spec.runtime === 'wasm' || isWasmModule(spec.image)) box.runtimes.get('wasm').warm?.();
     const cancel = cancelOnSignals();
     try {
       await reconcileOrphans(box);

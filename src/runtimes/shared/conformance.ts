@@ -7,6 +7,7 @@ import { currentOwner } from '../../jobs/owner.js';
 import { JobSpec } from '../../jobs/spec.js';
 import { sleep } from './exec.js';
 import { CAPABILITIES } from './oci-spec.js';
+import { jobTrustFields } from '../../isolation/verify.js';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
 
 /**
@@ -20,10 +21,7 @@ export function containerDriverSuite(runtime: 'runc' | 'gvisor'): void {
   describe(`${runtime} driver`, () => {
     let box: Box;
     // Jobs run as the trust their runtime is for; the runtime is asked for explicitly.
-    const trust =
-      runtime === 'runc'
-        ? { source: 'internal_repo', user_group: 'internal_team' }
-        : { source: 'external_pr' };
+    const trust = jobTrustFields(runtime);
     let runJob: Box['runJob'];
     before(async () => {
       box = await testBoxcar();

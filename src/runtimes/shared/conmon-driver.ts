@@ -149,10 +149,11 @@ export abstract class ConmonDriver implements Runtime {
   ): Promise<number> {
     const tool = this.tool(toolOpts);
     // conmon runs `<runtime> <runtime args…> create …`: a wrapper becomes the runtime, the tool its first argument.
-    const [runtime, ...prefix] = tool.wrapper ? [...tool.wrapper, tool.binary] : [tool.binary];
-    const runtimeArgs = [...prefix, ...tool.globalArgs, '--log-format=json', '--log', f.ociLog].flatMap(
-      (a) => ['--runtime-arg', a],
-    );
+    const [runtime, ...toolArgs] = commandLine(tool);
+    const runtimeArgs = [...toolArgs, '--log-format=json', '--log', f.ociLog].flatMap((a) => [
+      '--runtime-arg',
+      a,
+    ]);
     const args = [
       '--api-version', '1',
       '-c', id, '-u', id, '-n', `boxcar-${jobId}`,
@@ -243,12 +244,8 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   protected async ociRun(sandboxId: string, args: string[], timeoutMs = 30_000) {
-    const tool = await this.toolFor(sandboxId);
-    if (tool.wrapper) {
-      const [cmd, ...pre] = tool.wrapper as [string, ...string[]];
-      return run(cmd, [...pre, tool.binary, ...tool.globalArgs, ...args], { timeoutMs });
-    }
-    return run(tool.binary, [...tool.globalArgs, ...args], { timeoutMs });
+    const [cmd, ...pre] = commandLine(await this.toolFor(sandboxId));
+    return run(cmd, [...pre, ...args], { timeoutMs });
   }
 
   async start(handle: TaskHandle): Promise<void> {
@@ -382,6 +379,12 @@ export abstract class ConmonDriver implements Runtime {
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),
     });
   }
+}
+
+/** How the tool is run: under its wrapper, if any, with its global flags before the subcommand. */
+function commandLine(tool: OciTool): [string, ...string[]] {
+  const [cmd, ...rest] = [...(tool.wrapper ?? []), tool.binary, ...tool.globalArgs];
+  return [cmd as string, ...rest];
 }
 
 /** A runtime's error can be a whole usage text: keep what says what went wrong. */

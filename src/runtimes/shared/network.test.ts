@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import net from 'node:net';
+import { jobTrustFields } from '../../isolation/verify.js';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
 import {
   answerScript,
@@ -39,10 +40,7 @@ for (const runtime of ['runc', 'gvisor'] as const) {
     let internal: TestHost;
     let hostServer: net.Server;
     let hostConnections = 0;
-    const trust =
-      runtime === 'runc'
-        ? { source: 'internal_repo', user_group: 'internal_team' }
-        : { source: 'external_pr' };
+    const trust = jobTrustFields(runtime);
     const job = (input: Record<string, unknown>) =>
       box.runJob({ runtime, network: true, ...trust, ...input });
 
