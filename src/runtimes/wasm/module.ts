@@ -39,20 +39,20 @@ function writeU32(value: number): number[] {
 
 /**
  * Returns the module with every defined memory's maximum set to at most `maxPages` (memories
- * whose minimum already exceeds it are refused). Other sections are copied byte for byte.
+ * whose minimum already exceeds it are refused). Other sections are copied as whole slices:
+ * this runs on the start path of every first job of a module.
  */
 export function capMemory(bytes: Uint8Array, maxPages: number): Uint8Array<ArrayBuffer> {
   if (bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 || bytes[3] !== 0x6d)
     throw new Error('not a WebAssembly module (bad magic)');
-  const out: number[] = Array.from(bytes.subarray(0, 8));
+  const parts: Uint8Array[] = [];
+  let copyFrom = 0;
   let pos = 8;
   while (pos < bytes.length) {
     const id = bytes[pos] as number;
     const [size, bodyStart] = readU32(bytes, pos + 1);
     const bodyEnd = bodyStart + size;
-    if (id !== 5) {
-      for (let i = pos; i < bodyEnd; i++) out.push(bytes[i] as number);
-    } else {
+    if (id === 5) {
       let p = bodyStart;
       const [count, afterCount] = readU32(bytes, p);
       p = afterCount;
@@ -70,9 +70,17 @@ export function capMemory(bytes: Uint8Array, maxPages: number): Uint8Array<Array
         const capped = Math.min(max ?? maxPages, maxPages);
         body.push((flags & ~1) | 1 | (flags & 2), ...writeU32(min), ...writeU32(capped));
       }
-      out.push(5, ...writeU32(body.length), ...body);
+      parts.push(bytes.subarray(copyFrom, pos), Uint8Array.from([5, ...writeU32(body.length), ...body]));
+      copyFrom = bodyEnd;
     }
     pos = bodyEnd;
   }
-  return Uint8Array.from(out);
+  parts.push(bytes.subarray(copyFrom));
+  const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of parts) {
+    out.set(b, at);
+    at += b.length;
+  }
+  return out;
 }
