@@ -40,6 +40,9 @@ const Resources = z
   })
   .prefault({});
 
+/** The resources of a job that asks for none, parsed (bytes, millicores). */
+export const DEFAULT_RESOURCES = Resources.parse({});
+
 /**
  * The seed's rate limiter (5.3): a token bucket of `size` bytes refilled every `refill_time`
  * milliseconds. Default: 100 MB per second. (The seed's own example gives refill_time

@@ -26,8 +26,11 @@ export interface Runtime {
   recover(handle: TaskHandle): Promise<Recovered>;
   /** The job's output from the beginning; with `follow`, keeps reading until the job ends. */
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk>;
-  /** A job for this runtime is about to come: get ready ahead of it (threads, warm pools). */
-  warm?(): void;
+  /**
+   * A job for this runtime is about to come: get ready ahead of it (threads, warm pools).
+   * Settles when a job can start without a cold step; a node accepts the job after that.
+   */
+  warm?(): Promise<void>;
   /** Releases what the driver holds for future jobs (threads, warm pools). */
   close?(): Promise<void>;
 }

@@ -46,12 +46,16 @@ export async function leftovers(paths: StatePaths): Promise<string[]> {
   return found;
 }
 
-/** Last-resort cleanup when a test failed half-way: delete every container of this state dir. */
+/** Last-resort cleanup when a test failed half-way: every container and mount of this state dir. */
 async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
-  if (!existsSync(paths.runcRoot)) return;
-  const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
-  for (const id of stdout.split('\n').filter(Boolean))
-    await run('runc', ['--root', paths.runcRoot, 'delete', '--force', id]);
+  if (existsSync(paths.runcRoot)) {
+    const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
+    for (const id of stdout.split('\n').filter(Boolean))
+      await run('runc', ['--root', paths.runcRoot, 'delete', '--force', id]);
+  }
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
+  for (const target of mounts.map((l) => l.split(' ')[1]).reverse())
+    if (target?.startsWith(`${paths.root}/`)) await run('umount', ['-l', target]);
 }
 
 /** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */

@@ -23,8 +23,8 @@ export function registerRun(program: Command, logger: Logger): void {
         'boxcar run needs root (it creates containers, cgroups and namespaces); run it as root',
       );
     const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
-    // A WASM job's thread boots while the job is being decided and recorded.
-    if (spec.runtime === 'wasm' || isWasmModule(spec.image)) box.runtimes.get('wasm').warm?.();
+    // A WASM job's thread boots while the job is being decided.
+    if (spec.runtime === 'wasm' || isWasmModule(spec.image)) void box.runtimes.get('wasm').warm?.();
     const cancel = cancelOnSignals();
     try {
       await reconcileOrphans(box);

@@ -72,6 +72,15 @@ describe('wasm driver', () => {
     });
     assert.equal(trap.record.exitCode, 134);
     assert.match(trap.output, /wasm trap: RuntimeError: unreachable/);
+    const oob = await job({
+      image: wat(
+        'oob',
+        '(module (memory (export "memory") 1) (func (export "_start") i32.const 70000 i32.load drop))',
+      ),
+    });
+    assert.equal(oob.record.exitCode, 134);
+    assert.equal(oob.record.oomKilled, false, 'an out-of-bounds access is not the memory limit');
+    assert.match(oob.output, /memory access out of bounds/);
     const foreign = await job({
       image: wat(
         'foreign',

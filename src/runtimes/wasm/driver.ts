@@ -1,5 +1,5 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatePaths } from '../../config/paths.js';
@@ -19,13 +19,13 @@ import type {
 import { followFile } from '../shared/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
-import { run } from '../shared/exec.js';
+import { Workspaces } from './workspaces.js';
+import { DEFAULT_RESOURCES } from '../../jobs/spec.js';
 
 /**
  * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
  * container, no process per job. The module sees only its own /workspace (a preopen: a tmpfs
- * of the job's workspace size, mounted per job), has no
- * sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
+ * of the job's workspace size, see workspaces.ts), has no sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
  * Modules are compiled once per digest and memory cap and shared by every instance.
  */
 interface Task {
@@ -43,9 +43,11 @@ export class WasmDriver implements Runtime {
   private readonly pool: WasmPool;
   private readonly compiled = new Map<string, Promise<WebAssembly.Module>>();
   private readonly tasks = new Map<string, Task>();
+  private readonly workspaces: Workspaces;
 
   constructor(private readonly opts: { paths: StatePaths; logger: Logger; threads?: number }) {
     this.pool = new WasmPool(opts.threads ?? os.availableParallelism());
+    this.workspaces = new Workspaces(opts.paths.sandboxes, DEFAULT_RESOURCES.workspace);
   }
 
   async fingerprint(): Promise<Fingerprint> {
@@ -95,20 +97,15 @@ export class WasmDriver implements Runtime {
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     const maxPages = Math.max(1, Math.floor(req.spec.limits.memoryBytes / PAGE));
-    const workspace = path.join(this.dir(req.sandboxId), 'workspace');
-    // Compiling (cached per digest) and mounting the workspace overlap: both are on the start
+    // Compiling (cached per digest) and taking a workspace overlap: both are on the start
     // path. Both are waited for even when one fails, so destroy never races a mount in flight.
     const [compiled, mounted] = await Promise.allSettled([
       this.compile(req.image.digest, req.image.rootfsPath, maxPages),
-      (async () => {
-        await mkdir(workspace, { recursive: true });
-        // A tmpfs of the job's workspace size: files a module writes cannot fill the host's disk.
-        const options = `size=${req.spec.limits.workspaceBytes},mode=0755,nosuid,nodev,noexec`;
-        await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', workspace]);
-      })(),
+      this.workspaces.take(this.dir(req.sandboxId), req.spec.limits.workspaceBytes),
     ]);
     if (compiled.status === 'rejected') throw compiled.reason;
     if (mounted.status === 'rejected') throw mounted.reason;
+    const workspace = mounted.value;
     const module = compiled.value;
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
@@ -163,7 +160,8 @@ export class WasmDriver implements Runtime {
       closeSync(t.outputFd);
       t.outputFd = undefined;
     }
-    const limitHit = /out of memory|memory access out of bounds|Cannot allocate/i.test(exit.trap ?? '');
+    // V8 failing to reserve the instance's memory is the limit; an out-of-bounds access is a bug in the module.
+    const limitHit = /out of memory|Cannot allocate/i.test(exit.trap ?? '');
     return { exitCode: exit.exitCode, oomKilled: limitHit };
   }
 
@@ -186,24 +184,21 @@ export class WasmDriver implements Runtime {
     if (t?.running && !t.exit) t.running.kill();
     if (t?.outputFd !== undefined) closeSync(t.outputFd);
     this.tasks.delete(handle.sandboxId);
-    const workspace = path.join(this.dir(handle.sandboxId), 'workspace');
-    if (
-      (await readFile('/proc/self/mounts', 'utf8')).split('\n').some((l) => l.split(' ')[1] === workspace)
-    ) {
-      await run('umount', ['-l', workspace]);
-    }
-    await rm(this.dir(handle.sandboxId), { recursive: true, force: true });
+    await this.workspaces.remove(this.dir(handle.sandboxId));
   }
 
-  /** Have a thread ready, and V8's wasm engine initialised, before the job is accepted. */
-  warm(): void {
-    this.pool.warm(1);
-    void WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]));
+  /** A thread, V8's wasm engine and an empty workspace ready before the job is accepted. */
+  async warm(): Promise<void> {
+    await Promise.all([
+      this.pool.warm(1),
+      this.workspaces.fill(1),
+      WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00])),
+    ]);
   }
 
-  /** Stops the idle threads. */
+  /** Stops the idle threads and unmounts the spare workspaces. */
   async close(): Promise<void> {
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.workspaces.close()]);
   }
 
   async recover(_handle: TaskHandle): Promise<Recovered> {

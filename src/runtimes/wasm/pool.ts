@@ -24,6 +24,8 @@ let nextTaskId = 1;
 
 export class WasmPool {
   private readonly idle: Worker[] = [];
+  /** Settles when the thread has run its warm-up module (or failed to start). */
+  private readonly ready = new WeakMap<Worker, Promise<void>>();
   private readonly waiting: Array<(w: Worker) => void> = [];
   private live = 0;
 
@@ -41,17 +43,33 @@ export class WasmPool {
       preopens: {},
       outputFd: 1,
     } satisfies RunTask);
-    w.on('message', (m: WorkerMessage) => m.id === 0 && m.type === 'exited' && w.emit('warm'));
+    this.ready.set(
+      w,
+      new Promise<void>((resolve) => {
+        const onMessage = (m: WorkerMessage) => m.id === 0 && m.type === 'exited' && done();
+        const done = () => {
+          w.off('message', onMessage);
+          w.off('error', done);
+          resolve();
+        };
+        w.on('message', onMessage);
+        w.once('error', done); // the job that gets this thread sees the error
+      }),
+    );
     return w;
   }
 
-  /** Starts threads ahead of jobs (a thread's first start costs ~20 ms of isolate boot). */
-  warm(count: number): void {
-    while (this.live < Math.min(count, this.size)) {
-      const w = this.spawn();
-      w.unref();
-      this.idle.push(w);
-    }
+  /**
+   * Starts threads ahead of jobs (a thread's first start costs ~20 ms of isolate boot);
+   * settles when the idle threads are ready.
+   */
+  async warm(count: number): Promise<void> {
+    const started: Worker[] = [];
+    while (this.live < Math.min(count, this.size)) started.push(this.spawn());
+    this.idle.push(...started);
+    await Promise.all(this.idle.map((w) => this.ready.get(w)));
+    // Booting threads keep the process alive (someone waits for them); idle ones do not.
+    for (const w of started) if (this.idle.includes(w)) w.unref();
   }
 
   /** A busy thread keeps the process alive (its job must finish); an idle one does not. */
@@ -77,7 +95,7 @@ export class WasmPool {
     void w.terminate();
     const next = this.waiting.shift();
     if (next) next(this.spawn());
-    else this.warm(1); // keep one thread ready for the next job
+    else void this.warm(1); // keep one thread ready for the next job
   }
 
   run(task: Omit<RunTask, 'id'>): Running {
