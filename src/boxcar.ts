@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { loadConfig } from './config/config.js';
+import { loadConfig, type Config } from './config/config.js';
 import { statePaths, type StatePaths } from './config/paths.js';
 import type { Prices } from './cost/model.js';
 import { UserError } from './errors.js';
@@ -19,6 +19,7 @@ export interface Boxcar {
   runtimes: RuntimeRegistry;
   policy: RoutingPolicy;
   prices: Prices;
+  config: Config;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -52,6 +53,7 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     runtimes,
     policy,
     prices: config.prices,
+    config,
     logger,
     close: async () => {
       await runtimes.close();

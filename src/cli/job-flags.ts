@@ -21,6 +21,9 @@ export interface JobFlags {
   timeout?: string;
   tmpSize?: string;
   workspaceSize?: string;
+  memoryRequest?: string;
+  cpuRequest?: string;
+  priority?: string;
   env?: string[];
   network?: boolean;
 }
@@ -40,6 +43,15 @@ export function addJobFlags(cmd: Command): Command {
     .option('--timeout <duration>', 'time limit, e.g. 10m, 30s')
     .option('--tmp-size <size>', 'size of the writable /tmp')
     .option('--workspace-size <size>', 'size of the writable /workspace')
+    .option(
+      '--memory-request <size>',
+      'memory the job is expected to use, for placement and quotas (default: its limit)',
+    )
+    .option(
+      '--cpu-request <cpus>',
+      'CPU the job is expected to use, for placement and quotas (default: its limit)',
+    )
+    .option('--priority <n>', 'queue priority, -1000..1000 (default 0; higher runs first)')
     .option('-e, --env <KEY=VALUE...>', 'environment variables')
     .option('--network', 'give the job network (public destinations only, rate-limited; off by default)');
 }
@@ -50,6 +62,9 @@ const FLAG_FOR: Record<string, string> = {
   'resources.pids': '--pids',
   'resources.tmp': '--tmp-size',
   'resources.workspace': '--workspace-size',
+  'resources.requests.memory': '--memory-request',
+  'resources.requests.cpus': '--cpu-request',
+  priority: '--priority',
   timeout: '--timeout',
   runtime: '--runtime',
   source: '--source',
@@ -68,12 +83,22 @@ const flagName: FieldNamer = (path) => {
 
 const FileMapping = z.record(z.string(), z.unknown());
 
-/** The validated job from `-f FILE`, flags and the command after `--`. */
-export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Promise<JobSpec> {
+const integerOr = (v: string | undefined) =>
+  v === undefined ? undefined : Number.isInteger(Number(v)) ? Number(v) : v;
+
+/**
+ * The validated job from `-f FILE`, flags and the command after `--`, and the job as written
+ * (the file's vocabulary), which is what a server is sent.
+ */
+export async function jobSpecFromFlags(
+  flags: JobFlags,
+  command: string[],
+): Promise<{ spec: JobSpec; input: Record<string, unknown> }> {
   const { file, ...overrides } = flags;
   const overridden = command.length > 0 || Object.values(overrides).some((v) => v !== undefined);
   // A file alone is validated as written, so errors point at its lines.
-  if (file && !overridden) return loadYamlFile(file, JobSpec);
+  if (file && !overridden)
+    return { spec: await loadYamlFile(file, JobSpec), input: await loadYamlFile(file, FileMapping) };
   const base: Record<string, unknown> = file ? { ...(await loadYamlFile(file, FileMapping)) } : {};
   const resources: Record<string, unknown> = {
     ...((base.resources as Record<string, unknown> | undefined) ?? {}),
@@ -91,18 +116,19 @@ export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Prom
   set(base, 'network', flags.network);
   set(resources, 'memory', flags.memory);
   set(resources, 'cpus', flags.cpus);
-  set(
-    resources,
-    'pids',
-    flags.pids === undefined
-      ? undefined
-      : Number.isInteger(Number(flags.pids))
-        ? Number(flags.pids)
-        : flags.pids,
-  );
+  set(resources, 'pids', integerOr(flags.pids));
   set(resources, 'tmp', flags.tmpSize);
   set(resources, 'workspace', flags.workspaceSize);
+  if (flags.memoryRequest !== undefined || flags.cpuRequest !== undefined) {
+    const requests: Record<string, unknown> = {
+      ...((resources.requests as Record<string, unknown> | undefined) ?? {}),
+    };
+    set(requests, 'memory', flags.memoryRequest);
+    set(requests, 'cpus', flags.cpuRequest);
+    resources.requests = requests;
+  }
   base.resources = resources;
+  set(base, 'priority', integerOr(flags.priority));
   if (flags.env?.length) {
     const env: Record<string, string> = { ...((base.env as Record<string, string> | undefined) ?? {}) };
     for (const kv of flags.env) {
@@ -116,5 +142,5 @@ export async function jobSpecFromFlags(flags: JobFlags, command: string[]): Prom
   if (base.command === undefined && !isWasmModule(typeof base.image === 'string' ? base.image : undefined)) {
     throw new UserError('missing command: give it after --, e.g. boxcar run -- make test');
   }
-  return parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName);
+  return { spec: parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName), input: base };
 }

@@ -4,9 +4,10 @@ import { UserError } from '../errors.js';
 import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
+import { decide } from '../policy/decide.js';
 import type { Decision } from '../policy/decision.js';
-import { RuntimeHealthBook, type HealthOverride } from '../policy/health.js';
-import { route, trustFromSpec } from '../policy/route.js';
+import type { HealthOverride } from '../policy/health.js';
+import { trustFromSpec } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
 
 /**
@@ -30,21 +31,14 @@ export function localTrust(spec: JobSpec): TrustInputs {
   return t;
 }
 
-/**
- * Routes a job on this node with the policy and the runtimes' recorded health. `trust`
- * replaces the job's own fields (a webhook payload's), `overrides` the measured health.
- */
-export async function decideLocally(
+/** Routes a job of the operator's on this node: `localTrust` unless `trust` is given. */
+export function decideLocally(
   box: Boxcar,
   jobId: string,
   spec: JobSpec,
   opts: { trust?: TrustInputs; overrides?: HealthOverride[] } = {},
 ): Promise<Decision> {
-  const health = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
-    box.store,
-  );
-  const trust = opts.trust ?? localTrust(spec);
-  return route(box.policy, { jobId, spec, trust }, await health.views(Date.now(), opts.overrides));
+  return decide(box, jobId, spec, { trust: opts.trust ?? localTrust(spec), overrides: opts.overrides });
 }
 
 /**

@@ -9,7 +9,11 @@ import { registerDoctor } from './commands/doctor.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPipeline } from './commands/pipeline.js';
 import { registerPolicy } from './commands/policy.js';
+import { registerRemoteJobCommands } from './commands/remote-jobs.js';
 import { registerRun } from './commands/run.js';
+import { registerServe } from './commands/serve.js';
+import { registerSubmit } from './commands/submit.js';
+import { registerToken } from './commands/token.js';
 import { registerVerifyIsolation } from './commands/verify-isolation.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -32,6 +36,10 @@ async function main(argv: string[]): Promise<void> {
   registerDoctor(program, logger);
   registerPolicy(program, logger);
   registerVerifyIsolation(program, logger);
+  registerServe(program, logger);
+  registerToken(program, logger);
+  registerSubmit(program);
+  registerRemoteJobCommands(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) cmd.exitOverride().configureOutput(program.configureOutput());
 

@@ -2,6 +2,10 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { SEED_PRICES, type Prices } from '../cost/model.js';
 import { DEFAULT_POLICY_FILE } from '../policy/load-policy.js';
+import { parseBytes, parseCpuMillis, parseDurationMs } from '../jobs/quantity.js';
+import { RuntimeName } from '../jobs/spec.js';
+import { parsedField } from '../jobs/validation.js';
+import { hardLimits, ResourceQuota, type Hard } from '../scheduler/quota.js';
 import { loadYamlFile } from './yaml.js';
 
 /**
@@ -9,6 +13,23 @@ import { loadYamlFile } from './yaml.js';
  * exists). Everything in it is optional; flags override it.
  */
 export const SYSTEM_CONFIG = '/etc/boxcar/config.yaml';
+
+const Scheduler = z.strictObject({
+  /** What this node offers to jobs' requests (default: its memory less 1Gi, its cores). */
+  capacity: z
+    .strictObject({
+      memory: parsedField(parseBytes).optional(),
+      cpus: parsedField(parseCpuMillis).optional(),
+    })
+    .default({}),
+  /** The most jobs of a runtime this node runs at once (default: as capacity allows). */
+  concurrency: z.partialRecord(RuntimeName, z.number().int().positive()).default({}),
+  /** Attempts for a job whose sandbox fails to start (never for a job's own failure). */
+  max_attempts: z.number().int().min(1).max(20).default(3),
+  /** How long a node holds a job without a heartbeat before another node may take it. */
+  lease: parsedField(parseDurationMs).prefault('30s'),
+});
+export type SchedulerConfig = z.output<typeof Scheduler>;
 
 const ConfigFile = z.strictObject({
   /** A routing policy file (the seed's YAML). */
@@ -19,18 +40,44 @@ const ConfigFile = z.strictObject({
       dollars_per_core_hour: z.number().nonnegative(),
     })
     .optional(),
+  /** Kubernetes ResourceQuota manifests; `metadata.namespace` names the tenant. */
+  quotas: z.array(ResourceQuota).default([]),
+  scheduler: Scheduler.prefault({}),
+  webhooks: z
+    .strictObject({
+      github: z
+        .strictObject({
+          /** The webhook's secret (or BOXCAR_GITHUB_WEBHOOK_SECRET). */
+          secret: z.string().min(16, 'use a random secret of at least 16 characters').optional(),
+          /** The tenant that jobs from GitHub belong to. */
+          tenant: z.string().min(1).default('github'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
 });
 
 export interface Config {
   policyFile: string;
   prices: Prices;
+  quotas: Hard[];
+  scheduler: SchedulerConfig;
+  webhooks: { github: { secret?: string; tenant: string } };
 }
 
 export async function loadConfig(opts: { config?: string; policy?: string }): Promise<Config> {
   const file =
     opts.config ?? process.env.BOXCAR_CONFIG ?? (existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
-  const c = file ? await loadYamlFile(file, ConfigFile) : {};
+  const c = file ? await loadYamlFile(file, ConfigFile) : ConfigFile.parse({});
   return {
+    quotas: c.quotas.map(hardLimits),
+    scheduler: c.scheduler,
+    webhooks: {
+      github: {
+        secret: c.webhooks.github.secret ?? process.env.BOXCAR_GITHUB_WEBHOOK_SECRET,
+        tenant: c.webhooks.github.tenant,
+      },
+    },
     policyFile: opts.policy ?? c.policy ?? DEFAULT_POLICY_FILE,
     prices: c.prices
       ? {

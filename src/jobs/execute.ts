@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { StatePaths } from '../config/paths.js';
 import { jobCostDollars, type Prices } from '../cost/model.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage, UserError } from '../errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import { resolveImage } from '../images/resolve.js';
 import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, OutputChunk, Runtime, TaskHandle } from '../runtimes/runtime.js';
-import type { JobRecord, Store } from '../store/store.js';
+import { IllegalTransition, type JobRecord, type Store } from '../store/store.js';
 import { OutputCapture } from './output-capture.js';
 import { resolveSecrets } from './secrets.js';
 import { finalState } from './states.js';
@@ -31,8 +31,10 @@ export interface ExecuteOptions {
   onOutput?: (chunk: OutputChunk) => void;
   /** Aborting cancels the job. */
   signal?: AbortSignal;
-  /** How much output the result keeps (the log file keeps more). */
+  /** How much output the result keeps (the log file keeps more); 0: none, and nothing is followed. */
   outputLimitBytes?: number;
+  /** Give a job that failed to start back to the queue (serving nodes; not a foreground run). */
+  retry?: { maxAttempts: number; backoffMs: (attempts: number) => number };
 }
 
 export interface ExecuteResult {
@@ -55,13 +57,20 @@ export async function executeJob(
 ): Promise<ExecuteResult> {
   const { store, logger } = deps;
   const log = logger.child({ jobId: job.id, runtime: job.runtime });
-  const capture = new OutputCapture(opts.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT, opts.onOutput);
   let driver: Runtime | undefined;
   let handle: TaskHandle | undefined;
   let record = job;
+  // startupMs counts from the moment this node takes the job, not its time in the queue.
+  const takenAt = Date.now();
+  try {
+    record = await store.transition(job.id, 'starting');
+  } catch (err) {
+    // Cancelled (or settled) between being claimed and starting: nothing to do.
+    if (err instanceof IllegalTransition) return { record: (await store.getJob(job.id)) ?? job, output: '' };
+    throw err;
+  }
   try {
     driver = deps.runtimes.get(job.runtime);
-    record = await store.transition(job.id, 'starting');
     const image = await resolveImage(deps.images, job.spec.image);
     const sandboxId = randomUUID();
     handle = {
@@ -83,21 +92,59 @@ export async function executeJob(
     });
     await store.saveHandle(job.id, handle);
     if (opts.signal?.aborted) {
+      await destroyQuietly(driver, handle, log);
       record = await store.transition(
         job.id,
         'cancelled',
         { finishedAt: Date.now() },
         'cancelled before it started',
       );
-      return { record, output: capture.text() };
+      return { record, output: '' };
     }
     await driver.start(handle);
-    const startedAt = Date.now();
-    record = await store.transition(job.id, 'running', { startedAt, startupMs: startedAt - job.createdAt });
-    log.info({ startupMs: startedAt - job.createdAt }, 'job started');
+  } catch (err) {
+    log.error({ err }, 'job failed to start');
+    if (driver && handle) await destroyQuietly(driver, handle, log);
+    const why = errorMessage(err);
+    // Only a job whose process never started is run again: nothing of it has run yet.
+    const retryable = !(err instanceof UserError) && record.state === 'starting';
+    if (retryable && opts.retry && job.attempts + 1 < opts.retry.maxAttempts) {
+      const notBefore = Date.now() + opts.retry.backoffMs(job.attempts);
+      record = await store.requeue(job.id, notBefore, `infrastructure failure, retried: ${why}`);
+      return { record, output: '' };
+    }
+    record = await store.transition(job.id, 'error', { finishedAt: Date.now(), error: why }, why);
+    return { record, output: '' };
+  }
+  const startedAt = Date.now();
+  record = await store.transition(job.id, 'running', { startedAt, startupMs: startedAt - takenAt });
+  log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
+  return superviseJob(deps, record, driver, handle, opts);
+}
 
-    const pumped = pump(driver.output(handle, { follow: true }), capture);
-    const ended = await waitWithLimits(driver, handle, job.spec.timeoutMs, opts.signal, log);
+/**
+ * Follows a running job to its end: output, time limit (counted from its start), cancel, the
+ * final state and figures; destroys the sandbox whatever happens. Also what a restarted node
+ * does with a job it re-attaches to.
+ */
+export async function superviseJob(
+  deps: ExecuteDeps,
+  job: JobRecord,
+  driver: Runtime,
+  handle: TaskHandle,
+  opts: ExecuteOptions = {},
+): Promise<ExecuteResult> {
+  const { store, logger } = deps;
+  const log = logger.child({ jobId: job.id, runtime: job.runtime });
+  const capture = new OutputCapture(opts.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT, opts.onOutput);
+  const startedAt = job.startedAt ?? Date.now();
+  let record = job;
+  try {
+    // A serving node keeps no output in memory (clients read the log): nothing to follow then.
+    const following = opts.onOutput !== undefined || (opts.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT) > 0;
+    const pumped = following ? pump(driver.output(handle, { follow: true }), capture) : undefined;
+    const remainingMs = Math.max(0, job.spec.timeoutMs - (Date.now() - startedAt));
+    const ended = await waitWithLimits(driver, handle, remainingMs, opts.signal, log);
     const finishedAt = Date.now();
     await pumped;
     const stats = await driver.stats(handle);
@@ -118,7 +165,7 @@ export async function executeJob(
     });
     log.info({ state, exitCode: ended.exit.exitCode, durationMs }, 'job finished');
   } catch (err) {
-    log.error({ err }, 'job failed to run');
+    log.error({ err }, 'job failed while running');
     record = await store.transition(
       job.id,
       'error',
@@ -126,18 +173,20 @@ export async function executeJob(
       errorMessage(err),
     );
   } finally {
-    if (driver && handle) {
-      try {
-        await driver.destroy(handle);
-      } catch (err) {
-        log.error(
-          { err, sandboxId: handle.sandboxId },
-          'destroying the sandbox failed; it may hold host resources',
-        );
-      }
-    }
+    await destroyQuietly(driver, handle, log);
   }
   return { record, output: capture.text() };
+}
+
+async function destroyQuietly(driver: Runtime, handle: TaskHandle, log: Logger): Promise<void> {
+  try {
+    await driver.destroy(handle);
+  } catch (err) {
+    log.error(
+      { err, sandboxId: handle.sandboxId },
+      'destroying the sandbox failed; it may hold host resources',
+    );
+  }
 }
 
 async function pump(chunks: AsyncIterable<OutputChunk>, capture: OutputCapture): Promise<void> {

@@ -17,7 +17,8 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 10_000 });
   const settled: JobRecord[] = [];
   for (const job of live) {
-    if (!job.owner || ownerAlive(job.owner) !== false) continue;
+    // Jobs of serving nodes (they hold leases) are re-attached by their scheduler instead.
+    if (!job.owner || job.leaseUntil !== null || ownerAlive(job.owner) !== false) continue;
     try {
       settled.push(await settle(deps, job));
     } catch (err) {
@@ -27,7 +28,8 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
   return settled;
 }
 
-async function settle(
+/** Records the exit status of a job whose sandbox ended while nobody watched it. */
+export async function settle(
   { store, runtimes, logger, prices }: ReconcileDeps,
   job: JobRecord,
 ): Promise<JobRecord> {

@@ -1,7 +1,7 @@
 import type { JobRecord } from '../store/store.js';
 
-/** The `--json` result of a job: the CLI contract other tools rely on. */
-export type JobResultJson = Pick<
+/** The fields of a job record its `--json` result is made of. */
+type ResultSource = Pick<
   JobRecord,
   | 'id'
   | 'name'
@@ -16,9 +16,12 @@ export type JobResultJson = Pick<
   | 'peakMemoryBytes'
   | 'costDollars'
   | 'error'
-> & { output: string };
+>;
 
-export function jobResultJson(r: JobRecord, output: string): JobResultJson {
+/** The `--json` result of a job: the CLI contract other tools rely on. */
+export type JobResultJson = ResultSource & { output: string };
+
+export function jobResultJson(r: ResultSource, output: string): JobResultJson {
   return {
     id: r.id,
     name: r.name,
@@ -38,7 +41,7 @@ export function jobResultJson(r: JobRecord, output: string): JobResultJson {
 }
 
 /** The CLI's exit code for a finished job: the job's own, or a conventional one when it was stopped. */
-export function cliExitCode(r: JobRecord): number {
+export function cliExitCode(r: Pick<JobRecord, 'state' | 'exitCode'>): number {
   switch (r.state) {
     case 'succeeded':
     case 'failed':

@@ -20,6 +20,8 @@ export const DEFAULTS = {
   tmp: '64Mi',
   workspace: '256Mi',
   timeout: '10m',
+  /** As a Kubernetes LimitRange's defaultRequest: most CI jobs wait on I/O most of the time. */
+  cpuRequestMillis: 100,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -37,6 +39,17 @@ const Resources = z
       .default(DEFAULTS.pids),
     tmp: parsedField(parseBytes).prefault(DEFAULTS.tmp),
     workspace: parsedField(parseBytes).prefault(DEFAULTS.workspace),
+    /**
+     * What the job is expected to use, for placement and quotas (Kubernetes requests); the
+     * values above are its limits. Memory defaults to its limit, CPU to 100m (or the limit if
+     * lower).
+     */
+    requests: z
+      .strictObject({
+        memory: parsedField(parseBytes).optional(),
+        cpus: parsedField(parseCpuMillis).optional(),
+      })
+      .default({}),
   })
   .prefault({});
 
@@ -91,6 +104,8 @@ export const JobSpecInput = z.strictObject({
   user_group: z.string().min(1).optional(),
   repository: z.string().min(1).optional(),
   resources: Resources,
+  /** Higher runs first among queued jobs of the same tenant and across tenants. */
+  priority: z.number().int().min(-1000).max(1000).default(0),
   timeout: parsedField(parseDurationMs).prefault(DEFAULTS.timeout),
   /** Off by default: a job has only its own loopback unless it asks. */
   network: NetworkInput.default(false as never),
@@ -124,6 +139,11 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
     tmpBytes: s.resources.tmp,
     workspaceBytes: s.resources.workspace,
   },
+  requests: {
+    memoryBytes: s.resources.requests.memory ?? s.resources.memory,
+    cpuMillis: s.resources.requests.cpus ?? Math.min(s.resources.cpus, DEFAULTS.cpuRequestMillis),
+  },
+  priority: s.priority,
   timeoutMs: s.timeout,
   network: {
     enabled: s.network.enabled,
@@ -134,7 +154,26 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
   },
 });
 
-export const JobSpec = JobSpecInput.refine(commandGiven, COMMAND_REQUIRED).transform(normalizeJobSpec);
+/** As in Kubernetes, a request above its limit is an error, not a silent raise of the limit. */
+export const requestsWithinLimits = (s: Pick<JobSpecInput, 'resources'>, ctx: z.RefinementCtx) => {
+  const { requests, memory, cpus } = s.resources;
+  if (requests.memory !== undefined && requests.memory > memory)
+    ctx.addIssue({
+      code: 'custom',
+      message: `${requests.memory} bytes is more than the memory limit (${memory}); lower the request or raise resources.memory`,
+      path: ['resources', 'requests', 'memory'],
+    });
+  if (requests.cpus !== undefined && requests.cpus > cpus)
+    ctx.addIssue({
+      code: 'custom',
+      message: `${requests.cpus}m is more than the CPU limit (${cpus}m); lower the request or raise resources.cpus`,
+      path: ['resources', 'requests', 'cpus'],
+    });
+};
+
+export const JobSpec = JobSpecInput.refine(commandGiven, COMMAND_REQUIRED)
+  .superRefine(requestsWithinLimits)
+  .transform(normalizeJobSpec);
 
 /** The validated, normalized job: what the store records and drivers receive. */
 export type JobSpec = z.output<typeof JobSpec>;

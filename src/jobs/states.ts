@@ -24,10 +24,11 @@ export const TERMINAL_STATES: ReadonlySet<JobState> = new Set([
   'error',
 ]);
 
+/** Back to `queued` only through `Store.requeue`: an infrastructure failure or a lost node. */
 const NEXT: Record<JobState, readonly JobState[]> = {
   queued: ['starting', 'cancelled', 'error'],
-  starting: ['running', 'cancelled', 'error', 'timeout'],
-  running: ['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error'],
+  starting: ['running', 'cancelled', 'error', 'timeout', 'queued'],
+  running: ['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error', 'queued'],
   succeeded: [],
   failed: [],
   oom: [],

@@ -21,7 +21,48 @@ export interface Store {
    * the job's process started, not ok when the job ended in `error` before it could.
    */
   recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]>;
+
+  /**
+   * Queued jobs a node may claim now (unowned or with an expired lease, past their retry
+   * backoff): each tenant's first `perTenant` by priority then age, so one tenant's backlog
+   * cannot hide another's jobs.
+   */
+  claimable(now: number, perTenant: number): Promise<JobRecord[]>;
+  /** Takes a queued job for `owner` until `leaseUntil` if nobody holds it; undefined if lost. */
+  claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined>;
+  /** Heartbeat: extends the lease of every unfinished job `owner` holds. */
+  renewLeases(owner: string, leaseUntil: number): Promise<void>;
+  /** Gives a claimed job back to the queue (not admitted yet: no state change, no event). */
+  release(id: string, owner: string, waitReason: string | null): Promise<void>;
+  /**
+   * Puts a job that could not run (infrastructure failure, lost node) back in the queue for
+   * another attempt, unowned, not before `notBefore`.
+   */
+  requeue(id: string, notBefore: number, reason: string): Promise<JobRecord>;
+  /** Started jobs whose owner's lease ran out (a lost node), for a live node to settle. */
+  expiredLeases(now: number, limit: number): Promise<JobRecord[]>;
+  /** Moves a job from a dead owner to `owner` (re-attaching to its sandbox); false if lost. */
+  takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean>;
+  /** Marks a job for cancelling; a queued one is cancelled at once. */
+  requestCancel(id: string): Promise<JobRecord>;
+  /** Unfinished jobs of `owner` that someone asked to cancel. */
+  cancelRequests(owner: string): Promise<string[]>;
+  /** Requests and limits of admitted (claimed, starting, running) jobs, per tenant, across every node. */
+  admittedUsage(): Promise<Map<string, Usage>>;
+
+  addToken(hash: string, tenant: string): Promise<void>;
+  tenantOfToken(hash: string): Promise<string | undefined>;
+
   close(): Promise<void>;
+}
+
+/** What admitted jobs hold, in the units of a ResourceQuota. */
+export interface Usage {
+  pods: number;
+  requestsMemoryBytes: number;
+  limitsMemoryBytes: number;
+  requestsCpuMillis: number;
+  limitsCpuMillis: number;
 }
 
 export interface NewJob {
@@ -29,8 +70,11 @@ export interface NewJob {
   tenant: string;
   spec: JobSpec;
   decision: Decision;
-  /** Which process runs the job (`host:pid:starttime`), so a dead owner can be told from a live one. */
-  owner: string;
+  /**
+   * Which process runs the job (`host:pid:starttime`), so a dead owner can be told from a live
+   * one; null for a job queued for any node to claim.
+   */
+  owner: string | null;
 }
 
 export interface JobResultFields {
@@ -58,6 +102,15 @@ export interface JobRecord extends JobResultFields {
   startedAt: number | null;
   finishedAt: number | null;
   error: string | null;
+  priority: number;
+  /** How many times the job was given back to the queue after an infrastructure failure. */
+  attempts: number;
+  /** Until when `owner` holds the job (serving nodes); null for a foreground `boxcar run`. */
+  leaseUntil: number | null;
+  notBefore: number;
+  cancelRequested: boolean;
+  /** Why a queued job is still waiting (quota, capacity), as last seen by a scheduler. */
+  waitReason: string | null;
 }
 
 export type JobPatch = Partial<
@@ -66,7 +119,8 @@ export type JobPatch = Partial<
     finishedAt: number;
     error: string;
     runtime: RuntimeName;
-    owner: string;
+    owner: string | null;
+    leaseUntil: number | null;
   }
 >;
 

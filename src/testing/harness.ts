@@ -59,14 +59,14 @@ async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
 }
 
 /** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */
-export async function testBoxcar(): Promise<
+export async function testBoxcar(opts: { config?: string } = {}): Promise<
   Boxcar & {
     cleanup: () => Promise<void>;
     runJob: (input: Record<string, unknown>, opts?: ExecuteOptions) => Promise<ExecuteResult>;
   }
 > {
   const state = await tempState();
-  const box = await openBoxcar({ state: state.root }, silentLogger());
+  const box = await openBoxcar({ state: state.root, config: opts.config }, silentLogger());
   return {
     ...box,
     runJob: async (input, opts = {}) => {

@@ -1,48 +1,68 @@
 import type { Command } from 'commander';
+import type { JobView } from '../../api/job-view.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { reconcileOrphans } from '../../jobs/reconcile.js';
 import { formatBytes } from '../../jobs/quantity.js';
 import type { Logger } from '../../observability/logger.js';
+import { ApiClient, addServerFlags, type ServerFlags } from '../client.js';
 import { dollars, formatTable, ms } from '../table.js';
 
+type Listed = Pick<
+  JobView,
+  | 'id'
+  | 'name'
+  | 'state'
+  | 'runtime'
+  | 'exitCode'
+  | 'startupMs'
+  | 'durationMs'
+  | 'peakMemoryBytes'
+  | 'costDollars'
+  | 'createdAt'
+>;
+
+function table(jobs: Listed[]): string {
+  const rows = jobs.map((j) => [
+    j.id.slice(0, 8),
+    j.name,
+    j.state,
+    j.runtime,
+    j.exitCode === null ? '-' : String(j.exitCode),
+    ms(j.startupMs),
+    ms(j.durationMs),
+    j.peakMemoryBytes === null ? '-' : formatBytes(j.peakMemoryBytes),
+    dollars(j.costDollars),
+    new Date(j.createdAt).toISOString().replace('T', ' ').slice(0, 19),
+  ]);
+  return formatTable(
+    ['ID', 'NAME', 'STATE', 'RUNTIME', 'EXIT', 'STARTUP', 'DURATION', 'PEAK MEM', 'COST', 'CREATED'],
+    rows,
+  );
+}
+
 export function registerJobs(program: Command, logger: Logger): void {
-  program
-    .command('jobs')
-    .description('list recent jobs')
-    .option('--limit <n>', 'how many', '20')
-    .option('--json', 'print a JSON array')
-    .action(async (opts: { limit: string; json?: boolean }) => {
+  addServerFlags(
+    program
+      .command('jobs')
+      .description("list recent jobs: this machine's, or with --server your tenant's on that server")
+      .option('--limit <n>', 'how many', '20')
+      .option('--json', 'print a JSON array'),
+  ).action(async (opts: ServerFlags & { limit: string; json?: boolean }) => {
+    const limit = Math.max(1, Number(opts.limit) || 20);
+    let jobs: Listed[];
+    if (opts.server || opts.token) {
+      jobs = await ApiClient.from(opts).json<JobView[]>(`/v1/jobs?limit=${limit}`);
+    } else {
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       try {
         await reconcileOrphans(box);
-        const jobs = await box.store.listJobs({ limit: Math.max(1, Number(opts.limit) || 20) });
-        if (opts.json) {
-          process.stdout.write(
-            `${JSON.stringify(
-              jobs.map(({ handle: _h, owner: _o, ...j }) => j),
-              null,
-              2,
-            )}\n`,
-          );
-          return;
-        }
-        const rows = jobs.map((j) => [
-          j.id.slice(0, 8),
-          j.name,
-          j.state,
-          j.runtime,
-          j.exitCode === null ? '-' : String(j.exitCode),
-          ms(j.startupMs),
-          ms(j.durationMs),
-          j.peakMemoryBytes === null ? '-' : formatBytes(j.peakMemoryBytes),
-          dollars(j.costDollars),
-          new Date(j.createdAt).toISOString().replace('T', ' ').slice(0, 19),
-        ]);
-        process.stdout.write(
-          `${formatTable(['ID', 'NAME', 'STATE', 'RUNTIME', 'EXIT', 'STARTUP', 'DURATION', 'PEAK MEM', 'COST', 'CREATED'], rows)}\n`,
+        jobs = (await box.store.listJobs({ limit })).map(
+          ({ handle: _h, owner: _o, leaseUntil: _l, ...j }) => j,
         );
       } finally {
         await box.close();
       }
-    });
+    }
+    process.stdout.write(opts.json ? `${JSON.stringify(jobs, null, 2)}\n` : `${table(jobs)}\n`);
+  });
 }

@@ -91,7 +91,7 @@ export function registerPolicy(program: Command, logger: Logger): void {
     const globals = program.opts<BoxcarOptions>();
     const overrides = flags.health.map(parseHealthOverride);
     const fromPayload = await payloadTrust(flags);
-    const spec = await jobSpecFromFlags(flags, command.length || flags.file ? command : ['true']);
+    const { spec } = await jobSpecFromFlags(flags, command.length || flags.file ? command : ['true']);
     const trust = fromPayload ? { ...trustFromSpec(spec), ...fromPayload } : localTrust(spec);
     const jobId = flags.jobId ?? randomUUID();
     let decision: Decision;

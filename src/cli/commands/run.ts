@@ -17,7 +17,7 @@ export function registerRun(program: Command, logger: Logger): void {
     .argument('[command...]', 'the command to run, after --')
     .option('--json', 'print only one JSON result object on stdout, at the end');
   addJobFlags(cmd).action(async (command: string[], opts: JobFlags & { json?: boolean }) => {
-    const spec = await jobSpecFromFlags(opts, command);
+    const { spec } = await jobSpecFromFlags(opts, command);
     if (process.getuid?.() !== 0)
       throw new UserError(
         'boxcar run needs root (it creates containers, cgroups and namespaces); run it as root',

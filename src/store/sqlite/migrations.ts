@@ -35,4 +35,22 @@ export const MIGRATIONS: string[] = [
      reason TEXT
    );
    CREATE INDEX job_events_by_job ON job_events (job_id, seq);`,
+  // The queue of a serving node: priorities, leases, retries, cancel requests, tenants' tokens.
+  `ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+   ALTER TABLE jobs ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE jobs ADD COLUMN wait_reason TEXT;
+   CREATE INDEX jobs_queue ON jobs (state, priority DESC, created_at);
+   CREATE INDEX jobs_by_owner ON jobs (owner, state);
+   UPDATE jobs SET spec = json_set(spec, '$.priority', 0, '$.requests',
+       json_object('memoryBytes', json_extract(spec, '$.limits.memoryBytes'),
+                   'cpuMillis', min(100, json_extract(spec, '$.limits.cpuMillis'))))
+     WHERE json_extract(spec, '$.requests') IS NULL;
+   CREATE TABLE tokens (
+     hash TEXT PRIMARY KEY,
+     tenant TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ];

@@ -14,6 +14,7 @@ import {
   type JobRecord,
   type NewJob,
   type Store,
+  type Usage,
 } from '../store.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -45,6 +46,12 @@ interface Row {
   cpu_usage_ns: number | null;
   cost_dollars: number | null;
   error: string | null;
+  priority: number;
+  attempts: number;
+  lease_until: number | null;
+  not_before: number;
+  cancel_requested: number;
+  wait_reason: string | null;
 }
 
 const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
@@ -61,7 +68,10 @@ const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
   error: 'error',
   runtime: 'runtime',
   owner: 'owner',
+  leaseUntil: 'lease_until',
 };
+
+const LIVE = `state IN ('queued', 'starting', 'running')`;
 
 function toRecord(r: Row): JobRecord {
   return {
@@ -86,6 +96,12 @@ function toRecord(r: Row): JobRecord {
     cpuUsageNs: r.cpu_usage_ns,
     costDollars: r.cost_dollars,
     error: r.error,
+    priority: r.priority,
+    attempts: r.attempts,
+    leaseUntil: r.lease_until,
+    notBefore: r.not_before,
+    cancelRequested: r.cancel_requested === 1,
+    waitReason: r.wait_reason,
   };
 }
 
@@ -117,8 +133,8 @@ export class SqliteStore implements Store {
       .transaction(() => {
         this.db
           .prepare(
-            `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at)
-           VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)`,
+            `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at, priority)
+           VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
           )
           .run(
             input.id,
@@ -129,6 +145,7 @@ export class SqliteStore implements Store {
             JSON.stringify(input.decision),
             input.owner,
             now,
+            input.spec.priority,
           );
         this.db
           .prepare(
@@ -161,28 +178,35 @@ export class SqliteStore implements Store {
   }
 
   async transition(id: string, to: JobState, patch: JobPatch = {}, reason?: string): Promise<JobRecord> {
-    const now = Date.now();
+    return this.db.transaction(() => this.transitionNow(id, to, patch, reason)).immediate();
+  }
+
+  private getRow(id: string): JobRecord {
+    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    if (!row) throw new Error(`job ${id} does not exist`);
+    return toRecord(row);
+  }
+
+  /** One checked transition with its event; the caller holds the transaction. */
+  private transitionNow(id: string, to: JobState, patch: JobPatch, reason?: string): JobRecord {
+    const row = this.db.prepare('SELECT state FROM jobs WHERE id = ?').get(id) as
+      { state: JobState } | undefined;
+    if (!row) throw new Error(`job ${id} does not exist`);
+    if (!canTransition(row.state, to)) throw new IllegalTransition(id, row.state, to);
+    const sets = ['state = ?'];
+    const values: unknown[] = [to];
+    for (const [key, value] of Object.entries(patch)) {
+      const column = PATCH_COLUMNS[key as keyof JobPatch];
+      if (!column) throw new Error(`unknown job field ${key}`);
+      sets.push(`${column} = ?`);
+      values.push(typeof value === 'boolean' ? Number(value) : value);
+    }
+    if (to !== 'queued') sets.push('wait_reason = NULL');
+    this.db.prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
     this.db
-      .transaction(() => {
-        const row = this.db.prepare('SELECT state FROM jobs WHERE id = ?').get(id) as
-          { state: JobState } | undefined;
-        if (!row) throw new Error(`job ${id} does not exist`);
-        if (!canTransition(row.state, to)) throw new IllegalTransition(id, row.state, to);
-        const sets = ['state = ?'];
-        const values: unknown[] = [to];
-        for (const [key, value] of Object.entries(patch)) {
-          const column = PATCH_COLUMNS[key as keyof JobPatch];
-          if (!column) throw new Error(`unknown job field ${key}`);
-          sets.push(`${column} = ?`);
-          values.push(typeof value === 'boolean' ? Number(value) : value);
-        }
-        this.db.prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
-        this.db
-          .prepare('INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)')
-          .run(id, now, row.state, to, reason ?? null);
-      })
-      .immediate();
-    return (await this.getJob(id)) as JobRecord;
+      .prepare('INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)')
+      .run(id, Date.now(), row.state, to, reason ?? null);
+    return this.getRow(id);
   }
 
   async saveHandle(id: string, handle: TaskHandle): Promise<void> {
@@ -219,6 +243,136 @@ export class SqliteStore implements Store {
       )
       .all(runtime, limit) as Array<{ at: number; ok: number }>;
     return rows.reverse().map((r) => ({ at: r.at, ok: r.ok === 1 }));
+  }
+
+  async claimable(now: number, perTenant: number): Promise<JobRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM (
+           SELECT jobs.rowid AS seq, *,
+             ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, jobs.rowid) AS n
+           FROM jobs WHERE state = 'queued' AND not_before <= ? AND (owner IS NULL OR lease_until < ?))
+         WHERE n <= ? ORDER BY priority DESC, created_at, seq`,
+      )
+      .all(now, now, perTenant) as Row[];
+    return rows.map(toRecord);
+  }
+
+  async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
+    const now = Date.now();
+    const taken = this.db
+      .prepare(
+        `UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND state = 'queued'
+           AND cancel_requested = 0 AND (owner IS NULL OR lease_until < ?)`,
+      )
+      .run(owner, leaseUntil, id, now);
+    return taken.changes === 1 ? this.getJob(id) : undefined;
+  }
+
+  async renewLeases(owner: string, leaseUntil: number): Promise<void> {
+    this.db.prepare(`UPDATE jobs SET lease_until = ? WHERE owner = ? AND ${LIVE}`).run(leaseUntil, owner);
+  }
+
+  async release(id: string, owner: string, waitReason: string | null): Promise<void> {
+    this.db
+      .prepare(
+        `UPDATE jobs SET owner = NULL, lease_until = NULL, wait_reason = ?
+         WHERE id = ? AND owner = ? AND state = 'queued'`,
+      )
+      .run(waitReason, id, owner);
+  }
+
+  async requeue(id: string, notBefore: number, reason: string): Promise<JobRecord> {
+    return this.db
+      .transaction(() => {
+        this.transitionNow(id, 'queued', { owner: null, leaseUntil: null }, reason);
+        this.db
+          .prepare(
+            `UPDATE jobs SET attempts = attempts + 1, not_before = ?, handle = NULL, started_at = NULL,
+               startup_ms = NULL, wait_reason = ? WHERE id = ?`,
+          )
+          .run(notBefore, reason, id);
+        return this.getRow(id);
+      })
+      .immediate();
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<JobRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < ?
+         ORDER BY lease_until LIMIT ?`,
+      )
+      .all(now, limit) as Row[];
+    return rows.map(toRecord);
+  }
+
+  async takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean> {
+    const r = this.db
+      .prepare(`UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND owner = ? AND ${LIVE}`)
+      .run(owner, leaseUntil, id, from);
+    return r.changes === 1;
+  }
+
+  async requestCancel(id: string): Promise<JobRecord> {
+    return this.db
+      .transaction(() => {
+        const job = this.getRow(id);
+        if (job.state === 'queued')
+          return this.transitionNow(id, 'cancelled', { finishedAt: Date.now() }, 'cancelled while queued');
+        if (job.state === 'starting' || job.state === 'running') {
+          this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
+          return this.getRow(id);
+        }
+        return job;
+      })
+      .immediate();
+  }
+
+  async cancelRequests(owner: string): Promise<string[]> {
+    const rows = this.db
+      .prepare(`SELECT id FROM jobs WHERE owner = ? AND cancel_requested = 1 AND ${LIVE}`)
+      .all(owner) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  async admittedUsage(): Promise<Map<string, Usage>> {
+    const rows = this.db
+      .prepare(
+        `SELECT tenant, COUNT(*) AS pods,
+           SUM(json_extract(spec, '$.requests.memoryBytes')) AS rm,
+           SUM(json_extract(spec, '$.limits.memoryBytes')) AS lm,
+           SUM(json_extract(spec, '$.requests.cpuMillis')) AS rc,
+           SUM(json_extract(spec, '$.limits.cpuMillis')) AS lc
+         FROM jobs WHERE state IN ('starting', 'running')
+           OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
+         GROUP BY tenant`,
+      )
+      .all() as Array<{ tenant: string; pods: number; rm: number; lm: number; rc: number; lc: number }>;
+    return new Map(
+      rows.map((r) => [
+        r.tenant,
+        {
+          pods: r.pods,
+          requestsMemoryBytes: r.rm,
+          limitsMemoryBytes: r.lm,
+          requestsCpuMillis: r.rc,
+          limitsCpuMillis: r.lc,
+        },
+      ]),
+    );
+  }
+
+  async addToken(hash: string, tenant: string): Promise<void> {
+    this.db
+      .prepare('INSERT INTO tokens (hash, tenant, created_at) VALUES (?, ?, ?)')
+      .run(hash, tenant, Date.now());
+  }
+
+  async tenantOfToken(hash: string): Promise<string | undefined> {
+    const row = this.db.prepare('SELECT tenant FROM tokens WHERE hash = ?').get(hash) as
+      { tenant: string } | undefined;
+    return row?.tenant;
   }
 
   async close(): Promise<void> {

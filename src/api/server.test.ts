@@ -1,0 +1,225 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { leftovers, testBoxcar } from '../testing/harness.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { buildApi } from './server.js';
+import { newToken, tokenHash } from './tokens.js';
+import type { JobView } from './job-view.js';
+
+/** The API in-process (fastify inject) over a real store and scheduler running real runc jobs. */
+type Box = Awaited<ReturnType<typeof testBoxcar>>;
+
+const QUOTAS = `
+quotas:
+  - apiVersion: v1
+    kind: ResourceQuota
+    metadata: { name: cicd-quota, namespace: team-a }
+    spec:
+      hard: { requests.memory: 1000Gi, limits.memory: 2000Gi, requests.cpu: "500", limits.cpu: "1000", pods: "10000" }
+      scopes: [NotTerminating]
+  - apiVersion: v1
+    kind: ResourceQuota
+    metadata: { name: two-at-once, namespace: team-b }
+    spec:
+      hard: { pods: "2", limits.memory: 1Gi }
+`;
+
+describe('boxcar API', () => {
+  let box: Box;
+  let scheduler: Scheduler;
+  let app: FastifyInstance;
+  const token: Record<string, string> = {};
+  const trusted = { source: 'internal_repo', user_group: 'internal_team' };
+
+  const call = async (
+    tenant: string | undefined,
+    method: 'GET' | 'POST',
+    url: string,
+    payload?: unknown,
+    headers: Record<string, string> = {},
+  ) => {
+    const res = await app.inject({
+      method,
+      url,
+      payload: payload as string | object | undefined,
+      headers: { ...(tenant ? { authorization: `Bearer ${token[tenant] ?? tenant}` } : {}), ...headers },
+    });
+    return {
+      status: res.statusCode,
+      body: res.body ? (JSON.parse(res.body) as Record<string, unknown>) : {},
+      raw: res.body,
+    };
+  };
+  const submit = async (tenant: string, job: Record<string, unknown>) => {
+    const r = await call(tenant, 'POST', '/v1/jobs', { ...trusted, ...job });
+    assert.equal(r.status, 201, r.raw);
+    return r.body as unknown as JobView;
+  };
+  const waitDone = async (tenant: string, id: string) =>
+    (await call(tenant, 'GET', `/v1/jobs/${id}?wait=30s`)).body as unknown as JobView;
+
+  before(async () => {
+    const config = path.join(os.tmpdir(), `bx-api-config-${process.pid}.yaml`);
+    writeFileSync(config, QUOTAS);
+    box = await testBoxcar({ config });
+    scheduler = new Scheduler(box, { pollMs: 100 });
+    await scheduler.start();
+    app = buildApi(box, scheduler);
+    for (const t of ['team-a', 'team-b']) {
+      token[t] = newToken();
+      await box.store.addToken(tokenHash(token[t] as string), t);
+    }
+  });
+  after(async () => {
+    await app.close();
+    await scheduler.stop(10_000);
+    const left = await leftovers(box.paths);
+    await box.cleanup();
+    assert.deepEqual(left, []);
+  });
+
+  test('two tenants: each sees, follows and cancels only its own jobs', async () => {
+    const a = await submit('team-a', { command: 'echo from-a; exit 3' });
+    assert.equal(a.state, 'queued');
+    assert.equal(a.runtime, 'runc');
+    const done = await waitDone('team-a', a.id);
+    assert.equal(done.state, 'failed');
+    assert.equal(done.exitCode, 3);
+    const logs = await app.inject({
+      url: `/v1/jobs/${a.id}/logs`,
+      headers: { authorization: `Bearer ${token['team-a']}` },
+    });
+    assert.equal(logs.body, 'from-a\n');
+
+    assert.equal((await call('team-b', 'GET', `/v1/jobs/${a.id}`)).status, 404);
+    assert.equal((await call('team-b', 'GET', `/v1/jobs/${a.id}/logs`)).status, 404);
+    assert.equal((await call('team-b', 'POST', `/v1/jobs/${a.id}/cancel`)).status, 404);
+    const listB = (await call('team-b', 'GET', '/v1/jobs')).body as unknown as JobView[];
+    assert.ok(!listB.some((j) => j.id === a.id));
+    const listA = (await call('team-a', 'GET', '/v1/jobs')).body as unknown as JobView[];
+    assert.ok(listA.some((j) => j.id === a.id));
+  });
+
+  test('a missing or unknown token is 401 and queues nothing', async () => {
+    const none = await call(undefined, 'POST', '/v1/jobs', { command: 'true' });
+    assert.equal(none.status, 401);
+    assert.match(String(none.body.error), /missing API token/);
+    const bad = await call('bxc_not-a-token', 'GET', '/v1/jobs');
+    assert.equal(bad.status, 401);
+    assert.match(String(bad.body.error), /unknown API token/);
+  });
+
+  test('bad input gets a 4xx that names the field; the server keeps serving', async () => {
+    const cases: Array<[unknown, Record<string, string>, number, RegExp]> = [
+      ['{"command": ', { 'content-type': 'application/json' }, 400, /JSON/i],
+      [{ command: 'true', colour: 'red' }, {}, 400, /colour/],
+      [{ command: 'true', resources: { memory: '12 apples' } }, {}, 400, /resources\.memory: .*256Mi/],
+      [
+        { command: 'true', resources: { memory: '64Mi', requests: { memory: '1Gi' } } },
+        {},
+        400,
+        /resources\.requests\.memory/,
+      ],
+      [
+        'command: true\nresources:\n  cpus: lots\n',
+        { 'content-type': 'application/yaml' },
+        400,
+        /job:3: resources\.cpus/,
+      ],
+      [{ command: 'x'.repeat(2 * 1024 * 1024) }, {}, 413, /body/i],
+      ['<xml/>', { 'content-type': 'application/xml' }, 415, /content-type/i],
+    ];
+    for (const [payload, headers, status, message] of cases) {
+      const r = await call('team-a', 'POST', '/v1/jobs', payload, headers);
+      assert.equal(r.status, status, `${JSON.stringify(payload).slice(0, 80)} → ${r.raw.slice(0, 200)}`);
+      assert.match(String(r.body.error), message);
+    }
+    assert.equal((await call('team-a', 'GET', '/v1/jobs?state=bogus')).status, 400);
+    assert.equal((await call('team-a', 'GET', '/v1/jobs?limit=-4')).status, 400);
+    assert.equal((await call('team-a', 'GET', '/v1/jobs/nope?wait=soon')).status, 404);
+    assert.equal((await call('team-a', 'GET', '/healthz')).status, 200);
+  });
+
+  test('quota (ResourceQuota semantics): over the pods limit waits with the reason; never-fitting is refused', async () => {
+    const sleepers = await Promise.all(
+      [1, 2, 3].map(() =>
+        submit('team-b', { command: 'sleep 1', resources: { memory: '64Mi', cpus: '100m' } }),
+      ),
+    );
+    let third: JobView | undefined;
+    for (let i = 0; i < 50; i++) {
+      const views = await Promise.all(
+        sleepers.map(
+          async (s) => (await call('team-b', 'GET', `/v1/jobs/${s.id}`)).body as unknown as JobView,
+        ),
+      );
+      third = views.find((v) => v.state === 'queued' && v.waitReason);
+      if (third) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(third, 'one of three jobs waits while two run');
+    assert.match(
+      third.waitReason ?? '',
+      /waiting for quota two-at-once: pods used 2 \+ requested 1 > hard 2/,
+    );
+    for (const s of sleepers) assert.equal((await waitDone('team-b', s.id)).state, 'succeeded');
+
+    const big = await call('team-b', 'POST', '/v1/jobs', {
+      ...trusted,
+      command: 'true',
+      resources: { memory: '2Gi' },
+    });
+    assert.equal(big.status, 422);
+    assert.match(
+      String(big.body.error),
+      /exceeds quota two-at-once: limits.memory 2\.0 GiB is more than the hard limit 1\.0 GiB/,
+    );
+    const recorded = (big.body.job as JobView).id;
+    assert.equal(
+      ((await call('team-b', 'GET', `/v1/jobs/${recorded}`)).body as unknown as JobView).state,
+      'error',
+    );
+  });
+
+  test('cancel stops a running job; a queued one is cancelled at once', async () => {
+    const job = await submit('team-a', { command: 'echo up; sleep 60' });
+    for (let i = 0; i < 100; i++) {
+      const v = (await call('team-a', 'GET', `/v1/jobs/${job.id}`)).body as unknown as JobView;
+      if (v.state === 'running') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    assert.equal((await call('team-a', 'POST', `/v1/jobs/${job.id}/cancel`)).status, 202);
+    const done = await waitDone('team-a', job.id);
+    assert.equal(done.state, 'cancelled');
+    assert.ok(Date.now() - t0 < 5000, 'stopped within the grace period');
+  });
+
+  test('logs follow live as Server-Sent Events, ending with the finished job', async () => {
+    const job = await submit('team-a', { command: 'for i in 1 2 3; do echo line $i; sleep 0.2; done' });
+    const res = await app.inject({
+      url: `/v1/jobs/${job.id}/logs?follow=true`,
+      headers: { authorization: `Bearer ${token['team-a']}` },
+    });
+    assert.equal(res.headers['content-type'], 'text/event-stream; charset=utf-8');
+    const data = res.body
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: '))
+      .map((e) => (JSON.parse(e.slice(6)) as { text: string }).text)
+      .join('');
+    assert.equal(data, 'line 1\nline 2\nline 3\n');
+    const end = res.body.split('\n\n').find((e) => e.startsWith('event: end'));
+    assert.match(end ?? '', /"state":"succeeded"/);
+  });
+
+  test('/metrics exports the seed’s scheduler metrics', async () => {
+    const res = await app.inject({ url: '/metrics' });
+    assert.match(res.body, /scheduler_job_startup_duration_seconds_count\{runtime="runc"\} [1-9]/);
+    assert.match(res.body, /scheduler_job_memory_usage_bytes_bucket/);
+    assert.match(res.body, /scheduler_job_cost_dollars_sum\{runtime="runc"\}/);
+  });
+});

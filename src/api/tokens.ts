@@ -1,0 +1,22 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/**
+ * API tokens: 32 random bytes, shown once; the store keeps only their SHA-256, so a leaked
+ * database does not leak credentials. Looking a token up by its hash needs no constant-time
+ * compare: the hash of a guess reveals nothing about the stored ones.
+ */
+const PREFIX = 'bxc_';
+
+export function newToken(): string {
+  return `${PREFIX}${randomBytes(32).toString('base64url')}`;
+}
+
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/** The token from `Authorization: Bearer …`, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return m?.[1];
+}

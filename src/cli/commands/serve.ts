@@ -1,0 +1,66 @@
+import type { Command } from 'commander';
+import { buildApi } from '../../api/server.js';
+import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
+import { UserError } from '../../errors.js';
+import { parseDurationMs } from '../../jobs/quantity.js';
+import { gauge } from '../../observability/metrics.js';
+import type { Logger } from '../../observability/logger.js';
+import { Scheduler } from '../../scheduler/scheduler.js';
+
+/** `host:port`, IPv6 as `[::1]:port`. */
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535)
+    throw new UserError(`--listen ${value}: use HOST:PORT, e.g. 127.0.0.1:8080 (port 0 picks a free one)`);
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+export function registerServe(program: Command, logger: Logger): void {
+  program
+    .command('serve')
+    .description('run a node: the HTTP API and a scheduler that runs queued jobs')
+    .requiredOption('--listen <host:port>', 'address to listen on, e.g. 127.0.0.1:8080')
+    .option('--store <url>', 'where jobs are kept (default: SQLite in the state directory)')
+    .option(
+      '--drain <duration>',
+      'on SIGTERM, how long to wait for running jobs before leaving them running',
+      '30s',
+    )
+    .action(async (opts: { listen: string; store?: string; drain: string }) => {
+      const listen = parseListen(opts.listen);
+      const drain = parseDurationMs(opts.drain);
+      if (!drain.ok) throw new UserError(`--drain: ${drain.message}`);
+      if (opts.store && !opts.store.startsWith('sqlite:'))
+        throw new UserError(`--store ${opts.store}: only the embedded SQLite store is in this build so far`);
+      const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+      const scheduler = new Scheduler(box);
+      await scheduler.start();
+      gauge('boxcar_jobs_running', 'Jobs this node runs now', () => scheduler.running);
+      gauge(
+        'boxcar_node_requested_memory_bytes',
+        'Memory requested by the jobs this node runs',
+        () => scheduler.placement.used.requestsMemoryBytes,
+      );
+      const app = buildApi(box, scheduler);
+      const address = await app.listen(listen);
+      process.stdout.write(`${address}\n`);
+      logger.info({ address, node: scheduler.owner }, 'serving');
+
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          logger.info({ signal }, 'shutting down: no new jobs, draining running ones');
+          resolve();
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      await app.close();
+      const { drained, left } = await scheduler.stop(drain.value);
+      logger.info(
+        { drained, left },
+        left ? 'stopped; jobs left running are re-attached at the next start' : 'stopped',
+      );
+      await box.close();
+    });
+}

@@ -1,0 +1,72 @@
+import client from 'prom-client';
+import { isTerminal } from '../jobs/states.js';
+import type { JobRecord } from '../store/store.js';
+
+/**
+ * The node's Prometheus metrics: the seed's scheduler_* names (7.1), Boxcar's own boxcar_*,
+ * and the Node.js process defaults. Figures are observed once per finished job.
+ */
+const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+const startup = new client.Histogram({
+  name: 'scheduler_job_startup_duration_seconds',
+  help: 'Time from a node taking a job to its process running',
+  labelNames: ['runtime'],
+  buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.125, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+const memory = new client.Histogram({
+  name: 'scheduler_job_memory_usage_bytes',
+  help: 'Peak memory of a finished job',
+  labelNames: ['runtime'],
+  buckets: [2 ** 20, 2 ** 22, 2 ** 24, 2 ** 26, 2 ** 28, 2 ** 30, 2 ** 32, 2 ** 34],
+  registers: [registry],
+});
+const cost = new client.Histogram({
+  name: 'scheduler_job_cost_dollars',
+  help: 'Cost of a finished job from its measured memory- and CPU-seconds (_sum: the total)',
+  labelNames: ['runtime'],
+  buckets: [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+  registers: [registry],
+});
+const queueWait = new client.Histogram({
+  name: 'boxcar_job_queue_wait_seconds',
+  help: 'Time a job waited in the queue before a node took it',
+  labelNames: ['runtime'],
+  buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800],
+  registers: [registry],
+});
+const finished = new client.Counter({
+  name: 'boxcar_jobs_finished_total',
+  help: 'Jobs that reached a final state',
+  labelNames: ['runtime', 'state'],
+  registers: [registry],
+});
+
+/** Gauges read when scraped (running jobs, requested capacity) register here. */
+export function gauge(name: string, help: string, collect: () => number): void {
+  new client.Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(collect());
+    },
+  });
+}
+
+export function observeFinishedJob(job: JobRecord): void {
+  if (!isTerminal(job.state)) return; // requeued for another attempt
+  const runtime = job.runtime;
+  finished.inc({ runtime, state: job.state });
+  if (job.startupMs !== null) startup.observe({ runtime }, job.startupMs / 1000);
+  if (job.peakMemoryBytes !== null) memory.observe({ runtime }, job.peakMemoryBytes);
+  if (job.costDollars !== null) cost.observe({ runtime }, job.costDollars);
+  if (job.startedAt !== null && job.startupMs !== null)
+    queueWait.observe({ runtime }, Math.max(0, job.startedAt - job.startupMs - job.createdAt) / 1000);
+}
+
+export async function metricsText(): Promise<{ contentType: string; text: string }> {
+  return { contentType: registry.contentType, text: await registry.metrics() };
+}

@@ -1,0 +1,26 @@
+import type { Boxcar } from '../boxcar.js';
+import type { JobSpec } from '../jobs/spec.js';
+import type { Decision } from './decision.js';
+import { RuntimeHealthBook, type HealthOverride } from './health.js';
+import { route } from './route.js';
+import type { TrustInputs } from './trust.js';
+
+/**
+ * Routes a job on this node with the policy and the runtimes' recorded health (`overrides`
+ * replace the measured health, for `policy explain`).
+ */
+export async function decide(
+  box: Boxcar,
+  jobId: string,
+  spec: JobSpec,
+  opts: { trust: TrustInputs; overrides?: HealthOverride[] },
+): Promise<Decision> {
+  const health = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
+    box.store,
+  );
+  return route(
+    box.policy,
+    { jobId, spec, trust: opts.trust },
+    await health.views(Date.now(), opts.overrides),
+  );
+}

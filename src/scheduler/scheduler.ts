@@ -1,0 +1,281 @@
+import { EventEmitter } from 'node:events';
+import type { Boxcar } from '../boxcar.js';
+import { observeFinishedJob } from '../observability/metrics.js';
+import { errorMessage } from '../errors.js';
+import { executeJob, superviseJob, type ExecuteResult } from '../jobs/execute.js';
+import { currentOwner, ownerAlive } from '../jobs/owner.js';
+import { settle } from '../jobs/reconcile.js';
+import { IllegalTransition, type JobRecord } from '../store/store.js';
+import { nodeCapacity, Placement } from './capacity.js';
+import { fairOrder } from './fair-order.js';
+import { addUsage, admit, jobUsage, ZERO_USAGE } from './quota.js';
+
+/**
+ * A serving node's scheduler: takes queued jobs from the store in fair order, admits them
+ * against their tenant's quotas and this node's capacity, claims them with a lease, and runs
+ * them. A heartbeat renews the leases and picks up cancel requests. After a crash it re-attaches
+ * to its jobs' sandboxes that still run, records the exit of those that ended, and requeues
+ * those that never started; a lost node's jobs are requeued once its leases expire.
+ */
+const PER_TENANT_WINDOW = 200;
+const IDLE_POLL_MS = 500;
+
+interface Active {
+  job: JobRecord;
+  abort: AbortController;
+  done: Promise<unknown>;
+}
+
+export interface SchedulerOptions {
+  /** How often the queue is looked at when nothing wakes the scheduler (other nodes' jobs). */
+  pollMs?: number;
+}
+
+export class Scheduler {
+  readonly owner = currentOwner();
+  readonly placement: Placement;
+  private readonly active = new Map<string, Active>();
+  /** Emits a job's id when this node sees it change (ended, cancelled). */
+  private readonly changes = new EventEmitter().setMaxListeners(0);
+  private readonly leaseMs: number;
+  private stopping = false;
+  private wakeUp: (() => void) | undefined;
+  private woken = false;
+  private loopDone: Promise<void> | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly box: Boxcar,
+    private readonly opts: SchedulerOptions = {},
+  ) {
+    this.placement = new Placement(nodeCapacity(box.config.scheduler), box.config.scheduler.concurrency);
+    this.leaseMs = box.config.scheduler.lease;
+  }
+
+  async start(): Promise<void> {
+    await this.recoverAfterCrash();
+    this.heartbeat = setInterval(() => void this.beat(), Math.max(100, Math.floor(this.leaseMs / 3)));
+    this.loopDone = this.loop();
+  }
+
+  /** Something changed (a job was submitted or ended): look at the queue now. */
+  notify(): void {
+    this.woken = true;
+    this.wakeUp?.();
+  }
+
+  /** Tells waiters on this node that a job changed. */
+  announce(id: string): void {
+    this.changes.emit(id);
+  }
+
+  /** Settles when this node sees the job change, or after `timeoutMs` (another node may run it). */
+  nextChange(id: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.changes.off(id, done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, timeoutMs));
+      this.changes.once(id, done);
+    });
+  }
+
+  /** Jobs this node runs now. */
+  get running(): number {
+    return this.active.size;
+  }
+
+  /** Cancels a job this node runs (the fast path; other nodes see the request at their heartbeat). */
+  cancelLocal(id: string): boolean {
+    const a = this.active.get(id);
+    a?.abort.abort();
+    return a !== undefined;
+  }
+
+  /**
+   * Stops taking jobs, waits up to `drainMs` for running ones, and leaves the rest running in
+   * their sandboxes: the next start of this node re-attaches to them.
+   */
+  async stop(drainMs: number): Promise<{ drained: number; left: number }> {
+    this.stopping = true;
+    this.notify();
+    await this.loopDone;
+    const running = [...this.active.values()].map((a) => a.done);
+    const before = running.length;
+    await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, drainMs).unref())]);
+    clearInterval(this.heartbeat);
+    const left = this.active.size;
+    return { drained: before - left, left };
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        await this.pass();
+      } catch (err) {
+        this.box.logger.error({ err }, 'scheduling pass failed; retrying');
+      }
+      if (this.stopping) break;
+      if (!this.woken)
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.opts.pollMs ?? IDLE_POLL_MS);
+          this.wakeUp = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      this.wakeUp = undefined;
+      this.woken = false;
+    }
+  }
+
+  /** One look at the queue: admit and start every job that fits, in fair order. */
+  private async pass(): Promise<void> {
+    const { store, config } = this.box;
+    const now = Date.now();
+    const queued = await store.claimable(now, PER_TENANT_WINDOW);
+    if (!queued.length) return;
+    const usage = await store.admittedUsage();
+    const admitted = new Map([...usage].map(([tenant, u]) => [tenant, u.pods]));
+    for (const job of fairOrder(queued, admitted)) {
+      if (this.stopping) return;
+      const used = usage.get(job.tenant) ?? ZERO_USAGE;
+      const quota = admit(config.quotas, job.tenant, used, job.spec);
+      if (!quota.admit) {
+        if (quota.never) await this.refuse(job, quota.reason);
+        else await this.waitFor(job, quota.reason);
+        continue;
+      }
+      const refusal = this.placement.refusal(job.spec, job.runtime);
+      if (refusal) {
+        await this.waitFor(job, refusal);
+        continue;
+      }
+      const driver = this.box.runtimes.get(job.runtime);
+      await driver.warm?.();
+      const claimed = await store.claim(job.id, this.owner, Date.now() + this.leaseMs);
+      if (!claimed) continue; // another node took it, or it was cancelled
+      usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
+      this.track(claimed, (signal) =>
+        executeJob(this.box, claimed, {
+          signal,
+          outputLimitBytes: 0,
+          retry: {
+            maxAttempts: config.scheduler.max_attempts,
+            backoffMs: (attempts) => Math.min(60_000, 1000 * 2 ** attempts),
+          },
+        }),
+      );
+    }
+  }
+
+  private track(job: JobRecord, run: (signal: AbortSignal) => Promise<ExecuteResult>): void {
+    const abort = new AbortController();
+    this.placement.hold(job.spec, job.runtime);
+    const done = run(abort.signal)
+      .then(({ record }) => observeFinishedJob(record))
+      .catch((err: unknown) => this.box.logger.error({ err, jobId: job.id }, 'job supervision failed'))
+      .finally(() => {
+        this.active.delete(job.id);
+        this.placement.free(job.spec, job.runtime);
+        this.announce(job.id);
+        this.notify();
+      });
+    this.active.set(job.id, { job, abort, done });
+  }
+
+  /** Records why a queued job waits, when that changed (a write per change, not per pass). */
+  private async waitFor(job: JobRecord, reason: string): Promise<void> {
+    if (job.waitReason === reason) return;
+    const claimed = await this.box.store.claim(job.id, this.owner, Date.now() + this.leaseMs);
+    if (claimed) await this.box.store.release(job.id, this.owner, reason);
+  }
+
+  /** A job that can never fit its quota ends in error with the reason, instead of waiting forever. */
+  private async refuse(job: JobRecord, reason: string): Promise<void> {
+    const claimed = await this.box.store.claim(job.id, this.owner, Date.now() + this.leaseMs);
+    if (!claimed) return;
+    await this.box.store.transition(job.id, 'error', { finishedAt: Date.now(), error: reason }, reason);
+  }
+
+  /** Heartbeat: keep the leases, honour cancel requests, requeue the jobs of lost nodes. */
+  private async beat(): Promise<void> {
+    const { store, logger } = this.box;
+    try {
+      const now = Date.now();
+      await store.renewLeases(this.owner, now + this.leaseMs);
+      for (const id of await store.cancelRequests(this.owner)) this.cancelLocal(id);
+      for (const job of await store.expiredLeases(now, 100)) await this.takeOverExpired(job);
+    } catch (err) {
+      logger.error({ err }, 'heartbeat failed');
+    }
+  }
+
+  /** A started job whose owner's lease ran out. */
+  private async takeOverExpired(job: JobRecord): Promise<void> {
+    if (!job.owner || this.active.has(job.id)) return;
+    const alive = ownerAlive(job.owner);
+    if (alive === true) return; // a live local owner late with its heartbeat
+    if (alive === false) return this.reattach(job); // this host: its sandbox may still run
+    // Another host stopped renewing: it is gone, and its jobs died with it. Run them once elsewhere.
+    await this.box.store
+      .requeue(job.id, Date.now(), `node ${job.owner} lost (lease expired); requeued`)
+      .catch((err: unknown) => this.ignoreRace(err));
+  }
+
+  /** After a crash or kill -9 of this node's previous process. */
+  private async recoverAfterCrash(): Promise<void> {
+    const live = await this.box.store.listJobs({
+      states: ['queued', 'starting', 'running'],
+      limit: 1_000_000,
+    });
+    for (const job of live) {
+      if (!job.owner || job.leaseUntil === null || ownerAlive(job.owner) !== false) continue;
+      try {
+        await this.reattach(job);
+      } catch (err) {
+        this.box.logger.error({ err, jobId: job.id }, 'could not recover a job after a restart');
+      }
+    }
+  }
+
+  /** A job of a dead process of this host: re-attach, record its exit, or requeue it. */
+  private async reattach(job: JobRecord): Promise<void> {
+    const { store, runtimes, logger } = this.box;
+    const from = job.owner as string;
+    if (job.state === 'queued') return store.release(job.id, from, 'its node restarted');
+    const driver = runtimes.get(job.runtime);
+    const found = job.handle ? await driver.recover(job.handle) : undefined;
+    if (found?.state === 'running' && job.handle) {
+      if (!(await store.takeOver(job.id, from, this.owner, Date.now() + this.leaseMs))) return;
+      let record = job;
+      if (job.state === 'starting')
+        record = await store.transition(
+          job.id,
+          'running',
+          { startedAt: Date.now() },
+          're-attached after a restart',
+        );
+      logger.info({ jobId: job.id, sandboxId: job.handle.sandboxId }, 're-attached to a running job');
+      const handle = job.handle;
+      this.track(record, (signal) =>
+        superviseJob(this.box, record, driver, handle, { signal, outputLimitBytes: 0 }),
+      );
+      return;
+    }
+    if (found?.state !== 'exited' && job.state === 'starting') {
+      // Its process never started: nothing ran, so it may run again.
+      if (job.handle) await driver.destroy(job.handle);
+      await store.requeue(job.id, Date.now(), 'its node restarted before the job started; requeued');
+      return;
+    }
+    await settle(this.box, job);
+  }
+
+  private ignoreRace(err: unknown): void {
+    if (err instanceof IllegalTransition) return; // someone else settled it first
+    this.box.logger.error({ err: errorMessage(err) }, 'requeueing a lost job failed');
+  }
+}
