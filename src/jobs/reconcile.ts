@@ -74,7 +74,7 @@ export async function settle(
         `${died}; exit status recovered from its monitor`,
       );
     }
-    if (found.state === 'running') {
+    if (found.state === 'running' || found.state === 'created') {
       await driver.stop(job.handle, 'SIGKILL');
       return await store.transition(
         job.id,

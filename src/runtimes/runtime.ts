@@ -79,8 +79,12 @@ export interface TaskStats {
   pids: number;
 }
 
+/** `created`: the sandbox exists but its process was never started (the node died in between). */
 export type Recovered =
-  { state: 'running' } | { state: 'exited'; exit: ExitStatus } | { state: 'gone'; reason: string };
+  | { state: 'created' }
+  | { state: 'running' }
+  | { state: 'exited'; exit: ExitStatus }
+  | { state: 'gone'; reason: string };
 
 export interface OutputChunk {
   stream: 'stdout' | 'stderr';

@@ -248,8 +248,10 @@ export class Scheduler {
     if (job.state === 'queued') return store.release(job.id, from, 'its node restarted');
     const driver = runtimes.get(job.runtime);
     const found = job.handle ? await driver.recover(job.handle) : undefined;
-    if (found?.state === 'running' && job.handle) {
+    if ((found?.state === 'running' || found?.state === 'created') && job.handle) {
       if (!(await store.takeOver(job.id, from, this.owner, Date.now() + this.leaseMs))) return;
+      // Killed between creating the sandbox and starting its process: finish the start.
+      if (found.state === 'created') await driver.start(job.handle);
       let record = job;
       if (job.state === 'starting')
         record = await store.transition(

@@ -57,10 +57,12 @@ export function registerServe(program: Command, logger: Logger): void {
       });
       await app.close();
       const { drained, left } = await scheduler.stop(drain.value);
-      logger.info(
-        { drained, left },
-        left ? 'stopped; jobs left running are re-attached at the next start' : 'stopped',
-      );
+      if (left) {
+        // Their sandboxes keep running, unwatched; the next start of this node re-attaches them.
+        logger.info({ drained, left }, 'stopped; jobs left running are re-attached at the next start');
+        process.exit(0);
+      }
+      logger.info({ drained }, 'stopped');
       await box.close();
     });
 }

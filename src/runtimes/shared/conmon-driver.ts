@@ -364,7 +364,11 @@ export abstract class ConmonDriver implements Runtime {
     if (code !== undefined)
       return { state: 'exited', exit: { exitCode: code, oomKilled: await this.oomKilled(handle, f) } };
     const pid = await this.conmonPid(handle, f);
-    if (pid !== undefined && processAlive(pid)) return { state: 'running' };
+    if (pid !== undefined && processAlive(pid)) {
+      const { stdout } = await this.ociRun(handle.sandboxId, ['state', handle.sandboxId]);
+      const status = (JSON.parse(stdout) as { status?: string }).status;
+      return { state: status === 'created' ? 'created' : 'running' };
+    }
     return {
       state: 'gone',
       reason: `no exit code recorded and its monitor (conmon pid ${pid ?? '?'}) is not running`,

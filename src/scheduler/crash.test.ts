@@ -1,0 +1,130 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { JobView } from '../api/job-view.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { leftovers, tempState } from '../testing/harness.js';
+
+/**
+ * Crash safety for real: a `boxcar serve` process running runc jobs is killed with SIGKILL,
+ * and a new one on the same state directory finishes every job exactly once: running ones are
+ * re-attached, queued ones run, none is lost or run twice.
+ */
+const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const JOBS = 20;
+
+let state: Awaited<ReturnType<typeof tempState>>;
+let server: ChildProcess | undefined;
+
+async function serve(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [MAIN, '--state', state.root, 'serve', '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
+  });
+  server = child;
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const url = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`boxcar serve exited with ${code}`)));
+  });
+  return { child, url };
+}
+
+const stopped = (child: ChildProcess) =>
+  new Promise<void>((resolve) =>
+    child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve()),
+  );
+
+before(async () => {
+  state = await tempState();
+});
+after(async () => {
+  if (server && server.exitCode === null && server.signalCode === null) {
+    server.kill('SIGTERM');
+    await stopped(server);
+  }
+  const left = await leftovers(state);
+  await state.cleanup();
+  assert.deepEqual(left, []);
+});
+
+test(
+  `kill -9 of boxcar serve with ${JOBS} jobs in flight: every job finishes once, none lost`,
+  { timeout: 120_000 },
+  async (t) => {
+    const token = spawnSync(
+      process.execPath,
+      [MAIN, '--state', state.root, 'token', 'create', '--tenant', 'ci'],
+      {
+        encoding: 'utf8',
+      },
+    ).stdout.trim();
+    const first = await serve();
+    const api =
+      (url: string) =>
+      async <T>(p: string, init: RequestInit = {}) => {
+        const res = await fetch(`${url}${p}`, {
+          ...init,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        });
+        assert.ok(res.ok, `${p}: ${res.status} ${await res.clone().text()}`);
+        return (await res.json()) as T;
+      };
+    const call1 = api(first.url);
+    const ids: string[] = [];
+    for (let i = 0; i < JOBS; i++) {
+      const job = await call1<JobView>('/v1/jobs', {
+        method: 'POST',
+        body: JSON.stringify({
+          name: `crash-${i}`,
+          source: 'internal_repo',
+          user_group: 'internal_team',
+          command: 'echo start; sleep 3; echo done',
+          resources: { memory: '32Mi', requests: { cpus: '10m' } },
+        }),
+      });
+      ids.push(job.id);
+    }
+    // Kill it while some jobs run and others still wait or start.
+    for (let i = 0; i < 100; i++) {
+      const running = (await call1<JobView[]>('/v1/jobs?state=running&limit=100')).length;
+      if (running >= JOBS / 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const before = await call1<JobView[]>(`/v1/jobs?limit=100`);
+    const runningAtKill = before.filter((j) => j.state === 'running').length;
+    assert.ok(runningAtKill >= 1, 'jobs were running at the kill');
+    first.child.kill('SIGKILL');
+    await stopped(first.child);
+
+    const second = await serve();
+    const call2 = api(second.url);
+    const finished: JobView[] = [];
+    for (const id of ids) finished.push(await call2<JobView>(`/v1/jobs/${id}?wait=60s`));
+    for (const job of finished) {
+      assert.equal(job.state, 'succeeded', `${job.name}: ${job.state} ${job.error ?? ''}`);
+      const res = await fetch(`${second.url}/v1/jobs/${job.id}/logs`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(await res.text(), 'start\ndone\n', `${job.name} ran exactly once, to its end`);
+    }
+    second.child.kill('SIGTERM');
+    await stopped(second.child);
+
+    const store = new SqliteStore(state.db);
+    try {
+      let requeued = 0;
+      for (const id of ids) {
+        const events = await store.events(id);
+        assert.equal(events.filter((e) => e.to === 'running').length, 1, `job ${id} ran once`);
+        // Caught before its process started: back to the queue, then run (once).
+        if (events.some((e) => e.to === 'queued' && e.from !== null)) requeued++;
+      }
+      t.diagnostic(`${runningAtKill} running at the kill; ${requeued} requeued before their process started`);
+    } finally {
+      await store.close();
+    }
+  },
+);
