@@ -1,0 +1,25 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { JobRecord } from '../store/store.js';
+import { fairOrder } from './fair-order.js';
+
+const job = (id: string, tenant: string, createdAt: number, priority = 0) =>
+  ({ id, tenant, createdAt, priority }) as JobRecord;
+
+test('a burst from one tenant does not starve another: tenants take turns', () => {
+  const burst = Array.from({ length: 100 }, (_, i) => job(`a${i}`, 'a', i));
+  const order = fairOrder([...burst, job('b0', 'b', 500), job('b1', 'b', 501)], new Map());
+  assert.deepEqual(
+    order.slice(0, 5).map((j) => j.id),
+    ['a0', 'b0', 'a1', 'b1', 'a2'],
+  );
+});
+
+test('the tenant holding fewer admitted jobs goes first; priority comes before fairness', () => {
+  const queued = [job('a0', 'a', 1), job('b0', 'b', 2), job('c0', 'c', 3, 10)];
+  const order = fairOrder(queued, new Map([['a', 5]]));
+  assert.deepEqual(
+    order.map((j) => j.id),
+    ['c0', 'b0', 'a0'],
+  );
+});
