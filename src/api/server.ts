@@ -47,6 +47,15 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false });
   app.decorateRequest('tenant', '');
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  // As fastify's, but an empty body is no body (a POST /cancel from a client that always sends the header).
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    if (body === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (err) {
+      done(new HttpError(400, `the body is not valid JSON: ${(err as Error).message}`), undefined);
+    }
+  });
 
   app.setErrorHandler((err: FastifyError | Error, req, reply) => {
     if (err instanceof JobRefused) return reply.code(422).send({ error: err.message, job: jobView(err.job) });
@@ -150,6 +159,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
         capacity: scheduler.placement.capacity,
         requested: scheduler.placement.used,
         running: scheduler.running,
+        memory: process.memoryUsage(),
         runtimes: await box.runtimes.fingerprintAll(),
       }));
     },

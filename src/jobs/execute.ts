@@ -33,6 +33,8 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
   /** How much output the result keeps (the log file keeps more); 0: none, and nothing is followed. */
   outputLimitBytes?: number;
+  /** Called once the job's process runs (or it ended without running). */
+  onStartDone?: () => void;
   /** Give a job that failed to start back to the queue (serving nodes; not a foreground run). */
   retry?: { maxAttempts: number; backoffMs: (attempts: number) => number };
 }
@@ -119,6 +121,7 @@ export async function executeJob(
   const startedAt = Date.now();
   record = await store.transition(job.id, 'running', { startedAt, startupMs: startedAt - takenAt });
   log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
+  opts.onStartDone?.();
   return superviseJob(deps, record, driver, handle, opts);
 }
 

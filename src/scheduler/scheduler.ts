@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import os from 'node:os';
 import type { Boxcar } from '../boxcar.js';
 import { observeFinishedJob } from '../observability/metrics.js';
 import { errorMessage } from '../errors.js';
@@ -18,6 +19,11 @@ import { addUsage, admit, jobUsage, ZERO_USAGE } from './quota.js';
  * those that never started; a lost node's jobs are requeued once its leases expire.
  */
 const PER_TENANT_WINDOW = 200;
+/**
+ * Sandboxes being created at once, per core: starting is CPU-bound (conmon, runc), and a
+ * thousand at once would only make every one of them slow.
+ */
+const STARTS_PER_CORE = 4;
 const IDLE_POLL_MS = 500;
 
 interface Active {
@@ -35,6 +41,8 @@ export class Scheduler {
   readonly owner = currentOwner();
   readonly placement: Placement;
   private readonly active = new Map<string, Active>();
+  private starting = 0;
+  private readonly maxStarting = os.availableParallelism() * STARTS_PER_CORE;
   /** Emits a job's id when this node sees it change (ended, cancelled). */
   private readonly changes = new EventEmitter().setMaxListeners(0);
   private readonly leaseMs: number;
@@ -135,12 +143,15 @@ export class Scheduler {
   private async pass(): Promise<void> {
     const { store, config } = this.box;
     const now = Date.now();
-    const queued = await store.claimable(now, PER_TENANT_WINDOW);
+    const free = this.maxStarting - this.starting;
+    if (free <= 0) return;
+    // Each tenant's first few: enough to fill the free start slots, past some that must wait.
+    const queued = await store.claimable(now, Math.min(PER_TENANT_WINDOW, Math.max(8, 2 * free)));
     if (!queued.length) return;
     const usage = await store.admittedUsage();
     const admitted = new Map([...usage].map(([tenant, u]) => [tenant, u.pods]));
     for (const job of fairOrder(queued, admitted)) {
-      if (this.stopping) return;
+      if (this.stopping || this.starting >= this.maxStarting) return;
       const used = usage.get(job.tenant) ?? ZERO_USAGE;
       const quota = admit(config.quotas, job.tenant, used, job.spec);
       if (!quota.admit) {
@@ -158,15 +169,24 @@ export class Scheduler {
       const claimed = await store.claim(job.id, this.owner, Date.now() + this.leaseMs);
       if (!claimed) continue; // another node took it, or it was cancelled
       usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
+      this.starting++;
+      let startDone = false;
+      const onStartDone = () => {
+        if (startDone) return;
+        startDone = true;
+        this.starting--;
+        this.notify();
+      };
       this.track(claimed, (signal) =>
         executeJob(this.box, claimed, {
           signal,
           outputLimitBytes: 0,
+          onStartDone,
           retry: {
             maxAttempts: config.scheduler.max_attempts,
             backoffMs: (attempts) => Math.min(60_000, 1000 * 2 ** attempts),
           },
-        }),
+        }).finally(onStartDone),
       );
     }
   }

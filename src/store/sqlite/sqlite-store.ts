@@ -118,6 +118,18 @@ export class SqliteStore implements Store {
     this.migrate();
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** A prepared statement, compiled once per SQL text (the dynamic ones have few variants). */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
+  }
+
   private migrate(): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     const apply = this.db.transaction(() => {
@@ -131,34 +143,30 @@ export class SqliteStore implements Store {
     const now = Date.now();
     this.db
       .transaction(() => {
-        this.db
-          .prepare(
-            `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at, priority)
+        this.sql(
+          `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at, priority)
            VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
-          )
-          .run(
-            input.id,
-            input.tenant,
-            input.spec.name,
-            input.decision.runtime,
-            JSON.stringify(input.spec),
-            JSON.stringify(input.decision),
-            input.owner,
-            now,
-            input.spec.priority,
-          );
-        this.db
-          .prepare(
-            `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, 'queued', ?)`,
-          )
-          .run(input.id, now, input.decision.reasons.join('; '));
+        ).run(
+          input.id,
+          input.tenant,
+          input.spec.name,
+          input.decision.runtime,
+          JSON.stringify(input.spec),
+          JSON.stringify(input.decision),
+          input.owner,
+          now,
+          input.spec.priority,
+        );
+        this.sql(
+          `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, 'queued', ?)`,
+        ).run(input.id, now, input.decision.reasons.join('; '));
       })
       .immediate();
     return (await this.getJob(input.id)) as JobRecord;
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    const row = this.sql('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     return row && toRecord(row);
   }
 
@@ -174,7 +182,7 @@ export class SqliteStore implements Store {
       args.push(...filter.states);
     }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, filter.limit ?? 50) as Row[]).map(toRecord);
+    return (this.sql(sql).all(...args, filter.limit ?? 50) as Row[]).map(toRecord);
   }
 
   async transition(id: string, to: JobState, patch: JobPatch = {}, reason?: string): Promise<JobRecord> {
@@ -182,15 +190,14 @@ export class SqliteStore implements Store {
   }
 
   private getRow(id: string): JobRecord {
-    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    const row = this.sql('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     if (!row) throw new Error(`job ${id} does not exist`);
     return toRecord(row);
   }
 
   /** One checked transition with its event; the caller holds the transaction. */
   private transitionNow(id: string, to: JobState, patch: JobPatch, reason?: string): JobRecord {
-    const row = this.db.prepare('SELECT state FROM jobs WHERE id = ?').get(id) as
-      { state: JobState } | undefined;
+    const row = this.sql('SELECT state FROM jobs WHERE id = ?').get(id) as { state: JobState } | undefined;
     if (!row) throw new Error(`job ${id} does not exist`);
     if (!canTransition(row.state, to)) throw new IllegalTransition(id, row.state, to);
     const sets = ['state = ?'];
@@ -202,23 +209,25 @@ export class SqliteStore implements Store {
       values.push(typeof value === 'boolean' ? Number(value) : value);
     }
     if (to !== 'queued') sets.push('wait_reason = NULL');
-    this.db.prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
-    this.db
-      .prepare('INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)')
-      .run(id, Date.now(), row.state, to, reason ?? null);
+    this.sql(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+    this.sql('INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)').run(
+      id,
+      Date.now(),
+      row.state,
+      to,
+      reason ?? null,
+    );
     return this.getRow(id);
   }
 
   async saveHandle(id: string, handle: TaskHandle): Promise<void> {
-    this.db.prepare('UPDATE jobs SET handle = ? WHERE id = ?').run(JSON.stringify(handle), id);
+    this.sql('UPDATE jobs SET handle = ? WHERE id = ?').run(JSON.stringify(handle), id);
   }
 
   async events(id: string): Promise<JobEvent[]> {
-    const rows = this.db
-      .prepare(
-        'SELECT job_id, at, from_state, to_state, reason FROM job_events WHERE job_id = ? ORDER BY seq',
-      )
-      .all(id) as Array<{
+    const rows = this.sql(
+      'SELECT job_id, at, from_state, to_state, reason FROM job_events WHERE job_id = ? ORDER BY seq',
+    ).all(id) as Array<{
       job_id: string;
       at: number;
       from_state: string | null;
@@ -235,82 +244,70 @@ export class SqliteStore implements Store {
   }
 
   async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT created_at AS at, started_at IS NOT NULL AS ok FROM jobs
+    const rows = this.sql(
+      `SELECT created_at AS at, started_at IS NOT NULL AS ok FROM jobs
          WHERE runtime = ? AND (started_at IS NOT NULL OR state = 'error')
          ORDER BY created_at DESC LIMIT ?`,
-      )
-      .all(runtime, limit) as Array<{ at: number; ok: number }>;
+    ).all(runtime, limit) as Array<{ at: number; ok: number }>;
     return rows.reverse().map((r) => ({ at: r.at, ok: r.ok === 1 }));
   }
 
   async claimable(now: number, perTenant: number): Promise<JobRecord[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM (
+    const rows = this.sql(
+      `SELECT * FROM (
            SELECT jobs.rowid AS seq, *,
              ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, jobs.rowid) AS n
            FROM jobs WHERE state = 'queued' AND not_before <= ? AND (owner IS NULL OR lease_until < ?))
          WHERE n <= ? ORDER BY priority DESC, created_at, seq`,
-      )
-      .all(now, now, perTenant) as Row[];
+    ).all(now, now, perTenant) as Row[];
     return rows.map(toRecord);
   }
 
   async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
     const now = Date.now();
-    const taken = this.db
-      .prepare(
-        `UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND state = 'queued'
+    const taken = this.sql(
+      `UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND state = 'queued'
            AND cancel_requested = 0 AND (owner IS NULL OR lease_until < ?)`,
-      )
-      .run(owner, leaseUntil, id, now);
+    ).run(owner, leaseUntil, id, now);
     return taken.changes === 1 ? this.getJob(id) : undefined;
   }
 
   async renewLeases(owner: string, leaseUntil: number): Promise<void> {
-    this.db.prepare(`UPDATE jobs SET lease_until = ? WHERE owner = ? AND ${LIVE}`).run(leaseUntil, owner);
+    this.sql(`UPDATE jobs SET lease_until = ? WHERE owner = ? AND ${LIVE}`).run(leaseUntil, owner);
   }
 
   async release(id: string, owner: string, waitReason: string | null): Promise<void> {
-    this.db
-      .prepare(
-        `UPDATE jobs SET owner = NULL, lease_until = NULL, wait_reason = ?
+    this.sql(
+      `UPDATE jobs SET owner = NULL, lease_until = NULL, wait_reason = ?
          WHERE id = ? AND owner = ? AND state = 'queued'`,
-      )
-      .run(waitReason, id, owner);
+    ).run(waitReason, id, owner);
   }
 
   async requeue(id: string, notBefore: number, reason: string): Promise<JobRecord> {
     return this.db
       .transaction(() => {
         this.transitionNow(id, 'queued', { owner: null, leaseUntil: null }, reason);
-        this.db
-          .prepare(
-            `UPDATE jobs SET attempts = attempts + 1, not_before = ?, handle = NULL, started_at = NULL,
+        this.sql(
+          `UPDATE jobs SET attempts = attempts + 1, not_before = ?, handle = NULL, started_at = NULL,
                startup_ms = NULL, wait_reason = ? WHERE id = ?`,
-          )
-          .run(notBefore, reason, id);
+        ).run(notBefore, reason, id);
         return this.getRow(id);
       })
       .immediate();
   }
 
   async expiredLeases(now: number, limit: number): Promise<JobRecord[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < ?
+    const rows = this.sql(
+      `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < ?
          ORDER BY lease_until LIMIT ?`,
-      )
-      .all(now, limit) as Row[];
+    ).all(now, limit) as Row[];
     return rows.map(toRecord);
   }
 
   async takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean> {
-    const r = this.db
-      .prepare(`UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND owner = ? AND ${LIVE}`)
-      .run(owner, leaseUntil, id, from);
+    const r = this.sql(
+      `UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND owner = ? AND ${LIVE}`,
+    ).run(owner, leaseUntil, id, from);
     return r.changes === 1;
   }
 
@@ -321,7 +318,7 @@ export class SqliteStore implements Store {
         if (job.state === 'queued')
           return this.transitionNow(id, 'cancelled', { finishedAt: Date.now() }, 'cancelled while queued');
         if (job.state === 'starting' || job.state === 'running') {
-          this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
+          this.sql('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
           return this.getRow(id);
         }
         return job;
@@ -330,16 +327,15 @@ export class SqliteStore implements Store {
   }
 
   async cancelRequests(owner: string): Promise<string[]> {
-    const rows = this.db
-      .prepare(`SELECT id FROM jobs WHERE owner = ? AND cancel_requested = 1 AND ${LIVE}`)
-      .all(owner) as Array<{ id: string }>;
+    const rows = this.sql(`SELECT id FROM jobs WHERE owner = ? AND cancel_requested = 1 AND ${LIVE}`).all(
+      owner,
+    ) as Array<{ id: string }>;
     return rows.map((r) => r.id);
   }
 
   async admittedUsage(): Promise<Map<string, Usage>> {
-    const rows = this.db
-      .prepare(
-        `SELECT tenant, COUNT(*) AS pods,
+    const rows = this.sql(
+      `SELECT tenant, COUNT(*) AS pods,
            SUM(json_extract(spec, '$.requests.memoryBytes')) AS rm,
            SUM(json_extract(spec, '$.limits.memoryBytes')) AS lm,
            SUM(json_extract(spec, '$.requests.cpuMillis')) AS rc,
@@ -347,8 +343,7 @@ export class SqliteStore implements Store {
          FROM jobs WHERE state IN ('starting', 'running')
            OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
          GROUP BY tenant`,
-      )
-      .all() as Array<{ tenant: string; pods: number; rm: number; lm: number; rc: number; lc: number }>;
+    ).all() as Array<{ tenant: string; pods: number; rm: number; lm: number; rc: number; lc: number }>;
     return new Map(
       rows.map((r) => [
         r.tenant,
@@ -364,13 +359,11 @@ export class SqliteStore implements Store {
   }
 
   async addToken(hash: string, tenant: string): Promise<void> {
-    this.db
-      .prepare('INSERT INTO tokens (hash, tenant, created_at) VALUES (?, ?, ?)')
-      .run(hash, tenant, Date.now());
+    this.sql('INSERT INTO tokens (hash, tenant, created_at) VALUES (?, ?, ?)').run(hash, tenant, Date.now());
   }
 
   async tenantOfToken(hash: string): Promise<string | undefined> {
-    const row = this.db.prepare('SELECT tenant FROM tokens WHERE hash = ?').get(hash) as
+    const row = this.sql('SELECT tenant FROM tokens WHERE hash = ?').get(hash) as
       { tenant: string } | undefined;
     return row?.tenant;
   }

@@ -1,0 +1,183 @@
+/**
+ * A serving node under load: N concurrent runc jobs (`sleep`) submitted over HTTP to a real
+ * `boxcar serve` process on this machine. Reports the sustained start rate, control-plane RSS
+ * (the serve process), memory per running job (the host's MemAvailable drop, everything
+ * included), and API latency (submit, get, list) while the node holds N running jobs. (The
+ * per-job start beside raw `runc run` is bench/startup.ts.)
+ * Run: node dist/bench/serve-load.js [jobs]   (root; default 1000)
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { median, percentile, row } from './lib/stats.js';
+
+const N = Number(process.argv[2] ?? 1000);
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+const MiB = 2 ** 20;
+
+const meminfo = (key: string) =>
+  Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) * 1024;
+const rss = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'bx-serve-load-'));
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [MAIN, '--state', root, ...args], { encoding: 'utf8' });
+  const token = cli('token', 'create', '--tenant', 'load').stdout.trim();
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [MAIN, '--state', root, 'serve', '--listen', '127.0.0.1:0', '--drain', '1s'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
+    },
+  );
+  const url = await new Promise<string>((resolve) =>
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve),
+  );
+  const auth = { authorization: `Bearer ${token}` };
+  const headers = { ...auth, 'content-type': 'application/json' };
+  const timed = async (p: string, init: RequestInit = {}) => {
+    const t0 = performance.now();
+    const res = await fetch(`${url}${p}`, { ...init, headers });
+    const body = await res.json();
+    if (!res.ok) throw new Error(`${p}: ${res.status} ${JSON.stringify(body)}`);
+    return { ms: performance.now() - t0, body };
+  };
+  const job = JSON.stringify({
+    source: 'internal_repo',
+    user_group: 'internal_team',
+    command: ['sleep', '600'],
+    resources: { memory: '16Mi', pids: 16, tmp: '1Mi', requests: { cpus: '1m' } },
+  });
+  try {
+    await sleep(500);
+    const idleRss = rss(child.pid as number);
+    const avail0 = meminfo('MemAvailable');
+    const submitMs: number[] = [];
+    const ids: string[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < N; i += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(50, N - i) }, () => timed('/v1/jobs', { method: 'POST', body: job })),
+      );
+      for (const r of batch) {
+        submitMs.push(r.ms);
+        ids.push((r.body as { id: string }).id);
+      }
+    }
+    let running = 0;
+    for (;;) {
+      running = ((await timed('/v1/node')).body as { running: number }).running;
+      const list = (await timed('/v1/jobs?state=running&limit=10000')).body as unknown[];
+      if (list.length >= N) break;
+      if (performance.now() - t0 > 15 * 60_000)
+        throw new Error(`only ${list.length} of ${N} running after 15 min`);
+      await sleep(250);
+    }
+    const fillSecs = (performance.now() - t0) / 1000;
+    await sleep(2000);
+    const perJob = (avail0 - meminfo('MemAvailable')) / N;
+    const loadedRss = rss(child.pid as number);
+    const heap = ((await timed('/v1/node')).body as { memory: NodeJS.MemoryUsage }).memory;
+    const getMs: number[] = [];
+    const listMs: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      getMs.push((await timed(`/v1/jobs/${ids[i % ids.length]}`)).ms);
+      if (i % 4 === 0) listMs.push((await timed('/v1/jobs?limit=50')).ms);
+    }
+    const loadedSubmit: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await timed('/v1/jobs', {
+        method: 'POST',
+        body: JSON.stringify({
+          command: ['true'],
+          source: 'internal_repo',
+          user_group: 'internal_team',
+          priority: -1,
+        }),
+      });
+      loadedSubmit.push(r.ms);
+    }
+
+    console.log(
+      `boxcar serve with ${N} concurrent runc jobs (sleep), ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+    );
+    console.log(row(['what', 'figure', 'target']));
+    console.log(row([`jobs running at once (node says ${running})`, N, '1000']));
+    console.log(row(['sustained starts per second (submit → running)', N / fillSecs, '≥ 50']));
+    console.log(
+      row([
+        'control-plane RSS idle → loaded (MiB)',
+        `${(idleRss / MiB).toFixed(0)} → ${(loadedRss / MiB).toFixed(0)}`,
+        '≤ 150',
+      ]),
+    );
+    console.log(
+      row([
+        '  of which V8 heap used / total (MiB)',
+        `${(heap.heapUsed / MiB).toFixed(0)} / ${(heap.heapTotal / MiB).toFixed(0)}`,
+        '',
+      ]),
+    );
+    console.log(row(['memory per running job, all-in (MiB)', perJob / MiB, '–']));
+    console.log(
+      row([
+        'API submit p50 / p99 while filling (ms)',
+        `${median(submitMs).toFixed(1)} / ${percentile(submitMs, 99).toFixed(1)}`,
+        '',
+      ]),
+    );
+    console.log(
+      row([
+        'API get job p50 / p99, loaded (ms)',
+        `${median(getMs).toFixed(1)} / ${percentile(getMs, 99).toFixed(1)}`,
+        'p99 ≤ 50',
+      ]),
+    );
+    console.log(
+      row([
+        'API list 50 p50 / p99, loaded (ms)',
+        `${median(listMs).toFixed(1)} / ${percentile(listMs, 99).toFixed(1)}`,
+        'p99 ≤ 50',
+      ]),
+    );
+    console.log(
+      row([
+        'API submit p50 / p99, loaded (ms)',
+        `${median(loadedSubmit).toFixed(1)} / ${percentile(loadedSubmit, 99).toFixed(1)}`,
+        'p99 ≤ 50',
+      ]),
+    );
+  } finally {
+    // Cancel everything, then stop the node; its jobs end with it.
+    const all = (await (
+      await fetch(`${url}/v1/jobs?limit=10000&state=queued,starting,running`, { headers })
+    ).json()) as Array<{ id: string }>;
+    for (let i = 0; i < all.length; i += 100)
+      await Promise.all(
+        all
+          .slice(i, i + 100)
+          .map((j) => fetch(`${url}/v1/jobs/${j.id}/cancel`, { method: 'POST', headers: auth })),
+      );
+    for (let i = 0; i < 240; i++) {
+      const left = (await (
+        await fetch(`${url}/v1/jobs?limit=10000&state=queued,starting,running`, { headers })
+      ).json()) as unknown[];
+      if (left.length === 0) break;
+      await sleep(500);
+    }
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
