@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -62,8 +62,8 @@ describe('boxcar API', () => {
   const waitDone = async (tenant: string, id: string) =>
     (await call(tenant, 'GET', `/v1/jobs/${id}?wait=30s`)).body as unknown as JobView;
 
+  const config = path.join(os.tmpdir(), `bx-api-config-${process.pid}.yaml`);
   before(async () => {
-    const config = path.join(os.tmpdir(), `bx-api-config-${process.pid}.yaml`);
     writeFileSync(config, QUOTAS);
     box = await testBoxcar({ config });
     scheduler = new Scheduler(box, { pollMs: 100 });
@@ -79,6 +79,7 @@ describe('boxcar API', () => {
     await scheduler.stop(10_000);
     const left = await leftovers(box.paths);
     await box.cleanup();
+    rmSync(config, { force: true });
     assert.deepEqual(left, []);
   });
 
