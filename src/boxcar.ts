@@ -8,7 +8,7 @@ import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
 import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
-import { SqliteStore } from './store/sqlite/sqlite-store.js';
+import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
 /** One local Boxcar: its state directory, store, images, runtime drivers and routing policy. */
@@ -28,6 +28,8 @@ export interface BoxcarOptions {
   state?: string;
   config?: string;
   policy?: string;
+  /** A store URL (postgres://…); default: SQLite in the state directory. */
+  store?: string;
 }
 
 export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<Boxcar> {
@@ -44,7 +46,7 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
       `cannot create the state directory ${paths.root} (${code}); run as root or pass --state DIR`,
     );
   }
-  const store = new SqliteStore(paths.db);
+  const store = await openStore(opts.store, paths);
   const runtimes = hostRuntimes(paths, logger);
   return {
     paths,

@@ -28,6 +28,10 @@ async function main(argv: string[]): Promise<void> {
     .option('--state <dir>', 'state directory (or BOXCAR_STATE)', defaultStateDir())
     .option('--config <file>', `config file (or BOXCAR_CONFIG; default ${SYSTEM_CONFIG} when it exists)`)
     .option('--policy <file>', 'routing policy file (default: the config file’s, else the built-in one)')
+    .option(
+      '--store <url>',
+      'job store: postgres://… for several nodes (default: SQLite in the state directory)',
+    )
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`boxcar: ${text.replace(/^error: /, '')}`) });
   registerRun(program, logger);

@@ -241,7 +241,7 @@ export class Scheduler {
     if (alive === false) return this.reattach(job); // this host: its sandbox may still run
     // Another host stopped renewing: it is gone, and its jobs died with it. Run them once elsewhere.
     await this.box.store
-      .requeue(job.id, Date.now(), `node ${job.owner} lost (lease expired); requeued`)
+      .requeue(job.id, Date.now(), `node ${job.owner} lost (its lease expired); requeued`)
       .catch((err: unknown) => this.ignoreRace(err));
   }
 
@@ -287,13 +287,29 @@ export class Scheduler {
       );
       return;
     }
-    if (found?.state !== 'exited' && job.state === 'starting') {
-      // Its process never started: nothing ran, so it may run again.
-      if (job.handle) await driver.destroy(job.handle);
-      await store.requeue(job.id, Date.now(), 'its node restarted before the job started; requeued');
+    if (found?.state === 'exited') return void (await settle(this.box, job));
+    // Its sandbox is gone with its node (or never existed): the job has not finished anywhere,
+    // so it runs again elsewhere, within the retry budget.
+    if (job.handle)
+      await driver
+        .destroy(job.handle)
+        .catch((err: unknown) =>
+          logger.warn({ err, jobId: job.id }, 'could not clean up a lost sandbox here'),
+        );
+    const why =
+      job.state === 'starting'
+        ? `node ${from} was lost before the job started`
+        : `node ${from} was lost while the job ran (${found?.state === 'gone' ? found.reason : 'no sandbox'})`;
+    if (job.attempts + 1 < this.box.config.scheduler.max_attempts) {
+      await store.requeue(job.id, Date.now(), `${why}; requeued`);
       return;
     }
-    await settle(this.box, job);
+    await store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: why },
+      `${why}; no attempts left`,
+    );
   }
 
   private ignoreRace(err: unknown): void {

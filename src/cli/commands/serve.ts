@@ -21,18 +21,15 @@ export function registerServe(program: Command, logger: Logger): void {
     .command('serve')
     .description('run a node: the HTTP API and a scheduler that runs queued jobs')
     .requiredOption('--listen <host:port>', 'address to listen on, e.g. 127.0.0.1:8080')
-    .option('--store <url>', 'where jobs are kept (default: SQLite in the state directory)')
     .option(
       '--drain <duration>',
       'on SIGTERM, how long to wait for running jobs before leaving them running',
       '30s',
     )
-    .action(async (opts: { listen: string; store?: string; drain: string }) => {
+    .action(async (opts: { listen: string; drain: string }) => {
       const listen = parseListen(opts.listen);
       const drain = parseDurationMs(opts.drain);
       if (!drain.ok) throw new UserError(`--drain: ${drain.message}`);
-      if (opts.store && !opts.store.startsWith('sqlite:'))
-        throw new UserError(`--store ${opts.store}: only the embedded SQLite store is in this build so far`);
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       const scheduler = new Scheduler(box);
       await scheduler.start();

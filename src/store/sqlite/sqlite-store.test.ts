@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { JobSpec } from '../../jobs/spec.js';
 import { IllegalTransition } from '../store.js';
 import { SqliteStore } from './sqlite-store.js';
+import { storeConformance } from '../conformance.js';
 
 const spec = JobSpec.parse({ name: 'unit', command: ['true'] });
 const decision = {
@@ -101,3 +102,7 @@ test('records survive reopening the database, handles included; listing filters 
     assert.equal((await b.listJobs()).length, 2);
     await b.close();
   }));
+
+const conformanceDir = await mkdtemp(path.join(os.tmpdir(), 'bx-store-conf-'));
+after(() => rm(conformanceDir, { recursive: true, force: true }));
+storeConformance('sqlite', async () => new SqliteStore(path.join(conformanceDir, 'boxcar.db')));

@@ -1,0 +1,135 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { JobView } from '../api/job-view.js';
+import { PostgresStore } from '../store/postgres/postgres-store.js';
+import { leftovers, tempState } from '../testing/harness.js';
+import { startPostgres, type TestPostgres } from '../testing/postgres.js';
+
+/**
+ * Several nodes over PostgreSQL, for real: two `boxcar serve` processes share one queue; one
+ * dies with its sandboxes (a lost machine); once its leases expire the other runs its jobs,
+ * and every job finishes exactly once.
+ */
+const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const JOBS = 10;
+
+let pg: TestPostgres;
+let a: Awaited<ReturnType<typeof tempState>>;
+let b: Awaited<ReturnType<typeof tempState>>;
+const children: ChildProcess[] = [];
+
+const exited = (c: ChildProcess) =>
+  new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
+
+async function serve(state: string, config: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(
+    process.execPath,
+    [MAIN, '--state', state, '--store', pg.url, '--config', config, 'serve', '--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' } },
+  );
+  children.push(child);
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`boxcar serve exited with ${code}`)));
+  });
+  return { child, url };
+}
+
+before(async () => {
+  pg = await startPostgres();
+  a = await tempState();
+  b = await tempState();
+});
+after(async () => {
+  for (const c of children)
+    if (c.exitCode === null && c.signalCode === null) {
+      c.kill('SIGTERM');
+      await exited(c);
+    }
+  const left = await leftovers(b);
+  await a.cleanup();
+  await b.cleanup();
+  await pg.stop();
+  assert.deepEqual(left, []);
+});
+
+test(
+  'a node dies with its sandboxes: after its lease expires the other node runs its jobs, each once',
+  { timeout: 120_000 },
+  async (t) => {
+    const config = path.join(a.root, 'config.yaml');
+    writeFileSync(config, 'scheduler:\n  lease: 2s\n');
+    const token = spawnSync(
+      process.execPath,
+      [MAIN, '--state', a.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci'],
+      {
+        encoding: 'utf8',
+      },
+    ).stdout.trim();
+    assert.match(token, /^bxc_/);
+    const nodeA = await serve(a.root, config);
+    const nodeB = await serve(b.root, config);
+    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
+      const res = await fetch(`${url}${p}`, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
+      const body = await res.text();
+      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
+      return JSON.parse(body) as T;
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < JOBS; i++)
+      ids.push(
+        (
+          await api<JobView>(nodeA.url, '/v1/jobs', {
+            method: 'POST',
+            body: JSON.stringify({
+              name: `nd-${i}`,
+              source: 'internal_repo',
+              user_group: 'internal_team',
+              command: 'echo start; sleep 2; echo done',
+              resources: { memory: '32Mi', requests: { cpus: '10m' } },
+            }),
+          })
+        ).id,
+      );
+    let onA = 0;
+    for (let i = 0; i < 100 && onA === 0; i++) {
+      onA = (await api<{ running: number }>(nodeA.url, '/v1/node')).running;
+      if (!onA) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(onA > 0, 'node A holds jobs when it dies');
+
+    // The machine of node A is lost: its process and its sandboxes.
+    nodeA.child.kill('SIGKILL');
+    await exited(nodeA.child);
+    const runc = (...args: string[]) =>
+      spawnSync('runc', ['--root', a.runcRoot, ...args], { encoding: 'utf8' });
+    for (const id of runc('list', '-q').stdout.split('\n').filter(Boolean)) runc('delete', '--force', id);
+
+    const done = await Promise.all(ids.map((id) => api<JobView>(nodeB.url, `/v1/jobs/${id}?wait=90s`)));
+    for (const j of done) assert.equal(j.state, 'succeeded', `${j.name}: ${j.state} ${j.error ?? ''}`);
+
+    const store = await PostgresStore.connect(pg.url);
+    try {
+      let requeued = 0;
+      for (const id of ids) {
+        const events = await store.events(id);
+        assert.equal(events.filter((e) => e.to === 'succeeded').length, 1, `${id} finished once`);
+        if (events.some((e) => e.to === 'queued' && e.from !== null)) requeued++;
+      }
+      assert.ok(requeued >= 1, 'the dead node’s jobs were requeued');
+      t.diagnostic(`${onA} running on node A at its death; ${requeued} requeued and run on node B`);
+    } finally {
+      await store.close();
+    }
+    nodeB.child.kill('SIGTERM');
+    await exited(nodeB.child);
+  },
+);

@@ -1,0 +1,24 @@
+import type { StatePaths } from '../config/paths.js';
+import { UserError } from '../errors.js';
+import { PostgresStore } from './postgres/postgres-store.js';
+import { SqliteStore } from './sqlite/sqlite-store.js';
+import type { Store } from './store.js';
+
+/** The store a `--store` URL names: none = SQLite in the state directory; `postgres://…` for several nodes. */
+export async function openStore(url: string | undefined, paths: StatePaths): Promise<Store> {
+  if (!url) return new SqliteStore(paths.db);
+  if (url.startsWith('sqlite:'))
+    return new SqliteStore(url.slice('sqlite:'.length).replace(/^\/\//, '') || paths.db);
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    try {
+      return await PostgresStore.connect(url);
+    } catch (err) {
+      throw new UserError(
+        `--store ${url.replace(/:[^:@/]*@/, ':***@')}: cannot connect (${(err as Error).message}); is PostgreSQL running there?`,
+      );
+    }
+  }
+  throw new UserError(
+    `--store ${url}: use postgres://user@host:port/db, or leave it out for SQLite in the state directory`,
+  );
+}

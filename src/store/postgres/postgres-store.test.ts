@@ -1,0 +1,14 @@
+import { after, before } from 'node:test';
+import { startPostgres, type TestPostgres } from '../../testing/postgres.js';
+import { storeConformance } from '../conformance.js';
+import { PostgresStore } from './postgres-store.js';
+
+/** The same contract as SQLite, against a real PostgreSQL started for this file. */
+let pg: TestPostgres | undefined;
+before(async () => {
+  pg = await startPostgres();
+});
+after(async () => {
+  await pg?.stop();
+});
+storeConformance('postgres', () => PostgresStore.connect((pg as TestPostgres).url));
