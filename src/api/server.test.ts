@@ -1,6 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -10,10 +13,15 @@ import { buildApi } from './server.js';
 import { newToken, tokenHash } from './tokens.js';
 import type { JobView } from './job-view.js';
 
+const require = createRequire(import.meta.url);
+
 /** The API in-process (fastify inject) over a real store and scheduler running real runc jobs. */
 type Box = Awaited<ReturnType<typeof testBoxcar>>;
 
+const SECRET = 'a-webhook-secret-of-some-length';
 const QUOTAS = `
+webhooks:
+  github: { secret: ${SECRET}, tenant: team-a }
 quotas:
   - apiVersion: v1
     kind: ResourceQuota
@@ -215,6 +223,72 @@ describe('boxcar API', () => {
     assert.equal(data, 'line 1\nline 2\nline 3\n');
     const end = res.body.split('\n\n').find((e) => e.startsWith('event: end'));
     assert.match(end ?? '', /"state":"succeeded"/);
+  });
+
+  test('GitHub webhook: a fork’s pull request runs its repository’s job file untrusted; a bad signature queues nothing', async () => {
+    const repo = path.join(box.paths.root, 'pr-repo');
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', repo, ...args], { encoding: 'utf8' }).trim();
+    execFileSync('git', ['init', '-q', repo]);
+    writeFileSync(
+      path.join(repo, '.boxcar.yml'),
+      'name: pr-checks\njobs:\n  - name: hello\n    source: internal_repo # the fork says so; the payload decides\n    command: echo "pr $BOXCAR_PULL_REQUEST"\n',
+    );
+    git('add', '.boxcar.yml');
+    git('-c', 'user.name=t', '-c', 'user.email=t@example.com', 'commit', '-q', '-m', 'ci');
+    const sha = git('rev-parse', 'HEAD');
+    type PullRequestEvent = {
+      action: string;
+      number: number;
+      pull_request: { head: { sha: string; repo: Record<string, unknown> } };
+    };
+    const examples = require('@octokit/webhooks-examples/api.github.com/index.json') as Array<{
+      name: string;
+      examples: PullRequestEvent[];
+    }>;
+    const opened = examples
+      .find((e) => e.name === 'pull_request')
+      ?.examples.find((e) => e.action === 'opened');
+    const example = structuredClone(opened) as PullRequestEvent;
+    example.pull_request.head.sha = sha;
+    example.pull_request.head.repo = {
+      ...example.pull_request.head.repo,
+      full_name: 'stranger/fork',
+      clone_url: repo,
+    };
+    const body = JSON.stringify(example);
+    const post = (signature?: string) =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/webhooks/github',
+        payload: body,
+        headers: {
+          'content-type': 'application/json',
+          'x-github-event': 'pull_request',
+          ...(signature ? { 'x-hub-signature-256': signature } : {}),
+        },
+      });
+    const before = ((await call('team-a', 'GET', '/v1/jobs?limit=1000')).body as unknown as JobView[]).length;
+    assert.equal((await post()).statusCode, 401);
+    assert.equal((await post(`sha256=${'0'.repeat(64)}`)).statusCode, 401);
+    const forged = createHmac('sha256', 'another-secret-entirely').update(body).digest('hex');
+    assert.equal((await post(`sha256=${forged}`)).statusCode, 401);
+    const after = ((await call('team-a', 'GET', '/v1/jobs?limit=1000')).body as unknown as JobView[]).length;
+    assert.equal(after, before, 'nothing was queued');
+
+    const res = await post(`sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`);
+    assert.equal(res.statusCode, 202, res.body);
+    const [job] = (JSON.parse(res.body) as { jobs: JobView[] }).jobs;
+    assert.ok(job);
+    assert.equal(job.decision.trust, 'untrusted');
+    assert.notEqual(job.runtime, 'runc');
+    const done = await waitDone('team-a', job.id);
+    assert.equal(done.state, 'succeeded', done.error ?? '');
+    const logs = await app.inject({
+      url: `/v1/jobs/${job.id}/logs`,
+      headers: { authorization: `Bearer ${token['team-a']}` },
+    });
+    assert.equal(logs.body, `pr ${example.number}\n`);
   });
 
   test('/metrics exports the seed’s scheduler metrics', async () => {

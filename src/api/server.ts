@@ -15,6 +15,7 @@ import { metricsText } from '../observability/metrics.js';
 import { acceptJob, JobRefused } from '../scheduler/intake.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { JobRecord } from '../store/store.js';
+import { registerGithubWebhook } from './github-webhook.js';
 import { jobView } from './job-view.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
@@ -75,6 +76,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
   );
 
   app.get('/healthz', async () => ({ ok: true }));
+  registerGithubWebhook(app, box, scheduler);
   app.get('/metrics', async (_req, reply) => {
     const { contentType, text } = await metricsText();
     return reply.type(contentType).send(text);
