@@ -1,7 +1,6 @@
 import pg from 'pg';
-import type { JobSpec, RuntimeName } from '../../jobs/spec.js';
+import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
-import type { Decision } from '../../policy/decision.js';
 import type { TaskHandle } from '../../runtimes/runtime.js';
 import {
   IllegalTransition,
@@ -14,6 +13,7 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
+import { LIVE, PATCH_COLUMNS, toRecord, type JobRow } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
 
 /**
@@ -23,87 +23,6 @@ import { PG_MIGRATIONS } from './migrations.js';
  */
 const BIGINT = 20;
 const MIGRATION_LOCK = 0x626f78636172; // "boxcar"
-
-interface Row {
-  id: string;
-  tenant: string;
-  name: string;
-  state: string;
-  runtime: string;
-  spec: JobSpec;
-  decision: Decision;
-  handle: TaskHandle | null;
-  owner: string | null;
-  created_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  exit_code: number | null;
-  oom_killed: boolean;
-  timed_out: boolean;
-  startup_ms: number | null;
-  duration_ms: number | null;
-  peak_memory_bytes: number | null;
-  cpu_usage_ns: number | null;
-  cost_dollars: number | null;
-  error: string | null;
-  priority: number;
-  attempts: number;
-  lease_until: number | null;
-  not_before: number;
-  cancel_requested: boolean;
-  wait_reason: string | null;
-}
-
-const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
-  exitCode: 'exit_code',
-  oomKilled: 'oom_killed',
-  timedOut: 'timed_out',
-  startupMs: 'startup_ms',
-  durationMs: 'duration_ms',
-  peakMemoryBytes: 'peak_memory_bytes',
-  cpuUsageNs: 'cpu_usage_ns',
-  costDollars: 'cost_dollars',
-  startedAt: 'started_at',
-  finishedAt: 'finished_at',
-  error: 'error',
-  runtime: 'runtime',
-  owner: 'owner',
-  leaseUntil: 'lease_until',
-};
-
-const LIVE = `state IN ('queued', 'starting', 'running')`;
-
-function toRecord(r: Row): JobRecord {
-  return {
-    id: r.id,
-    tenant: r.tenant,
-    name: r.name,
-    state: r.state as JobState,
-    runtime: r.runtime as RuntimeName,
-    spec: r.spec,
-    decision: r.decision,
-    handle: r.handle,
-    owner: r.owner,
-    createdAt: r.created_at,
-    startedAt: r.started_at,
-    finishedAt: r.finished_at,
-    exitCode: r.exit_code,
-    oomKilled: r.oom_killed,
-    timedOut: r.timed_out,
-    startupMs: r.startup_ms,
-    durationMs: r.duration_ms,
-    peakMemoryBytes: r.peak_memory_bytes,
-    cpuUsageNs: r.cpu_usage_ns,
-    costDollars: r.cost_dollars,
-    error: r.error,
-    priority: r.priority,
-    attempts: r.attempts,
-    leaseUntil: r.lease_until,
-    notBefore: r.not_before,
-    cancelRequested: r.cancel_requested,
-    waitReason: r.wait_reason,
-  };
-}
 
 type Queryable = pg.Pool | pg.PoolClient;
 
@@ -155,7 +74,7 @@ export class PostgresStore implements Store {
   }
 
   private async one(q: Queryable, id: string): Promise<JobRecord | undefined> {
-    const { rows } = await q.query<Row>('SELECT * FROM jobs WHERE id = $1', [id]);
+    const { rows } = await q.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
     return rows[0] && toRecord(rows[0]);
   }
 
@@ -201,7 +120,7 @@ export class PostgresStore implements Store {
       where.push(`state = ANY($${args.length})`);
     }
     args.push(filter.limit ?? 50);
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<JobRow>(
       `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
        ORDER BY created_at DESC, seq DESC LIMIT $${args.length}`,
       args,
@@ -279,7 +198,7 @@ export class PostgresStore implements Store {
   }
 
   async claimable(now: number, perTenant: number): Promise<JobRecord[]> {
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<JobRow>(
       `SELECT * FROM (
          SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, seq) AS n
          FROM jobs WHERE state = 'queued' AND not_before <= $1 AND (owner IS NULL OR lease_until < $1)) q
@@ -290,7 +209,7 @@ export class PostgresStore implements Store {
   }
 
   async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<JobRow>(
       `UPDATE jobs SET owner = $2, lease_until = $3
        WHERE id = (SELECT id FROM jobs WHERE id = $1 AND state = 'queued' AND NOT cancel_requested
                      AND (owner IS NULL OR lease_until < $4) FOR UPDATE SKIP LOCKED)
@@ -328,7 +247,7 @@ export class PostgresStore implements Store {
   }
 
   async expiredLeases(now: number, limit: number): Promise<JobRecord[]> {
-    const { rows } = await this.pool.query<Row>(
+    const { rows } = await this.pool.query<JobRow>(
       `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < $1
        ORDER BY lease_until LIMIT $2`,
       [now, limit],

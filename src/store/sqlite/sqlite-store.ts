@@ -1,9 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { JobSpec, RuntimeName } from '../../jobs/spec.js';
+import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
-import type { Decision } from '../../policy/decision.js';
 import type { TaskHandle } from '../../runtimes/runtime.js';
 import {
   type StartOutcome,
@@ -16,6 +15,7 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
+import { LIVE, PATCH_COLUMNS, toRecord, type JobRow } from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
@@ -24,85 +24,26 @@ import { MIGRATIONS } from './migrations.js';
  * Boxcar (it is in the WAL before the call returns); only a power loss can drop the last few,
  * and an fsync per transition would cost ~1 ms each on the job's start path.
  */
-interface Row {
-  id: string;
-  tenant: string;
-  name: string;
-  state: string;
-  runtime: string;
+/** A row as SQLite returns it: JSON as text, booleans as 0/1. */
+type Row = Omit<JobRow, 'spec' | 'decision' | 'handle' | 'oom_killed' | 'timed_out' | 'cancel_requested'> & {
   spec: string;
   decision: string;
   handle: string | null;
-  owner: string | null;
-  created_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  exit_code: number | null;
   oom_killed: number;
   timed_out: number;
-  startup_ms: number | null;
-  duration_ms: number | null;
-  peak_memory_bytes: number | null;
-  cpu_usage_ns: number | null;
-  cost_dollars: number | null;
-  error: string | null;
-  priority: number;
-  attempts: number;
-  lease_until: number | null;
-  not_before: number;
   cancel_requested: number;
-  wait_reason: string | null;
-}
-
-const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
-  exitCode: 'exit_code',
-  oomKilled: 'oom_killed',
-  timedOut: 'timed_out',
-  startupMs: 'startup_ms',
-  durationMs: 'duration_ms',
-  peakMemoryBytes: 'peak_memory_bytes',
-  cpuUsageNs: 'cpu_usage_ns',
-  costDollars: 'cost_dollars',
-  startedAt: 'started_at',
-  finishedAt: 'finished_at',
-  error: 'error',
-  runtime: 'runtime',
-  owner: 'owner',
-  leaseUntil: 'lease_until',
 };
 
-const LIVE = `state IN ('queued', 'starting', 'running')`;
-
-function toRecord(r: Row): JobRecord {
-  return {
-    id: r.id,
-    tenant: r.tenant,
-    name: r.name,
-    state: r.state as JobState,
-    runtime: r.runtime as RuntimeName,
-    spec: JSON.parse(r.spec) as JobSpec,
-    decision: JSON.parse(r.decision) as Decision,
-    handle: r.handle ? (JSON.parse(r.handle) as TaskHandle) : null,
-    owner: r.owner,
-    createdAt: r.created_at,
-    startedAt: r.started_at,
-    finishedAt: r.finished_at,
-    exitCode: r.exit_code,
-    oomKilled: r.oom_killed === 1,
-    timedOut: r.timed_out === 1,
-    startupMs: r.startup_ms,
-    durationMs: r.duration_ms,
-    peakMemoryBytes: r.peak_memory_bytes,
-    cpuUsageNs: r.cpu_usage_ns,
-    costDollars: r.cost_dollars,
-    error: r.error,
-    priority: r.priority,
-    attempts: r.attempts,
-    leaseUntil: r.lease_until,
-    notBefore: r.not_before,
-    cancelRequested: r.cancel_requested === 1,
-    waitReason: r.wait_reason,
-  };
+function decode(r: Row): JobRecord {
+  return toRecord({
+    ...r,
+    spec: JSON.parse(r.spec) as JobRow['spec'],
+    decision: JSON.parse(r.decision) as JobRow['decision'],
+    handle: r.handle ? (JSON.parse(r.handle) as JobRow['handle']) : null,
+    oom_killed: r.oom_killed === 1,
+    timed_out: r.timed_out === 1,
+    cancel_requested: r.cancel_requested === 1,
+  });
 }
 
 export class SqliteStore implements Store {
@@ -167,7 +108,7 @@ export class SqliteStore implements Store {
 
   async getJob(id: string): Promise<JobRecord | undefined> {
     const row = this.sql('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
-    return row && toRecord(row);
+    return row && decode(row);
   }
 
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
@@ -182,7 +123,7 @@ export class SqliteStore implements Store {
       args.push(...filter.states);
     }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
-    return (this.sql(sql).all(...args, filter.limit ?? 50) as Row[]).map(toRecord);
+    return (this.sql(sql).all(...args, filter.limit ?? 50) as Row[]).map(decode);
   }
 
   async transition(id: string, to: JobState, patch: JobPatch = {}, reason?: string): Promise<JobRecord> {
@@ -192,7 +133,7 @@ export class SqliteStore implements Store {
   private getRow(id: string): JobRecord {
     const row = this.sql('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     if (!row) throw new Error(`job ${id} does not exist`);
-    return toRecord(row);
+    return decode(row);
   }
 
   /** One checked transition with its event; the caller holds the transaction. */
@@ -260,7 +201,7 @@ export class SqliteStore implements Store {
            FROM jobs WHERE state = 'queued' AND not_before <= ? AND (owner IS NULL OR lease_until < ?))
          WHERE n <= ? ORDER BY priority DESC, created_at, seq`,
     ).all(now, now, perTenant) as Row[];
-    return rows.map(toRecord);
+    return rows.map(decode);
   }
 
   async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
@@ -301,7 +242,7 @@ export class SqliteStore implements Store {
       `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < ?
          ORDER BY lease_until LIMIT ?`,
     ).all(now, limit) as Row[];
-    return rows.map(toRecord);
+    return rows.map(decode);
   }
 
   async takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean> {

@@ -1,0 +1,90 @@
+import type { JobSpec, RuntimeName } from '../jobs/spec.js';
+import type { JobState } from '../jobs/states.js';
+import type { Decision } from '../policy/decision.js';
+import type { TaskHandle } from '../runtimes/runtime.js';
+import type { JobPatch, JobRecord } from './store.js';
+
+/**
+ * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
+ * already decoded) to a record.
+ */
+export interface JobRow {
+  id: string;
+  tenant: string;
+  name: string;
+  state: string;
+  runtime: string;
+  spec: JobSpec;
+  decision: Decision;
+  handle: TaskHandle | null;
+  owner: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  exit_code: number | null;
+  oom_killed: boolean;
+  timed_out: boolean;
+  startup_ms: number | null;
+  duration_ms: number | null;
+  peak_memory_bytes: number | null;
+  cpu_usage_ns: number | null;
+  cost_dollars: number | null;
+  error: string | null;
+  priority: number;
+  attempts: number;
+  lease_until: number | null;
+  not_before: number;
+  cancel_requested: boolean;
+  wait_reason: string | null;
+}
+
+export const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
+  exitCode: 'exit_code',
+  oomKilled: 'oom_killed',
+  timedOut: 'timed_out',
+  startupMs: 'startup_ms',
+  durationMs: 'duration_ms',
+  peakMemoryBytes: 'peak_memory_bytes',
+  cpuUsageNs: 'cpu_usage_ns',
+  costDollars: 'cost_dollars',
+  startedAt: 'started_at',
+  finishedAt: 'finished_at',
+  error: 'error',
+  runtime: 'runtime',
+  owner: 'owner',
+  leaseUntil: 'lease_until',
+};
+
+export const LIVE = `state IN ('queued', 'starting', 'running')`;
+
+export function toRecord(r: JobRow): JobRecord {
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    name: r.name,
+    state: r.state as JobState,
+    runtime: r.runtime as RuntimeName,
+    spec: r.spec,
+    decision: r.decision,
+    handle: r.handle,
+    owner: r.owner,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+    exitCode: r.exit_code,
+    oomKilled: r.oom_killed,
+    timedOut: r.timed_out,
+    startupMs: r.startup_ms,
+    durationMs: r.duration_ms,
+    peakMemoryBytes: r.peak_memory_bytes,
+    cpuUsageNs: r.cpu_usage_ns,
+    costDollars: r.cost_dollars,
+    error: r.error,
+    priority: r.priority,
+    attempts: r.attempts,
+    leaseUntil: r.lease_until,
+    notBefore: r.not_before,
+    cancelRequested: r.cancel_requested,
+    waitReason: r.wait_reason,
+  };
+}
