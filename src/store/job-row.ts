@@ -2,7 +2,7 @@ import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../policy/decision.js';
 import type { TaskHandle } from '../runtimes/runtime.js';
-import type { JobPatch, JobRecord } from './store.js';
+import type { JobPatch, JobRecord, Usage } from './store.js';
 
 /**
  * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
@@ -87,4 +87,29 @@ export function toRecord(r: JobRow): JobRecord {
     cancelRequested: r.cancel_requested,
     waitReason: r.wait_reason,
   };
+}
+
+/** Per-tenant sums of admitted jobs' requests and limits, as both stores' queries name them. */
+export interface UsageRow {
+  tenant: string;
+  pods: number;
+  rm: number;
+  lm: number;
+  rc: number;
+  lc: number;
+}
+
+export function usageByTenant(rows: UsageRow[]): Map<string, Usage> {
+  return new Map(
+    rows.map((r) => [
+      r.tenant,
+      {
+        pods: r.pods,
+        requestsMemoryBytes: r.rm,
+        limitsMemoryBytes: r.lm,
+        requestsCpuMillis: r.rc,
+        limitsCpuMillis: r.lc,
+      },
+    ]),
+  );
 }

@@ -13,7 +13,7 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
-import { LIVE, PATCH_COLUMNS, toRecord, type JobRow } from '../job-row.js';
+import { LIVE, PATCH_COLUMNS, toRecord, usageByTenant, type JobRow, type UsageRow } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
 
 /**
@@ -287,14 +287,7 @@ export class PostgresStore implements Store {
   }
 
   async admittedUsage(): Promise<Map<string, Usage>> {
-    const { rows } = await this.pool.query<{
-      tenant: string;
-      pods: number;
-      rm: number;
-      lm: number;
-      rc: number;
-      lc: number;
-    }>(
+    const { rows } = await this.pool.query<UsageRow>(
       `SELECT tenant, COUNT(*)::bigint AS pods,
          SUM((spec->'requests'->>'memoryBytes')::bigint)::bigint AS rm,
          SUM((spec->'limits'->>'memoryBytes')::bigint)::bigint AS lm,
@@ -304,18 +297,7 @@ export class PostgresStore implements Store {
          OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
        GROUP BY tenant`,
     );
-    return new Map(
-      rows.map((r) => [
-        r.tenant,
-        {
-          pods: r.pods,
-          requestsMemoryBytes: r.rm,
-          limitsMemoryBytes: r.lm,
-          requestsCpuMillis: r.rc,
-          limitsCpuMillis: r.lc,
-        },
-      ]),
-    );
+    return usageByTenant(rows);
   }
 
   async addToken(hash: string, tenant: string): Promise<void> {

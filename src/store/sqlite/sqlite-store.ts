@@ -15,7 +15,7 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
-import { LIVE, PATCH_COLUMNS, toRecord, type JobRow } from '../job-row.js';
+import { LIVE, PATCH_COLUMNS, toRecord, usageByTenant, type JobRow, type UsageRow } from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
@@ -284,19 +284,8 @@ export class SqliteStore implements Store {
          FROM jobs WHERE state IN ('starting', 'running')
            OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
          GROUP BY tenant`,
-    ).all() as Array<{ tenant: string; pods: number; rm: number; lm: number; rc: number; lc: number }>;
-    return new Map(
-      rows.map((r) => [
-        r.tenant,
-        {
-          pods: r.pods,
-          requestsMemoryBytes: r.rm,
-          limitsMemoryBytes: r.lm,
-          requestsCpuMillis: r.rc,
-          limitsCpuMillis: r.lc,
-        },
-      ]),
-    );
+    ).all() as UsageRow[];
+    return usageByTenant(rows);
   }
 
   async addToken(hash: string, tenant: string): Promise<void> {
