@@ -2,7 +2,7 @@ import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../policy/decision.js';
 import type { TaskHandle } from '../runtimes/runtime.js';
-import type { JobPatch, JobRecord, Usage } from './store.js';
+import type { JobEvent, JobPatch, JobRecord, Usage } from './store.js';
 
 /**
  * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
@@ -38,7 +38,7 @@ export interface JobRow {
   wait_reason: string | null;
 }
 
-export const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
+const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
   exitCode: 'exit_code',
   oomKilled: 'oom_killed',
   timedOut: 'timed_out',
@@ -112,4 +112,46 @@ export function usageByTenant(rows: UsageRow[]): Map<string, Usage> {
       },
     ]),
   );
+}
+
+/**
+ * The `SET` list of a transition to `to` with `patch`, and its values in order (the job's id is
+ * the caller's to add). `param(n)` writes the n-th placeholder; `encode` adapts a value to the
+ * database (SQLite has no booleans).
+ */
+export function transitionSet(
+  to: JobState,
+  patch: JobPatch,
+  param: (n: number) => string,
+  encode: (v: unknown) => unknown = (v) => v,
+): { set: string; values: unknown[] } {
+  const values: unknown[] = [to];
+  const sets = [`state = ${param(1)}`];
+  for (const [key, value] of Object.entries(patch)) {
+    const column = PATCH_COLUMNS[key as keyof JobPatch];
+    if (!column) throw new Error(`unknown job field ${key}`);
+    values.push(encode(value));
+    sets.push(`${column} = ${param(values.length)}`);
+  }
+  if (to !== 'queued') sets.push('wait_reason = NULL');
+  return { set: sets.join(', '), values };
+}
+
+/** A job_events row as both stores select it. */
+export interface EventRow {
+  job_id: string;
+  at: number;
+  from_state: string | null;
+  to_state: string;
+  reason: string | null;
+}
+
+export function toEvent(r: EventRow): JobEvent {
+  return {
+    jobId: r.job_id,
+    at: r.at,
+    from: r.from_state as JobState | null,
+    to: r.to_state as JobState,
+    reason: r.reason,
+  };
 }

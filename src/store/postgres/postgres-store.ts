@@ -13,7 +13,16 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
-import { LIVE, PATCH_COLUMNS, toRecord, usageByTenant, type JobRow, type UsageRow } from '../job-row.js';
+import {
+  LIVE,
+  toEvent,
+  toRecord,
+  transitionSet,
+  usageByTenant,
+  type EventRow,
+  type JobRow,
+  type UsageRow,
+} from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
 
 /**
@@ -142,17 +151,9 @@ export class PostgresStore implements Store {
     const from = rows[0]?.state;
     if (!from) throw new Error(`job ${id} does not exist`);
     if (!canTransition(from, to)) throw new IllegalTransition(id, from, to);
-    const sets = ['state = $1'];
-    const values: unknown[] = [to];
-    for (const [key, value] of Object.entries(patch)) {
-      const column = PATCH_COLUMNS[key as keyof JobPatch];
-      if (!column) throw new Error(`unknown job field ${key}`);
-      values.push(value);
-      sets.push(`${column} = $${values.length}`);
-    }
-    if (to !== 'queued') sets.push('wait_reason = NULL');
+    const { set, values } = transitionSet(to, patch, (n) => `$${n}`);
     values.push(id);
-    await c.query(`UPDATE jobs SET ${sets.join(', ')} WHERE id = $${values.length}`, values);
+    await c.query(`UPDATE jobs SET ${set} WHERE id = $${values.length}`, values);
     await c.query(
       'INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5)',
       [id, Date.now(), from, to, reason ?? null],
@@ -169,22 +170,11 @@ export class PostgresStore implements Store {
   }
 
   async events(id: string): Promise<JobEvent[]> {
-    const { rows } = await this.pool.query<{
-      job_id: string;
-      at: number;
-      from_state: string | null;
-      to_state: string;
-      reason: string | null;
-    }>('SELECT job_id, at, from_state, to_state, reason FROM job_events WHERE job_id = $1 ORDER BY seq', [
-      id,
-    ]);
-    return rows.map((r) => ({
-      jobId: r.job_id,
-      at: r.at,
-      from: r.from_state as JobState | null,
-      to: r.to_state as JobState,
-      reason: r.reason,
-    }));
+    const { rows } = await this.pool.query<EventRow>(
+      'SELECT job_id, at, from_state, to_state, reason FROM job_events WHERE job_id = $1 ORDER BY seq',
+      [id],
+    );
+    return rows.map(toEvent);
   }
 
   async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {

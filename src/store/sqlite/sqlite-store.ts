@@ -15,7 +15,16 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
-import { LIVE, PATCH_COLUMNS, toRecord, usageByTenant, type JobRow, type UsageRow } from '../job-row.js';
+import {
+  LIVE,
+  toEvent,
+  toRecord,
+  transitionSet,
+  usageByTenant,
+  type EventRow,
+  type JobRow,
+  type UsageRow,
+} from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
@@ -141,16 +150,13 @@ export class SqliteStore implements Store {
     const row = this.sql('SELECT state FROM jobs WHERE id = ?').get(id) as { state: JobState } | undefined;
     if (!row) throw new Error(`job ${id} does not exist`);
     if (!canTransition(row.state, to)) throw new IllegalTransition(id, row.state, to);
-    const sets = ['state = ?'];
-    const values: unknown[] = [to];
-    for (const [key, value] of Object.entries(patch)) {
-      const column = PATCH_COLUMNS[key as keyof JobPatch];
-      if (!column) throw new Error(`unknown job field ${key}`);
-      sets.push(`${column} = ?`);
-      values.push(typeof value === 'boolean' ? Number(value) : value);
-    }
-    if (to !== 'queued') sets.push('wait_reason = NULL');
-    this.sql(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+    const { set, values } = transitionSet(
+      to,
+      patch,
+      () => '?',
+      (v) => (typeof v === 'boolean' ? Number(v) : v),
+    );
+    this.sql(`UPDATE jobs SET ${set} WHERE id = ?`).run(...values, id);
     this.sql('INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)').run(
       id,
       Date.now(),
@@ -168,20 +174,8 @@ export class SqliteStore implements Store {
   async events(id: string): Promise<JobEvent[]> {
     const rows = this.sql(
       'SELECT job_id, at, from_state, to_state, reason FROM job_events WHERE job_id = ? ORDER BY seq',
-    ).all(id) as Array<{
-      job_id: string;
-      at: number;
-      from_state: string | null;
-      to_state: string;
-      reason: string | null;
-    }>;
-    return rows.map((r) => ({
-      jobId: r.job_id,
-      at: r.at,
-      from: r.from_state as JobState | null,
-      to: r.to_state as JobState,
-      reason: r.reason,
-    }));
+    ).all(id) as EventRow[];
+    return rows.map(toEvent);
   }
 
   async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {
