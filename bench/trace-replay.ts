@@ -14,6 +14,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { JobView } from '../src/api/job-view.js';
+import { isTerminal } from '../src/jobs/states.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { median, percentile, row } from './lib/stats.js';
 
@@ -119,9 +120,7 @@ async function main() {
     for (const id of ids)
       if ((await store.events(id)).filter((e) => e.to === 'running').length > 1) duplicated++;
     await store.close();
-    const finals = views.filter((v) =>
-      ['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error'].includes(v.state),
-    );
+    const finals = views.filter((v) => isTerminal(v.state));
     const waits = views
       .filter((v) => v.startedAt !== null && v.startupMs !== null)
       .map((v) => (v.startedAt as number) - (v.startupMs as number) - v.createdAt);

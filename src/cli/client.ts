@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { JobView } from '../api/job-view.js';
 import { UserError, errorMessage } from '../errors.js';
+import { isTerminal } from '../jobs/states.js';
 import type { OutputChunk } from '../runtimes/runtime.js';
 
 /**
@@ -93,7 +94,7 @@ export class ApiClient {
   async waitFor(id: string): Promise<JobView> {
     for (;;) {
       const job = await this.json<JobView>(`/v1/jobs/${encodeURIComponent(id)}?wait=60s`);
-      if (['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error'].includes(job.state)) return job;
+      if (isTerminal(job.state)) return job;
     }
   }
 
