@@ -6,7 +6,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,21 +18,12 @@ import { silentLogger } from '../src/observability/logger.js';
 import { decideLocally } from '../src/cli/local-job.js';
 import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
 import { sleep } from '../src/runtimes/shared/exec.js';
+import { memAvailable, pss } from './lib/proc.js';
 import { row } from './lib/stats.js';
 
 const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
 const N = Number(process.argv[3] ?? (RUNTIME === 'runc' ? 200 : 50));
 const MiB = 2 ** 20;
-
-function memAvailable(): number {
-  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
-  return Number(m?.[1]) * 1024;
-}
-
-function pss(pid: number): number {
-  const m = /Pss:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-  return Number(m?.[1]) * 1024;
-}
 
 async function main() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-density-'));

@@ -6,42 +6,22 @@
  * per-job start beside raw `runc run` is bench/startup.ts.)
  * Run: node dist/bench/serve-load.js [jobs]   (root; default 1000)
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { sleep } from '../src/runtimes/shared/exec.js';
+import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
+import { memAvailable, rss } from './lib/proc.js';
 import { median, percentile, row } from './lib/stats.js';
 
 const N = Number(process.argv[2] ?? 1000);
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
 const MiB = 2 ** 20;
-
-const meminfo = (key: string) =>
-  Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) * 1024;
-const rss = (pid: number) =>
-  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-serve-load-'));
-  const cli = (...args: string[]) =>
-    spawnSync(process.execPath, [MAIN, '--state', root, ...args], { encoding: 'utf8' });
-  const token = cli('token', 'create', '--tenant', 'load').stdout.trim();
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [MAIN, '--state', root, 'serve', '--listen', '127.0.0.1:0', '--drain', '1s'],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
-    },
-  );
-  const url = await new Promise<string>((resolve) =>
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve),
-  );
+  const token = boxcarSync(['--state', root, 'token', 'create', '--tenant', 'load']);
+  const { child, url } = await startServe(['--state', root, '--drain', '1s']);
   const auth = { authorization: `Bearer ${token}` };
   const headers = { ...auth, 'content-type': 'application/json' };
   const timed = async (p: string, init: RequestInit = {}) => {
@@ -60,7 +40,7 @@ async function main() {
   try {
     await sleep(500);
     const idleRss = rss(child.pid as number);
-    const avail0 = meminfo('MemAvailable');
+    const avail0 = memAvailable();
     const submitMs: number[] = [];
     const ids: string[] = [];
     const t0 = performance.now();
@@ -84,7 +64,7 @@ async function main() {
     }
     const fillSecs = (performance.now() - t0) / 1000;
     await sleep(2000);
-    const perJob = (avail0 - meminfo('MemAvailable')) / N;
+    const perJob = (avail0 - memAvailable()) / N;
     const loadedRss = rss(child.pid as number);
     const heap = ((await timed('/v1/node')).body as { memory: NodeJS.MemoryUsage }).memory;
     const getMs: number[] = [];
@@ -175,7 +155,7 @@ async function main() {
       await sleep(500);
     }
     child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await exited(child);
     await rm(root, { recursive: true, force: true });
   }
 }

@@ -7,20 +7,17 @@
  * Reports queue wait percentiles, start-up by runtime, and lost or duplicated jobs (must be 0).
  * Run: node dist/bench/trace-replay.js [speedup=10] [trace-minutes=60]   (root)
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { JobView } from '../src/api/job-view.js';
 import { isTerminal } from '../src/jobs/states.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
 import { median, percentile, row } from './lib/stats.js';
 
 const SPEEDUP = Number(process.argv[2] ?? 10);
 const TRACE_MINUTES = Number(process.argv[3] ?? 60);
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
 const PEAK_PER_SECOND = (100_000 / 86_400) * 2.5;
 
 /** A seeded generator, so two runs replay the same trace. */
@@ -57,20 +54,8 @@ function trace(): TraceJob[] {
 async function main() {
   const jobs = trace();
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-trace-'));
-  const cli = (...args: string[]) =>
-    spawnSync(process.execPath, [MAIN, '--state', root, ...args], { encoding: 'utf8' });
-  const token = cli('token', 'create', '--tenant', 'fleet').stdout.trim();
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [MAIN, '--state', root, 'serve', '--listen', '127.0.0.1:0'],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
-    },
-  );
-  const url = await new Promise<string>((resolve) =>
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve),
-  );
+  const token = boxcarSync(['--state', root, 'token', 'create', '--tenant', 'fleet']);
+  const { child, url } = await startServe(['--state', root]);
   const auth = { authorization: `Bearer ${token}` };
   const ids: string[] = [];
   let refused = 0;
@@ -113,7 +98,7 @@ async function main() {
     clearInterval(sampler);
     const totalSecs = (Date.now() - t0) / 1000;
     child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await exited(child);
 
     const store = new SqliteStore(path.join(root, 'boxcar.db'));
     let duplicated = 0;
@@ -170,7 +155,7 @@ async function main() {
   } finally {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
+      await exited(child);
     }
     await rm(root, { recursive: true, force: true });
   }

@@ -1,41 +1,26 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import type { JobView } from '../api/job-view.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { leftovers, tempState } from '../testing/harness.js';
+import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 
 /**
  * Crash safety for real: a `boxcar serve` process running runc jobs is killed with SIGKILL,
  * and a new one on the same state directory finishes every job exactly once: running ones are
  * re-attached, queued ones run, none is lost or run twice.
  */
-const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const JOBS = 20;
 
 let state: Awaited<ReturnType<typeof tempState>>;
 let server: ChildProcess | undefined;
 
 async function serve(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [MAIN, '--state', state.root, 'serve', '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
-  });
-  server = child;
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const url = await new Promise<string>((resolve, reject) => {
-    lines.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`boxcar serve exited with ${code}`)));
-  });
-  return { child, url };
+  const started = await startServe(['--state', state.root]);
+  server = started.child;
+  return started;
 }
-
-const stopped = (child: ChildProcess) =>
-  new Promise<void>((resolve) =>
-    child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve()),
-  );
 
 before(async () => {
   state = await tempState();
@@ -43,7 +28,7 @@ before(async () => {
 after(async () => {
   if (server && server.exitCode === null && server.signalCode === null) {
     server.kill('SIGTERM');
-    await stopped(server);
+    await exited(server);
   }
   const left = await leftovers(state);
   await state.cleanup();
@@ -54,13 +39,7 @@ test(
   `kill -9 of boxcar serve with ${JOBS} jobs in flight: every job finishes once, none lost`,
   { timeout: 120_000 },
   async (t) => {
-    const token = spawnSync(
-      process.execPath,
-      [MAIN, '--state', state.root, 'token', 'create', '--tenant', 'ci'],
-      {
-        encoding: 'utf8',
-      },
-    ).stdout.trim();
+    const token = boxcarSync(['--state', state.root, 'token', 'create', '--tenant', 'ci']);
     const first = await serve();
     const api =
       (url: string) =>
@@ -97,7 +76,7 @@ test(
     const runningAtKill = before.filter((j) => j.state === 'running').length;
     assert.ok(runningAtKill >= 1, 'jobs were running at the kill');
     first.child.kill('SIGKILL');
-    await stopped(first.child);
+    await exited(first.child);
 
     const second = await serve();
     const call2 = api(second.url);
@@ -111,7 +90,7 @@ test(
       assert.equal(await res.text(), 'start\ndone\n', `${job.name} ran exactly once, to its end`);
     }
     second.child.kill('SIGTERM');
-    await stopped(second.child);
+    await exited(second.child);
 
     const store = new SqliteStore(state.db);
     try {

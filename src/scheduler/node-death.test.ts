@@ -1,21 +1,19 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { JobView } from '../api/job-view.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { leftovers, tempState } from '../testing/harness.js';
 import { startPostgres, type TestPostgres } from '../testing/postgres.js';
+import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 
 /**
  * Several nodes over PostgreSQL, for real: two `boxcar serve` processes share one queue; one
  * dies with its sandboxes (a lost machine); once its leases expire the other runs its jobs,
  * and every job finishes exactly once.
  */
-const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const JOBS = 10;
 
 let pg: TestPostgres;
@@ -23,21 +21,10 @@ let a: Awaited<ReturnType<typeof tempState>>;
 let b: Awaited<ReturnType<typeof tempState>>;
 const children: ChildProcess[] = [];
 
-const exited = (c: ChildProcess) =>
-  new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
-
 async function serve(state: string, config: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(
-    process.execPath,
-    [MAIN, '--state', state, '--store', pg.url, '--config', config, 'serve', '--listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' } },
-  );
-  children.push(child);
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`boxcar serve exited with ${code}`)));
-  });
-  return { child, url };
+  const started = await startServe(['--state', state, '--store', pg.url, '--config', config]);
+  children.push(started.child);
+  return started;
 }
 
 before(async () => {
@@ -64,13 +51,7 @@ test(
   async (t) => {
     const config = path.join(a.root, 'config.yaml');
     writeFileSync(config, 'scheduler:\n  lease: 2s\n');
-    const token = spawnSync(
-      process.execPath,
-      [MAIN, '--state', a.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci'],
-      {
-        encoding: 'utf8',
-      },
-    ).stdout.trim();
+    const token = boxcarSync(['--state', a.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
     assert.match(token, /^bxc_/);
     const nodeA = await serve(a.root, config);
     const nodeB = await serve(b.root, config);
