@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
-import { UserError } from '../errors.js';
 import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { decide } from '../policy/decide.js';
+import { decide, requireRunnable } from '../policy/decide.js';
 import type { Decision } from '../policy/decision.js';
 import type { HealthOverride } from '../policy/health.js';
 import { trustFromSpec } from '../policy/route.js';
@@ -49,11 +48,7 @@ export function decideLocally(
 export async function runLocalJob(box: Boxcar, spec: JobSpec, opts: ExecuteOptions): Promise<ExecuteResult> {
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
-  const fp = await box.runtimes.fingerprint(decision.runtime);
-  if (!fp.usable)
-    throw new UserError(
-      `runtime ${decision.runtime} cannot run jobs on this machine: ${fp.reason} (${decision.reasons.at(-1)})`,
-    );
+  await requireRunnable(box, decision);
   await box.runtimes.get(decision.runtime).warm?.();
   const job = await box.store.createJob({ id, tenant: 'local', spec, decision, owner: currentOwner() });
   return executeJob(box, job, opts);

@@ -33,7 +33,7 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
   /** How much output the result keeps (the log file keeps more); 0: none, and nothing is followed. */
   outputLimitBytes?: number;
-  /** Called once the job's process runs (or it ended without running). */
+  /** Called once the job's process runs (not when it ends without running). */
   onStartDone?: () => void;
   /** Give a job that failed to start back to the queue (serving nodes; not a foreground run). */
   retry?: { maxAttempts: number; backoffMs: (attempts: number) => number };

@@ -1,4 +1,5 @@
 import type { Boxcar } from '../boxcar.js';
+import { UserError } from '../errors.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { Decision } from './decision.js';
 import { RuntimeHealthBook, type HealthOverride } from './health.js';
@@ -23,4 +24,13 @@ export async function decide(
     { jobId, spec, trust: opts.trust },
     await health.views(Date.now(), opts.overrides),
   );
+}
+
+/** Refuses, before anything is recorded, a decision for a runtime this node cannot run. */
+export async function requireRunnable(box: Boxcar, decision: Decision): Promise<void> {
+  const fp = await box.runtimes.fingerprint(decision.runtime);
+  if (!fp.usable)
+    throw new UserError(
+      `runtime ${decision.runtime} cannot run jobs on this node: ${fp.reason} (${decision.reasons.at(-1)})`,
+    );
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../errors.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { decide } from '../policy/decide.js';
+import { decide, requireRunnable } from '../policy/decide.js';
 import { trustFromSpec } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
 import { IllegalTransition, type JobRecord } from '../store/store.js';
@@ -32,9 +32,7 @@ export async function acceptJob(
 ): Promise<JobRecord> {
   const id = randomUUID();
   const decision = await decide(box, id, input.spec, { trust: input.trust ?? trustFromSpec(input.spec) });
-  const fp = await box.runtimes.fingerprint(decision.runtime);
-  if (!fp.usable)
-    throw new UserError(`runtime ${decision.runtime} cannot run jobs on this node: ${fp.reason}`);
+  await requireRunnable(box, decision);
   const quota = admit(box.config.quotas, input.tenant, ZERO_USAGE, input.spec);
   const never =
     !quota.admit && quota.never
