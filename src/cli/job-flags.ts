@@ -26,6 +26,7 @@ export interface JobFlags {
   priority?: string;
   env?: string[];
   network?: boolean;
+  cold?: boolean;
 }
 
 export function addJobFlags(cmd: Command): Command {
@@ -53,7 +54,8 @@ export function addJobFlags(cmd: Command): Command {
     )
     .option('--priority <n>', 'queue priority, -1000..1000 (default 0; higher runs first)')
     .option('-e, --env <KEY=VALUE...>', 'environment variables')
-    .option('--network', 'give the job network (public destinations only, rate-limited; off by default)');
+    .option('--network', 'give the job network (public destinations only, rate-limited; off by default)')
+    .option('--cold', 'microVM jobs: boot the VM from scratch, not from a snapshot (for measurement)');
 }
 
 const FLAG_FOR: Record<string, string> = {
@@ -65,6 +67,7 @@ const FLAG_FOR: Record<string, string> = {
   'resources.requests.memory': '--memory-request',
   'resources.requests.cpus': '--cpu-request',
   priority: '--priority',
+  cold_boot: '--cold',
   timeout: '--timeout',
   runtime: '--runtime',
   source: '--source',
@@ -114,6 +117,7 @@ export async function jobSpecFromFlags(
   set(base, 'image', flags.image);
   set(base, 'timeout', flags.timeout);
   set(base, 'network', flags.network);
+  set(base, 'cold_boot', flags.cold);
   set(resources, 'memory', flags.memory);
   set(resources, 'cpus', flags.cpus);
   set(resources, 'pids', integerOr(flags.pids));

@@ -16,6 +16,8 @@ export interface StatePaths {
   runcRoot: string;
   /** `runsc --root`, likewise. */
   runscRoot: string;
+  /** MicroVM artefacts: guest kernel and initramfs, image disks, snapshots. */
+  vm: string;
 }
 
 export function defaultStateDir(): string {
@@ -33,5 +35,6 @@ export function statePaths(root: string = defaultStateDir()): StatePaths {
     logs: path.join(abs, 'logs'),
     runcRoot: path.join(abs, 'runc'),
     runscRoot: path.join(abs, 'runsc'),
+    vm: path.join(abs, 'vm'),
   };
 }

@@ -16,10 +16,11 @@ type ResultSource = Pick<
   | 'peakMemoryBytes'
   | 'costDollars'
   | 'error'
->;
+> &
+  Partial<Pick<JobRecord, 'handle'>>;
 
 /** The `--json` result of a job: the CLI contract other tools rely on. */
-export type JobResultJson = ResultSource & { output: string };
+export type JobResultJson = Omit<ResultSource, 'handle'> & { output: string; vm?: unknown };
 
 export function jobResultJson(r: ResultSource, output: string): JobResultJson {
   return {
@@ -37,6 +38,8 @@ export function jobResultJson(r: ResultSource, output: string): JobResultJson {
     costDollars: r.costDollars,
     output,
     error: r.error,
+    // MicroVM jobs: which VMM and accelerator, restored or booted, and how long that took.
+    ...(r.handle?.state.vm ? { vm: r.handle.state.vm } : {}),
   };
 }
 

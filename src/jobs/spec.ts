@@ -109,6 +109,8 @@ export const JobSpecInput = z.strictObject({
   timeout: parsedField(parseDurationMs).prefault(DEFAULTS.timeout),
   /** Off by default: a job has only its own loopback unless it asks. */
   network: NetworkInput.default(false as never),
+  /** MicroVM jobs only: boot the VM from scratch instead of restoring a snapshot (to measure). */
+  cold_boot: z.boolean().default(false),
 });
 
 export type JobSpecInput = z.output<typeof JobSpecInput>;
@@ -145,6 +147,7 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
   },
   priority: s.priority,
   timeoutMs: s.timeout,
+  coldBoot: s.cold_boot,
   network: {
     enabled: s.network.enabled,
     egress: {

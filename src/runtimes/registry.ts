@@ -4,6 +4,7 @@ import { RUNTIME_NAMES, type RuntimeName } from '../jobs/spec.js';
 import type { Logger } from '../observability/logger.js';
 import type { Fingerprint, Runtime } from './runtime.js';
 import { GvisorDriver } from './gvisor/driver.js';
+import { MicrovmDriver } from './microvm/driver.js';
 import { RuncDriver } from './runc/driver.js';
 import { WasmDriver } from './wasm/driver.js';
 
@@ -56,6 +57,7 @@ export function hostRuntimes(paths: StatePaths, logger: Logger): RuntimeRegistry
   return new RuntimeRegistry([
     new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
+    new MicrovmDriver({ paths, logger: logger.child({ runtime: 'firecracker' }) }),
     new WasmDriver({ paths, logger: logger.child({ runtime: 'wasm' }) }),
   ]);
 }

@@ -43,6 +43,27 @@ export async function leftovers(paths: StatePaths): Promise<string[]> {
       for (const d of existingCgroupDirs(`/boxcar/${id}`)) found.push(`cgroup ${d}`);
     }
   }
+  for (const p of processesUsing(paths.root)) found.push(`process ${p.pid} ${p.command}`);
+  return found;
+}
+
+/** Monitors and VMMs (conmon, QEMU) whose command line names a path in `root`. */
+function processesUsing(root: string): Array<{ pid: number; command: string }> {
+  const found = [];
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH')
+        continue;
+      throw err;
+    }
+    const args = cmdline.split('\0');
+    if (args.some((a) => a.includes(`${root}/`))) found.push({ pid, command: args.slice(0, 1).join(' ') });
+  }
   return found;
 }
 
@@ -53,6 +74,7 @@ async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
     for (const id of stdout.split('\n').filter(Boolean))
       await run('runc', ['--root', paths.runcRoot, 'delete', '--force', id]);
   }
+  for (const p of processesUsing(paths.root)) process.kill(p.pid, 'SIGKILL');
   const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
   for (const target of mounts.map((l) => l.split(' ')[1]).reverse())
     if (target?.startsWith(`${paths.root}/`)) await run('umount', ['-l', target]);

@@ -1,3 +1,3 @@
-import { containerDriverSuite } from '../shared/conformance.js';
+import { sandboxDriverSuite } from '../shared/conformance.js';
 
-containerDriverSuite('runc');
+sandboxDriverSuite('runc');

@@ -18,7 +18,7 @@ import type {
 } from '../runtime.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, processAlive, run } from './exec.js';
-import { followFile } from './follow.js';
+import { followFile, k8sFileDecoder } from './follow.js';
 import { leaseFor, setupNetwork, teardownNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { ChangeWatcher } from './watch.js';
@@ -377,7 +377,7 @@ export abstract class ConmonDriver implements Runtime {
 
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
     const f = this.files(handle.sandboxId);
-    return followFile(handle.logPath, 'k8s-file', {
+    return followFile(handle.logPath, k8sFileDecoder, {
       follow: opts.follow,
       signal: opts.signal,
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),

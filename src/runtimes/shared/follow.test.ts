@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { followFile, parseK8sLogLine } from './follow.js';
+import { followFile, k8sFileDecoder, parseK8sLogLine, rawDecoder } from './follow.js';
 
 test('conmon log lines: full lines get their newline back, partial ones do not', () => {
   assert.deepEqual(parseK8sLogLine('2026-11-22T02:11:12.855115135+00:00 stdout F hi'), {
@@ -38,7 +38,10 @@ async function followWhile(
     let done = false;
     const seen: string[] = [];
     const reading = (async () => {
-      for await (const c of followFile(file, format, { follow: true, isDone: async () => done }))
+      for await (const c of followFile(file, format === 'raw' ? rawDecoder : k8sFileDecoder, {
+        follow: true,
+        isDone: async () => done,
+      }))
         seen.push(c.text);
     })();
     await new Promise((r) => setTimeout(r, 50));

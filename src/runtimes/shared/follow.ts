@@ -1,14 +1,20 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { OutputChunk } from '../runtime.js';
 import { ChangeWatcher } from './watch.js';
 
 /**
  * Reads a job's log file from the start, optionally following it until `isDone()` and no more
- * data: either the "k8s-file" format conmon writes (`<RFC3339 time> <stdout|stderr> <F|P>
- * <text>`, P = partial line), or raw bytes (WASM jobs write their output straight to the file).
+ * data. How its bytes become output is the decoder's business: the "k8s-file" format conmon
+ * writes, raw bytes (WASM jobs write their output straight to the file), or a microVM agent's
+ * frames. A decoder keeps partial records across reads.
  */
-export type LogFormat = 'k8s-file' | 'raw';
+export interface LogDecoder {
+  push(bytes: Buffer): OutputChunk[];
+}
+
+/** conmon's "k8s-file" lines: `<RFC3339 time> <stdout|stderr> <F|P> <text>`, P = partial line. */
 export function parseK8sLogLine(line: string): OutputChunk | undefined {
   const a = line.indexOf(' ');
   const b = line.indexOf(' ', a + 1);
@@ -21,6 +27,28 @@ export function parseK8sLogLine(line: string): OutputChunk | undefined {
   return { stream, text: tag.startsWith('P') ? text : `${text}\n` };
 }
 
+export function k8sFileDecoder(): LogDecoder {
+  const text = new StringDecoder('utf8');
+  let pending = '';
+  return {
+    push(bytes) {
+      const lines = (pending + text.write(bytes)).split('\n');
+      pending = lines.pop() ?? '';
+      return lines.map(parseK8sLogLine).filter((c): c is OutputChunk => c !== undefined);
+    },
+  };
+}
+
+export function rawDecoder(): LogDecoder {
+  const text = new StringDecoder('utf8');
+  return {
+    push(bytes) {
+      const s = text.write(bytes);
+      return s ? [{ stream: 'stdout', text: s }] : [];
+    },
+  };
+}
+
 export interface FollowOptions {
   follow: boolean;
   isDone: () => Promise<boolean>;
@@ -31,13 +59,13 @@ const IDLE_POLL_MS = 250;
 
 export async function* followFile(
   file: string,
-  format: LogFormat,
+  makeDecoder: () => LogDecoder,
   opts: FollowOptions,
 ): AsyncGenerator<OutputChunk> {
   let fh: FileHandle | undefined;
   let changes: ChangeWatcher | undefined;
   let pos = 0;
-  let pending = '';
+  let decoder = makeDecoder();
   const buf = Buffer.alloc(64 * 1024);
   try {
     for (;;) {
@@ -59,7 +87,7 @@ export async function* followFile(
         if (size < pos) {
           // conmon truncates the file when it reaches its size cap; continue from the top.
           pos = 0;
-          pending = '';
+          decoder = makeDecoder();
           yield {
             stream: 'stderr',
             text: '[boxcar: output exceeded the log size cap; earlier lines dropped]\n',
@@ -68,18 +96,8 @@ export async function* followFile(
         ({ bytesRead: n } = await fh.read(buf, 0, buf.length, pos));
         pos += n;
       }
-      if (n > 0 && format === 'raw') {
-        yield { stream: 'stdout', text: buf.toString('utf8', 0, n) };
-        continue;
-      }
       if (n > 0) {
-        pending += buf.toString('utf8', 0, n);
-        const lines = pending.split('\n');
-        pending = lines.pop() ?? '';
-        for (const line of lines) {
-          const chunk = parseK8sLogLine(line);
-          if (chunk) yield chunk;
-        }
+        yield* decoder.push(Buffer.from(buf.subarray(0, n)));
         continue;
       }
       if (!opts.follow) return;

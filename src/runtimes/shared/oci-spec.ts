@@ -22,6 +22,27 @@ export const CAPABILITIES = [
   'CAP_AUDIT_WRITE',
 ];
 
+/** Bit numbers of the granted capabilities (linux/capability.h), for places that set them by mask. */
+const CAPABILITY_BITS: Record<string, number> = {
+  CAP_CHOWN: 0,
+  CAP_DAC_OVERRIDE: 1,
+  CAP_FOWNER: 3,
+  CAP_FSETID: 4,
+  CAP_KILL: 5,
+  CAP_SETGID: 6,
+  CAP_SETUID: 7,
+  CAP_NET_BIND_SERVICE: 10,
+  CAP_AUDIT_WRITE: 29,
+};
+
+export function capabilityMask(caps: readonly string[] = CAPABILITIES): bigint {
+  return caps.reduce((m, c) => {
+    const bit = CAPABILITY_BITS[c];
+    if (bit === undefined) throw new Error(`no bit number known for ${c}`);
+    return m | (1n << BigInt(bit));
+  }, 0n);
+}
+
 const MASKED_PATHS = [
   '/proc/acpi',
   '/proc/asound',

@@ -16,7 +16,7 @@ import type {
   TaskHandle,
   TaskStats,
 } from '../runtime.js';
-import { followFile } from '../shared/follow.js';
+import { followFile, rawDecoder } from '../shared/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
 import { Workspaces } from './workspaces.js';
@@ -206,7 +206,7 @@ export class WasmDriver implements Runtime {
   }
 
   output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
-    return followFile(handle.logPath, 'raw', {
+    return followFile(handle.logPath, rawDecoder, {
       follow: opts.follow,
       signal: opts.signal,
       isDone: async () =>

@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { digestHex } from '../../images/digest.js';
+import { withLock } from '../../images/fs-util.js';
+import type { ResolvedImage } from '../../images/image.js';
+import { run } from '../shared/exec.js';
+
+/**
+ * A job's root disk: the image's root filesystem as an ext4 file, built once per image digest
+ * (`mkfs.ext4 -d`) and never written again, under a qcow2 overlay of the job's own, so no two
+ * jobs share writable state. Every overlay has the same virtual size: a restored snapshot's
+ * guest already knows its disk's size, and every job's disk must match it.
+ */
+export const DISK_VIRTUAL_BYTES = 64 * 2 ** 30;
+/** Room for ext4's own metadata above the files themselves. */
+const FS_HEADROOM = 1.25;
+const FS_MIN_BYTES = 16 * 2 ** 20;
+
+async function treeBytes(dir: string): Promise<number> {
+  const { stdout } = await run('du', ['-s', '--block-size=1', dir], { timeoutMs: 120_000 });
+  return Number(stdout.split('\t')[0]);
+}
+
+/** The image's ext4 file, built on first use. */
+export async function imageDisk(vmDir: string, image: ResolvedImage): Promise<string> {
+  const file = path.join(vmDir, 'disks', `${digestHex(image.digest)}.ext4`);
+  if (existsSync(file)) return file;
+  await mkdir(path.dirname(file), { recursive: true });
+  return withLock(`${file}.lock`, async () => {
+    if (existsSync(file)) return file;
+    const bytes = Math.max(FS_MIN_BYTES, Math.ceil((await treeBytes(image.rootfsPath)) * FS_HEADROOM));
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      // No journal: the guest mounts it read-only, and a journal is only dead weight in every copy.
+      await run(
+        'mkfs.ext4',
+        [
+          '-q',
+          '-F',
+          '-L',
+          'root',
+          '-O',
+          '^has_journal',
+          '-d',
+          image.rootfsPath,
+          tmp,
+          String(Math.ceil(bytes / 1024)) + 'K',
+        ],
+        { timeoutMs: 300_000 },
+      );
+      await rename(tmp, file);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    return file;
+  });
+}
+
+/** A copy-on-write overlay over `backing` (or an empty disk), at the common virtual size. */
+export async function createOverlay(file: string, backing?: string): Promise<void> {
+  const args = ['create', '-q', '-f', 'qcow2'];
+  if (backing) args.push('-b', backing, '-F', 'raw');
+  await run('qemu-img', [...args, file, String(DISK_VIRTUAL_BYTES)], { timeoutMs: 30_000 });
+}

@@ -1,0 +1,129 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { sandboxDriverSuite } from '../shared/conformance.js';
+import { sleep } from '../shared/exec.js';
+import { jobTrustFields } from '../../isolation/verify.js';
+import { leftovers, testBoxcar } from '../../testing/harness.js';
+import { MicrovmDriver, vmShape } from './driver.js';
+import { JobSpec } from '../../jobs/spec.js';
+import { silentLogger } from '../../observability/logger.js';
+
+sandboxDriverSuite('firecracker');
+
+type Box = Awaited<ReturnType<typeof testBoxcar>>;
+interface VmResult {
+  vmm: string;
+  accel: string;
+  restoredFromSnapshot: boolean;
+  bootMs: number;
+}
+
+describe('microVM driver (QEMU microvm, for real)', () => {
+  let box: Box;
+  let runJob: Box['runJob'];
+  const vmOf = (r: Awaited<ReturnType<Box['runJob']>>) => r.record.handle?.state.vm as VmResult;
+  before(async () => {
+    box = await testBoxcar();
+    runJob = (input, opts) =>
+      box.runJob({ runtime: 'firecracker', ...jobTrustFields('firecracker'), ...input }, opts);
+  });
+  after(async () => {
+    const left = await leftovers(box.paths);
+    await box.cleanup();
+    assert.deepEqual(left, [], 'every VM and its files were removed');
+  });
+
+  test('a cold boot and a restore both run the job on the guest kernel, the restore much faster', async () => {
+    const cold = await runJob({ cold_boot: true, command: ['sh', '-c', 'uname -r; exit 5'] });
+    assert.equal(cold.record.exitCode, 5);
+    const guestKernel = cold.output.trim();
+    assert.match(guestKernel, /cloud-amd64$/);
+    assert.notEqual(guestKernel, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
+    assert.equal(vmOf(cold).restoredFromSnapshot, false);
+    assert.equal(vmOf(cold).vmm, 'qemu');
+    assert.match(vmOf(cold).accel, /^(kvm|tcg)$/);
+    await runJob({ command: ['true'] }); // builds the snapshot for this VM shape
+    const warm = await runJob({ command: ['sh', '-c', 'uname -r; exit 5'] });
+    assert.equal(warm.record.exitCode, 5);
+    assert.equal(warm.output.trim(), guestKernel);
+    assert.equal(vmOf(warm).restoredFromSnapshot, true);
+    assert.ok(
+      vmOf(warm).bootMs * 3 < vmOf(cold).bootMs,
+      `restore ${vmOf(warm).bootMs} ms vs cold boot ${vmOf(cold).bootMs} ms`,
+    );
+  });
+
+  test('output that imitates the agent’s frames is only output; the ports are out of the job’s reach', async () => {
+    // An exit frame ('x', length, "0 0 0 0") and a started reply, printed by the job itself.
+    const forged = String.raw`printf 'x\000\000\000\0070 0 0 0S\000\000\000\0011'`;
+    const script = `${forged}; printf '\\n'; ls /dev | tr '\\n' ' '; echo; cat /sys/class/virtio-ports/*/name 2>/dev/null | tr '\\n' ' '; echo; exit 7`;
+    const { record, output } = await runJob({ command: ['sh', '-c', script] });
+    assert.equal(record.exitCode, 7, 'the real exit, not the forged one');
+    assert.ok(output.startsWith('x\0\0\0\x070 0 0 0S'), JSON.stringify(output.slice(0, 40)));
+    assert.doesNotMatch(output, /vport|vda/, 'no virtio device nodes in the job’s /dev');
+  });
+
+  test('the guest clock and the job’s limits: date is now, pids stop a fork loop, memory is the guest cgroup’s', async () => {
+    const loop = Array.from({ length: 100 }, (_, i) => i).join(' ');
+    // At the limit every fork fails, so the count is taken with shell builtins only.
+    const script = [
+      'echo now=$(date +%s)',
+      'echo cpus=$(grep -c ^processor /proc/cpuinfo)',
+      'echo mem=$(grep MemTotal /proc/meminfo | tr -s " " | cut -d" " -f2)',
+      `(for i in ${loop}; do sleep 5 & done) 2>/dev/null`,
+      'set -- /proc/[0-9]*; echo procs=$#',
+    ].join('\n');
+    const { record, output } = await runJob({
+      command: ['sh', '-c', script],
+      resources: { pids: 16, cpus: '2', memory: '128Mi' },
+    });
+    assert.equal(record.state, 'succeeded', output);
+    const num = (k: string) => Number(new RegExp(`^${k}=(\\d+)`, 'm').exec(output)?.[1]);
+    assert.ok(Math.abs(num('now') - Date.now() / 1000) < 30, `guest clock ${num('now')}`);
+    assert.ok(num('procs') <= 16, `${num('procs')} processes under pids 16`);
+    assert.equal(num('cpus'), 2, 'two vCPUs for 2 cores');
+    assert.ok(num('mem') * 1024 >= 128 * 2 ** 20, `guest memory ${num('mem')} kB holds the 128Mi limit`);
+  });
+
+  test('a damaged snapshot is detected and rebuilt; the job still runs', async () => {
+    await runJob({ command: ['true'] }); // the default shape's snapshot exists
+    const dir = path.join(box.paths.vm, 'snapshots');
+    const shape = vmShape(JobSpec.parse({ command: ['true'] }).limits);
+    const [name] = readdirSync(dir).filter(
+      (n) => n.startsWith(`m${shape.memoryMiB}-c${shape.vcpus}-`) && !n.includes('.'),
+    );
+    assert.ok(name, 'a snapshot exists');
+    await truncate(path.join(dir, name, 'state'), 1000);
+    const r1 = await runJob({ command: ['sh', '-c', 'echo after-truncate'] });
+    assert.equal(r1.record.state, 'succeeded');
+    assert.equal(vmOf(r1).restoredFromSnapshot, true, 'rebuilt, then restored');
+    // Damage the middle of the state, keeping its size: QEMU refuses it; the job boots cold.
+    const state = path.join(dir, name, 'state');
+    const bytes = readFileSync(state);
+    bytes.fill(0xa5, 4096, 4096 + 65536);
+    await writeFile(state, bytes);
+    const r2 = await runJob({ command: ['sh', '-c', 'echo after-damage'] });
+    assert.equal(r2.record.state, 'succeeded', r2.record.error ?? '');
+    assert.match(r2.output, /after-damage/);
+    const r3 = await runJob({ command: ['true'] });
+    assert.equal(vmOf(r3).restoredFromSnapshot, true, 'a good snapshot again');
+  });
+
+  test('a restarted Boxcar finds a running VM, then its exit', async () => {
+    const driver = new MicrovmDriver({ paths: box.paths, logger: silentLogger() });
+    const running = runJob({ command: ['sh', '-c', 'sleep 1.5; echo done; exit 3'] });
+    let handle;
+    for (let i = 0; i < 100 && !handle; i++) {
+      await sleep(50);
+      const [job] = await box.store.listJobs({ states: ['running'], limit: 1 });
+      handle = job?.handle ?? undefined;
+    }
+    assert.ok(handle, 'the job runs');
+    assert.deepEqual(await driver.recover(handle), { state: 'running' });
+    const { record } = await running;
+    assert.equal(record.exitCode, 3);
+  });
+});

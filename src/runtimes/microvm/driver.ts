@@ -1,0 +1,492 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { StatePaths } from '../../config/paths.js';
+import type { JobLimits } from '../../jobs/spec.js';
+import type { Logger } from '../../observability/logger.js';
+import type {
+  ExitStatus,
+  Fingerprint,
+  OutputChunk,
+  Recovered,
+  Runtime,
+  SandboxRequest,
+  StopSignal,
+  TaskHandle,
+  TaskStats,
+} from '../runtime.js';
+import { processAlive, sleep } from '../shared/exec.js';
+import { toolVersion } from '../shared/fingerprint.js';
+import { followFile, type LogDecoder } from '../shared/follow.js';
+import { capabilityMask, jobEnv, jobHostname } from '../shared/oci-spec.js';
+import { seccompProfile } from '../shared/seccomp.js';
+import { compileSeccomp } from '../shared/seccomp-bpf.js';
+import { AgentChannel } from './agent-channel.js';
+import { createOverlay, imageDisk } from './disk.js';
+import { ensureGuest, GuestMissing, type GuestImage } from './guest/guest.js';
+import {
+  encodeRunRequest,
+  FRAME,
+  FrameDecoder,
+  frameOutput,
+  parseExit,
+  type GuestExit,
+  type RunRequest,
+} from './protocol.js';
+import { chooseAccel, type AccelChoice } from './qemu/accel.js';
+import { QEMU, QemuVmm, RestoreFailed, vmDiagnostics } from './qemu/vmm.js';
+import { Snapshots } from './snapshots.js';
+import type { Vmm, VmFiles, VmLaunch, VmShape } from './vmm.js';
+
+/**
+ * Untrusted jobs in microVMs (the seed's `firecracker` runtime): each job gets its own guest
+ * kernel, restored from a snapshot of a booted guest (or booted cold), with its image as a
+ * copy-on-write disk. The VMM process outlives Boxcar and the job's output and exit are frames
+ * the VMM appends to the job's log, so a restarted Boxcar finds every job where it left it.
+ */
+export interface MicrovmDriverOptions {
+  paths: StatePaths;
+  logger: Logger;
+  /** Size cap of each job's log: the agent stops forwarding output past it. */
+  logSizeMax?: number;
+}
+
+/** Guest memory beyond the job's limit: the guest kernel, page cache of its disk, the agent. */
+export const GUEST_OVERHEAD_MIB = 96;
+const BOOT_TIMEOUT_MS = 30_000;
+const START_TIMEOUT_MS = 30_000;
+const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
+
+export interface VmInfo {
+  vmm: string;
+  accel: string;
+  restoredFromSnapshot: boolean;
+  bootMs: number;
+}
+
+interface Setup {
+  vmm: Vmm;
+  guest: GuestImage;
+  accel: AccelChoice;
+}
+
+export function vmShape(limits: JobLimits): VmShape {
+  return {
+    memoryMiB: Math.ceil(limits.memoryBytes / 2 ** 20) + GUEST_OVERHEAD_MIB,
+    vcpus: Math.max(1, Math.ceil(limits.cpuMillis / 1000)),
+  };
+}
+
+export class MicrovmDriver implements Runtime {
+  readonly name = 'firecracker' as const;
+  private setup: Promise<Setup> | undefined;
+  private readonly channels = new Map<string, AgentChannel>();
+  private readonly requests = new Map<string, RunRequest>();
+  private readonly exits = new Map<string, GuestExit>();
+  private readonly footprints = new Map<string, Footprint>();
+  private readonly snapshots: Snapshots;
+
+  constructor(private readonly opts: MicrovmDriverOptions) {
+    this.snapshots = new Snapshots(path.join(opts.paths.vm, 'snapshots'), opts.logger);
+  }
+
+  files(sandboxId: string, logPath: string): VmFiles {
+    const dir = path.join(this.opts.paths.sandboxes, sandboxId);
+    return {
+      dir,
+      api: path.join(dir, 'api.sock'),
+      ctl: path.join(dir, 'ctl.sock'),
+      out: logPath,
+      console: path.join(dir, 'console.log'),
+      disk: path.join(dir, 'disk.qcow2'),
+      pidFile: path.join(dir, 'vmm.pid'),
+    };
+  }
+
+  /** Guest kernel and initramfs, accelerator and VMM: worked out once per process. */
+  private ready(): Promise<Setup> {
+    this.setup ??= (async () => {
+      const guest = await ensureGuest(this.opts.paths.vm);
+      const qemu = await toolVersion(QEMU, ['--version']);
+      const accel = await chooseAccel(`${guest.key}:${qemu.ok ? qemu.version : ''}`, () =>
+        this.kvmBoots(guest),
+      );
+      return { guest, accel, vmm: new QemuVmm(accel.accel) };
+    })();
+    this.setup.catch(() => (this.setup = undefined)); // a failure is not cached
+    return this.setup;
+  }
+
+  /** Boots the guest once under KVM: `/dev/kvm` opening is not proof that guests run. */
+  private async kvmBoots(guest: GuestImage): Promise<boolean> {
+    const sandboxId = `kvm-probe-${process.pid}`;
+    const files = this.files(sandboxId, path.join(this.opts.paths.sandboxes, sandboxId, 'out'));
+    await mkdir(files.dir, { recursive: true });
+    let pid: number | undefined;
+    try {
+      await createOverlay(files.disk);
+      const vmm = new QemuVmm('kvm');
+      pid = await vmm.boot({ shape: { memoryMiB: 256, vcpus: 1 }, files, guest });
+      const channel = await AgentChannel.connect(files.ctl);
+      try {
+        await channel.hello(5000);
+        return true;
+      } finally {
+        channel.close();
+      }
+    } catch (err) {
+      this.opts.logger.info({ err }, 'KVM probe: the guest did not boot under KVM');
+      return false;
+    } finally {
+      if (pid !== undefined) await killVmm(pid);
+      await rm(files.dir, { recursive: true, force: true });
+    }
+  }
+
+  async fingerprint(): Promise<Fingerprint> {
+    const details: Record<string, string> = {};
+    const unusable = (reason: string): Fingerprint => ({
+      runtime: this.name,
+      usable: false,
+      reason,
+      details,
+    });
+    if (process.getuid?.() !== 0) return unusable('needs root (VM disks, taps, cgroups); run boxcar as root');
+    const qemu = await toolVersion(QEMU, ['--version']);
+    if (!qemu.ok)
+      return unusable(`QEMU cannot run (${qemu.why}); install the Debian package qemu-system-x86`);
+    details.qemu = qemu.version;
+    const img = await toolVersion('qemu-img', ['--version']);
+    if (!img.ok) return unusable(`qemu-img cannot run (${img.why}); install the Debian package qemu-utils`);
+    const fc = await toolVersion('firecracker', ['--version']);
+    details.firecracker = fc.ok ? fc.version : 'not installed';
+    try {
+      const { guest, accel, vmm } = await this.ready();
+      details.vmm = vmm.name;
+      details.accel = accel.accel;
+      details.accelReason = accel.why;
+      details.guestKernel = guest.release;
+      const fcNote = fc.ok
+        ? accel.accel === 'kvm'
+          ? ''
+          : '; Firecracker is installed but needs KVM'
+        : '; Firecracker not installed';
+      return {
+        runtime: this.name,
+        usable: true,
+        reason: `QEMU microvm (${qemu.version.replace(/^QEMU emulator version /, '')}), ${accel.accel}: ${accel.why}; guest ${guest.release}${fcNote}`,
+        details,
+      };
+    } catch (err) {
+      if (err instanceof GuestMissing) return unusable(err.message);
+      return unusable(`preparing the guest failed: ${(err as Error).message}`);
+    }
+  }
+
+  async prepare(req: SandboxRequest): Promise<TaskHandle> {
+    const f = this.files(req.sandboxId, req.logPath);
+    await mkdir(f.dir, { recursive: true });
+    await mkdir(path.dirname(req.logPath), { recursive: true });
+    const { vmm, guest } = await this.ready();
+    await createOverlay(f.disk, await imageDisk(this.opts.paths.vm, req.image));
+    const launch: VmLaunch = { shape: vmShape(req.spec.limits), files: f, guest };
+    const t0 = Date.now();
+    const vm = req.spec.coldBoot ? undefined : await this.restore(vmm, launch);
+    const { pid, channel } = vm ?? (await this.coldBoot(vmm, launch));
+    this.channels.set(req.sandboxId, channel);
+    this.requests.set(req.sandboxId, this.request(req));
+    const info: VmInfo = {
+      vmm: vmm.name,
+      accel: vmm.accel,
+      restoredFromSnapshot: vm !== undefined,
+      bootMs: Date.now() - t0,
+    };
+    return {
+      runtime: this.name,
+      jobId: req.jobId,
+      sandboxId: req.sandboxId,
+      logPath: req.logPath,
+      state: { pid, vm: info },
+    };
+  }
+
+  private async coldBoot(vmm: Vmm, launch: VmLaunch): Promise<{ pid: number; channel: AgentChannel }> {
+    const pid = await vmm.boot(launch);
+    const channel = await AgentChannel.connect(launch.files.ctl);
+    try {
+      await channel.hello(BOOT_TIMEOUT_MS);
+    } catch (err) {
+      channel.close();
+      throw new Error(`${(err as Error).message}${await vmDiagnostics(launch.files)}`, { cause: err });
+    }
+    return { pid, channel };
+  }
+
+  /** From the snapshot of this VM shape (built first if needed); undefined if it would not restore. */
+  private async restore(
+    vmm: Vmm,
+    launch: VmLaunch,
+  ): Promise<{ pid: number; channel: AgentChannel } | undefined> {
+    const key = { guest: launch.guest, vmm, shape: launch.shape, network: launch.network !== undefined };
+    const snapshot = await this.snapshots.ensure(key, (dir) => this.takeSnapshot(vmm, launch, dir));
+    let channel: AgentChannel | undefined;
+    try {
+      const pid = await vmm.restore(launch, snapshot, async () => {
+        channel = await AgentChannel.connect(launch.files.ctl);
+      });
+      if (!channel) throw new Error('restored without a channel to the agent');
+      return { pid, channel };
+    } catch (err) {
+      channel?.close();
+      if (!(err instanceof RestoreFailed)) throw err;
+      // Damaged, or from a VMM that reads it differently: this job boots cold, the next rebuilds it.
+      await this.snapshots.discard(snapshot, err.message);
+      await cleanVmFiles(launch.files);
+      return undefined;
+    }
+  }
+
+  /** Boots a VM of the job's shape on an empty disk and saves it at the agent's hello. */
+  private async takeSnapshot(vmm: Vmm, job: VmLaunch, dir: string): Promise<void> {
+    const files: VmFiles = {
+      dir,
+      api: path.join(dir, 'api.sock'),
+      ctl: path.join(dir, 'ctl.sock'),
+      out: path.join(dir, 'out'),
+      console: path.join(dir, 'console.log'),
+      disk: path.join(dir, 'disk.qcow2'),
+      pidFile: path.join(dir, 'vmm.pid'),
+    };
+    await createOverlay(files.disk);
+    const launch = { ...job, files };
+    const { pid, channel } = await this.coldBoot(vmm, launch);
+    try {
+      await vmm.snapshot(launch, dir); // the channel stays connected: restored guests see a host there
+    } finally {
+      channel.close();
+      await killVmm(pid);
+      await cleanVmFiles(files);
+      await rm(files.disk, { force: true });
+    }
+  }
+
+  /** The agent's run request; it holds the job's secrets, so it is kept in memory only. */
+  private request(req: SandboxRequest): RunRequest {
+    const env = jobEnv({
+      jobId: req.jobId,
+      spec: req.spec,
+      image: req.image,
+      secrets: req.secrets,
+      cgroupsPath: '',
+    });
+    const { limits } = req.spec;
+    return {
+      hostname: jobHostname(req.spec.name, req.jobId),
+      nowMs: Date.now(),
+      seed: randomBytes(64),
+      outputCapBytes: this.opts.logSizeMax ?? DEFAULT_LOG_SIZE_MAX,
+      pids: limits.pids,
+      memoryBytes: limits.memoryBytes,
+      cpuMillis: limits.cpuMillis,
+      tmpBytes: limits.tmpBytes,
+      workspaceBytes: limits.workspaceBytes,
+      capabilities: capabilityMask(),
+      seccomp: compileSeccomp(seccompProfile()),
+      argv: req.spec.command,
+      env,
+      network: '',
+    };
+  }
+
+  private async channel(handle: TaskHandle): Promise<AgentChannel> {
+    let ch = this.channels.get(handle.sandboxId);
+    if (!ch) {
+      ch = await AgentChannel.connect(this.files(handle.sandboxId, handle.logPath).ctl, 2000);
+      this.channels.set(handle.sandboxId, ch);
+    }
+    return ch;
+  }
+
+  async start(handle: TaskHandle): Promise<void> {
+    const request = this.requests.get(handle.sandboxId);
+    if (!request) throw new Error(`microvm: no run request for sandbox ${handle.sandboxId} in this process`);
+    this.requests.delete(handle.sandboxId);
+    const f = this.files(handle.sandboxId, handle.logPath);
+    await writeFile(path.join(f.dir, 'started'), '');
+    // The clock is set as the job starts: a restored guest wakes at its snapshot's time.
+    await (
+      await this.channel(handle)
+    ).run(encodeRunRequest({ ...request, nowMs: Date.now() }), START_TIMEOUT_MS);
+  }
+
+  private vmmPid(handle: TaskHandle): number | undefined {
+    const pid = handle.state.pid;
+    if (typeof pid === 'number') return pid;
+    // A handle saved before prepare returned: QEMU's pid file says where it is.
+    try {
+      return (
+        Number(readFileSync(this.files(handle.sandboxId, handle.logPath).pidFile, 'utf8').trim()) || undefined
+      );
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  private vmAlive(handle: TaskHandle): boolean {
+    const pid = this.vmmPid(handle);
+    return pid !== undefined && processAlive(pid);
+  }
+
+  /** The exit frame in the job's log, reading it from the start (or following it with `follow`). */
+  private async guestExit(handle: TaskHandle, follow: boolean): Promise<GuestExit | undefined> {
+    let exit: GuestExit | undefined;
+    const decoder = vmLogDecoder((e) => (exit = e));
+    const watching = followFile(handle.logPath, () => decoder, {
+      follow,
+      isDone: async () => exit !== undefined || !this.vmAlive(handle),
+    });
+    for await (const chunk of watching) void chunk; // only the exit matters here
+    return exit;
+  }
+
+  async wait(handle: TaskHandle): Promise<ExitStatus> {
+    const exit = await this.guestExit(handle, true);
+    if (exit) {
+      this.exits.set(handle.sandboxId, exit);
+      return { exitCode: exit.exitCode, oomKilled: exit.oomKilled };
+    }
+    if (existsSync(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'killed')))
+      return { exitCode: 128 + 9, oomKilled: false };
+    throw new Error(
+      `the VM ended without reporting the job's exit${await vmDiagnostics(this.files(handle.sandboxId, handle.logPath))}`,
+    );
+  }
+
+  async stop(handle: TaskHandle, signal: StopSignal): Promise<void> {
+    if (!this.vmAlive(handle)) return;
+    if (signal === 'SIGTERM') {
+      (await this.channel(handle)).signal(15);
+      return;
+    }
+    // KILL ends the whole VM: nothing of the job can outlive it.
+    await writeFile(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'killed'), '');
+    const pid = this.vmmPid(handle);
+    if (pid !== undefined) await killVmm(pid);
+  }
+
+  /** The VMM process's footprint on the host: what the VM really costs. */
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    const pid = this.vmmPid(handle);
+    const proc = pid === undefined ? undefined : await processFootprint(pid);
+    const last = this.footprints.get(handle.sandboxId);
+    const now = proc ?? last ?? { rssBytes: 0, peakRssBytes: 0, cpuNs: 0 };
+    if (proc) this.footprints.set(handle.sandboxId, proc);
+    return {
+      memoryBytes: now.rssBytes,
+      peakMemoryBytes: now.peakRssBytes,
+      cpuUsageNs: now.cpuNs,
+      pids: proc ? 1 : 0,
+    };
+  }
+
+  /** What the guest reported about the job itself (its cgroup inside the VM), once it ended. */
+  guestFigures(handle: TaskHandle): GuestExit | undefined {
+    return this.exits.get(handle.sandboxId);
+  }
+
+  async destroy(handle: TaskHandle): Promise<void> {
+    const f = this.files(handle.sandboxId, handle.logPath);
+    this.channels.get(handle.sandboxId)?.close();
+    this.channels.delete(handle.sandboxId);
+    this.requests.delete(handle.sandboxId);
+    this.exits.delete(handle.sandboxId);
+    this.footprints.delete(handle.sandboxId);
+    const pid = this.vmmPid(handle);
+    if (pid !== undefined) await killVmm(pid);
+    await rm(f.dir, { recursive: true, force: true });
+  }
+
+  async recover(handle: TaskHandle): Promise<Recovered> {
+    const exit = await this.guestExit(handle, false);
+    if (exit) return { state: 'exited', exit: { exitCode: exit.exitCode, oomKilled: exit.oomKilled } };
+    if (!this.vmAlive(handle)) return { state: 'gone', reason: 'its VM is not running and reported no exit' };
+    if (!existsSync(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'started')))
+      // The run request (with the job's secrets) lived only in the process that died.
+      return { state: 'gone', reason: 'its VM was ready but the job was never sent to it' };
+    return { state: 'running' };
+  }
+
+  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+    let ended = false;
+    const dir = this.files(handle.sandboxId, handle.logPath).dir;
+    return followFile(handle.logPath, () => vmLogDecoder(() => (ended = true)), {
+      follow: opts.follow,
+      signal: opts.signal,
+      isDone: async () => ended || !this.vmAlive(handle) || !existsSync(dir),
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const ch of this.channels.values()) ch.close();
+    this.channels.clear();
+  }
+}
+
+/** The job's log as output chunks; the exit frame goes to `onExit`. */
+export function vmLogDecoder(onExit: (e: GuestExit) => void): LogDecoder {
+  const frames = new FrameDecoder();
+  const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  return {
+    push(bytes) {
+      const out: OutputChunk[] = [];
+      for (const f of frames.push(bytes)) {
+        if (f.type === FRAME.exit) onExit(parseExit(f.payload));
+        const chunk = frameOutput(f);
+        if (!chunk) continue;
+        const s = f.type === FRAME.notice ? chunk.text : text[chunk.stream].write(f.payload);
+        if (s) out.push({ stream: chunk.stream, text: s });
+      }
+      return out;
+    },
+  };
+}
+
+async function killVmm(pid: number): Promise<void> {
+  if (!processAlive(pid)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+  for (let i = 0; i < 200 && processAlive(pid); i++) await sleep(10);
+}
+
+/** The sockets and pid file a VM left, so the next VM in the same directory starts clean. */
+async function cleanVmFiles(f: VmFiles): Promise<void> {
+  for (const file of [f.api, f.ctl, f.pidFile]) await rm(file, { force: true });
+}
+
+interface Footprint {
+  rssBytes: number;
+  peakRssBytes: number;
+  cpuNs: number;
+}
+
+async function processFootprint(pid: number): Promise<Footprint | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    return { rssBytes: kb('VmRSS'), peakRssBytes: kb('VmHWM'), cpuNs: (ticks * 1e9) / CLOCK_TICKS };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+const CLOCK_TICKS = 100;

@@ -1,0 +1,575 @@
+/*
+ * boxcar-agent: PID 1 of a Boxcar microVM. It loads the virtio modules, opens two virtio-serial
+ * ports ("ctl": requests from the host, replies; "out": the job's output and exit, which QEMU
+ * writes to a file that outlives any host process), says hello, and waits. A snapshot is taken
+ * at that point; every restored clone then gets one job: it mounts the job's disk, runs the
+ * command in fresh namespaces with the job's limits, capabilities and seccomp filter, frames
+ * its output, reports the exit and powers the VM off.
+ *
+ * Frames on both ports: 1 type byte, 4-byte big-endian length, payload. The job cannot forge
+ * them: its bytes only ever travel inside 'o'/'e' frames, and it cannot reach the ports (a
+ * virtio port opens once, the agent holds both, and the job has no device nodes nor
+ * CAP_MKNOD).
+ * Built statically by Boxcar (gcc -static) into the guest's initramfs.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/fs.h>
+#include <linux/random.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define JOB_ROOT "/job"
+#define IMAGE_MNT "/mnt/image"
+#define CGROUP "/sys/fs/cgroup"
+#define JOB_CGROUP CGROUP "/job"
+#define MAX_FIELDS 16
+
+static int ctl_fd = -1, out_fd = -1;
+static int sigchld_pipe[2];
+
+static void logmsg(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "boxcar-agent: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int send_frame(int fd, char type, const void *data, uint32_t len) {
+  unsigned char head[5] = {(unsigned char)type, len >> 24, len >> 16, len >> 8, len};
+  if (write_all(fd, head, 5) < 0) return -1;
+  return len ? write_all(fd, data, len) : 0;
+}
+
+static void send_text(int fd, char type, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) n = 0;
+  if (n >= (int)sizeof buf) n = sizeof buf - 1;
+  send_frame(fd, type, buf, (uint32_t)n);
+}
+
+static int write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int r = write_all(fd, text, strlen(text));
+  close(fd);
+  return r;
+}
+
+static long long read_number(const char *path, const char *key) {
+  char buf[4096];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  if (!key) return atoll(buf);
+  size_t kl = strlen(key);
+  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+    if (strncmp(line, key, kl) == 0 && line[kl] == ' ') return atoll(line + kl + 1);
+  return -1;
+}
+
+/* Reads exactly n bytes; 0 on EOF before any byte (no host connected), -1 on error. */
+static int read_exact(int fd, void *buf, size_t n) {
+  char *p = buf;
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) {
+      if (got == 0) return 0;
+      usleep(2000); /* the host went away mid-frame: its next connection carries the rest */
+      continue;
+    }
+    got += (size_t)r;
+  }
+  return 1;
+}
+
+/* One frame from the host; waits (re-reading after EOF) while no host is connected. */
+static char *read_frame(char *type, uint32_t *len, int block) {
+  unsigned char head[5];
+  for (int backoff = 1;;) {
+    int r = read_exact(ctl_fd, head, 5);
+    if (r > 0) break;
+    if (r < 0 || !block) return NULL;
+    usleep(backoff * 1000);
+    if (backoff < 200) backoff *= 2;
+  }
+  *type = (char)head[0];
+  *len = ((uint32_t)head[1] << 24) | ((uint32_t)head[2] << 16) | ((uint32_t)head[3] << 8) | head[4];
+  char *data = malloc(*len + 1);
+  if (!data) return NULL;
+  if (*len && read_exact(ctl_fd, data, *len) <= 0) {
+    free(data);
+    return NULL;
+  }
+  data[*len] = 0;
+  return data;
+}
+
+static void load_modules(void) {
+  FILE *f = fopen("/etc/modules.order", "r");
+  if (!f) return;
+  char path[512];
+  while (fgets(path, sizeof path, f)) {
+    path[strcspn(path, "\n")] = 0;
+    if (!*path) continue;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) < 0)
+      if (errno != EEXIST) logmsg("loading %s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+  }
+  fclose(f);
+}
+
+/* The /dev node of the virtio-serial port called `name`. */
+static int open_port(const char *name) {
+  for (int tries = 0; tries < 500; tries++) {
+    DIR *d = opendir("/sys/class/virtio-ports");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+      if (e->d_name[0] == '.') continue;
+      char p[300], buf[64] = {0};
+      snprintf(p, sizeof p, "/sys/class/virtio-ports/%s/name", e->d_name);
+      int fd = open(p, O_RDONLY);
+      if (fd < 0) continue;
+      ssize_t n = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = 0;
+      if (strcmp(buf, name) == 0) {
+        snprintf(p, sizeof p, "/dev/%s", e->d_name);
+        int port = open(p, O_RDWR | O_CLOEXEC);
+        if (port >= 0) {
+          closedir(d);
+          return port;
+        }
+      }
+    }
+    if (d) closedir(d);
+    usleep(10000);
+  }
+  return -1;
+}
+
+static void setup_guest(void) {
+  mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
+  int con = open("/dev/console", O_RDWR);
+  if (con >= 0) {
+    dup2(con, 1);
+    dup2(con, 2);
+    if (con > 2) close(con);
+  }
+  load_modules();
+  /* Report freed guest memory to the host in 64 KiB blocks (free page reporting). */
+  write_file("/sys/module/page_reporting/parameters/page_reporting_order", "4");
+  mount("cgroup2", CGROUP, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  write_file(CGROUP "/cgroup.subtree_control", "+pids +memory +cpu");
+  mkdir(JOB_CGROUP, 0755);
+  /* Our own memory must never be swapped out or ballooned from under the job. */
+  write_file("/proc/sys/vm/overcommit_memory", "0");
+}
+
+/* Fields of a run request: each a 4-byte length and its bytes. */
+struct request {
+  char *field[MAX_FIELDS];
+  uint32_t flen[MAX_FIELDS];
+  int n;
+};
+
+static int parse_request(char *data, uint32_t len, struct request *req) {
+  uint32_t off = 0;
+  req->n = 0;
+  while (off + 4 <= len && req->n < MAX_FIELDS) {
+    uint32_t fl = ((uint32_t)(unsigned char)data[off] << 24) | ((uint32_t)(unsigned char)data[off + 1] << 16) |
+                  ((uint32_t)(unsigned char)data[off + 2] << 8) | (unsigned char)data[off + 3];
+    off += 4;
+    if (fl > len - off) return -1;
+    req->field[req->n] = data + off;
+    req->flen[req->n] = fl;
+    req->n++;
+    off += fl;
+  }
+  return off == len ? 0 : -1;
+}
+
+/* A NUL-separated list as a NULL-terminated array (the field's bytes are reused). */
+static char **split_list(char *s, uint32_t len) {
+  int count = 0;
+  for (uint32_t i = 0; i < len; i++)
+    if (s[i] == 0) count++;
+  char **v = calloc((size_t)count + 2, sizeof *v);
+  int k = 0;
+  for (uint32_t i = 0; i < len;) {
+    v[k++] = s + i;
+    i += (uint32_t)strlen(s + i) + 1;
+  }
+  v[k] = NULL;
+  return v;
+}
+
+enum {
+  F_HOSTNAME, F_TIME, F_SEED, F_OUTPUT_CAP, F_PIDS, F_MEMORY, F_CPU, F_TMP, F_WORKSPACE, F_CAPS,
+  F_SECCOMP, F_ARGV, F_ENV, F_NETWORK, F_COUNT
+};
+
+static char *field_str(struct request *r, int i) {
+  /* Text fields are copied so they end with a NUL. */
+  char *s = malloc(r->flen[i] + 1);
+  memcpy(s, r->field[i], r->flen[i]);
+  s[r->flen[i]] = 0;
+  return s;
+}
+
+static void mount_or_die(const char *src, const char *dst, const char *type, unsigned long flags, const char *data) {
+  if (mount(src, dst, type, flags, data) < 0) {
+    dprintf(2, "boxcar-agent: mount %s on %s: %s\n", type ? type : src, dst, strerror(errno));
+    _exit(126);
+  }
+}
+
+static void mknod_dev(const char *path, int major, int minor) {
+  mknod(path, S_IFCHR | 0666, makedev(major, minor));
+  chmod(path, 0666);
+}
+
+struct job_setup {
+  struct request *req;
+  char **argv, **envp;
+  int out[2], err[2], errpipe[2], go[2];
+};
+
+static const char *MASKED[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                               "/proc/latency_stats", NULL};
+static const char *READONLY[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq", NULL};
+
+static int child_main(void *arg) {
+  struct job_setup *js = arg;
+  struct request *r = js->req;
+  char c;
+  close(js->go[1]);
+  if (read(js->go[0], &c, 1) != 1) _exit(126); /* placed in the job's cgroup first */
+  close(js->go[0]);
+  close(js->out[0]);
+  close(js->err[0]);
+  close(js->errpipe[0]);
+  dup2(js->out[1], 1);
+  dup2(js->err[1], 2);
+  int devnull = open("/dev/null", O_RDONLY);
+  dup2(devnull, 0);
+  if (devnull > 2) close(devnull);
+  close(js->out[1]);
+  close(js->err[1]);
+
+  char tmpopt[64], wsopt[64];
+  snprintf(tmpopt, sizeof tmpopt, "mode=1777,size=%s", field_str(r, F_TMP));
+  snprintf(wsopt, sizeof wsopt, "mode=0755,size=%s", field_str(r, F_WORKSPACE));
+  mount_or_die(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+  mount_or_die(IMAGE_MNT, JOB_ROOT, NULL, MS_BIND | MS_REC, NULL);
+  mount_or_die(NULL, JOB_ROOT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+  mount_or_die("proc", JOB_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  for (const char **p = READONLY; *p; p++) {
+    char path[128];
+    snprintf(path, sizeof path, JOB_ROOT "%s", *p);
+    if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) == 0)
+      mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  }
+  mount_or_die("tmpfs", JOB_ROOT "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+  mknod_dev(JOB_ROOT "/dev/null", 1, 3);
+  mknod_dev(JOB_ROOT "/dev/zero", 1, 5);
+  mknod_dev(JOB_ROOT "/dev/full", 1, 7);
+  mknod_dev(JOB_ROOT "/dev/random", 1, 8);
+  mknod_dev(JOB_ROOT "/dev/urandom", 1, 9);
+  mknod_dev(JOB_ROOT "/dev/tty", 5, 0);
+  symlink("/proc/self/fd", JOB_ROOT "/dev/fd");
+  symlink("/proc/self/fd/0", JOB_ROOT "/dev/stdin");
+  symlink("/proc/self/fd/1", JOB_ROOT "/dev/stdout");
+  symlink("/proc/self/fd/2", JOB_ROOT "/dev/stderr");
+  mkdir(JOB_ROOT "/dev/pts", 0755);
+  mkdir(JOB_ROOT "/dev/shm", 01777);
+  mount_or_die("devpts", JOB_ROOT "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+  mount_or_die("shm", JOB_ROOT "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+  for (const char **p = MASKED; *p; p++) {
+    char path[128];
+    snprintf(path, sizeof path, JOB_ROOT "%s", *p);
+    mount(JOB_ROOT "/dev/null", path, NULL, MS_BIND, NULL);
+  }
+  mount_or_die("sysfs", JOB_ROOT "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
+  mount_or_die("tmpfs", JOB_ROOT "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpopt);
+  mount_or_die("tmpfs", JOB_ROOT "/workspace", "tmpfs", MS_NOSUID | MS_NODEV, wsopt);
+  if (chdir(JOB_ROOT) < 0 || mount(JOB_ROOT, "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/workspace") < 0) {
+    dprintf(2, "boxcar-agent: entering the job's root: %s\n", strerror(errno));
+    _exit(126);
+  }
+  char *host = field_str(r, F_HOSTNAME);
+  sethostname(host, strlen(host));
+  struct rlimit nofile = {1024, 1024};
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  setsid();
+
+  /* Capabilities: the same set container jobs get, nothing more after exec. */
+  unsigned long long caps = strtoull(field_str(r, F_CAPS), NULL, 10);
+  for (int cap = 0; cap <= 63; cap++)
+    if (!(caps & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL) break;
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {{(uint32_t)caps, (uint32_t)caps, 0}, {(uint32_t)(caps >> 32), (uint32_t)(caps >> 32), 0}};
+  int err = 0;
+  if (syscall(SYS_capset, &hdr, data) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) err = errno;
+  extern char **environ;
+  environ = js->envp;
+  if (!err && r->flen[F_SECCOMP] > 0) {
+    struct sock_fprog prog = {(unsigned short)(r->flen[F_SECCOMP] / 8), (struct sock_filter *)r->field[F_SECCOMP]};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) err = errno;
+  }
+  if (!err) {
+    execvp(js->argv[0], js->argv);
+    err = errno;
+  }
+  write_all(js->errpipe[1], &err, sizeof err);
+  _exit(127);
+}
+
+static void on_sigchld(int sig) {
+  (void)sig;
+  int e = errno;
+  if (write(sigchld_pipe[1], "c", 1) < 0) { /* the pipe is full: a wake-up is already pending */
+  }
+  errno = e;
+}
+
+static void set_limits(struct request *r) {
+  char buf[64];
+  write_file(JOB_CGROUP "/pids.max", field_str(r, F_PIDS));
+  write_file(JOB_CGROUP "/memory.max", field_str(r, F_MEMORY));
+  write_file(JOB_CGROUP "/memory.swap.max", "0");
+  long long millis = atoll(field_str(r, F_CPU));
+  snprintf(buf, sizeof buf, "%lld 100000", millis * 100);
+  write_file(JOB_CGROUP "/cpu.max", buf);
+}
+
+static void set_clock_and_entropy(struct request *r) {
+  char *t = field_str(r, F_TIME);
+  struct timespec ts = {0, 0};
+  ts.tv_sec = strtoll(t, &t, 10);
+  if (*t == '.') ts.tv_nsec = strtol(t + 1, NULL, 10);
+  clock_settime(CLOCK_REALTIME, &ts);
+  /* Every clone of a snapshot starts with the same RNG state: mix in the host's fresh bytes. */
+  int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct {
+      int entropy_count, buf_size;
+      unsigned char buf[64];
+    } e;
+    e.buf_size = r->flen[F_SEED] > 64 ? 64 : (int)r->flen[F_SEED];
+    e.entropy_count = e.buf_size * 8;
+    memcpy(e.buf, r->field[F_SEED], (size_t)e.buf_size);
+    ioctl(fd, RNDADDENTROPY, &e);
+    close(fd);
+  }
+}
+
+static int mount_image(void) {
+  int fd = -1;
+  for (int i = 0; i < 200 && (fd = open("/dev/vda", O_RDONLY | O_CLOEXEC)) < 0; i++) usleep(10000);
+  if (fd < 0) return -1;
+  ioctl(fd, BLKFLSBUF, 0); /* blocks read at probe time belong to the snapshot's disk, not this job's */
+  close(fd);
+  mkdir(IMAGE_MNT, 0755);
+  return mount("/dev/vda", IMAGE_MNT, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload");
+}
+
+static void forward(int fd, char type, long long *left, int *noted) {
+  char buf[32768];
+  ssize_t n = read(fd, buf, sizeof buf);
+  if (n <= 0) return;
+  if (*left <= 0) {
+    if (!*noted) send_text(out_fd, 'n', "output exceeded the log size cap; later output dropped");
+    *noted = 1;
+    return;
+  }
+  if (n > *left) n = (ssize_t)*left;
+  *left -= n;
+  send_frame(out_fd, type, buf, (uint32_t)n);
+}
+
+static void run_job(struct request *r) {
+  struct job_setup js = {.req = r};
+  js.argv = split_list(r->field[F_ARGV], r->flen[F_ARGV]);
+  js.envp = split_list(r->field[F_ENV], r->flen[F_ENV]);
+  set_clock_and_entropy(r);
+  set_limits(r);
+  if (!js.argv[0]) {
+    send_text(ctl_fd, 'E', "no command given");
+    return;
+  }
+  if (mount_image() < 0) {
+    send_text(ctl_fd, 'E', "mounting the job's disk: %s", strerror(errno));
+    return;
+  }
+  if (pipe2(js.out, O_CLOEXEC) < 0 || pipe2(js.err, O_CLOEXEC) < 0 || pipe2(js.errpipe, O_CLOEXEC) < 0 ||
+      pipe2(js.go, O_CLOEXEC) < 0) {
+    send_text(ctl_fd, 'E', "pipe: %s", strerror(errno));
+    return;
+  }
+  static char stack[256 * 1024];
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+  if (r->flen[F_NETWORK] == 0) flags |= CLONE_NEWNET;
+  pid_t pid = clone(child_main, stack + sizeof stack, flags, &js);
+  if (pid < 0) {
+    send_text(ctl_fd, 'E', "clone: %s", strerror(errno));
+    return;
+  }
+  char pidtext[32];
+  snprintf(pidtext, sizeof pidtext, "%d", pid);
+  write_file(JOB_CGROUP "/cgroup.procs", pidtext);
+  close(js.go[0]);
+  write_all(js.go[1], "g", 1);
+  close(js.go[1]);
+  close(js.out[1]);
+  close(js.err[1]);
+  close(js.errpipe[1]);
+  int exec_err = 0;
+  ssize_t n;
+  while ((n = read(js.errpipe[0], &exec_err, sizeof exec_err)) < 0 && errno == EINTR) {
+  }
+  close(js.errpipe[0]);
+  if (n == sizeof exec_err) {
+    waitpid(pid, NULL, 0);
+    send_text(ctl_fd, 'E', "exec %s: %s", js.argv[0], strerror(exec_err));
+    return;
+  }
+  send_text(ctl_fd, 'S', "%d", pid);
+
+  long long left = atoll(field_str(r, F_OUTPUT_CAP));
+  int noted = 0, status = 0, reaped = 0, out_open = 1, err_open = 1, ctl_open = 1;
+  while (!reaped || out_open || err_open) {
+    struct pollfd p[4] = {{out_open ? js.out[0] : -1, POLLIN, 0},
+                          {err_open ? js.err[0] : -1, POLLIN, 0},
+                          {sigchld_pipe[0], POLLIN, 0},
+                          {ctl_open ? ctl_fd : -1, POLLIN, 0}};
+    if (poll(p, 4, ctl_open ? -1 : 200) < 0 && errno != EINTR) break;
+    if (p[0].revents & POLLIN) forward(js.out[0], 'o', &left, &noted);
+    else if (p[0].revents) out_open = 0;
+    if (p[1].revents & POLLIN) forward(js.err[0], 'e', &left, &noted);
+    else if (p[1].revents) err_open = 0;
+    if (p[2].revents) {
+      char drain[64];
+      while (read(sigchld_pipe[0], drain, sizeof drain) > 0) {
+      }
+    }
+    int st;
+    for (pid_t w; (w = waitpid(-1, &st, WNOHANG)) > 0;) /* the job, or orphans of its namespace */
+      if (w == pid) {
+        reaped = 1;
+        status = st;
+      }
+    if (!ctl_open || (p[3].revents & (POLLIN | POLLHUP))) {
+      /* A signal request from the host; while no host is connected, look again every 200 ms. */
+      char type;
+      uint32_t len;
+      char *msg = read_frame(&type, &len, 0);
+      ctl_open = msg != NULL;
+      if (msg && type == 'K' && len == 1 && !reaped) kill(pid, (unsigned char)msg[0]);
+      free(msg);
+    }
+  }
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  long long oom = read_number(JOB_CGROUP "/memory.events", "oom_kill");
+  long long peak = read_number(JOB_CGROUP "/memory.peak", NULL);
+  long long cpu = read_number(JOB_CGROUP "/cpu.stat", "usage_usec");
+  send_text(out_fd, 'x', "%d %d %lld %lld", code, oom > 0, peak, cpu);
+}
+
+int main(void) {
+  if (getpid() != 1) {
+    fprintf(stderr, "boxcar-agent runs as PID 1 of a Boxcar microVM only\n");
+    return 2;
+  }
+  setup_guest();
+  /* Not dumpable: a job (root in the guest) cannot ptrace or read the agent through /proc. */
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) logmsg("pipe: %s", strerror(errno));
+  struct sigaction sa = {0};
+  sa.sa_handler = on_sigchld;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &sa, NULL);
+  ctl_fd = open_port("ctl");
+  out_fd = open_port("out");
+  if (ctl_fd < 0 || out_fd < 0) {
+    logmsg("virtio-serial ports ctl/out not found");
+    reboot(RB_AUTOBOOT);
+  }
+  struct utsname u;
+  uname(&u);
+  send_text(ctl_fd, 'H', "%s", u.release);
+  for (;;) {
+    char type;
+    uint32_t len;
+    char *msg = read_frame(&type, &len, 1);
+    if (!msg) continue;
+    if (type != 'R') {
+      free(msg);
+      continue; /* a stop before the job started: nothing runs yet */
+    }
+    struct request req;
+    if (parse_request(msg, len, &req) < 0 || req.n < F_COUNT) {
+      send_text(ctl_fd, 'E', "malformed run request (%d fields)", req.n);
+    } else {
+      run_job(&req);
+    }
+    sync();
+    reboot(RB_AUTOBOOT); /* one job per VM: -no-reboot turns this into the VMM's exit */
+  }
+}

@@ -1,0 +1,137 @@
+import type { OutputChunk } from '../runtime.js';
+
+/**
+ * The wire format between Boxcar and its guest agent (guest/agent.c), on both virtio-serial
+ * ports: 1 type byte, a 4-byte big-endian length, the payload. Job output only ever travels as
+ * the payload of an output frame, so nothing a job prints can pass for an exit or a reply.
+ */
+export const FRAME = {
+  /** host → guest */
+  run: 'R',
+  kill: 'K',
+  /** guest → host, on the control port */
+  hello: 'H',
+  started: 'S',
+  error: 'E',
+  /** guest → host, on the output port (a file QEMU writes) */
+  stdout: 'o',
+  stderr: 'e',
+  notice: 'n',
+  exit: 'x',
+} as const;
+
+export interface Frame {
+  type: string;
+  payload: Buffer;
+}
+
+const HEADER = 5;
+
+export function encodeFrame(type: string, payload: Buffer | string): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  const head = Buffer.alloc(HEADER);
+  head[0] = type.charCodeAt(0);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/** Splits a byte stream into frames; partial frames wait for the next bytes. */
+export class FrameDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+
+  push(bytes: Buffer): Frame[] {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, bytes]) : bytes;
+    const frames: Frame[] = [];
+    while (this.pending.length >= HEADER) {
+      const len = this.pending.readUInt32BE(1);
+      if (this.pending.length < HEADER + len) break;
+      frames.push({
+        type: String.fromCharCode(this.pending[0] as number),
+        payload: this.pending.subarray(HEADER, HEADER + len),
+      });
+      this.pending = this.pending.subarray(HEADER + len);
+    }
+    return frames;
+  }
+}
+
+/** What the agent needs to run one job; the order is the agent's `F_*` field order. */
+export interface RunRequest {
+  hostname: string;
+  /** Wall-clock time to set in the guest: a restored clone wakes at its snapshot's time. */
+  nowMs: number;
+  /** Fresh bytes for the guest's RNG: every clone of a snapshot starts with the same state. */
+  seed: Buffer;
+  outputCapBytes: number;
+  pids: number;
+  memoryBytes: number;
+  cpuMillis: number;
+  tmpBytes: number;
+  workspaceBytes: number;
+  /** Capability bits the job keeps (the same set container jobs get). */
+  capabilities: bigint;
+  /** Classic BPF seccomp program, 8 bytes per instruction. */
+  seccomp: Buffer;
+  argv: string[];
+  env: string[];
+  /** `ip/prefix gateway` for a job with network; empty: its own loopback only. */
+  network: string;
+}
+
+export function encodeRunRequest(r: RunRequest): Buffer {
+  const nul = (list: string[]) => Buffer.from(list.map((s) => `${s}\0`).join(''));
+  const fields: Array<Buffer | string> = [
+    r.hostname,
+    `${Math.floor(r.nowMs / 1000)}.${(r.nowMs % 1000) * 1_000_000}`,
+    r.seed,
+    String(r.outputCapBytes),
+    String(r.pids),
+    String(r.memoryBytes),
+    String(r.cpuMillis),
+    String(r.tmpBytes),
+    String(r.workspaceBytes),
+    r.capabilities.toString(),
+    r.seccomp,
+    nul(r.argv),
+    nul(r.env),
+    r.network,
+  ];
+  for (const s of [...r.argv, ...r.env])
+    if (s.includes('\0')) throw new Error('a command argument or environment value contains a NUL byte');
+  return Buffer.concat(
+    fields.map((f) => {
+      const body = typeof f === 'string' ? Buffer.from(f) : f;
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(body.length);
+      return Buffer.concat([len, body]);
+    }),
+  );
+}
+
+export interface GuestExit {
+  exitCode: number;
+  oomKilled: boolean;
+  /** The job's cgroup in the guest: peak memory and CPU time. */
+  peakMemoryBytes: number;
+  cpuUsageNs: number;
+}
+
+export function parseExit(payload: Buffer): GuestExit {
+  const [code, oom, peak, cpuUs] = payload.toString().split(' ').map(Number);
+  if (code === undefined || Number.isNaN(code))
+    throw new Error(`malformed exit frame "${payload.toString()}"`);
+  return {
+    exitCode: code,
+    oomKilled: oom === 1,
+    peakMemoryBytes: Math.max(0, peak ?? 0),
+    cpuUsageNs: Math.max(0, (cpuUs ?? 0) * 1000),
+  };
+}
+
+/** An output-port frame as a chunk of job output (exit frames are not output). */
+export function frameOutput(f: Frame): OutputChunk | undefined {
+  if (f.type === FRAME.stdout) return { stream: 'stdout', text: f.payload.toString() };
+  if (f.type === FRAME.stderr) return { stream: 'stderr', text: f.payload.toString() };
+  if (f.type === FRAME.notice) return { stream: 'stderr', text: `[boxcar: ${f.payload.toString()}]\n` };
+  return undefined;
+}

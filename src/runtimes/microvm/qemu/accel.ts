@@ -1,0 +1,44 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+
+/**
+ * KVM or TCG. `/dev/kvm` existing is not enough (nested KVM here opens it, then the guest hangs
+ * in early boot), so a real boot decides: `probe` boots the guest under KVM and reports
+ * whether its agent answered in time. The verdict is kept per host boot in /run.
+ */
+export type Accel = 'kvm' | 'tcg';
+
+export interface AccelChoice {
+  accel: Accel;
+  why: string;
+}
+
+const CACHE = '/run/boxcar/accel.json';
+
+function bootId(): string {
+  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+}
+
+export async function chooseAccel(
+  probeKey: string,
+  probe: () => Promise<boolean>,
+  env = process.env,
+): Promise<AccelChoice> {
+  const forced = env.BOXCAR_VM_ACCEL;
+  if (forced === 'kvm' || forced === 'tcg') return { accel: forced, why: 'set by BOXCAR_VM_ACCEL' };
+  if (!existsSync('/dev/kvm')) return { accel: 'tcg', why: 'no /dev/kvm' };
+  const key = `${bootId()}:${probeKey}`;
+  try {
+    const cached = JSON.parse(await readFile(CACHE, 'utf8')) as { key: string; choice: AccelChoice };
+    if (cached.key === key) return cached.choice;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
+  }
+  const works = await probe();
+  const choice: AccelChoice = works
+    ? { accel: 'kvm', why: 'a guest booted under KVM' }
+    : { accel: 'tcg', why: '/dev/kvm is present but a guest did not boot under it (nested KVM?)' };
+  await mkdir('/run/boxcar', { recursive: true });
+  await writeFile(CACHE, JSON.stringify({ key, choice }));
+  return choice;
+}
