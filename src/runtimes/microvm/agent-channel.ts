@@ -1,19 +1,42 @@
+import { appendFileSync } from 'node:fs';
 import net from 'node:net';
 import { encodeFrame, FRAME, FrameDecoder, type Frame } from './protocol.js';
 
 /**
- * The host end of the agent's control port (a Unix socket QEMU serves): hello, run, kill. One
- * connection at a time, as QEMU allows; a restarted Boxcar simply connects again.
+ * The host end of the agent's control channel: hello, run, kill. Under QEMU it is a
+ * virtio-serial port QEMU serves as a Unix socket, and the job's output arrives on a second
+ * port QEMU writes to the log itself. Under Firecracker it is a vsock connection (through
+ * Firecracker's Unix socket and its `CONNECT <port>` handshake) that carries the output too:
+ * this end appends those frames to the log. One connection at a time; a restarted Boxcar
+ * simply connects again (the agent holds the job's output until then).
  */
+export interface ChannelOptions {
+  timeoutMs?: number;
+  /** Firecracker: the guest's vsock port to ask for. */
+  vsockPort?: number;
+  /** Firecracker: where output frames are appended (the job's log). */
+  outFile?: string;
+}
+
+const OUTPUT_FRAMES: string[] = [FRAME.stdout, FRAME.stderr, FRAME.notice, FRAME.exit];
+
 export class AgentChannel {
   private readonly decoder = new FrameDecoder();
   private readonly frames: Frame[] = [];
   private waiter: (() => void) | undefined;
   private ended: Error | undefined;
 
-  private constructor(private readonly socket: net.Socket) {
+  private constructor(
+    private readonly socket: net.Socket,
+    outFile?: string,
+  ) {
     socket.on('data', (d: Buffer) => {
-      this.frames.push(...this.decoder.push(d));
+      for (const f of this.decoder.push(d)) {
+        // Appended as the agent framed them, so the log reads the same under both VMMs.
+        if (outFile && OUTPUT_FRAMES.includes(f.type))
+          appendFileSync(outFile, encodeFrame(f.type, f.payload));
+        else this.frames.push(f);
+      }
       this.waiter?.();
     });
     const end = (err?: Error) => {
@@ -24,20 +47,23 @@ export class AgentChannel {
     socket.on('close', () => end());
   }
 
-  static async connect(socketPath: string, timeoutMs = 10_000): Promise<AgentChannel> {
-    const deadline = Date.now() + timeoutMs;
+  static async connect(socketPath: string, opts: ChannelOptions = {}): Promise<AgentChannel> {
+    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
     for (;;) {
       try {
-        return await new Promise<AgentChannel>((resolve, reject) => {
+        const socket = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.connect(socketPath, () => {
             s.off('error', reject);
-            resolve(new AgentChannel(s));
+            resolve(s);
           });
           s.once('error', reject);
         });
+        if (opts.vsockPort !== undefined) await vsockHandshake(socket, opts.vsockPort);
+        return new AgentChannel(socket, opts.outFile);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || Date.now() > deadline)
+        const retry = code === 'ENOENT' || code === 'ECONNREFUSED' || err instanceof VsockRefused;
+        if (!retry || Date.now() > deadline)
           throw new Error(`cannot reach the VM's agent at ${socketPath}: ${(err as Error).message}`, {
             cause: err,
           });
@@ -86,4 +112,30 @@ export class AgentChannel {
   close(): void {
     this.socket.destroy();
   }
+}
+
+class VsockRefused extends Error {}
+
+/** Firecracker's host-initiated vsock: `CONNECT <port>\n`, answered by `OK <host port>\n`. */
+function vsockHandshake(socket: net.Socket, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let reply = '';
+    const onData = (d: Buffer) => {
+      reply += d.toString('latin1');
+      const nl = reply.indexOf('\n');
+      if (nl < 0) return;
+      socket.off('data', onData);
+      const rest = Buffer.from(reply.slice(nl + 1), 'latin1');
+      if (!reply.startsWith('OK ')) {
+        socket.destroy();
+        reject(new VsockRefused(`vsock port ${port}: ${reply.slice(0, nl) || 'refused'}`));
+        return;
+      }
+      if (rest.length) socket.unshift(rest);
+      resolve();
+    };
+    socket.on('data', onData);
+    socket.once('close', () => reject(new VsockRefused(`vsock port ${port}: closed before answering`)));
+    socket.write(`CONNECT ${port}\n`);
+  });
 }

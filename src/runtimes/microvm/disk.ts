@@ -57,8 +57,18 @@ export async function imageDisk(vmDir: string, image: ResolvedImage): Promise<st
   });
 }
 
-/** A copy-on-write overlay over `backing` (or an empty disk), at the common virtual size. */
-export async function createOverlay(file: string, backing?: string): Promise<void> {
+/**
+ * The job's own disk over `backing` (or an empty one), at the common virtual size: a qcow2
+ * overlay, or for VMMs without qcow2 (Firecracker) a sparse copy (a reflink where the
+ * filesystem has them).
+ */
+export async function createJobDisk(format: 'qcow2' | 'raw', file: string, backing?: string): Promise<void> {
+  if (format === 'raw') {
+    if (backing)
+      await run('cp', ['--sparse=always', '--reflink=auto', backing, file], { timeoutMs: 120_000 });
+    await run('truncate', ['-s', String(DISK_VIRTUAL_BYTES), file]);
+    return;
+  }
   const args = ['create', '-q', '-f', 'qcow2'];
   if (backing) args.push('-b', backing, '-F', 'raw');
   await run('qemu-img', [...args, file, String(DISK_VIRTUAL_BYTES)], { timeoutMs: 30_000 });

@@ -24,7 +24,7 @@ import { capabilityMask, jobEnv, jobHostname } from '../shared/oci-spec.js';
 import { seccompProfile } from '../shared/seccomp.js';
 import { compileSeccomp } from '../shared/seccomp-bpf.js';
 import { AgentChannel } from './agent-channel.js';
-import { createOverlay, imageDisk } from './disk.js';
+import { createJobDisk, imageDisk } from './disk.js';
 import { ensureGuest, GuestMissing, type GuestImage } from './guest/guest.js';
 import {
   encodeRunRequest,
@@ -38,6 +38,7 @@ import {
 import { chooseAccel, type AccelChoice } from './qemu/accel.js';
 import { QEMU, QemuVmm, RestoreFailed, vmDiagnostics } from './qemu/vmm.js';
 import { Snapshots } from './snapshots.js';
+import { AGENT_VSOCK_PORT, FIRECRACKER, FirecrackerVmm, vsockPath } from './firecracker/vmm.js';
 import type { Vmm, VmFiles, VmLaunch, VmShape } from './vmm.js';
 
 /**
@@ -113,7 +114,10 @@ export class MicrovmDriver implements Runtime {
       const accel = await chooseAccel(`${guest.key}:${qemu.ok ? qemu.version : ''}`, () =>
         this.kvmBoots(guest),
       );
-      return { guest, accel, vmm: new QemuVmm(accel.accel) };
+      // Firecracker where it is installed and KVM runs guests; QEMU everywhere else.
+      const fc = await toolVersion(FIRECRACKER, ['--version']);
+      const vmm: Vmm = fc.ok && accel.accel === 'kvm' ? new FirecrackerVmm() : new QemuVmm(accel.accel);
+      return { guest, accel, vmm };
     })();
     this.setup.catch(() => (this.setup = undefined)); // a failure is not cached
     return this.setup;
@@ -126,10 +130,10 @@ export class MicrovmDriver implements Runtime {
     await mkdir(files.dir, { recursive: true });
     let pid: number | undefined;
     try {
-      await createOverlay(files.disk);
+      await createJobDisk('qcow2', files.disk);
       const vmm = new QemuVmm('kvm');
       pid = await vmm.boot({ shape: { memoryMiB: 256, vcpus: 1 }, files, guest });
-      const channel = await AgentChannel.connect(files.ctl);
+      const channel = await connectAgent(vmm, files);
       try {
         await channel.hello(5000);
         return true;
@@ -160,7 +164,7 @@ export class MicrovmDriver implements Runtime {
     details.qemu = qemu.version;
     const img = await toolVersion('qemu-img', ['--version']);
     if (!img.ok) return unusable(`qemu-img cannot run (${img.why}); install the Debian package qemu-utils`);
-    const fc = await toolVersion('firecracker', ['--version']);
+    const fc = await toolVersion(FIRECRACKER, ['--version']);
     details.firecracker = fc.ok ? fc.version : 'not installed';
     try {
       const { guest, accel, vmm } = await this.ready();
@@ -190,7 +194,7 @@ export class MicrovmDriver implements Runtime {
     await mkdir(f.dir, { recursive: true });
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const { vmm, guest } = await this.ready();
-    await createOverlay(f.disk, await imageDisk(this.opts.paths.vm, req.image));
+    await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
     const launch: VmLaunch = { shape: vmShape(req.spec.limits), files: f, guest };
     const t0 = Date.now();
     const vm = req.spec.coldBoot ? undefined : await this.restore(vmm, launch);
@@ -214,7 +218,7 @@ export class MicrovmDriver implements Runtime {
 
   private async coldBoot(vmm: Vmm, launch: VmLaunch): Promise<{ pid: number; channel: AgentChannel }> {
     const pid = await vmm.boot(launch);
-    const channel = await AgentChannel.connect(launch.files.ctl);
+    const channel = await connectAgent(vmm, launch.files);
     try {
       await channel.hello(BOOT_TIMEOUT_MS);
     } catch (err) {
@@ -234,7 +238,7 @@ export class MicrovmDriver implements Runtime {
     let channel: AgentChannel | undefined;
     try {
       const pid = await vmm.restore(launch, snapshot, async () => {
-        channel = await AgentChannel.connect(launch.files.ctl);
+        channel = await connectAgent(vmm, launch.files);
       });
       if (!channel) throw new Error('restored without a channel to the agent');
       return { pid, channel };
@@ -259,7 +263,7 @@ export class MicrovmDriver implements Runtime {
       disk: path.join(dir, 'disk.qcow2'),
       pidFile: path.join(dir, 'vmm.pid'),
     };
-    await createOverlay(files.disk);
+    await createJobDisk(vmm.diskFormat, files.disk);
     const launch = { ...job, files };
     const { pid, channel } = await this.coldBoot(vmm, launch);
     try {
@@ -303,7 +307,8 @@ export class MicrovmDriver implements Runtime {
   private async channel(handle: TaskHandle): Promise<AgentChannel> {
     let ch = this.channels.get(handle.sandboxId);
     if (!ch) {
-      ch = await AgentChannel.connect(this.files(handle.sandboxId, handle.logPath).ctl, 2000);
+      const { vmm } = await this.ready();
+      ch = await connectAgent(vmm, this.files(handle.sandboxId, handle.logPath), 2000);
       this.channels.set(handle.sandboxId, ch);
     }
     return ch;
@@ -353,6 +358,8 @@ export class MicrovmDriver implements Runtime {
   }
 
   async wait(handle: TaskHandle): Promise<ExitStatus> {
+    // Under Firecracker the output comes through our channel: a re-attached job needs one.
+    if ((await this.ready()).vmm.name === 'firecracker' && this.vmAlive(handle)) await this.channel(handle);
     const exit = await this.guestExit(handle, true);
     if (exit) {
       this.exits.set(handle.sandboxId, exit);
@@ -452,6 +459,13 @@ export function vmLogDecoder(onExit: (e: GuestExit) => void): LogDecoder {
       return out;
     },
   };
+}
+
+/** The agent's control channel: a virtio-serial socket under QEMU, vsock under Firecracker. */
+function connectAgent(vmm: Vmm, files: VmFiles, timeoutMs?: number): Promise<AgentChannel> {
+  return vmm.name === 'firecracker'
+    ? AgentChannel.connect(vsockPath(files), { timeoutMs, vsockPort: AGENT_VSOCK_PORT, outFile: files.out })
+    : AgentChannel.connect(files.ctl, { timeoutMs });
 }
 
 async function killVmm(pid: number): Promise<void> {

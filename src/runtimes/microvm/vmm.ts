@@ -27,6 +27,8 @@ export interface VmFiles {
 export interface VmNetwork {
   tap: string;
   mac: string;
+  /** The seed's rate limiter: `sizeBytes` per `refillMs`, each way. */
+  rate: { sizeBytes: number; refillMs: number };
 }
 
 export interface VmLaunch {
@@ -40,6 +42,8 @@ export interface Vmm {
   readonly name: 'qemu' | 'firecracker';
   /** `kvm` or `tcg`. */
   readonly accel: string;
+  /** How a job's disk is layered over its image: a qcow2 overlay, or a sparse raw copy. */
+  readonly diskFormat: 'qcow2' | 'raw';
   /** Names the VMM build: a snapshot taken by another version is not restored. */
   version(): Promise<string>;
   /** Cold boot; resolves with the VMM's pid once it runs (the caller waits for the agent). */
@@ -47,13 +51,14 @@ export interface Vmm {
   /** Pauses the running VM, writes its state into `snapshotDir`, and ends it. */
   snapshot(launch: VmLaunch, snapshotDir: string): Promise<void>;
   /**
-   * Starts a VM from `snapshotDir` with this launch's disk and channels; `beforeResume` runs
-   * once the state is loaded and before the guest runs again. Resolves with the VMM's pid.
+   * Starts a VM from `snapshotDir` with this launch's disk and channels, and calls `connect`
+   * to reach its agent: QEMU before the guest runs again (it wakes with a host attached),
+   * Firecracker after (it resets vsock connections on restore). Resolves with the VMM's pid.
    */
-  restore(launch: VmLaunch, snapshotDir: string, beforeResume: () => Promise<void>): Promise<number>;
-  /** Sets the balloon so the guest keeps `targetMiB`. */
-  setBalloon(files: VmFiles, targetMiB: number): Promise<void>;
-  balloonStats(files: VmFiles): Promise<BalloonStats>;
+  restore(launch: VmLaunch, snapshotDir: string, connect: () => Promise<void>): Promise<number>;
+  /** Sets the balloon so the guest keeps `guestMiB`. */
+  setBalloon(launch: VmLaunch, guestMiB: number): Promise<void>;
+  balloonStats(launch: VmLaunch): Promise<BalloonStats>;
 }
 
 export interface BalloonStats {

@@ -21,6 +21,7 @@
 #include <linux/fs.h>
 #include <linux/random.h>
 #include <linux/seccomp.h>
+#include <linux/vm_sockets.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -34,6 +35,7 @@
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -50,6 +52,17 @@
 #define MAX_FIELDS 16
 
 static int ctl_fd = -1, out_fd = -1;
+/* Under Firecracker (no virtio-serial): one vsock connection carries both, re-accepted after a drop. */
+#define AGENT_VSOCK_PORT 1024
+static int vsock_listener = -1;
+
+static void vsock_accept(void) {
+  int c;
+  while ((c = accept4(vsock_listener, NULL, NULL, SOCK_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (ctl_fd >= 0) close(ctl_fd);
+  ctl_fd = out_fd = c;
+}
 static int sigchld_pipe[2];
 
 static void logmsg(const char *fmt, ...) {
@@ -77,8 +90,12 @@ static int write_all(int fd, const void *buf, size_t n) {
 
 static int send_frame(int fd, char type, const void *data, uint32_t len) {
   unsigned char head[5] = {(unsigned char)type, len >> 24, len >> 16, len >> 8, len};
-  if (write_all(fd, head, 5) < 0) return -1;
-  return len ? write_all(fd, data, len) : 0;
+  for (;;) {
+    if (write_all(fd, head, 5) == 0 && (len == 0 || write_all(fd, data, len) == 0)) return 0;
+    if (vsock_listener < 0) return -1;
+    vsock_accept(); /* the host went away: the job's output waits for the next one */
+    fd = ctl_fd;
+  }
 }
 
 static void send_text(int fd, char type, const char *fmt, ...) {
@@ -141,6 +158,11 @@ static char *read_frame(char *type, uint32_t *len, int block) {
   for (int backoff = 1;;) {
     int r = read_exact(ctl_fd, head, 5);
     if (r > 0) break;
+    if (vsock_listener >= 0) {
+      if (!block) return NULL;
+      vsock_accept();
+      continue;
+    }
     if (r < 0 || !block) return NULL;
     usleep(backoff * 1000);
     if (backoff < 200) backoff *= 2;
@@ -172,8 +194,32 @@ static void load_modules(void) {
   fclose(f);
 }
 
+/* Whether a virtio device of this type (virtio spec device id) is present. */
+static int has_virtio_device(int id) {
+  DIR *d = opendir("/sys/bus/virtio/devices");
+  struct dirent *e;
+  int found = 0;
+  while (d && !found && (e = readdir(d))) {
+    char p[300];
+    snprintf(p, sizeof p, "/sys/bus/virtio/devices/%s/device", e->d_name);
+    long long v = -1;
+    char buf[32] = {0};
+    int fd = open(p, O_RDONLY);
+    if (fd >= 0) {
+      if (read(fd, buf, sizeof buf - 1) > 0) v = strtoll(buf, NULL, 16);
+      close(fd);
+    }
+    found = v == id;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+#define VIRTIO_ID_CONSOLE 3
+
 /* The /dev node of the virtio-serial port called `name`. */
 static int open_port(const char *name) {
+  if (!has_virtio_device(VIRTIO_ID_CONSOLE)) return -1;
   for (int tries = 0; tries < 500; tries++) {
     DIR *d = opendir("/sys/class/virtio-ports");
     struct dirent *e;
@@ -495,11 +541,20 @@ static void run_job(struct request *r) {
   long long left = atoll(field_str(r, F_OUTPUT_CAP));
   int noted = 0, status = 0, reaped = 0, out_open = 1, err_open = 1, ctl_open = 1;
   while (!reaped || out_open || err_open) {
+    /* With the host gone: under vsock, wait for it to come back; under virtio-serial, poll. */
+    int host_fd = ctl_open ? ctl_fd : vsock_listener;
     struct pollfd p[4] = {{out_open ? js.out[0] : -1, POLLIN, 0},
                           {err_open ? js.err[0] : -1, POLLIN, 0},
                           {sigchld_pipe[0], POLLIN, 0},
-                          {ctl_open ? ctl_fd : -1, POLLIN, 0}};
-    if (poll(p, 4, ctl_open ? -1 : 200) < 0 && errno != EINTR) break;
+                          {host_fd, POLLIN, 0}};
+    if (poll(p, 4, host_fd >= 0 ? -1 : 200) < 0 && errno != EINTR) break;
+    if (!ctl_open && vsock_listener >= 0) {
+      if (p[3].revents & POLLIN) {
+        vsock_accept();
+        ctl_open = 1;
+      }
+      p[3].revents = 0;
+    }
     if (p[0].revents & POLLIN) forward(js.out[0], 'o', &left, &noted);
     else if (p[0].revents) out_open = 0;
     if (p[1].revents & POLLIN) forward(js.err[0], 'e', &left, &noted);
@@ -515,7 +570,7 @@ static void run_job(struct request *r) {
         reaped = 1;
         status = st;
       }
-    if (!ctl_open || (p[3].revents & (POLLIN | POLLHUP))) {
+    if ((!ctl_open && vsock_listener < 0) || (p[3].revents & (POLLIN | POLLHUP))) {
       /* A signal request from the host; while no host is connected, look again every 200 ms. */
       char type;
       uint32_t len;
@@ -548,8 +603,14 @@ int main(void) {
   ctl_fd = open_port("ctl");
   out_fd = open_port("out");
   if (ctl_fd < 0 || out_fd < 0) {
-    logmsg("virtio-serial ports ctl/out not found");
-    reboot(RB_AUTOBOOT);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_port = AGENT_VSOCK_PORT, .svm_cid = VMADDR_CID_ANY};
+    vsock_listener = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (vsock_listener < 0 || bind(vsock_listener, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+        listen(vsock_listener, 1) < 0) {
+      logmsg("neither virtio-serial ports ctl/out nor vsock: %s", strerror(errno));
+      reboot(RB_AUTOBOOT);
+    }
+    vsock_accept();
   }
   struct utsname u;
   uname(&u);

@@ -25,8 +25,15 @@ export interface GuestImage {
 const AGENT_SOURCE = fileURLToPath(
   new URL('../../../../../src/runtimes/microvm/guest/agent.c', import.meta.url),
 );
-/** Loaded in dependency order; ext4 is built into the cloud kernel. */
-const MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_balloon', 'virtio_console', 'virtio_net'];
+/** Loaded in dependency order; ext4 is built into the cloud kernel. vsock is the agent's channel under Firecracker. */
+const MODULES = [
+  'virtio_mmio',
+  'virtio_blk',
+  'virtio_balloon',
+  'virtio_console',
+  'virtio_net',
+  'vmw_vsock_virtio_transport',
+];
 /** The LZ4 frame magic inside a bzImage: its payload is the plain kernel. */
 const LZ4_MAGIC = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
 

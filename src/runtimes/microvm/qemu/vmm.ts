@@ -95,6 +95,7 @@ const vmmLog = (files: VmFiles) => path.join(files.dir, 'vmm.log');
 
 export class QemuVmm implements Vmm {
   readonly name = 'qemu' as const;
+  readonly diskFormat = 'qcow2' as const;
   private versionText: Promise<string> | undefined;
 
   constructor(
@@ -195,17 +196,17 @@ export class QemuVmm implements Vmm {
     }
   }
 
-  async setBalloon(files: VmFiles, targetMiB: number): Promise<void> {
-    const qmp = await QmpClient.connect(files.api);
+  async setBalloon(l: VmLaunch, guestMiB: number): Promise<void> {
+    const qmp = await QmpClient.connect(l.files.api);
     try {
-      await qmp.execute('balloon', { value: targetMiB * 2 ** 20 });
+      await qmp.execute('balloon', { value: guestMiB * 2 ** 20 });
     } finally {
       qmp.close();
     }
   }
 
-  async balloonStats(files: VmFiles): Promise<BalloonStats> {
-    const qmp = await QmpClient.connect(files.api);
+  async balloonStats(l: VmLaunch): Promise<BalloonStats> {
+    const qmp = await QmpClient.connect(l.files.api);
     try {
       const { actual } = await qmp.execute<{ actual: number }>('query-balloon');
       const balloon = '/machine/peripheral/balloon0';
