@@ -11,6 +11,8 @@ import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 import { sleep } from '../runtimes/shared/exec.js';
 import { leaseFor } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
+import { vmShape } from '../runtimes/microvm/driver.js';
+import { QEMU_RSS_MAX } from '../runtimes/microvm/qemu/vmm.js';
 import { ensureWasiProbe } from './wasi-probe-module.js';
 import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
 
@@ -307,9 +309,38 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
   }
 }
 
+/**
+ * A microVM's fork bomb: its tasks live in the guest's kernel, out of the host's sight. The
+ * guest's pids cgroup holds them, and the agent reports how many forks it refused.
+ */
+async function vmForkBomb(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult> {
+  const pids = 64;
+  const b = await runOn(box, runtime, {
+    image,
+    command: ['sh', '-c', 'f() { f | f & }; f; sleep 5'],
+    resources: { pids },
+    timeout: '4s',
+  });
+  const refused = new RegExp(`process limit \\(pids ${pids}\\): (\\d+) forks refused`).exec(b.output)?.[1];
+  return {
+    probe: 'fork_bomb',
+    runtime,
+    verdict: ['timeout', 'failed', 'oom'].includes(b.record.state) && refused ? 'blocked' : 'ESCAPED',
+    detail: `job ${b.record.state}, ${refused ?? 'no'} forks refused at the guest's limit of ${pids}`,
+  };
+}
+
 /** Fork bomb, memory bomb and disk fill: each must end inside its limits. */
 async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
   const out: ProbeResult[] = [];
+  if (runtime === 'firecracker') out.push(await vmForkBomb(box, runtime, image));
+  else out.push(await containerForkBomb(box, runtime, image));
+  out.push(...(await memoryAndDiskProbes(box, runtime, image)));
+  return out;
+}
+
+/** A container's fork bomb, watched from outside through its pids cgroup. */
+async function containerForkBomb(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult> {
   // Fork bomb: watch the job's cgroup from outside while it runs.
   let peakPids = 0;
   let pidsMax = Infinity;
@@ -339,27 +370,38 @@ async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Pr
   watching.on = false;
   await watcher;
   const bombContained = ['timeout', 'failed', 'oom'].includes(b.record.state) && peakPids <= pidsMax;
-  out.push({
+  return {
     probe: 'fork_bomb',
     runtime,
     verdict: bombContained ? 'blocked' : 'ESCAPED',
     detail: `job ${b.record.state}, peak ${peakPids} tasks of ${pidsMax}`,
-  });
+  };
+}
+
+async function memoryAndDiskProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const out: ProbeResult[] = [];
 
   const mem = await runOn(box, runtime, {
     image,
     command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1G', 'count=1'],
     resources: { memory: '64Mi' },
   });
-  const memLimit = 64 * 2 ** 20;
+  // A microVM's peak is its VMM's RSS: it may reach the VM's size and QEMU's own, never more.
+  const memLimit =
+    runtime === 'firecracker'
+      ? vmShape(JobSpec.parse({ command: ['dd'], resources: { memory: '64Mi' } }).limits).memoryMiB *
+          2 ** 20 +
+        QEMU_RSS_MAX
+      : 64 * 2 ** 20;
+  const peak = mem.record.peakMemoryBytes ?? 0;
   const memContained =
-    mem.record.state === 'oom' ||
-    (mem.record.state === 'failed' && (mem.record.peakMemoryBytes ?? 0) <= memLimit);
+    (mem.record.state === 'oom' && (runtime !== 'firecracker' || peak <= memLimit)) ||
+    (mem.record.state === 'failed' && peak <= memLimit);
   out.push({
     probe: 'memory_bomb',
     runtime,
     verdict: memContained ? 'blocked' : 'ESCAPED',
-    detail: `job ${mem.record.state}, peak ${mem.record.peakMemoryBytes} bytes of ${memLimit}`,
+    detail: `job ${mem.record.state}, peak ${peak} bytes of ${memLimit}${runtime === 'firecracker' ? ' (VM size and VMM)' : ''}`,
   });
 
   const fill = await runOn(box, runtime, {

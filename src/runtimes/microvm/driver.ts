@@ -4,7 +4,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatePaths } from '../../config/paths.js';
-import type { JobLimits } from '../../jobs/spec.js';
+import { JobSpec, type JobLimits, type JobNetwork } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
 import type {
   ExitStatus,
@@ -39,7 +39,15 @@ import { chooseAccel, type AccelChoice } from './qemu/accel.js';
 import { QEMU, QemuVmm, RestoreFailed, vmDiagnostics } from './qemu/vmm.js';
 import { Snapshots } from './snapshots.js';
 import { AGENT_VSOCK_PORT, FIRECRACKER, FirecrackerVmm, vsockPath } from './firecracker/vmm.js';
-import type { Vmm, VmFiles, VmLaunch, VmShape } from './vmm.js';
+import type { Vmm, VmFiles, VmLaunch, VmNetwork, VmShape } from './vmm.js';
+import {
+  bridgeForVm,
+  leaseFor,
+  setupNetwork,
+  teardownNetwork,
+  VM_TAP,
+  type NetworkLease,
+} from '../shared/network.js';
 
 /**
  * Untrusted jobs in microVMs (the seed's `firecracker` runtime): each job gets its own guest
@@ -56,6 +64,9 @@ export interface MicrovmDriverOptions {
 
 /** Guest memory beyond the job's limit: the guest kernel, page cache of its disk, the agent. */
 export const GUEST_OVERHEAD_MIB = 96;
+/** Every guest NIC has this address: each sits alone on its job's bridge. */
+const VM_MAC = '02:bc:00:00:00:01';
+const DEFAULT_NETWORK = JobSpec.parse({ command: ['true'], network: true }).network;
 const BOOT_TIMEOUT_MS = 30_000;
 const START_TIMEOUT_MS = 30_000;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
@@ -104,6 +115,33 @@ export class MicrovmDriver implements Runtime {
       disk: path.join(dir, 'disk.qcow2'),
       pidFile: path.join(dir, 'vmm.pid'),
     };
+  }
+
+  /** The job's network slot, written before the network exists (see setupNetwork). */
+  private networkFile(sandboxId: string): string {
+    return path.join(this.opts.paths.sandboxes, sandboxId, 'network.json');
+  }
+
+  /** The job's own namespace, veth and egress rules as a container gets, bridged to a tap. */
+  private async network(
+    id: string,
+    spec: JobNetwork,
+    slotFile: string,
+  ): Promise<{ vm: VmNetwork; lease: NetworkLease }> {
+    const lease = await setupNetwork(id, spec, (slot) => writeFile(slotFile, JSON.stringify({ slot })));
+    await bridgeForVm(lease);
+    return { lease, vm: { tap: VM_TAP, mac: VM_MAC, netnsPath: lease.netnsPath, rate: spec.egress } };
+  }
+
+  private async releaseNetwork(sandboxId: string): Promise<void> {
+    let slot: number;
+    try {
+      slot = (JSON.parse(await readFile(this.networkFile(sandboxId), 'utf8')) as { slot: number }).slot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // the job had no network
+      throw err;
+    }
+    await teardownNetwork(leaseFor(slot));
   }
 
   /** Guest kernel and initramfs, accelerator and VMM: worked out once per process. */
@@ -195,12 +233,15 @@ export class MicrovmDriver implements Runtime {
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const { vmm, guest } = await this.ready();
     await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
-    const launch: VmLaunch = { shape: vmShape(req.spec.limits), files: f, guest };
+    const net = req.spec.network.enabled
+      ? await this.network(req.sandboxId, req.spec.network, this.networkFile(req.sandboxId))
+      : undefined;
+    const launch: VmLaunch = { shape: vmShape(req.spec.limits), files: f, guest, network: net?.vm };
     const t0 = Date.now();
     const vm = req.spec.coldBoot ? undefined : await this.restore(vmm, launch);
     const { pid, channel } = vm ?? (await this.coldBoot(vmm, launch));
     this.channels.set(req.sandboxId, channel);
-    this.requests.set(req.sandboxId, this.request(req));
+    this.requests.set(req.sandboxId, this.request(req, net?.lease));
     const info: VmInfo = {
       vmm: vmm.name,
       accel: vmm.accel,
@@ -264,20 +305,28 @@ export class MicrovmDriver implements Runtime {
       pidFile: path.join(dir, 'vmm.pid'),
     };
     await createJobDisk(vmm.diskFormat, files.disk);
-    const launch = { ...job, files };
-    const { pid, channel } = await this.coldBoot(vmm, launch);
+    // A VM with a NIC is snapshotted with one: it needs a tap of its own while it boots.
+    const net = job.network
+      ? await this.network(path.basename(dir), DEFAULT_NETWORK, path.join(dir, 'network.json'))
+      : undefined;
     try {
-      await vmm.snapshot(launch, dir); // the channel stays connected: restored guests see a host there
+      const launch = { ...job, files, network: net?.vm };
+      const { pid, channel } = await this.coldBoot(vmm, launch);
+      try {
+        await vmm.snapshot(launch, dir); // the channel stays connected: restored guests see a host there
+      } finally {
+        channel.close();
+        await killVmm(pid);
+      }
     } finally {
-      channel.close();
-      await killVmm(pid);
+      if (net) await teardownNetwork(net.lease);
       await cleanVmFiles(files);
       await rm(files.disk, { force: true });
     }
   }
 
   /** The agent's run request; it holds the job's secrets, so it is kept in memory only. */
-  private request(req: SandboxRequest): RunRequest {
+  private request(req: SandboxRequest, lease: NetworkLease | undefined): RunRequest {
     const env = jobEnv({
       jobId: req.jobId,
       spec: req.spec,
@@ -300,7 +349,7 @@ export class MicrovmDriver implements Runtime {
       seccomp: compileSeccomp(seccompProfile()),
       argv: req.spec.command,
       env,
-      network: '',
+      network: lease ? `${lease.jobIp}/30 ${lease.hostIp}` : '',
     };
   }
 
@@ -413,6 +462,7 @@ export class MicrovmDriver implements Runtime {
     this.footprints.delete(handle.sandboxId);
     const pid = this.vmmPid(handle);
     if (pid !== undefined) await killVmm(pid);
+    await this.releaseNetwork(handle.sandboxId);
     await rm(f.dir, { recursive: true, force: true });
   }
 

@@ -24,9 +24,11 @@ export interface VmFiles {
   pidFile: string;
 }
 
+/** A NIC on a tap in the job's network namespace (the VMM runs in that namespace). */
 export interface VmNetwork {
   tap: string;
   mac: string;
+  netnsPath: string;
   /** The seed's rate limiter: `sizeBytes` per `refillMs`, each way. */
   rate: { sizeBytes: number; refillMs: number };
 }

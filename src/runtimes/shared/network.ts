@@ -158,3 +158,23 @@ export async function teardownNetwork(l: NetworkLease): Promise<void> {
     if (!(err instanceof ExecError && /Cannot find device|does not exist/i.test(err.stderr))) throw err;
   }
 }
+
+/** The tap a microVM's NIC uses, inside the job's namespace: the same name in every one. */
+export const VM_TAP = 'tap0';
+const VM_BRIDGE = 'br0';
+
+/**
+ * Turns a job's namespace into a bridge for a microVM: the veth and a tap join one bridge and
+ * the guest takes the job's address itself, so the host sees the same veth, the same address,
+ * the same nftables rules and the same egress shaping (tbf on the veth) as for a container.
+ */
+export async function bridgeForVm(l: NetworkLease): Promise<void> {
+  const inNs = (...args: string[]) => run('ip', ['-n', l.netns, ...args]);
+  await inNs('addr', 'flush', 'dev', l.jobIf);
+  await inNs('link', 'add', VM_BRIDGE, 'type', 'bridge');
+  await inNs('link', 'set', l.jobIf, 'master', VM_BRIDGE);
+  await inNs('tuntap', 'add', 'dev', VM_TAP, 'mode', 'tap');
+  await inNs('link', 'set', VM_TAP, 'master', VM_BRIDGE);
+  await inNs('link', 'set', VM_TAP, 'up');
+  await inNs('link', 'set', VM_BRIDGE, 'up');
+}

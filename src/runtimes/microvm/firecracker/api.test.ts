@@ -144,7 +144,12 @@ function launch(network: boolean): VmLaunch {
       pidFile: path.join(dir, 'vmm.pid'),
     },
     network: network
-      ? { tap: 'bxt0001', mac: '02:fc:00:00:00:01', rate: { sizeBytes: 100_000_000, refillMs: 1000 } }
+      ? {
+          tap: 'tap0',
+          mac: '02:fc:00:00:00:01',
+          netnsPath: '/var/run/netns/bxn-1',
+          rate: { sizeBytes: 100_000_000, refillMs: 1000 },
+        }
       : undefined,
   };
 }

@@ -3,7 +3,7 @@ import { closeSync, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { processAlive, run, sleep } from '../../shared/exec.js';
-import { kernelCommandLine } from '../qemu/vmm.js';
+import { inJobNetns, kernelCommandLine } from '../qemu/vmm.js';
 import type { BalloonStats, Vmm, VmFiles, VmLaunch } from '../vmm.js';
 import { FirecrackerClient, type RateLimiter } from './api.js';
 
@@ -39,12 +39,19 @@ export class FirecrackerVmm implements Vmm {
   }
 
   /** Starts the VMM process (it outlives us) and waits for its API. */
-  private async launch(files: VmFiles): Promise<{ pid: number; api: FirecrackerClient }> {
+  private async launch(l: VmLaunch): Promise<{ pid: number; api: FirecrackerClient }> {
+    const files = l.files;
     await rm(files.api, { force: true });
     const log = openSync(path.join(files.dir, 'vmm.log'), 'a');
     let child;
     try {
-      child = spawn(this.binary, ['--api-sock', files.api, '--id', path.basename(files.dir)], {
+      const [cmd, args] = inJobNetns(l, this.binary, [
+        '--api-sock',
+        files.api,
+        '--id',
+        path.basename(files.dir),
+      ]);
+      child = spawn(cmd, args, {
         detached: true,
         stdio: ['ignore', log, log],
       });
@@ -67,7 +74,7 @@ export class FirecrackerVmm implements Vmm {
   }
 
   async boot(l: VmLaunch): Promise<number> {
-    const { pid, api } = await this.launch(l.files);
+    const { pid, api } = await this.launch(l);
     await configureAndStart(api, l);
     return pid;
   }
@@ -77,7 +84,7 @@ export class FirecrackerVmm implements Vmm {
   }
 
   async restore(l: VmLaunch, snapshotDir: string, connect: () => Promise<void>): Promise<number> {
-    const { pid, api } = await this.launch(l.files);
+    const { pid, api } = await this.launch(l);
     await loadSnapshot(api, l, snapshotDir);
     // Firecracker resets vsock connections on restore: the agent is reached once the guest runs.
     await connect();

@@ -22,6 +22,10 @@
 #include <linux/random.h>
 #include <linux/seccomp.h>
 #include <linux/vm_sockets.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -330,6 +334,46 @@ static void mknod_dev(const char *path, int major, int minor) {
   chmod(path, 0666);
 }
 
+/* Sets an interface up, with an IPv4 address and prefix when `addr` is given. */
+static int if_configure(const char *name, const char *addr, int prefix) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr = {0};
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+  int r = 0;
+  if (addr) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    inet_pton(AF_INET, addr, &sin->sin_addr);
+    r |= ioctl(s, SIOCSIFADDR, &ifr);
+    sin->sin_addr.s_addr = prefix ? htonl(0xffffffffu << (32 - prefix)) : 0;
+    r |= ioctl(s, SIOCSIFNETMASK, &ifr);
+  }
+  r |= ioctl(s, SIOCGIFFLAGS, &ifr);
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  r |= ioctl(s, SIOCSIFFLAGS, &ifr);
+  close(s);
+  return r;
+}
+
+/* "a.b.c.d/prefix gateway": the job's address on eth0 and its default route. */
+static int configure_network(const char *spec) {
+  char addr[32], gw[32];
+  int prefix;
+  if (sscanf(spec, "%31[0-9.]/%d %31s", addr, &prefix, gw) != 3) return -1;
+  if (if_configure("lo", NULL, 0) < 0 || if_configure("eth0", addr, prefix) < 0) return -1;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct rtentry rt = {0};
+  struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst, *g = (struct sockaddr_in *)&rt.rt_gateway,
+                     *mask = (struct sockaddr_in *)&rt.rt_genmask;
+  dst->sin_family = g->sin_family = mask->sin_family = AF_INET;
+  inet_pton(AF_INET, gw, &g->sin_addr);
+  rt.rt_flags = RTF_UP | RTF_GATEWAY;
+  int r = ioctl(s, SIOCADDRT, &rt);
+  close(s);
+  return r;
+}
+
 struct job_setup {
   struct request *req;
   char **argv, **envp;
@@ -398,6 +442,7 @@ static int child_main(void *arg) {
     dprintf(2, "boxcar-agent: entering the job's root: %s\n", strerror(errno));
     _exit(126);
   }
+  if (r->flen[F_NETWORK] == 0) if_configure("lo", NULL, 0); /* its own loopback, as a container has */
   char *host = field_str(r, F_HOSTNAME);
   sethostname(host, strlen(host));
   struct rlimit nofile = {1024, 1024};
@@ -500,6 +545,10 @@ static void run_job(struct request *r) {
     send_text(ctl_fd, 'E', "no command given");
     return;
   }
+  if (r->flen[F_NETWORK] > 0 && configure_network(field_str(r, F_NETWORK)) < 0) {
+    send_text(ctl_fd, 'E', "configuring the job's network: %s", strerror(errno));
+    return;
+  }
   if (mount_image() < 0) {
     send_text(ctl_fd, 'E', "mounting the job's disk: %s", strerror(errno));
     return;
@@ -581,6 +630,10 @@ static void run_job(struct request *r) {
     }
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  long long forks_refused = read_number(JOB_CGROUP "/pids.events", "max");
+  if (forks_refused > 0)
+    send_text(out_fd, 'n', "the job reached its process limit (pids %s): %lld forks refused", field_str(r, F_PIDS),
+              forks_refused);
   long long oom = read_number(JOB_CGROUP "/memory.events", "oom_kill");
   long long peak = read_number(JOB_CGROUP "/memory.peak", NULL);
   long long cpu = read_number(JOB_CGROUP "/cpu.stat", "usage_usec");

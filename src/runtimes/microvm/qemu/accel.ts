@@ -30,7 +30,7 @@ export async function chooseAccel(
   const key = `${bootId()}:${probeKey}`;
   try {
     const cached = JSON.parse(await readFile(CACHE, 'utf8')) as { key: string; choice: AccelChoice };
-    if (cached.key === key) return cached.choice;
+    if (cached.key === key) return { ...cached.choice, why: `${cached.choice.why} (cached probe)` };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
   }

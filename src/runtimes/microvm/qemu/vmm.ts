@@ -73,6 +73,11 @@ export function qemuArgs(l: VmLaunch, accel: Accel, opts: { mayMigrateOut: boole
   return args;
 }
 
+/** The VMM's command: inside the job's network namespace when it has a NIC (its tap lives there). */
+export function inJobNetns(l: VmLaunch, binary: string, args: string[]): [string, string[]] {
+  return l.network ? ['nsenter', [`--net=${l.network.netnsPath}`, binary, ...args]] : [binary, args];
+}
+
 function bootArgs(guest: GuestImage): string[] {
   return ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', kernelCommandLine()];
 }
@@ -114,7 +119,8 @@ export class QemuVmm implements Vmm {
     try {
       const stdio: Array<'ignore' | number> = ['ignore', log, log];
       if (opts.stateFd !== undefined) stdio.push(opts.stateFd);
-      const child = spawn(this.binary, [...qemuArgs(l, this.accel, opts), ...extra], {
+      const [cmd, args] = inJobNetns(l, this.binary, [...qemuArgs(l, this.accel, opts), ...extra]);
+      const child = spawn(cmd, args, {
         detached: true,
         stdio,
       });
