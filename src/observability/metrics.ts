@@ -44,6 +44,48 @@ const finished = new client.Counter({
   registers: [registry],
 });
 
+// The seed's Firecracker metrics (7.1), one observation per microVM (each job has its own).
+const restore = new client.Histogram({
+  name: 'firecracker_snapshot_restore_duration_seconds',
+  help: 'Time to restore a microVM from its snapshot, until its agent can take the job',
+  buckets: [0.025, 0.05, 0.1, 0.125, 0.25, 0.5, 1, 2.5],
+  registers: [registry],
+});
+const coldBoot = new client.Histogram({
+  name: 'boxcar_vm_cold_boot_duration_seconds',
+  help: 'Time to boot a microVM from scratch until its agent answered (no snapshot)',
+  buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8],
+  registers: [registry],
+});
+const vmUptime = new client.Histogram({
+  name: 'firecracker_vm_uptime_seconds',
+  help: 'Lifetime of a microVM, from its start to the end of its job',
+  buckets: [0.5, 1, 5, 30, 60, 300, 1800, 3600],
+  registers: [registry],
+});
+const vmMemory = new client.Histogram({
+  name: 'firecracker_vm_memory_used_bytes',
+  help: 'Peak host memory of a microVM: its VMM process, guest memory included',
+  buckets: [2 ** 24, 2 ** 25, 2 ** 26, 2 ** 27, 2 ** 28, 2 ** 29, 2 ** 30, 2 ** 32],
+  registers: [registry],
+});
+const vmCpu = new client.Histogram({
+  name: 'firecracker_vm_cpu_usage_percent',
+  help: 'CPU a microVM used over its lifetime, in percent of one core',
+  buckets: [1, 5, 10, 25, 50, 100, 200, 400],
+  registers: [registry],
+});
+
+function observeVm(job: JobRecord): void {
+  const vm = job.handle?.state.vm as { restoredFromSnapshot: boolean; bootMs: number } | undefined;
+  if (!vm) return;
+  (vm.restoredFromSnapshot ? restore : coldBoot).observe(vm.bootMs / 1000);
+  const lifetimeMs = (job.startupMs ?? 0) + (job.durationMs ?? 0);
+  if (lifetimeMs > 0) vmUptime.observe(lifetimeMs / 1000);
+  if (job.peakMemoryBytes !== null) vmMemory.observe(job.peakMemoryBytes);
+  if (job.cpuUsageNs !== null && lifetimeMs > 0) vmCpu.observe((job.cpuUsageNs / 1e6 / lifetimeMs) * 100);
+}
+
 /** Gauges read when scraped (running jobs, requested capacity) register here. */
 export function gauge(name: string, help: string, collect: () => number): void {
   new client.Gauge({
@@ -65,6 +107,7 @@ export function observeFinishedJob(job: JobRecord): void {
   if (job.costDollars !== null) cost.observe({ runtime }, job.costDollars);
   if (job.startedAt !== null && job.startupMs !== null)
     queueWait.observe({ runtime }, Math.max(0, job.startedAt - job.startupMs - job.createdAt) / 1000);
+  if (runtime === 'firecracker') observeVm(job);
 }
 
 export async function metricsText(): Promise<{ contentType: string; text: string }> {

@@ -10,6 +10,7 @@ import { leftovers, testBoxcar } from '../../testing/harness.js';
 import { MicrovmDriver, vmShape } from './driver.js';
 import { JobSpec } from '../../jobs/spec.js';
 import { silentLogger } from '../../observability/logger.js';
+import { metricsText, observeFinishedJob } from '../../observability/metrics.js';
 
 sandboxDriverSuite('firecracker');
 
@@ -110,6 +111,21 @@ describe('microVM driver (QEMU microvm, for real)', () => {
     assert.match(r2.output, /after-damage/);
     const r3 = await runJob({ command: ['true'] });
     assert.equal(vmOf(r3).restoredFromSnapshot, true, 'a good snapshot again');
+  });
+
+  test('a finished VM job feeds the seed’s firecracker_* metrics', async () => {
+    const { record } = await runJob({ command: ['sh', '-c', 'echo hi'] });
+    observeFinishedJob(record);
+    const { text } = await metricsText();
+    const count = (name: string) => Number(new RegExp(`^${name}_count (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+    assert.equal(count('firecracker_snapshot_restore_duration_seconds'), 1);
+    for (const m of [
+      'firecracker_vm_uptime_seconds',
+      'firecracker_vm_memory_used_bytes',
+      'firecracker_vm_cpu_usage_percent',
+    ])
+      assert.equal(count(m), 1, m);
+    assert.match(text, /scheduler_job_startup_duration_seconds_count\{runtime="firecracker"\} 1/);
   });
 
   test('a restarted Boxcar finds a running VM, then its exit', async () => {
