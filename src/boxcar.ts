@@ -47,7 +47,7 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     );
   }
   const store = await openStore(opts.store, paths);
-  const runtimes = hostRuntimes(paths, logger);
+  const runtimes = hostRuntimes(paths, logger, config);
   return {
     paths,
     store,

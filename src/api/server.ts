@@ -163,6 +163,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
         running: scheduler.running,
         memory: process.memoryUsage(),
         runtimes: await box.runtimes.fingerprintAll(),
+        runtimeStatus: await box.runtimes.status(),
       }));
     },
     { prefix: '/v1' },

@@ -31,6 +31,16 @@ const Scheduler = z.strictObject({
 });
 export type SchedulerConfig = z.output<typeof Scheduler>;
 
+const Microvm = z.strictObject({
+  /**
+   * Idle VMs kept restored and warmed per VM shape and image (the base image from the start,
+   * then those of the jobs that come), their memory reclaimed by the balloon until a job
+   * takes one. 0: every job restores its own.
+   */
+  warm_pool: z.number().int().min(0).max(64).default(0),
+});
+export type MicrovmConfig = z.output<typeof Microvm>;
+
 const ConfigFile = z.strictObject({
   /** A routing policy file (the seed's YAML). */
   policy: z.string().min(1).optional(),
@@ -43,6 +53,7 @@ const ConfigFile = z.strictObject({
   /** Kubernetes ResourceQuota manifests; `metadata.namespace` names the tenant. */
   quotas: z.array(ResourceQuota).default([]),
   scheduler: Scheduler.prefault({}),
+  microvm: Microvm.prefault({}),
   webhooks: z
     .strictObject({
       github: z
@@ -62,6 +73,7 @@ export interface Config {
   prices: Prices;
   quotas: Hard[];
   scheduler: SchedulerConfig;
+  microvm: MicrovmConfig;
   webhooks: { github: { secret?: string; tenant: string } };
 }
 
@@ -72,6 +84,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
   return {
     quotas: c.quotas.map(hardLimits),
     scheduler: c.scheduler,
+    microvm: c.microvm,
     webhooks: {
       github: {
         secret: c.webhooks.github.secret ?? process.env.BOXCAR_GITHUB_WEBHOOK_SECRET,

@@ -1,3 +1,4 @@
+import type { Config } from '../config/config.js';
 import type { StatePaths } from '../config/paths.js';
 import { UserError } from '../errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../jobs/spec.js';
@@ -47,17 +48,32 @@ export class RuntimeRegistry {
     for (const d of this.drivers.values()) await d.close?.();
   }
 
+  /** Each driver's own status (warm pools…), for those that have one. */
+  async status(): Promise<Record<string, Record<string, unknown>>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const d of this.drivers.values()) if (d.status) out[d.name] = await d.status();
+    return out;
+  }
+
   /** Every runtime Boxcar knows, usable here or not. */
   async fingerprintAll(): Promise<Fingerprint[]> {
     return Promise.all(RUNTIME_NAMES.map((n) => this.fingerprint(n)));
   }
 }
 
-export function hostRuntimes(paths: StatePaths, logger: Logger): RuntimeRegistry {
+export function hostRuntimes(
+  paths: StatePaths,
+  logger: Logger,
+  config?: Pick<Config, 'microvm'>,
+): RuntimeRegistry {
   return new RuntimeRegistry([
     new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
-    new MicrovmDriver({ paths, logger: logger.child({ runtime: 'firecracker' }) }),
+    new MicrovmDriver({
+      paths,
+      logger: logger.child({ runtime: 'firecracker' }),
+      warmPool: config?.microvm.warm_pool,
+    }),
     new WasmDriver({ paths, logger: logger.child({ runtime: 'wasm' }) }),
   ]);
 }

@@ -33,6 +33,8 @@ export interface Runtime {
   warm?(): Promise<void>;
   /** Releases what the driver holds for future jobs (threads, warm pools). */
   close?(): Promise<void>;
+  /** What the driver holds for future jobs, for operators (warm pools and their memory). */
+  status?(): Promise<Record<string, unknown>>;
 }
 
 export interface Fingerprint {

@@ -105,6 +105,12 @@ export class AgentChannel {
     return Number(reply.payload.toString());
   }
 
+  /** A warm-up run (a job's start without its exec); resolves when the agent is done. */
+  async warm(request: Buffer, timeoutMs: number): Promise<void> {
+    this.socket.write(encodeFrame(FRAME.warm, request));
+    await this.next([FRAME.warm], timeoutMs, 'warming the VM');
+  }
+
   signal(signo: number): void {
     this.socket.write(encodeFrame(FRAME.kill, Buffer.from([signo])));
   }

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatePaths } from '../../config/paths.js';
 import { JobSpec, type JobLimits, type JobNetwork } from '../../jobs/spec.js';
@@ -38,6 +38,11 @@ import {
 import { chooseAccel, type AccelChoice } from './qemu/accel.js';
 import { QEMU, QemuVmm, RestoreFailed, vmDiagnostics } from './qemu/vmm.js';
 import { Snapshots } from './snapshots.js';
+import { VmPool } from './pool.js';
+import { digestHex } from '../../images/digest.js';
+import type { ResolvedImage } from '../../images/image.js';
+import { ImageStore } from '../../images/image-store.js';
+import { resolveImage } from '../../images/resolve.js';
 import { AGENT_VSOCK_PORT, FIRECRACKER, FirecrackerVmm, vsockPath } from './firecracker/vmm.js';
 import type { Vmm, VmFiles, VmLaunch, VmNetwork, VmShape } from './vmm.js';
 import {
@@ -60,13 +65,26 @@ export interface MicrovmDriverOptions {
   logger: Logger;
   /** Size cap of each job's log: the agent stops forwarding output past it. */
   logSizeMax?: number;
+  /** Idle VMs kept ready per VM shape and image (config `microvm.warm_pool`). */
+  warmPool?: number;
+}
+
+/** A restored, warmed, ballooned VM waiting for a job in its own directory. */
+interface PooledVm {
+  id: string;
+  launch: VmLaunch;
+  pid: number;
+  channel: AgentChannel;
 }
 
 /** Guest memory beyond the job's limit: the guest kernel, page cache of its disk, the agent. */
 export const GUEST_OVERHEAD_MIB = 96;
+/** What an idle pooled VM keeps of its memory: the balloon takes the rest until a job comes. */
+const POOL_IDLE_GUEST_MIB = GUEST_OVERHEAD_MIB + 32;
 /** Every guest NIC has this address: each sits alone on its job's bridge. */
 const VM_MAC = '02:bc:00:00:00:01';
 const DEFAULT_NETWORK = JobSpec.parse({ command: ['true'], network: true }).network;
+const DEFAULT_LIMITS = JobSpec.parse({ command: ['true'] }).limits;
 const BOOT_TIMEOUT_MS = 30_000;
 const START_TIMEOUT_MS = 30_000;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
@@ -75,7 +93,9 @@ export interface VmInfo {
   vmm: string;
   accel: string;
   restoredFromSnapshot: boolean;
+  /** Restore or boot time; for a VM from the warm pool, the time to take it over. */
   bootMs: number;
+  fromWarmPool?: boolean;
 }
 
 interface Setup {
@@ -99,9 +119,20 @@ export class MicrovmDriver implements Runtime {
   private readonly exits = new Map<string, GuestExit>();
   private readonly footprints = new Map<string, Footprint>();
   private readonly snapshots: Snapshots;
+  private readonly pool: VmPool<PooledVm>;
+  /** What each pool key stands for: the VM shape and the image its disk holds. */
+  private readonly poolKeys = new Map<string, { shape: VmShape; image: ResolvedImage }>();
+  private readonly images: ImageStore;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.snapshots = new Snapshots(path.join(opts.paths.vm, 'snapshots'), opts.logger);
+    this.images = new ImageStore(opts.paths);
+    this.pool = new VmPool(
+      opts.warmPool ?? 0,
+      (key) => this.poolVm(key),
+      (vm) => this.disposePooled(vm),
+      opts.logger,
+    );
   }
 
   files(sandboxId: string, logPath: string): VmFiles {
@@ -233,10 +264,13 @@ export class MicrovmDriver implements Runtime {
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const { vmm, guest } = await this.ready();
     await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
+    const shape = vmShape(req.spec.limits);
+    const pooled = this.takePooled(req, shape);
+    if (pooled) return this.adopt(pooled, req, vmm);
     const net = req.spec.network.enabled
       ? await this.network(req.sandboxId, req.spec.network, this.networkFile(req.sandboxId))
       : undefined;
-    const launch: VmLaunch = { shape: vmShape(req.spec.limits), files: f, guest, network: net?.vm };
+    const launch: VmLaunch = { shape, files: f, guest, network: net?.vm };
     const t0 = Date.now();
     const vm = req.spec.coldBoot ? undefined : await this.restore(vmm, launch);
     const { pid, channel } = vm ?? (await this.coldBoot(vmm, launch));
@@ -257,6 +291,119 @@ export class MicrovmDriver implements Runtime {
     };
   }
 
+  private poolKey(shape: VmShape, image: ResolvedImage): string {
+    const key = `m${shape.memoryMiB}-c${shape.vcpus}-${digestHex(image.digest).slice(0, 16)}`;
+    this.poolKeys.set(key, { shape, image });
+    return key;
+  }
+
+  /** A pooled VM for this job, if one waits: a restore-from-snapshot job without network. */
+  private takePooled(req: SandboxRequest, shape: VmShape): PooledVm | undefined {
+    // A job's log must be the VM's own output file (a hard link): an earlier attempt's log stays.
+    if (!this.pool.enabled || req.spec.coldBoot || req.spec.network.enabled || existsSync(req.logPath))
+      return undefined;
+    return this.pool.take(this.poolKey(shape, req.image));
+  }
+
+  /**
+   * Takes over a pooled VM: its directory becomes the job's sandbox (the sockets move with it),
+   * its output file becomes the job's log (a hard link, kept when the sandbox goes), and the
+   * balloon gives the guest its memory back.
+   */
+  private async adopt(vm: PooledVm, req: SandboxRequest, vmm: Vmm): Promise<TaskHandle> {
+    const t0 = Date.now();
+    const f = this.files(req.sandboxId, req.logPath);
+    await rm(f.dir, { recursive: true, force: true });
+    await rename(vm.launch.files.dir, f.dir);
+    await link(path.join(f.dir, 'out'), req.logPath);
+    const launch: VmLaunch = { ...vm.launch, files: f };
+    await vmm.setBalloon(launch, launch.shape.memoryMiB);
+    this.channels.set(req.sandboxId, vm.channel);
+    this.requests.set(req.sandboxId, this.request(req, undefined));
+    const info: VmInfo = {
+      vmm: vmm.name,
+      accel: vmm.accel,
+      restoredFromSnapshot: true,
+      bootMs: Date.now() - t0,
+      fromWarmPool: true,
+    };
+    return {
+      runtime: this.name,
+      jobId: req.jobId,
+      sandboxId: req.sandboxId,
+      logPath: req.logPath,
+      state: { pid: vm.pid, vm: info },
+    };
+  }
+
+  /** Restores a VM for the pool, runs a job's start in it short of the exec, and balloons it down. */
+  private async poolVm(key: string): Promise<PooledVm> {
+    const what = this.poolKeys.get(key);
+    if (!what) throw new Error(`unknown VM pool key ${key}`);
+    const { vmm, guest } = await this.ready();
+    const id = `pool-${process.pid}-${randomUUID()}`;
+    const dir = path.join(this.opts.paths.sandboxes, id);
+    const files = this.files(id, path.join(dir, 'out'));
+    await mkdir(dir, { recursive: true });
+    try {
+      await createJobDisk(vmm.diskFormat, files.disk, await imageDisk(this.opts.paths.vm, what.image));
+      const launch: VmLaunch = { shape: what.shape, files, guest };
+      const vm = await this.restore(vmm, launch);
+      if (!vm) throw new Error('the snapshot did not restore');
+      const vmRef: PooledVm = { id, launch, ...vm };
+      try {
+        const limits = {
+          ...DEFAULT_LIMITS,
+          memoryBytes: (what.shape.memoryMiB - GUEST_OVERHEAD_MIB) * 2 ** 20,
+        };
+        await vm.channel.warm(
+          encodeRunRequest(this.runRequest('warm', limits, [], [], '')),
+          START_TIMEOUT_MS,
+        );
+        await vmm.setBalloon(launch, POOL_IDLE_GUEST_MIB);
+      } catch (err) {
+        await this.disposePooled(vmRef);
+        throw err;
+      }
+      return vmRef;
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private async disposePooled(vm: PooledVm): Promise<void> {
+    vm.channel.close();
+    await killVmm(vm.pid);
+    await rm(vm.launch.files.dir, { recursive: true, force: true });
+  }
+
+  /** Pooled VMs of Boxcar processes that died: their VMMs and directories. */
+  private async sweepPool(): Promise<void> {
+    const dirs = existsSync(this.opts.paths.sandboxes) ? await readdir(this.opts.paths.sandboxes) : [];
+    for (const name of dirs) {
+      const owner = /^pool-(\d+)-/.exec(name)?.[1];
+      if (!owner || Number(owner) === process.pid || processAlive(Number(owner))) continue;
+      const f = this.files(name, path.join(this.opts.paths.sandboxes, name, 'out'));
+      const pid = Number((await readFile(f.pidFile, 'utf8').catch(() => '')).trim());
+      if (pid && processAlive(pid)) await killVmm(pid);
+      await rm(f.dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Before a job is accepted: the guest, the accelerator and the default shape's snapshot are
+   * ready, and with a warm pool configured, idle VMs of the base image too.
+   */
+  async warm(): Promise<void> {
+    const { vmm, guest } = await this.ready();
+    await this.sweepPool();
+    const shape = vmShape(DEFAULT_LIMITS);
+    await this.snapshotFor(vmm, guest, shape, false);
+    if (this.pool.enabled)
+      await this.pool.fill(this.poolKey(shape, await resolveImage(this.images, undefined)));
+  }
+
   private async coldBoot(vmm: Vmm, launch: VmLaunch): Promise<{ pid: number; channel: AgentChannel }> {
     const pid = await vmm.boot(launch);
     const channel = await connectAgent(vmm, launch.files);
@@ -274,8 +421,7 @@ export class MicrovmDriver implements Runtime {
     vmm: Vmm,
     launch: VmLaunch,
   ): Promise<{ pid: number; channel: AgentChannel } | undefined> {
-    const key = { guest: launch.guest, vmm, shape: launch.shape, network: launch.network !== undefined };
-    const snapshot = await this.snapshots.ensure(key, (dir) => this.takeSnapshot(vmm, launch, dir));
+    const snapshot = await this.snapshotFor(vmm, launch.guest, launch.shape, launch.network !== undefined);
     let channel: AgentChannel | undefined;
     try {
       const pid = await vmm.restore(launch, snapshot, async () => {
@@ -293,8 +439,21 @@ export class MicrovmDriver implements Runtime {
     }
   }
 
-  /** Boots a VM of the job's shape on an empty disk and saves it at the agent's hello. */
-  private async takeSnapshot(vmm: Vmm, job: VmLaunch, dir: string): Promise<void> {
+  /** The snapshot directory of this VM shape, built first when missing or unusable. */
+  private snapshotFor(vmm: Vmm, guest: GuestImage, shape: VmShape, network: boolean): Promise<string> {
+    return this.snapshots.ensure({ guest, vmm, shape, network }, (dir) =>
+      this.takeSnapshot(vmm, guest, shape, network, dir),
+    );
+  }
+
+  /** Boots a VM of this shape on an empty disk and saves it at the agent's hello. */
+  private async takeSnapshot(
+    vmm: Vmm,
+    guest: GuestImage,
+    shape: VmShape,
+    network: boolean,
+    dir: string,
+  ): Promise<void> {
     const files: VmFiles = {
       dir,
       api: path.join(dir, 'api.sock'),
@@ -306,11 +465,11 @@ export class MicrovmDriver implements Runtime {
     };
     await createJobDisk(vmm.diskFormat, files.disk);
     // A VM with a NIC is snapshotted with one: it needs a tap of its own while it boots.
-    const net = job.network
+    const net = network
       ? await this.network(path.basename(dir), DEFAULT_NETWORK, path.join(dir, 'network.json'))
       : undefined;
     try {
-      const launch = { ...job, files, network: net?.vm };
+      const launch: VmLaunch = { shape, guest, files, network: net?.vm };
       const { pid, channel } = await this.coldBoot(vmm, launch);
       try {
         await vmm.snapshot(launch, dir); // the channel stays connected: restored guests see a host there
@@ -334,9 +493,24 @@ export class MicrovmDriver implements Runtime {
       secrets: req.secrets,
       cgroupsPath: '',
     });
-    const { limits } = req.spec;
+    return this.runRequest(
+      jobHostname(req.spec.name, req.jobId),
+      req.spec.limits,
+      req.spec.command,
+      env,
+      lease ? `${lease.jobIp}/30 ${lease.hostIp}` : '',
+    );
+  }
+
+  private runRequest(
+    hostname: string,
+    limits: JobLimits,
+    argv: string[],
+    env: string[],
+    network: string,
+  ): RunRequest {
     return {
-      hostname: jobHostname(req.spec.name, req.jobId),
+      hostname,
       nowMs: Date.now(),
       seed: randomBytes(64),
       outputCapBytes: this.opts.logSizeMax ?? DEFAULT_LOG_SIZE_MAX,
@@ -347,9 +521,9 @@ export class MicrovmDriver implements Runtime {
       workspaceBytes: limits.workspaceBytes,
       capabilities: capabilityMask(),
       seccomp: compileSeccomp(seccompProfile()),
-      argv: req.spec.command,
+      argv,
       env,
-      network: lease ? `${lease.jobIp}/30 ${lease.hostIp}` : '',
+      network,
     };
   }
 
@@ -486,7 +660,24 @@ export class MicrovmDriver implements Runtime {
     });
   }
 
+  /** The warm pool: each idle VM's host memory and what its balloon holds back. */
+  async status(): Promise<Record<string, unknown>> {
+    const entries = this.pool.entries();
+    const vmm = entries.length ? (await this.ready()).vmm : undefined; // no VM yet: nothing to ask
+    const idle = await Promise.all(
+      entries.map(async ({ key, vm }) => ({
+        key,
+        pid: vm.pid,
+        guestMiB: vm.launch.shape.memoryMiB,
+        rssBytes: (await processFootprint(vm.pid))?.rssBytes ?? 0,
+        balloon: await vmm?.balloonStats(vm.launch),
+      })),
+    );
+    return { warmPool: { size: this.opts.warmPool ?? 0, idle } };
+  }
+
   async close(): Promise<void> {
+    await this.pool.close();
     for (const ch of this.channels.values()) ch.close();
     this.channels.clear();
   }

@@ -8,6 +8,8 @@ import type { OutputChunk } from '../runtime.js';
 export const FRAME = {
   /** host → guest */
   run: 'R',
+  /** Everything a run does short of the exec, answered by W: warms a pooled VM. */
+  warm: 'W',
   kill: 'K',
   /** guest → host, on the control port */
   hello: 'H',

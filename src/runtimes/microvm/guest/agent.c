@@ -53,6 +53,8 @@
 #define IMAGE_MNT "/mnt/image"
 #define CGROUP "/sys/fs/cgroup"
 #define JOB_CGROUP CGROUP "/job"
+/* A warm-up run (W) has its own cgroup, so the job's peak memory is the job's alone. */
+#define WARM_CGROUP CGROUP "/warm"
 #define MAX_FIELDS 16
 
 static int ctl_fd = -1, out_fd = -1;
@@ -267,6 +269,7 @@ static void setup_guest(void) {
   mount("cgroup2", CGROUP, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
   write_file(CGROUP "/cgroup.subtree_control", "+pids +memory +cpu");
   mkdir(JOB_CGROUP, 0755);
+  mkdir(WARM_CGROUP, 0755);
   /* Our own memory must never be swapped out or ballooned from under the job. */
   write_file("/proc/sys/vm/overcommit_memory", "0");
 }
@@ -464,6 +467,7 @@ static int child_main(void *arg) {
     struct sock_fprog prog = {(unsigned short)(r->flen[F_SECCOMP] / 8), (struct sock_filter *)r->field[F_SECCOMP]};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) err = errno;
   }
+  if (!js->argv[0]) _exit(0); /* a warm-up: everything but the exec */
   if (!err) {
     execvp(js->argv[0], js->argv);
     err = errno;
@@ -480,14 +484,26 @@ static void on_sigchld(int sig) {
   errno = e;
 }
 
-static void set_limits(struct request *r) {
+static void cg_write(const char *cg, const char *file, const char *text) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/%s", cg, file);
+  write_file(path, text);
+}
+
+static long long cg_read(const char *cg, const char *file, const char *key) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/%s", cg, file);
+  return read_number(path, key);
+}
+
+static void set_limits(struct request *r, const char *cg) {
   char buf[64];
-  write_file(JOB_CGROUP "/pids.max", field_str(r, F_PIDS));
-  write_file(JOB_CGROUP "/memory.max", field_str(r, F_MEMORY));
-  write_file(JOB_CGROUP "/memory.swap.max", "0");
+  cg_write(cg, "pids.max", field_str(r, F_PIDS));
+  cg_write(cg, "memory.max", field_str(r, F_MEMORY));
+  cg_write(cg, "memory.swap.max", "0");
   long long millis = atoll(field_str(r, F_CPU));
   snprintf(buf, sizeof buf, "%lld 100000", millis * 100);
-  write_file(JOB_CGROUP "/cpu.max", buf);
+  cg_write(cg, "cpu.max", buf);
 }
 
 static void set_clock_and_entropy(struct request *r) {
@@ -512,13 +528,17 @@ static void set_clock_and_entropy(struct request *r) {
 }
 
 static int mount_image(void) {
+  static int mounted = 0; /* a warm-up run mounted it already */
+  if (mounted) return 0;
   int fd = -1;
   for (int i = 0; i < 200 && (fd = open("/dev/vda", O_RDONLY | O_CLOEXEC)) < 0; i++) usleep(10000);
   if (fd < 0) return -1;
   ioctl(fd, BLKFLSBUF, 0); /* blocks read at probe time belong to the snapshot's disk, not this job's */
   close(fd);
   mkdir(IMAGE_MNT, 0755);
-  return mount("/dev/vda", IMAGE_MNT, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload");
+  int r = mount("/dev/vda", IMAGE_MNT, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload");
+  mounted = r == 0;
+  return r;
 }
 
 static void forward(int fd, char type, long long *left, int *noted) {
@@ -535,13 +555,18 @@ static void forward(int fd, char type, long long *left, int *noted) {
   send_frame(out_fd, type, buf, (uint32_t)n);
 }
 
-static void run_job(struct request *r) {
+/*
+ * Runs the job (or, with `warm`, everything a job's start does short of its exec, so a pooled
+ * VM under TCG has translated that path before its job comes; it answers W, not S).
+ */
+static void run_job(struct request *r, int warm) {
   struct job_setup js = {.req = r};
+  const char *cg = warm ? WARM_CGROUP : JOB_CGROUP;
   js.argv = split_list(r->field[F_ARGV], r->flen[F_ARGV]);
   js.envp = split_list(r->field[F_ENV], r->flen[F_ENV]);
   set_clock_and_entropy(r);
-  set_limits(r);
-  if (!js.argv[0]) {
+  set_limits(r, cg);
+  if (!js.argv[0] && !warm) {
     send_text(ctl_fd, 'E', "no command given");
     return;
   }
@@ -568,7 +593,7 @@ static void run_job(struct request *r) {
   }
   char pidtext[32];
   snprintf(pidtext, sizeof pidtext, "%d", pid);
-  write_file(JOB_CGROUP "/cgroup.procs", pidtext);
+  cg_write(cg, "cgroup.procs", pidtext);
   close(js.go[0]);
   write_all(js.go[1], "g", 1);
   close(js.go[1]);
@@ -585,7 +610,7 @@ static void run_job(struct request *r) {
     send_text(ctl_fd, 'E', "exec %s: %s", js.argv[0], strerror(exec_err));
     return;
   }
-  send_text(ctl_fd, 'S', "%d", pid);
+  if (!warm) send_text(ctl_fd, 'S', "%d", pid);
 
   long long left = atoll(field_str(r, F_OUTPUT_CAP));
   int noted = 0, status = 0, reaped = 0, out_open = 1, err_open = 1, ctl_open = 1;
@@ -630,13 +655,17 @@ static void run_job(struct request *r) {
     }
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  long long forks_refused = read_number(JOB_CGROUP "/pids.events", "max");
+  if (warm) {
+    send_text(ctl_fd, 'W', "%d", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    return;
+  }
+  long long forks_refused = cg_read(cg, "pids.events", "max");
   if (forks_refused > 0)
     send_text(out_fd, 'n', "the job reached its process limit (pids %s): %lld forks refused", field_str(r, F_PIDS),
               forks_refused);
-  long long oom = read_number(JOB_CGROUP "/memory.events", "oom_kill");
-  long long peak = read_number(JOB_CGROUP "/memory.peak", NULL);
-  long long cpu = read_number(JOB_CGROUP "/cpu.stat", "usage_usec");
+  long long oom = cg_read(cg, "memory.events", "oom_kill");
+  long long peak = cg_read(cg, "memory.peak", NULL);
+  long long cpu = cg_read(cg, "cpu.stat", "usage_usec");
   send_text(out_fd, 'x', "%d %d %lld %lld", code, oom > 0, peak, cpu);
 }
 
@@ -673,17 +702,19 @@ int main(void) {
     uint32_t len;
     char *msg = read_frame(&type, &len, 1);
     if (!msg) continue;
-    if (type != 'R') {
+    if (type != 'R' && type != 'W') {
       free(msg);
-      continue; /* a stop before the job started: nothing runs yet */
+      continue; /* a stop before the job started, or after it ended: nothing to do */
     }
     struct request req;
     if (parse_request(msg, len, &req) < 0 || req.n < F_COUNT) {
-      send_text(ctl_fd, 'E', "malformed run request (%d fields)", req.n);
-    } else {
-      run_job(&req);
+      send_text(ctl_fd, type == 'W' ? 'W' : 'E', "malformed request (%d fields)", req.n);
+      continue;
     }
-    sync();
-    reboot(RB_AUTOBOOT); /* one job per VM: -no-reboot turns this into the VMM's exit */
+    run_job(&req, type == 'W');
+    /* One job per VM: after it, the VM idles until the host destroys it (after reading its figures). */
+    if (type == 'R') {
+      for (;;) free(read_frame(&type, &len, 1));
+    }
   }
 }

@@ -1,0 +1,69 @@
+import type { Logger } from '../../observability/logger.js';
+
+/**
+ * Idle VMs ready for a job, by key (VM shape and image): `take` hands one over and starts a
+ * refill behind it. Refills of one key run one at a time; a failed refill is logged and left
+ * for the next take to try again.
+ */
+export class VmPool<T> {
+  private readonly idle = new Map<string, T[]>();
+  private readonly filling = new Map<string, Promise<void>>();
+  private closed = false;
+
+  constructor(
+    private readonly size: number,
+    private readonly create: (key: string) => Promise<T>,
+    private readonly dispose: (vm: T) => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  get enabled(): boolean {
+    return this.size > 0;
+  }
+
+  idleCount(key?: string): number {
+    if (key !== undefined) return this.idle.get(key)?.length ?? 0;
+    return [...this.idle.values()].reduce((n, l) => n + l.length, 0);
+  }
+
+  /** Every idle VM with its key. */
+  entries(): Array<{ key: string; vm: T }> {
+    return [...this.idle].flatMap(([key, list]) => list.map((vm) => ({ key, vm })));
+  }
+
+  take(key: string): T | undefined {
+    if (!this.enabled || this.closed) return undefined;
+    const vm = this.idle.get(key)?.shift();
+    this.fill(key).catch((err: unknown) => this.logger.warn({ err, key }, 'refilling the VM pool failed'));
+    return vm;
+  }
+
+  /** Tops `key` up to the pool size; resolves when it is full (or closed). */
+  fill(key: string): Promise<void> {
+    if (!this.enabled || this.closed) return Promise.resolve();
+    let running = this.filling.get(key);
+    if (!running) {
+      running = (async () => {
+        try {
+          while (!this.closed && this.idleCount(key) < this.size) {
+            const vm = await this.create(key);
+            if (this.closed) await this.dispose(vm);
+            else this.idle.set(key, [...(this.idle.get(key) ?? []), vm]);
+          }
+        } finally {
+          this.filling.delete(key);
+        }
+      })();
+      this.filling.set(key, running);
+    }
+    return running;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.filling.values()]);
+    const all = [...this.idle.values()].flat();
+    this.idle.clear();
+    for (const vm of all) await this.dispose(vm);
+  }
+}
