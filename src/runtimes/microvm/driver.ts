@@ -118,6 +118,10 @@ export class MicrovmDriver implements Runtime {
   private readonly requests = new Map<string, RunRequest>();
   private readonly exits = new Map<string, GuestExit>();
   private readonly footprints = new Map<string, Footprint>();
+  /** Pool keys to top up once these sandboxes' jobs have started. */
+  private readonly refillAfterStart = new Map<string, string>();
+  /** Pooled VMs whose balloon is let out once their job has started. */
+  private readonly deflateAfterStart = new Map<string, VmLaunch>();
   private readonly snapshots: Snapshots;
   private readonly pool: VmPool<PooledVm>;
   /** What each pool key stands for: the VM shape and the image its disk holds. */
@@ -302,7 +306,9 @@ export class MicrovmDriver implements Runtime {
     // A job's log must be the VM's own output file (a hard link): an earlier attempt's log stays.
     if (!this.pool.enabled || req.spec.coldBoot || req.spec.network.enabled || existsSync(req.logPath))
       return undefined;
-    return this.pool.take(this.poolKey(shape, req.image));
+    const key = this.poolKey(shape, req.image);
+    this.refillAfterStart.set(req.sandboxId, key);
+    return this.pool.take(key);
   }
 
   /**
@@ -316,8 +322,8 @@ export class MicrovmDriver implements Runtime {
     await rm(f.dir, { recursive: true, force: true });
     await rename(vm.launch.files.dir, f.dir);
     await link(path.join(f.dir, 'out'), req.logPath);
-    const launch: VmLaunch = { ...vm.launch, files: f };
-    await vmm.setBalloon(launch, launch.shape.memoryMiB);
+    // The guest gets its memory back once the job runs: deflating now would slow its start.
+    this.deflateAfterStart.set(req.sandboxId, { ...vm.launch, files: f });
     this.channels.set(req.sandboxId, vm.channel);
     this.requests.set(req.sandboxId, this.request(req, undefined));
     const info: VmInfo = {
@@ -361,6 +367,10 @@ export class MicrovmDriver implements Runtime {
           START_TIMEOUT_MS,
         );
         await vmm.setBalloon(launch, POOL_IDLE_GUEST_MIB);
+        // Idle means settled: a balloon still inflating would compete with the next job's start.
+        const target = (POOL_IDLE_GUEST_MIB + 8) * 2 ** 20;
+        for (let i = 0; i < 75 && (await vmm.balloonStats(launch)).actualBytes > target; i++)
+          await sleep(200);
       } catch (err) {
         await this.disposePooled(vmRef);
         throw err;
@@ -544,9 +554,23 @@ export class MicrovmDriver implements Runtime {
     const f = this.files(handle.sandboxId, handle.logPath);
     await writeFile(path.join(f.dir, 'started'), '');
     // The clock is set as the job starts: a restored guest wakes at its snapshot's time.
-    await (
-      await this.channel(handle)
-    ).run(encodeRunRequest({ ...request, nowMs: Date.now() }), START_TIMEOUT_MS);
+    try {
+      const channel = await this.channel(handle);
+      await channel.run(encodeRunRequest({ ...request, nowMs: Date.now() }), START_TIMEOUT_MS);
+    } finally {
+      const key = this.refillAfterStart.get(handle.sandboxId);
+      this.refillAfterStart.delete(handle.sandboxId);
+      if (key) this.pool.refill(key);
+      const pooled = this.deflateAfterStart.get(handle.sandboxId);
+      this.deflateAfterStart.delete(handle.sandboxId);
+      // Until this lands, deflate-on-oom gives the guest memory back page by page if it needs it.
+      if (pooled)
+        (await this.ready()).vmm
+          .setBalloon(pooled, pooled.shape.memoryMiB)
+          .catch((err: unknown) =>
+            this.opts.logger.warn({ err }, 'giving a pooled VM its memory back failed'),
+          );
+    }
   }
 
   private vmmPid(handle: TaskHandle): number | undefined {
@@ -634,6 +658,8 @@ export class MicrovmDriver implements Runtime {
     this.requests.delete(handle.sandboxId);
     this.exits.delete(handle.sandboxId);
     this.footprints.delete(handle.sandboxId);
+    this.refillAfterStart.delete(handle.sandboxId);
+    this.deflateAfterStart.delete(handle.sandboxId);
     const pid = this.vmmPid(handle);
     if (pid !== undefined) await killVmm(pid);
     await this.releaseNetwork(handle.sandboxId);

@@ -1,9 +1,9 @@
 import type { Logger } from '../../observability/logger.js';
 
 /**
- * Idle VMs ready for a job, by key (VM shape and image): `take` hands one over and starts a
- * refill behind it. Refills of one key run one at a time; a failed refill is logged and left
- * for the next take to try again.
+ * Idle VMs ready for a job, by key (VM shape and image): `take` hands one over; `refill` tops
+ * the key up in the background once the job has started (a refill beside a job's start would
+ * slow that start down). Refills of one key run one at a time; a failed one is logged.
  */
 export class VmPool<T> {
   private readonly idle = new Map<string, T[]>();
@@ -31,11 +31,15 @@ export class VmPool<T> {
     return [...this.idle].flatMap(([key, list]) => list.map((vm) => ({ key, vm })));
   }
 
+  /** An idle VM of `key`, if any; the caller refills (`refill`) once its job has started. */
   take(key: string): T | undefined {
     if (!this.enabled || this.closed) return undefined;
-    const vm = this.idle.get(key)?.shift();
+    return this.idle.get(key)?.shift();
+  }
+
+  /** Tops `key` up in the background (after a take, or a miss: the next job of it will find one). */
+  refill(key: string): void {
     this.fill(key).catch((err: unknown) => this.logger.warn({ err, key }, 'refilling the VM pool failed'));
-    return vm;
   }
 
   /** Tops `key` up to the pool size; resolves when it is full (or closed). */
@@ -43,17 +47,15 @@ export class VmPool<T> {
     if (!this.enabled || this.closed) return Promise.resolve();
     let running = this.filling.get(key);
     if (!running) {
-      running = (async () => {
-        try {
-          while (!this.closed && this.idleCount(key) < this.size) {
-            const vm = await this.create(key);
-            if (this.closed) await this.dispose(vm);
-            else this.idle.set(key, [...(this.idle.get(key) ?? []), vm]);
-          }
-        } finally {
-          this.filling.delete(key);
+      const top = async () => {
+        while (!this.closed && this.idleCount(key) < this.size) {
+          const vm = await this.create(key);
+          if (this.closed) await this.dispose(vm);
+          else this.idle.set(key, [...(this.idle.get(key) ?? []), vm]);
         }
-      })();
+      };
+      // `finally` runs after `set` even when there is nothing to do (a full pool).
+      running = top().finally(() => this.filling.delete(key));
       this.filling.set(key, running);
     }
     return running;
