@@ -116,7 +116,6 @@ export class MicrovmDriver implements Runtime {
   private setup: Promise<Setup> | undefined;
   private readonly channels = new Map<string, AgentChannel>();
   private readonly requests = new Map<string, RunRequest>();
-  private readonly exits = new Map<string, GuestExit>();
   private readonly footprints = new Map<string, Footprint>();
   /** Pool keys to top up once these sandboxes' jobs have started. */
   private readonly refillAfterStart = new Map<string, string>();
@@ -609,7 +608,11 @@ export class MicrovmDriver implements Runtime {
     if ((await this.ready()).vmm.name === 'firecracker' && this.vmAlive(handle)) await this.channel(handle);
     const exit = await this.guestExit(handle, true);
     if (exit) {
-      this.exits.set(handle.sandboxId, exit);
+      // The job's own figures inside the guest, beside the VMM's that the record keeps.
+      this.opts.logger.info(
+        { jobId: handle.jobId, guestPeakMemoryBytes: exit.peakMemoryBytes, guestCpuNs: exit.cpuUsageNs },
+        'the guest reported the job’s exit',
+      );
       return { exitCode: exit.exitCode, oomKilled: exit.oomKilled };
     }
     if (existsSync(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'killed')))
@@ -646,17 +649,11 @@ export class MicrovmDriver implements Runtime {
     };
   }
 
-  /** What the guest reported about the job itself (its cgroup inside the VM), once it ended. */
-  guestFigures(handle: TaskHandle): GuestExit | undefined {
-    return this.exits.get(handle.sandboxId);
-  }
-
   async destroy(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId, handle.logPath);
     this.channels.get(handle.sandboxId)?.close();
     this.channels.delete(handle.sandboxId);
     this.requests.delete(handle.sandboxId);
-    this.exits.delete(handle.sandboxId);
     this.footprints.delete(handle.sandboxId);
     this.refillAfterStart.delete(handle.sandboxId);
     this.deflateAfterStart.delete(handle.sandboxId);
