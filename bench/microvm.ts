@@ -18,7 +18,7 @@ import { vmShape } from '../src/runtimes/microvm/driver.js';
 import { ensureGuest } from '../src/runtimes/microvm/guest/guest.js';
 import { QmpClient } from '../src/runtimes/microvm/qemu/qmp.js';
 import { QemuVmm } from '../src/runtimes/microvm/qemu/vmm.js';
-import type { VmFiles } from '../src/runtimes/microvm/vmm.js';
+import { vmFiles } from '../src/runtimes/microvm/vmm.js';
 import { sleep } from '../src/runtimes/shared/exec.js';
 import { pss, rss } from './lib/proc.js';
 import { median, row } from './lib/stats.js';
@@ -38,19 +38,6 @@ async function job(box: Boxcar, input: Record<string, unknown>, signal?: AbortSi
   if (!['succeeded', 'cancelled'].includes(r.record.state))
     throw new Error(`job ${r.record.state}: ${r.record.error ?? r.output}`);
   return { record: r.record, vm: r.record.handle?.state.vm as VmInfo };
-}
-
-function vmFiles(dir: string): VmFiles {
-  const f = (n: string) => path.join(dir, n);
-  return {
-    dir,
-    api: f('api.sock'),
-    ctl: f('ctl.sock'),
-    out: f('out'),
-    console: f('console.log'),
-    disk: f('disk.qcow2'),
-    pidFile: f('vmm.pid'),
-  };
 }
 
 async function main() {

@@ -1,5 +1,6 @@
 import { appendFileSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
+import { connectVmmSocket, NotReadyYet } from './vmm-socket.js';
 import { encodeFrame, FRAME, FrameDecoder, type Frame } from './protocol.js';
 
 /**
@@ -47,29 +48,11 @@ export class AgentChannel {
     socket.on('close', () => end());
   }
 
-  static async connect(socketPath: string, opts: ChannelOptions = {}): Promise<AgentChannel> {
-    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-    for (;;) {
-      try {
-        const socket = await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect(socketPath, () => {
-            s.off('error', reject);
-            resolve(s);
-          });
-          s.once('error', reject);
-        });
-        if (opts.vsockPort !== undefined) await vsockHandshake(socket, opts.vsockPort);
-        return new AgentChannel(socket, opts.outFile);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        const retry = code === 'ENOENT' || code === 'ECONNREFUSED' || err instanceof VsockRefused;
-        if (!retry || Date.now() > deadline)
-          throw new Error(`cannot reach the VM's agent at ${socketPath}: ${(err as Error).message}`, {
-            cause: err,
-          });
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    }
+  static connect(socketPath: string, opts: ChannelOptions = {}): Promise<AgentChannel> {
+    return connectVmmSocket(socketPath, opts.timeoutMs ?? 10_000, "the VM's agent", async (socket) => {
+      if (opts.vsockPort !== undefined) await vsockHandshake(socket, opts.vsockPort);
+      return new AgentChannel(socket, opts.outFile);
+    });
   }
 
   /** The next frame of one of `types`, skipping others. */
@@ -120,8 +103,6 @@ export class AgentChannel {
   }
 }
 
-class VsockRefused extends Error {}
-
 /** Firecracker's host-initiated vsock: `CONNECT <port>\n`, answered by `OK <host port>\n`. */
 function vsockHandshake(socket: net.Socket, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -134,14 +115,14 @@ function vsockHandshake(socket: net.Socket, port: number): Promise<void> {
       const rest = Buffer.from(reply.slice(nl + 1), 'latin1');
       if (!reply.startsWith('OK ')) {
         socket.destroy();
-        reject(new VsockRefused(`vsock port ${port}: ${reply.slice(0, nl) || 'refused'}`));
+        reject(new NotReadyYet(`vsock port ${port}: ${reply.slice(0, nl) || 'refused'}`));
         return;
       }
       if (rest.length) socket.unshift(rest);
       resolve();
     };
     socket.on('data', onData);
-    socket.once('close', () => reject(new VsockRefused(`vsock port ${port}: closed before answering`)));
+    socket.once('close', () => reject(new NotReadyYet(`vsock port ${port}: closed before answering`)));
     socket.write(`CONNECT ${port}\n`);
   });
 }

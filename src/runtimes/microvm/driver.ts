@@ -1,6 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { StringDecoder } from 'node:string_decoder';
 import { link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatePaths } from '../../config/paths.js';
@@ -18,23 +17,15 @@ import type {
   TaskStats,
 } from '../runtime.js';
 import { processAlive, sleep } from '../shared/exec.js';
-import { toolVersion } from '../shared/fingerprint.js';
-import { followFile, type LogDecoder } from '../shared/follow.js';
+import { toolVersion, type ToolVersion } from '../shared/fingerprint.js';
+import { followFile } from '../shared/follow.js';
 import { capabilityMask, jobEnv, jobHostname } from '../shared/oci-spec.js';
 import { seccompProfile } from '../shared/seccomp.js';
 import { compileSeccomp } from '../shared/seccomp-bpf.js';
 import { AgentChannel } from './agent-channel.js';
 import { createJobDisk, imageDisk } from './disk.js';
 import { ensureGuest, GuestMissing, type GuestImage } from './guest/guest.js';
-import {
-  encodeRunRequest,
-  FRAME,
-  FrameDecoder,
-  frameOutput,
-  parseExit,
-  type GuestExit,
-  type RunRequest,
-} from './protocol.js';
+import { encodeRunRequest, vmLogDecoder, type GuestExit, type RunRequest } from './protocol.js';
 import { chooseAccel, type AccelChoice } from './qemu/accel.js';
 import { QEMU, QemuVmm, RestoreFailed, vmDiagnostics } from './qemu/vmm.js';
 import { Snapshots } from './snapshots.js';
@@ -44,10 +35,11 @@ import type { ResolvedImage } from '../../images/image.js';
 import { ImageStore } from '../../images/image-store.js';
 import { resolveImage } from '../../images/resolve.js';
 import { AGENT_VSOCK_PORT, FIRECRACKER, FirecrackerVmm, vsockPath } from './firecracker/vmm.js';
-import type { Vmm, VmFiles, VmLaunch, VmNetwork, VmShape } from './vmm.js';
+import { vmFiles, type Vmm, type VmFiles, type VmLaunch, type VmNetwork, type VmShape } from './vmm.js';
 import {
   bridgeForVm,
-  leaseFor,
+  recordSlotIn,
+  releaseRecordedNetwork,
   setupNetwork,
   teardownNetwork,
   VM_TAP,
@@ -85,6 +77,10 @@ const POOL_IDLE_GUEST_MIB = GUEST_OVERHEAD_MIB + 32;
 const VM_MAC = '02:bc:00:00:00:01';
 const DEFAULT_NETWORK = JobSpec.parse({ command: ['true'], network: true }).network;
 const DEFAULT_LIMITS = JobSpec.parse({ command: ['true'] }).limits;
+/** What every guest job keeps: the container jobs' capabilities and seccomp filter (as BPF, built once). */
+const GUEST_CAPABILITIES = capabilityMask();
+let seccompProgram: Buffer | undefined;
+const guestSeccomp = () => (seccompProgram ??= compileSeccomp(seccompProfile()));
 const BOOT_TIMEOUT_MS = 30_000;
 const START_TIMEOUT_MS = 30_000;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
@@ -114,6 +110,7 @@ export function vmShape(limits: JobLimits): VmShape {
 export class MicrovmDriver implements Runtime {
   readonly name = 'firecracker' as const;
   private setup: Promise<Setup> | undefined;
+  private toolVersions: Promise<{ qemu: ToolVersion; fc: ToolVersion }> | undefined;
   private readonly channels = new Map<string, AgentChannel>();
   private readonly requests = new Map<string, RunRequest>();
   private readonly footprints = new Map<string, Footprint>();
@@ -139,16 +136,7 @@ export class MicrovmDriver implements Runtime {
   }
 
   files(sandboxId: string, logPath: string): VmFiles {
-    const dir = path.join(this.opts.paths.sandboxes, sandboxId);
-    return {
-      dir,
-      api: path.join(dir, 'api.sock'),
-      ctl: path.join(dir, 'ctl.sock'),
-      out: logPath,
-      console: path.join(dir, 'console.log'),
-      disk: path.join(dir, 'disk.qcow2'),
-      pidFile: path.join(dir, 'vmm.pid'),
-    };
+    return vmFiles(path.join(this.opts.paths.sandboxes, sandboxId), logPath);
   }
 
   /** The job's network slot, written before the network exists (see setupNetwork). */
@@ -162,32 +150,29 @@ export class MicrovmDriver implements Runtime {
     spec: JobNetwork,
     slotFile: string,
   ): Promise<{ vm: VmNetwork; lease: NetworkLease }> {
-    const lease = await setupNetwork(id, spec, (slot) => writeFile(slotFile, JSON.stringify({ slot })));
+    const lease = await setupNetwork(id, spec, recordSlotIn(slotFile));
     await bridgeForVm(lease);
     return { lease, vm: { tap: VM_TAP, mac: VM_MAC, netnsPath: lease.netnsPath, rate: spec.egress } };
   }
 
-  private async releaseNetwork(sandboxId: string): Promise<void> {
-    let slot: number;
-    try {
-      slot = (JSON.parse(await readFile(this.networkFile(sandboxId), 'utf8')) as { slot: number }).slot;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // the job had no network
-      throw err;
-    }
-    await teardownNetwork(leaseFor(slot));
+  /** The VMMs' versions (or why they cannot run), asked once per process. */
+  private tools(): Promise<{ qemu: ToolVersion; fc: ToolVersion }> {
+    this.toolVersions ??= Promise.all([
+      toolVersion(QEMU, ['--version']),
+      toolVersion(FIRECRACKER, ['--version']),
+    ]).then(([qemu, fc]) => ({ qemu, fc }));
+    return this.toolVersions;
   }
 
   /** Guest kernel and initramfs, accelerator and VMM: worked out once per process. */
   private ready(): Promise<Setup> {
     this.setup ??= (async () => {
       const guest = await ensureGuest(this.opts.paths.vm);
-      const qemu = await toolVersion(QEMU, ['--version']);
+      const { qemu, fc } = await this.tools();
       const accel = await chooseAccel(`${guest.key}:${qemu.ok ? qemu.version : ''}`, () =>
         this.kvmBoots(guest),
       );
       // Firecracker where it is installed and KVM runs guests; QEMU everywhere else.
-      const fc = await toolVersion(FIRECRACKER, ['--version']);
       const vmm: Vmm = fc.ok && accel.accel === 'kvm' ? new FirecrackerVmm() : new QemuVmm(accel.accel);
       return { guest, accel, vmm };
     })();
@@ -197,8 +182,7 @@ export class MicrovmDriver implements Runtime {
 
   /** Boots the guest once under KVM: `/dev/kvm` opening is not proof that guests run. */
   private async kvmBoots(guest: GuestImage): Promise<boolean> {
-    const sandboxId = `kvm-probe-${process.pid}`;
-    const files = this.files(sandboxId, path.join(this.opts.paths.sandboxes, sandboxId, 'out'));
+    const files = vmFiles(path.join(this.opts.paths.sandboxes, `kvm-probe-${process.pid}`));
     await mkdir(files.dir, { recursive: true });
     let pid: number | undefined;
     try {
@@ -230,13 +214,12 @@ export class MicrovmDriver implements Runtime {
       details,
     });
     if (process.getuid?.() !== 0) return unusable('needs root (VM disks, taps, cgroups); run boxcar as root');
-    const qemu = await toolVersion(QEMU, ['--version']);
+    const { qemu, fc } = await this.tools();
     if (!qemu.ok)
       return unusable(`QEMU cannot run (${qemu.why}); install the Debian package qemu-system-x86`);
     details.qemu = qemu.version;
     const img = await toolVersion('qemu-img', ['--version']);
     if (!img.ok) return unusable(`qemu-img cannot run (${img.why}); install the Debian package qemu-utils`);
-    const fc = await toolVersion(FIRECRACKER, ['--version']);
     details.firecracker = fc.ok ? fc.version : 'not installed';
     try {
       const { guest, accel, vmm } = await this.ready();
@@ -263,13 +246,13 @@ export class MicrovmDriver implements Runtime {
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     const f = this.files(req.sandboxId, req.logPath);
-    await mkdir(f.dir, { recursive: true });
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const { vmm, guest } = await this.ready();
-    await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
     const shape = vmShape(req.spec.limits);
     const pooled = this.takePooled(req, shape);
-    if (pooled) return this.adopt(pooled, req, vmm);
+    if (pooled) return this.adopt(pooled, req, vmm); // its directory becomes the sandbox
+    await mkdir(f.dir, { recursive: true });
+    await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
     const net = req.spec.network.enabled
       ? await this.network(req.sandboxId, req.spec.network, this.networkFile(req.sandboxId))
       : undefined;
@@ -318,7 +301,6 @@ export class MicrovmDriver implements Runtime {
   private async adopt(vm: PooledVm, req: SandboxRequest, vmm: Vmm): Promise<TaskHandle> {
     const t0 = Date.now();
     const f = this.files(req.sandboxId, req.logPath);
-    await rm(f.dir, { recursive: true, force: true });
     await rename(vm.launch.files.dir, f.dir);
     await link(path.join(f.dir, 'out'), req.logPath);
     // The guest gets its memory back once the job runs: deflating now would slow its start.
@@ -347,8 +329,8 @@ export class MicrovmDriver implements Runtime {
     if (!what) throw new Error(`unknown VM pool key ${key}`);
     const { vmm, guest } = await this.ready();
     const id = `pool-${process.pid}-${randomUUID()}`;
-    const dir = path.join(this.opts.paths.sandboxes, id);
-    const files = this.files(id, path.join(dir, 'out'));
+    const files = vmFiles(path.join(this.opts.paths.sandboxes, id));
+    const dir = files.dir;
     await mkdir(dir, { recursive: true });
     try {
       await createJobDisk(vmm.diskFormat, files.disk, await imageDisk(this.opts.paths.vm, what.image));
@@ -393,9 +375,9 @@ export class MicrovmDriver implements Runtime {
     for (const name of dirs) {
       const owner = /^pool-(\d+)-/.exec(name)?.[1];
       if (!owner || Number(owner) === process.pid || processAlive(Number(owner))) continue;
-      const f = this.files(name, path.join(this.opts.paths.sandboxes, name, 'out'));
-      const pid = Number((await readFile(f.pidFile, 'utf8').catch(() => '')).trim());
-      if (pid && processAlive(pid)) await killVmm(pid);
+      const f = vmFiles(path.join(this.opts.paths.sandboxes, name));
+      const pid = pidFromFile(f.pidFile);
+      if (pid !== undefined) await killVmm(pid);
       await rm(f.dir, { recursive: true, force: true });
     }
   }
@@ -463,15 +445,7 @@ export class MicrovmDriver implements Runtime {
     network: boolean,
     dir: string,
   ): Promise<void> {
-    const files: VmFiles = {
-      dir,
-      api: path.join(dir, 'api.sock'),
-      ctl: path.join(dir, 'ctl.sock'),
-      out: path.join(dir, 'out'),
-      console: path.join(dir, 'console.log'),
-      disk: path.join(dir, 'disk.qcow2'),
-      pidFile: path.join(dir, 'vmm.pid'),
-    };
+    const files = vmFiles(dir);
     await createJobDisk(vmm.diskFormat, files.disk);
     // A VM with a NIC is snapshotted with one: it needs a tap of its own while it boots.
     const net = network
@@ -528,8 +502,8 @@ export class MicrovmDriver implements Runtime {
       cpuMillis: limits.cpuMillis,
       tmpBytes: limits.tmpBytes,
       workspaceBytes: limits.workspaceBytes,
-      capabilities: capabilityMask(),
-      seccomp: compileSeccomp(seccompProfile()),
+      capabilities: GUEST_CAPABILITIES,
+      seccomp: guestSeccomp(),
       argv,
       env,
       network,
@@ -576,14 +550,7 @@ export class MicrovmDriver implements Runtime {
     const pid = handle.state.pid;
     if (typeof pid === 'number') return pid;
     // A handle saved before prepare returned: QEMU's pid file says where it is.
-    try {
-      return (
-        Number(readFileSync(this.files(handle.sandboxId, handle.logPath).pidFile, 'utf8').trim()) || undefined
-      );
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    return pidFromFile(this.files(handle.sandboxId, handle.logPath).pidFile);
   }
 
   private vmAlive(handle: TaskHandle): boolean {
@@ -659,7 +626,7 @@ export class MicrovmDriver implements Runtime {
     this.deflateAfterStart.delete(handle.sandboxId);
     const pid = this.vmmPid(handle);
     if (pid !== undefined) await killVmm(pid);
-    await this.releaseNetwork(handle.sandboxId);
+    await releaseRecordedNetwork(this.networkFile(handle.sandboxId));
     await rm(f.dir, { recursive: true, force: true });
   }
 
@@ -706,30 +673,21 @@ export class MicrovmDriver implements Runtime {
   }
 }
 
-/** The job's log as output chunks; the exit frame goes to `onExit`. */
-export function vmLogDecoder(onExit: (e: GuestExit) => void): LogDecoder {
-  const frames = new FrameDecoder();
-  const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
-  return {
-    push(bytes) {
-      const out: OutputChunk[] = [];
-      for (const f of frames.push(bytes)) {
-        if (f.type === FRAME.exit) onExit(parseExit(f.payload));
-        const chunk = frameOutput(f);
-        if (!chunk) continue;
-        const s = f.type === FRAME.notice ? chunk.text : text[chunk.stream].write(f.payload);
-        if (s) out.push({ stream: chunk.stream, text: s });
-      }
-      return out;
-    },
-  };
-}
-
 /** The agent's control channel: a virtio-serial socket under QEMU, vsock under Firecracker. */
 function connectAgent(vmm: Vmm, files: VmFiles, timeoutMs?: number): Promise<AgentChannel> {
   return vmm.name === 'firecracker'
     ? AgentChannel.connect(vsockPath(files), { timeoutMs, vsockPort: AGENT_VSOCK_PORT, outFile: files.out })
     : AgentChannel.connect(files.ctl, { timeoutMs });
+}
+
+/** The pid a VMM wrote to its pid file, if it got that far. */
+function pidFromFile(file: string): number | undefined {
+  try {
+    return Number(readFileSync(file, 'utf8').trim()) || undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 async function killVmm(pid: number): Promise<void> {

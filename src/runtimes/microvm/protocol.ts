@@ -1,4 +1,6 @@
+import { StringDecoder } from 'node:string_decoder';
 import type { OutputChunk } from '../runtime.js';
+import type { LogDecoder } from '../shared/follow.js';
 
 /**
  * The wire format between Boxcar and its guest agent (guest/agent.c), on both virtio-serial
@@ -130,10 +132,24 @@ export function parseExit(payload: Buffer): GuestExit {
   };
 }
 
-/** An output-port frame as a chunk of job output (exit frames are not output). */
-export function frameOutput(f: Frame): OutputChunk | undefined {
-  if (f.type === FRAME.stdout) return { stream: 'stdout', text: f.payload.toString() };
-  if (f.type === FRAME.stderr) return { stream: 'stderr', text: f.payload.toString() };
-  if (f.type === FRAME.notice) return { stream: 'stderr', text: `[boxcar: ${f.payload.toString()}]\n` };
-  return undefined;
+/** The job's log (output-port frames) as output chunks; the exit frame goes to `onExit`. */
+export function vmLogDecoder(onExit: (e: GuestExit) => void): LogDecoder {
+  const frames = new FrameDecoder();
+  const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  return {
+    push(bytes) {
+      const out: OutputChunk[] = [];
+      for (const f of frames.push(bytes)) {
+        if (f.type === FRAME.exit) onExit(parseExit(f.payload));
+        else if (f.type === FRAME.notice)
+          out.push({ stream: 'stderr', text: `[boxcar: ${f.payload.toString()}]\n` });
+        else if (f.type === FRAME.stdout || f.type === FRAME.stderr) {
+          const stream = f.type === FRAME.stdout ? 'stdout' : 'stderr';
+          const s = text[stream].write(f.payload); // a character may span two frames
+          if (s) out.push({ stream, text: s });
+        }
+      }
+      return out;
+    },
+  };
 }

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { GuestImage } from './guest/guest.js';
 
 /**
@@ -22,6 +23,19 @@ export interface VmFiles {
   console: string;
   disk: string;
   pidFile: string;
+}
+
+/** A VM's files in `dir`; its output goes to `out` (a job's log, or a file of its own). */
+export function vmFiles(dir: string, out = path.join(dir, 'out')): VmFiles {
+  return {
+    dir,
+    api: path.join(dir, 'api.sock'),
+    ctl: path.join(dir, 'ctl.sock'),
+    out,
+    console: path.join(dir, 'console.log'),
+    disk: path.join(dir, 'disk.qcow2'),
+    pidFile: path.join(dir, 'vmm.pid'),
+  };
 }
 
 /** A NIC on a tap in the job's network namespace (the VMM runs in that namespace). */

@@ -19,7 +19,7 @@ import type {
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, processAlive, run } from './exec.js';
 import { followFile, k8sFileDecoder } from './follow.js';
-import { leaseFor, setupNetwork, teardownNetwork } from './network.js';
+import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { ChangeWatcher } from './watch.js';
 
@@ -113,9 +113,7 @@ export abstract class ConmonDriver implements Runtime {
     await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const network = req.spec.network.enabled
-      ? await setupNetwork(req.sandboxId, req.spec.network, (slot) =>
-          writeFile(f.networkFile, JSON.stringify({ slot })),
-        )
+      ? await setupNetwork(req.sandboxId, req.spec.network, recordSlotIn(f.networkFile))
       : undefined;
     const spec = this.adjustSpec(
       ociSpec({
@@ -239,7 +237,7 @@ export abstract class ConmonDriver implements Runtime {
 
   /** The tool as this sandbox needs it (inside its network namespace, when it has one). */
   private async toolFor(sandboxId: string): Promise<OciTool> {
-    const slot = await this.networkSlot(this.files(sandboxId));
+    const slot = await recordedSlot(this.files(sandboxId).networkFile);
     return this.tool({ netnsPath: slot === undefined ? undefined : leaseFor(slot).netnsPath });
   }
 
@@ -337,25 +335,11 @@ export abstract class ConmonDriver implements Runtime {
       for (let i = 0; i < 20 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));
       if (processAlive(pid)) process.kill(pid, 'SIGKILL');
     }
-    await this.releaseNetwork(f);
+    await releaseRecordedNetwork(f.networkFile);
     const left = await removeCgroup(this.cgroupsPath(handle.sandboxId));
     if (left.length)
       this.opts.logger.warn({ sandboxId: handle.sandboxId, left }, 'cgroup directories could not be removed');
     await rm(f.dir, { recursive: true, force: true });
-  }
-
-  private async networkSlot(f: SandboxFiles): Promise<number | undefined> {
-    try {
-      return (JSON.parse(await readFile(f.networkFile, 'utf8')) as { slot: number }).slot;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // the job has no network
-      throw err;
-    }
-  }
-
-  private async releaseNetwork(f: SandboxFiles): Promise<void> {
-    const slot = await this.networkSlot(f);
-    if (slot !== undefined) await teardownNetwork(leaseFor(slot));
   }
 
   async recover(handle: TaskHandle): Promise<Recovered> {

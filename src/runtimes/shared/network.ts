@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { JobNetwork } from '../../jobs/spec.js';
 import { ExecError, run } from './exec.js';
@@ -177,4 +178,26 @@ export async function bridgeForVm(l: NetworkLease): Promise<void> {
   await inNs('link', 'set', VM_TAP, 'master', VM_BRIDGE);
   await inNs('link', 'set', VM_TAP, 'up');
   await inNs('link', 'set', VM_BRIDGE, 'up');
+}
+
+/**
+ * A sandbox records its network slot in a file of its own (`network.json`) before the network
+ * exists, so whatever happens next, the sandbox's destroy finds what to tear down.
+ */
+export const recordSlotIn = (file: string) => (slot: number) => writeFile(file, JSON.stringify({ slot }));
+
+/** The slot recorded in `file`; undefined when the sandbox has no network. */
+export async function recordedSlot(file: string): Promise<number | undefined> {
+  try {
+    return (JSON.parse(await readFile(file, 'utf8')) as { slot: number }).slot;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Tears down the network whose slot is recorded in `file`, if any. */
+export async function releaseRecordedNetwork(file: string): Promise<void> {
+  const slot = await recordedSlot(file);
+  if (slot !== undefined) await teardownNetwork(leaseFor(slot));
 }

@@ -1,4 +1,5 @@
-import net from 'node:net';
+import type net from 'node:net';
+import { connectVmmSocket } from '../vmm-socket.js';
 
 /**
  * A client for QEMU's machine protocol (QMP): JSON lines over a Unix socket. Commands carry an
@@ -34,24 +35,12 @@ export class QmpClient {
   }
 
   /** Connects (retrying while the VMM creates its socket) and leaves capability negotiation. */
-  static async connect(socketPath: string, timeoutMs = 10_000): Promise<QmpClient> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const socket = await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect(socketPath, () => resolve(s));
-          s.once('error', reject);
-        });
-        const client = new QmpClient(socket);
-        await client.execute('qmp_capabilities');
-        return client;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || Date.now() > deadline)
-          throw new QmpError(`cannot reach QMP at ${socketPath}: ${(err as Error).message}`, { cause: err });
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    }
+  static connect(socketPath: string, timeoutMs = 10_000): Promise<QmpClient> {
+    return connectVmmSocket(socketPath, timeoutMs, 'QMP', async (socket) => {
+      const client = new QmpClient(socket);
+      await client.execute('qmp_capabilities');
+      return client;
+    });
   }
 
   private onData(d: string): void {
