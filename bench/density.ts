@@ -15,7 +15,7 @@ import { executeJob } from '../src/jobs/execute.js';
 import { currentOwner } from '../src/jobs/owner.js';
 import { JobSpec } from '../src/jobs/spec.js';
 import { silentLogger } from '../src/observability/logger.js';
-import { decideLocally } from '../src/cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../src/cli/local-job.js';
 import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
 import { sleep } from '../src/runtimes/shared/exec.js';
 import { memAvailable, pss } from './lib/proc.js';
@@ -45,6 +45,7 @@ async function main() {
         tenant: 'bench',
         spec: JobSpec.parse({ ...trust, runtime: RUNTIME, command: ['true'] }),
         decision: await decideLocally(box, 'bench', spec),
+        origin: operatorOrigin(),
         owner: currentOwner(),
       }),
     );
@@ -59,6 +60,7 @@ async function main() {
         tenant: 'bench',
         spec,
         decision: await decideLocally(box, 'bench', spec),
+        origin: operatorOrigin(),
         owner: currentOwner(),
       });
       runs.push(executeJob(box, job, { signal: ac.signal }));

@@ -9,7 +9,8 @@ import { performance } from 'node:perf_hooks';
 import { JobSpec } from '../src/jobs/spec.js';
 import { RuntimeHealthBook } from '../src/policy/health.js';
 import { loadPolicy } from '../src/policy/load-policy.js';
-import { route, trustFromSpec } from '../src/policy/route.js';
+import { route, trustFromSpec, webhookClaims } from '../src/policy/route.js';
+import type { TrustInputs } from '../src/policy/trust.js';
 import { githubPullRequestTrust, gitlabMergeRequestTrust } from '../src/policy/webhooks.js';
 import { row } from './lib/stats.js';
 
@@ -50,21 +51,30 @@ async function main() {
   const views = await book.views(Date.now());
 
   const spec = JobSpec.parse({ command: ['make', 'test'] });
+  // Every tenant trusted, so the payloads decide (the ceiling is one more comparison).
+  const ceiling = { trust: 'trusted' as const, why: 'tenant bench is trusted' };
+  const hook = (payload: TrustInputs) => webhookClaims(spec, payload, ceiling);
   const wasmSpec = JobSpec.parse({ command: ['lint'], image: 'lint.wasm', source: 'external_pr' });
   const mix: Array<() => unknown> = [];
   for (let i = 0; i < 100; i++) {
     const id = `job-${i}`;
     if (i < 3)
-      mix.push(() => route(policy, { jobId: id, spec: wasmSpec, trust: trustFromSpec(wasmSpec) }, views));
+      mix.push(() =>
+        route(
+          policy,
+          { jobId: id, spec: wasmSpec, trust: { ceiling, claim: trustFromSpec(wasmSpec) } },
+          views,
+        ),
+      );
     else if (i < 10) {
       const p = i % 2 ? mr : mrFork;
-      mix.push(() => route(policy, { jobId: id, spec, trust: gitlabMergeRequestTrust(p) }, views));
+      mix.push(() => route(policy, { jobId: id, spec, trust: hook(gitlabMergeRequestTrust(p)) }, views));
     } else if (i < 73) {
       const p = prs[i % prs.length];
-      mix.push(() => route(policy, { jobId: id, spec, trust: githubPullRequestTrust(p) }, views));
+      mix.push(() => route(policy, { jobId: id, spec, trust: hook(githubPullRequestTrust(p)) }, views));
     } else {
       const p = forks[i % forks.length];
-      mix.push(() => route(policy, { jobId: id, spec, trust: githubPullRequestTrust(p) }, views));
+      mix.push(() => route(policy, { jobId: id, spec, trust: hook(githubPullRequestTrust(p)) }, views));
     }
   }
   for (let i = 0; i < 20_000; i++) (mix[i % 100] as () => unknown)(); // warm-up (JIT)

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openBoxcar } from '../src/boxcar.js';
-import { decideLocally } from '../src/cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../src/cli/local-job.js';
 import { executeJob } from '../src/jobs/execute.js';
 import { currentOwner } from '../src/jobs/owner.js';
 import { JobSpec } from '../src/jobs/spec.js';
@@ -38,6 +38,7 @@ async function main() {
         tenant: 'bench',
         spec,
         decision: await decideLocally(box, id, spec),
+        origin: operatorOrigin(),
         owner: currentOwner(),
       });
       return executeJob(box, job, { signal });

@@ -1,4 +1,5 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { loadConfig, type Config } from './config/config.js';
 import { statePaths, type StatePaths } from './config/paths.js';
 import type { Prices } from './cost/model.js';
@@ -10,6 +11,7 @@ import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
+import { Secrets } from './tenants/secrets.js';
 
 /** One local Boxcar: its state directory, store, images, runtime drivers and routing policy. */
 export interface Boxcar {
@@ -21,6 +23,8 @@ export interface Boxcar {
   prices: Prices;
   config: Config;
   logger: Logger;
+  /** Tenants' secrets: sealed in the store, opened only for trusted jobs. */
+  secrets: Secrets;
   close(): Promise<void>;
 }
 
@@ -37,9 +41,11 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
   const policy = await loadPolicy(config.policyFile);
   const paths = statePaths(opts.state);
   try {
-    await mkdir(paths.root, { recursive: true });
-    await mkdir(paths.logs, { recursive: true });
-    await mkdir(paths.sandboxes, { recursive: true });
+    // Job logs, bundles and the database are nobody else's business on this host.
+    await mkdir(paths.root, { recursive: true, mode: 0o700 });
+    await chmod(paths.root, 0o700);
+    await mkdir(paths.logs, { recursive: true, mode: 0o700 });
+    await mkdir(paths.sandboxes, { recursive: true, mode: 0o700 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new UserError(
@@ -57,6 +63,7 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     prices: config.prices,
     config,
     logger,
+    secrets: new Secrets(store, config.secretsKeyFile ?? path.join(paths.root, 'secrets.key')),
     close: async () => {
       await runtimes.close();
       await store.close();

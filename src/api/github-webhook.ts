@@ -5,24 +5,36 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Boxcar } from '../boxcar.js';
-import { UserError } from '../errors.js';
+import { errorMessage, UserError } from '../errors.js';
 import { parseYaml } from '../config/yaml.js';
-import { PipelineSpec, pipelineJobs } from '../jobs/pipeline.js';
+import { pipelineJobs } from '../jobs/pipeline.js';
 import { githubPullRequestTrust } from '../policy/webhooks.js';
-import { run } from '../runtimes/shared/exec.js';
-import { acceptJob } from '../scheduler/intake.js';
+import { run, scrubbedEnv } from '../runtimes/shared/exec.js';
+import { acceptJob, JobRefused } from '../scheduler/intake.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import { jobView } from './job-view.js';
+import type { Delivery, JobRecord } from '../store/store.js';
+import { pipelineSpecFor } from '../tenants/limits.js';
+import { tenantForRepository, tenantSettings } from '../tenants/tenant-config.js';
 
 /**
  * GitHub webhook intake. The body is authenticated by its `X-Hub-Signature-256` HMAC (checked
  * in constant time, before anything in it is read); a bad or missing signature queues nothing.
- * A pull request opened, reopened or pushed to runs the jobs of the repository's own
- * `.boxcar.yml` (a pipeline file) at the pull request's head commit, with the trust the
- * classifier gives the payload: a fork's code is untrusted whatever its job file says.
+ * A pull request opened, reopened or pushed to is remembered by its `X-GitHub-Delivery` id (a
+ * replay of the same delivery is a no-op for as long as deliveries are kept) and answered at
+ * once; a worker then fetches the repository's `.boxcar.yml` at the head commit, off the
+ * request path, a few at a time and with a timeout, cancels the jobs of the pull request's
+ * earlier pushes, and queues the file's jobs with the trust the classifier gives the payload
+ * (a fork's code is untrusted whatever its job file says), for the tenant the repository maps to.
  */
 export const JOB_FILE = '.boxcar.yml';
 const RUN_ON = ['opened', 'reopened', 'synchronize'];
+/** GitHub retries a delivery for up to three days; a week covers it and manual redeliveries. */
+export const DELIVERY_RETENTION_MS = 8 * 24 * 3600_000;
+const FETCH_CONCURRENCY = 4;
+const FETCH_TIMEOUT_MS = 60_000;
+const DELIVERY_LEASE_MS = 5 * 60_000;
+const SWEEP_MS = 1000;
+const PRUNE_EVERY_MS = 3600_000;
 
 const PullRequestEvent = z.object({
   action: z.string(),
@@ -36,27 +48,193 @@ const PullRequestEvent = z.object({
   repository: z.object({ full_name: z.string() }),
 });
 
+/** What a delivery keeps for its worker: the few fields it needs and the classifier's verdict. */
+const DeliveryEvent = z.object({
+  number: z.number(),
+  repository: z.string(),
+  headSha: z.string(),
+  cloneUrl: z.string(),
+  classifier: z.object({
+    source: z.string().optional(),
+    userGroup: z.string().optional(),
+    repository: z.string().optional(),
+    evidence: z.array(z.string()),
+  }),
+});
+type DeliveryEvent = z.output<typeof DeliveryEvent>;
+
 export function signatureValid(secret: string, body: Buffer, header: string | undefined): boolean {
   const expected = Buffer.from(`sha256=${createHmac('sha256', secret).update(body).digest('hex')}`);
   const given = Buffer.from(header ?? '');
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
-/** The job file at one commit of a repository, fetched with git (shallow, that commit only). */
+/**
+ * The job file at one commit of a repository, fetched with git (shallow, that commit only),
+ * with nothing of the host's or the repository's configuration: no hooks, no system or user
+ * config, only the https, ssh and file transports.
+ */
 async function jobFileAt(cloneUrl: string, sha: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-fetch-'));
+  const git = (args: string[], timeoutMs?: number) =>
+    run(
+      'git',
+      [
+        '-c', 'core.hooksPath=/dev/null',
+        '-c', 'protocol.allow=never',
+        '-c', 'protocol.https.allow=always',
+        '-c', 'protocol.ssh.allow=always',
+        '-c', 'protocol.file.allow=always',
+        ...args,
+      ], // prettier-ignore
+      { timeoutMs, env: scrubbedEnv({ GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', HOME: dir }) },
+    );
   try {
-    await run('git', ['init', '-q', '--bare', dir]);
-    await run('git', ['-C', dir, 'fetch', '-q', '--depth', '1', cloneUrl, sha], { timeoutMs: 60_000 });
-    return (await run('git', ['-C', dir, 'show', `${sha}:${JOB_FILE}`])).stdout;
+    await git(['init', '-q', '--bare', dir]);
+    await git(['-C', dir, 'fetch', '-q', '--depth', '1', '--no-tags', cloneUrl, sha], FETCH_TIMEOUT_MS);
+    return (await git(['-C', dir, 'show', `${sha}:${JOB_FILE}`])).stdout;
   } catch (err) {
-    throw new UserError(`cannot read ${JOB_FILE} at ${sha} from ${cloneUrl}: ${(err as Error).message}`);
+    throw new UserError(`cannot read ${JOB_FILE} at ${sha} from ${cloneUrl}: ${errorMessage(err)}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, scheduler: Scheduler): void {
+/**
+ * Turns remembered deliveries into jobs. Any node sharing the store may take a pending
+ * delivery (held by lease, so one that died mid-way is taken up again); deliveries of one pull
+ * request are handled one after the other on a node, in the order they came.
+ */
+export class DeliveryWorker {
+  readonly owner: string;
+  private inFlight = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+  private readonly groups = new Map<string, Promise<void>>();
+  private readonly running = new Set<Promise<void>>();
+  private lastPrune = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly box: Boxcar,
+    private readonly scheduler: Scheduler,
+  ) {
+    this.owner = scheduler.owner;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.notify(), SWEEP_MS);
+    this.notify();
+  }
+
+  /** Looks for pending deliveries now. */
+  notify(): void {
+    if (this.stopped || this.sweeping) return;
+    this.sweeping = this.sweep()
+      .catch((err: unknown) => this.box.logger.error({ err }, 'webhook delivery sweep failed'))
+      .finally(() => (this.sweeping = undefined));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.sweeping;
+    await Promise.allSettled([...this.running]);
+  }
+
+  private async sweep(): Promise<void> {
+    const { store } = this.box;
+    if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
+      this.lastPrune = Date.now();
+      await store.pruneDeliveries(Date.now() - DELIVERY_RETENTION_MS);
+    }
+    const free = FETCH_CONCURRENCY - this.inFlight;
+    if (free <= 0) return;
+    for (const d of await store.claimDeliveries(this.owner, Date.now() + DELIVERY_LEASE_MS, free)) {
+      const group = `${d.forge}:${String(d.event.repository)}#${String(d.event.number)}`;
+      this.inFlight++;
+      const done = (this.groups.get(group) ?? Promise.resolve())
+        .then(() => this.handle(d, group))
+        .finally(() => {
+          this.inFlight--;
+          if (this.groups.get(group) === done) this.groups.delete(group);
+          this.running.delete(done);
+          this.notify();
+        });
+      this.groups.set(group, done);
+      this.running.add(done);
+    }
+  }
+
+  private async handle(d: Delivery, group: string): Promise<void> {
+    const log = this.box.logger.child({ delivery: d.id });
+    try {
+      const { jobs, refused } = await this.queueJobs(d, group, DeliveryEvent.parse(d.event));
+      await this.box.store.settleDelivery(d.id, 'done', {
+        jobs,
+        ...(refused.length ? { error: refused.join('; ') } : {}),
+      });
+      this.scheduler.notify();
+    } catch (err) {
+      if (!(err instanceof UserError)) log.error({ err }, 'handling a webhook delivery failed');
+      await this.box.store.settleDelivery(d.id, 'failed', { error: errorMessage(err) });
+    }
+  }
+
+  private async queueJobs(
+    d: Delivery,
+    group: string,
+    ev: DeliveryEvent,
+  ): Promise<{ jobs: string[]; refused: string[] }> {
+    const { box, scheduler } = this;
+    const tenant = tenantSettings(box.config.tenants, d.tenant);
+    const text = await jobFileAt(ev.cloneUrl, ev.headSha);
+    const pipeline = parseYaml(
+      text,
+      `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`,
+      pipelineSpecFor(tenant),
+    );
+    const actor = `webhook:github:${d.id}`;
+    // A new push makes the jobs of the pull request's earlier pushes moot (GitLab's and
+    // GitHub's "auto-cancel redundant pipelines").
+    const live = await box.store.listJobs({
+      group,
+      states: ['queued', 'starting', 'running'],
+      limit: 10_000,
+    });
+    for (const old of live.filter((j) => j.origin.commit !== ev.headSha && j.createdAt < d.receivedAt)) {
+      await box.store.requestCancel(old.id, actor, `superseded by a newer push (${ev.headSha.slice(0, 12)})`);
+      scheduler.cancelLocal(old.id);
+      scheduler.announce(old.id);
+    }
+    const jobs: string[] = [];
+    const refused: string[] = [];
+    for (const { spec } of pipelineJobs(pipeline)) {
+      spec.env = {
+        ...spec.env,
+        BOXCAR_REPOSITORY: ev.repository,
+        BOXCAR_SHA: ev.headSha,
+        BOXCAR_PULL_REQUEST: String(ev.number),
+      };
+      try {
+        const job: JobRecord = await acceptJob(box, scheduler.placement, {
+          tenant: tenant.name,
+          spec,
+          origin: { via: 'webhook', actor, repository: ev.repository, group, commit: ev.headSha },
+          classifier: ev.classifier,
+        });
+        jobs.push(job.id);
+      } catch (err) {
+        if (err instanceof JobRefused) jobs.push(err.job.id);
+        if (!(err instanceof UserError)) throw err;
+        refused.push(`${spec.name}: ${err.message}`);
+      }
+    }
+    return { jobs, refused };
+  }
+}
+
+export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, worker: DeliveryWorker): void {
   app.register(
     async (hooks) => {
       // The signature covers the bytes as sent: keep them.
@@ -65,18 +243,25 @@ export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, schedul
         done(null, body),
       );
       hooks.post('/github', async (req, reply) => {
-        const { secret, tenant } = box.config.webhooks.github;
-        if (!secret)
+        const github = box.config.webhooks.github;
+        if (!github.secret)
           return reply.code(404).send({
             error: 'GitHub webhooks are not configured: set webhooks.github.secret in the config file',
           });
         const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
         const signature = req.headers['x-hub-signature-256'];
-        if (!signatureValid(secret, body, typeof signature === 'string' ? signature : undefined))
+        if (!signatureValid(github.secret, body, typeof signature === 'string' ? signature : undefined)) {
+          box.logger.warn({ ip: req.ip }, 'GitHub webhook with a bad or missing signature refused');
           return reply.code(401).send({ error: 'bad or missing X-Hub-Signature-256: nothing was queued' });
+        }
         const event = req.headers['x-github-event'];
         if (event === 'ping') return { ok: true };
         if (event !== 'pull_request') return reply.code(202).send({ ignored: `event ${String(event)}` });
+        const delivery = req.headers['x-github-delivery'];
+        if (typeof delivery !== 'string' || !/^[A-Za-z0-9-]{1,100}$/.test(delivery))
+          throw new UserError(
+            'missing or malformed X-GitHub-Delivery header: GitHub sends one with every delivery',
+          );
         let payload: unknown;
         try {
           payload = JSON.parse(body.toString('utf8'));
@@ -89,25 +274,24 @@ export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, schedul
           return reply.code(202).send({ ignored: `action ${pr.data.action}` });
         const head = pr.data.pull_request.head;
         if (!head.repo) return reply.code(202).send({ ignored: 'the head repository was deleted' });
-        const trust = githubPullRequestTrust(payload);
-        const text = await jobFileAt(head.repo.clone_url, head.sha);
-        const pipeline = parseYaml(
-          text,
-          `${pr.data.repository.full_name}@${head.sha.slice(0, 12)}:${JOB_FILE}`,
-          PipelineSpec,
-        );
-        const jobs = [];
-        for (const { spec } of pipelineJobs(pipeline)) {
-          spec.env = {
-            ...spec.env,
-            BOXCAR_REPOSITORY: pr.data.repository.full_name,
-            BOXCAR_SHA: head.sha,
-            BOXCAR_PULL_REQUEST: String(pr.data.number),
-          };
-          jobs.push(await acceptJob(box, scheduler.placement, { tenant, spec, trust }));
-        }
-        scheduler.notify();
-        return reply.code(202).send({ jobs: jobs.map(jobView) });
+        const repository = pr.data.repository.full_name;
+        const ev: DeliveryEvent = {
+          number: pr.data.number,
+          repository,
+          headSha: head.sha,
+          cloneUrl: head.repo.clone_url,
+          classifier: githubPullRequestTrust(payload),
+        };
+        const added = await box.store.addDelivery({
+          id: delivery,
+          forge: 'github',
+          tenant: tenantForRepository(github, repository),
+          event: ev,
+          receivedAt: Date.now(),
+        });
+        if (!added) return reply.code(200).send({ delivery, duplicate: true });
+        worker.notify();
+        return reply.code(202).send({ delivery, state: 'pending' });
       });
     },
     { prefix: '/v1/webhooks' },

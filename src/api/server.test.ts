@@ -9,8 +9,9 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { leftovers, testBoxcar } from '../testing/harness.js';
 import { Scheduler } from '../scheduler/scheduler.js';
+import { DeliveryWorker } from './github-webhook.js';
 import { buildApi } from './server.js';
-import { newToken, tokenHash } from './tokens.js';
+import { createToken } from './tokens.js';
 import type { JobView } from './job-view.js';
 
 const require = createRequire(import.meta.url);
@@ -20,6 +21,9 @@ type Box = Awaited<ReturnType<typeof testBoxcar>>;
 
 const SECRET = 'a-webhook-secret-of-some-length';
 const QUOTAS = `
+tenants:
+  team-a: { trust: trusted }
+  team-b: { trust: trusted }
 webhooks:
   github: { secret: ${SECRET}, tenant: team-a }
 quotas:
@@ -40,6 +44,7 @@ describe('boxcar API', () => {
   let box: Box;
   let scheduler: Scheduler;
   let app: FastifyInstance;
+  let deliveries: DeliveryWorker;
   const token: Record<string, string> = {};
   const trusted = { source: 'internal_repo', user_group: 'internal_team' };
 
@@ -69,6 +74,20 @@ describe('boxcar API', () => {
   };
   const waitDone = async (tenant: string, id: string) =>
     (await call(tenant, 'GET', `/v1/jobs/${id}?wait=30s`)).body as unknown as JobView;
+  /** The jobs a webhook delivery queued, once its worker has fetched the job file. */
+  const deliveredJobs = async (tenant: string, delivery: string) => {
+    for (let i = 0; i < 300; i++) {
+      const d = (await call(tenant, 'GET', `/v1/deliveries/${delivery}`)).body as {
+        state: string;
+        jobs: string[];
+        error: string | null;
+      };
+      if (d.state === 'failed') throw new Error(`delivery failed: ${d.error}`);
+      if (d.state === 'done') return d.jobs;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`delivery ${delivery} still pending`);
+  };
 
   const config = path.join(os.tmpdir(), `bx-api-config-${process.pid}.yaml`);
   before(async () => {
@@ -76,14 +95,15 @@ describe('boxcar API', () => {
     box = await testBoxcar({ config });
     scheduler = new Scheduler(box, { pollMs: 100 });
     await scheduler.start();
-    app = buildApi(box, scheduler);
-    for (const t of ['team-a', 'team-b']) {
-      token[t] = newToken();
-      await box.store.addToken(tokenHash(token[t] as string), t);
-    }
+    deliveries = new DeliveryWorker(box, scheduler);
+    deliveries.start();
+    app = buildApi(box, scheduler, deliveries);
+    for (const t of ['team-a', 'team-b'])
+      token[t] = (await createToken(box.store, { tenant: t, role: 'tenant' }, 'operator:test')).token;
   });
   after(async () => {
     await app.close();
+    await deliveries.stop();
     await scheduler.stop(10_000);
     const left = await leftovers(box.paths);
     await box.cleanup();
@@ -265,6 +285,7 @@ describe('boxcar API', () => {
         headers: {
           'content-type': 'application/json',
           'x-github-event': 'pull_request',
+          'x-github-delivery': `delivery-${sha}`,
           ...(signature ? { 'x-hub-signature-256': signature } : {}),
         },
       });
@@ -278,8 +299,9 @@ describe('boxcar API', () => {
 
     const res = await post(`sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`);
     assert.equal(res.statusCode, 202, res.body);
-    const [job] = (JSON.parse(res.body) as { jobs: JobView[] }).jobs;
-    assert.ok(job);
+    const { delivery } = JSON.parse(res.body) as { delivery: string };
+    const [jobId] = await deliveredJobs('team-a', delivery);
+    const job = (await call('team-a', 'GET', `/v1/jobs/${jobId}`)).body as unknown as JobView;
     assert.equal(job.decision.trust, 'untrusted');
     assert.notEqual(job.runtime, 'runc');
     const done = await waitDone('team-a', job.id);
@@ -291,8 +313,15 @@ describe('boxcar API', () => {
     assert.equal(logs.body, `pr ${example.number}\n`);
   });
 
-  test('/metrics exports the seed’s scheduler metrics', async () => {
-    const res = await app.inject({ url: '/metrics' });
+  test('/metrics exports the seed’s scheduler metrics, to an operator’s token only', async () => {
+    assert.equal((await app.inject({ url: '/metrics' })).statusCode, 401);
+    assert.equal((await call('team-a', 'GET', '/metrics')).status, 403);
+    assert.equal((await call('team-a', 'GET', '/v1/node')).status, 403);
+    const operator = (await createToken(box.store, { tenant: null, role: 'operator' }, 'operator:test'))
+      .token;
+    assert.equal((await call(operator, 'GET', '/v1/node')).status, 200);
+    assert.equal((await call(operator, 'GET', '/v1/jobs')).status, 403, 'no tenant: no jobs');
+    const res = await app.inject({ url: '/metrics', headers: { authorization: `Bearer ${operator}` } });
     assert.match(res.body, /scheduler_job_startup_duration_seconds_count\{runtime="runc"\} [1-9]/);
     assert.match(res.body, /scheduler_job_memory_usage_bytes_bucket/);
     assert.match(res.body, /scheduler_job_cost_dollars_sum\{runtime="runc"\}/);

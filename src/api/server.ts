@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -8,22 +9,25 @@ import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../errors.js';
 import { parseYaml } from '../config/yaml.js';
 import { parseDurationMs } from '../jobs/quantity.js';
-import { JobSpec } from '../jobs/spec.js';
 import { isTerminal, JOB_STATES, type JobState } from '../jobs/states.js';
 import { parseOrThrow } from '../jobs/validation.js';
 import { metricsText } from '../observability/metrics.js';
-import { acceptJob, JobRefused } from '../scheduler/intake.js';
+import { acceptJob, JobRefused, QueueFull } from '../scheduler/intake.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import type { JobRecord } from '../store/store.js';
-import { registerGithubWebhook } from './github-webhook.js';
+import type { ApiToken, JobRecord } from '../store/store.js';
+import { jobSpecFor } from '../tenants/limits.js';
+import { tenantSettings } from '../tenants/tenant-config.js';
+import { registerGithubWebhook, type DeliveryWorker } from './github-webhook.js';
 import { jobView } from './job-view.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
 
 /**
- * The HTTP API of a serving node. Every /v1 route needs a tenant's token; a tenant sees and
- * cancels only its own jobs (another tenant's job is a 404, as if it did not exist). Bad input
- * gets a 4xx naming the field; nothing a client sends can take the server down.
+ * The HTTP API of a serving node. Every /v1 route needs a token; a tenant sees and cancels
+ * only its own jobs (another tenant's job is a 404, as if it did not exist), and the node's
+ * metrics and status need an operator's token. Bad input gets a 4xx naming the field; nothing
+ * a client sends can take the server down, and a failure of the server's own says no more than
+ * a reference to its log. Authenticated requests that are refused go to the audit trail.
  */
 const BODY_LIMIT = 1024 * 1024;
 const MAX_WAIT_MS = 10 * 60_000;
@@ -31,7 +35,7 @@ const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
 
 declare module 'fastify' {
   interface FastifyRequest {
-    tenant: string;
+    token: ApiToken | undefined;
   }
 }
 
@@ -44,9 +48,35 @@ class HttpError extends Error {
   }
 }
 
-export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
+/** The token's tenant, for routes that act on a tenant's jobs. */
+function tenantOf(req: FastifyRequest): string {
+  const tenant = req.token?.tenant;
+  if (!tenant)
+    throw new HttpError(
+      403,
+      'this token belongs to no tenant; use a tenant’s token (`boxcar token create --tenant NAME`)',
+    );
+  return tenant;
+}
+
+async function authenticate(box: Boxcar, req: FastifyRequest): Promise<ApiToken> {
+  const token = bearerToken(req.headers.authorization);
+  if (!token) throw new HttpError(401, 'missing API token: send "Authorization: Bearer <token>"');
+  const found = await box.store.tokenByHash(tokenHash(token));
+  if (!found) throw new HttpError(401, 'unknown API token: create one with `boxcar token create`');
+  req.token = found;
+  return found;
+}
+
+function requireOperator(token: ApiToken): void {
+  if (token.role !== 'operator')
+    throw new HttpError(403, 'this needs an operator’s token (`boxcar token create --operator`)');
+}
+
+export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: DeliveryWorker): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false });
-  app.decorateRequest('tenant', '');
+  app.decorateRequest('token', undefined);
+  const follows = new Map<string, number>();
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
   // As fastify's, but an empty body is no body (a POST /cancel from a client that always sends the header).
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
@@ -58,26 +88,50 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
     }
   });
 
-  app.setErrorHandler((err: FastifyError | Error, req, reply) => {
-    if (err instanceof JobRefused) return reply.code(422).send({ error: err.message, job: jobView(err.job) });
-    if (err instanceof HttpError) return reply.code(err.statusCode).send({ error: err.message });
-    if (err instanceof UserError) return reply.code(400).send({ error: err.message });
+  const refuse = async (req: FastifyRequest, reply: FastifyReply, status: number, body: object) => {
+    const token = req.token;
+    if (token)
+      await box.store
+        .audit({
+          tenant: token.tenant,
+          actor: `token:${token.id}`,
+          action: 'request.refused',
+          subject: `${req.method} ${req.url.split('?')[0]}`,
+          detail: { status, error: (body as { error?: string }).error },
+        })
+        .catch((err: unknown) => box.logger.error({ err }, 'auditing a refused request failed'));
+    else
+      box.logger.warn(
+        { url: req.url, method: req.method, status, ip: req.ip },
+        'unauthenticated request refused',
+      );
+    return reply.code(status).send(body);
+  };
+  app.setErrorHandler(async (err: FastifyError | Error, req, reply) => {
+    if (err instanceof JobRefused)
+      return refuse(req, reply, 422, { error: err.message, job: jobView(err.job) });
+    if (err instanceof HttpError) return refuse(req, reply, err.statusCode, { error: err.message });
+    if (err instanceof QueueFull) return refuse(req, reply, 429, { error: err.message });
+    if (err instanceof UserError) return refuse(req, reply, 400, { error: err.message });
     if ((err as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
-      return reply.code(415).send({
+      return refuse(req, reply, 415, {
         error: `content-type ${req.headers['content-type'] ?? '(none)'} is not accepted; send application/json or application/yaml`,
       });
     const status = (err as FastifyError).statusCode;
-    if (status && status >= 400 && status < 500) return reply.code(status).send({ error: err.message });
-    box.logger.error({ err, url: req.url, method: req.method }, 'API request failed');
-    return reply.code(500).send({ error: `internal error: ${err.message}` });
+    if (status && status >= 400 && status < 500) return refuse(req, reply, status, { error: err.message });
+    // The server's own failure: its details are for its log, not for whoever sent the request.
+    const ref = randomUUID();
+    box.logger.error({ err, url: req.url, method: req.method, ref }, 'API request failed');
+    return reply.code(500).send({ error: `internal error (reference ${ref} in the server's log)` });
   });
   app.setNotFoundHandler((req, reply) =>
     reply.code(404).send({ error: `no such endpoint: ${req.method} ${req.url.split('?')[0]}` }),
   );
 
   app.get('/healthz', async () => ({ ok: true }));
-  registerGithubWebhook(app, box, scheduler);
-  app.get('/metrics', async (_req, reply) => {
+  if (deliveries) registerGithubWebhook(app, box, deliveries);
+  app.get('/metrics', async (req, reply) => {
+    requireOperator(await authenticate(box, req));
     const { contentType, text } = await metricsText();
     return reply.type(contentType).send(text);
   });
@@ -85,26 +139,28 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
   app.register(
     async (v1) => {
       v1.addHook('onRequest', async (req) => {
-        const token = bearerToken(req.headers.authorization);
-        if (!token) throw new HttpError(401, 'missing API token: send "Authorization: Bearer <token>"');
-        const tenant = await box.store.tenantOfToken(tokenHash(token));
-        if (!tenant) throw new HttpError(401, 'unknown API token: create one with `boxcar token create`');
-        req.tenant = tenant;
+        await authenticate(box, req);
       });
 
       /** The tenant's own job, or 404 (another tenant's job does not exist for it). */
       const ownJob = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<JobRecord> => {
         const job = await box.store.getJob(req.params.id);
-        if (!job || job.tenant !== req.tenant) throw new HttpError(404, `no job ${req.params.id}`);
+        if (!job || job.tenant !== tenantOf(req)) throw new HttpError(404, `no job ${req.params.id}`);
         return job;
       };
 
       v1.post('/jobs', async (req, reply) => {
+        const tenant = tenantSettings(box.config.tenants, tenantOf(req));
+        const schema = jobSpecFor(tenant);
         const spec =
           typeof req.body === 'string'
-            ? parseYaml(req.body, 'job', JobSpec)
-            : parseOrThrow(JobSpec, req.body ?? {}, 'job');
-        const job = await acceptJob(box, scheduler.placement, { tenant: req.tenant, spec });
+            ? parseYaml(req.body, 'job', schema)
+            : parseOrThrow(schema, req.body ?? {}, 'job');
+        const job = await acceptJob(box, scheduler.placement, {
+          tenant: tenant.name,
+          spec,
+          origin: { via: 'api', actor: `token:${req.token?.id}` },
+        });
         scheduler.notify();
         return reply.code(201).send(jobView(job));
       });
@@ -117,7 +173,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
         const limit = req.query.limit === undefined ? 50 : Number(req.query.limit);
         if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
           throw new HttpError(400, `limit: "${req.query.limit}" must be a whole number from 1 to 10000`);
-        const jobs = await box.store.listJobs({ tenant: req.tenant, states: states as JobState[], limit });
+        const jobs = await box.store.listJobs({ tenant: tenantOf(req), states: states as JobState[], limit });
         return jobs.map(jobView);
       });
 
@@ -136,7 +192,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
 
       v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (req, reply) => {
         const job = await ownJob(req);
-        const after = await box.store.requestCancel(job.id);
+        const after = await box.store.requestCancel(job.id, `token:${req.token?.id}`);
         scheduler.cancelLocal(job.id);
         scheduler.announce(job.id);
         return reply.code(202).send(jobView(after));
@@ -151,20 +207,51 @@ export function buildApi(box: Boxcar, scheduler: Scheduler): FastifyInstance {
             req.query.follow === '1' ||
             (req.headers.accept ?? '').includes('text/event-stream');
           if (!follow) return reply.type('text/plain; charset=utf-8').send(await readLogs(box, job));
+          const open = follows.get(job.tenant) ?? 0;
+          const cap = box.config.api.max_follows_per_tenant;
+          if (open >= cap)
+            throw new HttpError(
+              429,
+              `tenant ${job.tenant} already follows ${open} logs, its most (api.max_follows_per_tenant ${cap}); close one or read without follow`,
+            );
+          follows.set(job.tenant, open + 1);
           reply.hijack();
-          await streamLogs(box, scheduler, job, req.raw, reply.raw);
+          try {
+            await streamLogs(box, scheduler, job, req.raw, reply.raw);
+          } finally {
+            const left = (follows.get(job.tenant) ?? 1) - 1;
+            if (left) follows.set(job.tenant, left);
+            else follows.delete(job.tenant);
+          }
         },
       );
 
-      v1.get('/node', async () => ({
-        node: scheduler.owner,
-        capacity: scheduler.placement.capacity,
-        requested: scheduler.placement.used,
-        running: scheduler.running,
-        memory: process.memoryUsage(),
-        runtimes: await box.runtimes.fingerprintAll(),
-        runtimeStatus: await box.runtimes.status(),
-      }));
+      /** A webhook delivery of the tenant's: pending, or the jobs it queued (or why it queued none). */
+      v1.get<{ Params: { id: string } }>('/deliveries/:id', async (req) => {
+        const d = await box.store.getDelivery(req.params.id);
+        if (!d || d.tenant !== tenantOf(req)) throw new HttpError(404, `no delivery ${req.params.id}`);
+        return {
+          id: d.id,
+          forge: d.forge,
+          state: d.state,
+          jobs: d.jobs,
+          error: d.error,
+          receivedAt: d.receivedAt,
+        };
+      });
+
+      v1.get('/node', async (req) => {
+        requireOperator(req.token as ApiToken);
+        return {
+          node: scheduler.owner,
+          capacity: scheduler.placement.capacity,
+          requested: scheduler.placement.used,
+          running: scheduler.running,
+          memory: process.memoryUsage(),
+          runtimes: await box.runtimes.fingerprintAll(),
+          runtimeStatus: await box.runtimes.status(),
+        };
+      });
     },
     { prefix: '/v1' },
   );

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type { ApiToken, Store } from '../store/store.js';
 
 /**
  * API tokens: 32 random bytes, shown once; the store keeps only their SHA-256, so a leaked
@@ -19,4 +20,16 @@ export function tokenHash(token: string): string {
 export function bearerToken(header: string | undefined): string | undefined {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
   return m?.[1];
+}
+
+/** Creates a token for a tenant (or an operator) and returns it: the only time it is seen whole. */
+export async function createToken(
+  store: Store,
+  grant: { tenant: string | null; role: ApiToken['role'] },
+  actor: string,
+): Promise<{ token: string; id: string }> {
+  const token = newToken();
+  const id = `tok-${randomBytes(5).toString('hex')}`;
+  await store.addToken({ hash: tokenHash(token), id, ...grant }, actor);
+  return { token, id };
 }

@@ -181,7 +181,7 @@ describe('boxcar CLI', () => {
     forked.pull_request.head.repo.full_name = 'stranger/Hello-World';
     forked.pull_request.author_association = 'FIRST_TIME_CONTRIBUTOR';
     await writeFile(fork, JSON.stringify(forked));
-    const explain = (...args: string[]) => {
+    const explainAs = (...args: string[]) => {
       const r = boxcar(['policy', 'explain', '--json', ...args]);
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout) as {
@@ -191,8 +191,29 @@ describe('boxcar CLI', () => {
         reasons: string[];
       };
     };
+    // The webhook's tenant (github by default) is not listed: its ceiling keeps even a member's
+    // pull request untrusted, and says so.
+    const unlisted = explainAs('--github-event', 'pull_request', '--payload', same);
+    assert.equal(unlisted.trust, 'untrusted');
+    assert.match(
+      unlisted.reasons.join('\n'),
+      /lowered by the tenant's ceiling: tenant github is not listed under tenants in the config/,
+    );
+    const config = path.join(state.root, 'tenants.yaml');
+    await writeFile(config, 'tenants:\n  github: { trust: trusted }\n  partners: { trust: untrusted }\n');
+    const explain = (...args: string[]) => explainAs('--config', config, ...args);
     const a = explain('--github-event', 'pull_request', '--payload', same);
     assert.deepEqual([a.trust, a.runtime, a.fallback], ['trusted', 'runc', null]);
+    const asPartners = explain(
+      '--tenant',
+      'partners',
+      '--source',
+      'internal_repo',
+      '--user-group',
+      'internal_team',
+    );
+    assert.equal(asPartners.trust, 'untrusted');
+    assert.match(asPartners.reasons.join('\n'), /tenant partners is untrusted \(tenants\.partners\.trust\)/);
     const b = explain('--github-event', 'pull_request', '--payload', fork);
     assert.deepEqual([b.trust, b.runtime, b.fallback], ['untrusted', 'firecracker', 'gvisor']);
     assert.ok(b.reasons.some((r) => r.includes('FIRST_TIME_CONTRIBUTOR')));

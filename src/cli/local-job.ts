@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
 import type { Boxcar } from '../boxcar.js';
 import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
@@ -7,7 +8,8 @@ import { decide, requireRunnable } from '../policy/decide.js';
 import type { Decision } from '../policy/decision.js';
 import type { HealthOverride } from '../policy/health.js';
 import { trustFromSpec } from '../policy/route.js';
-import type { TrustInputs } from '../policy/trust.js';
+import { OPERATOR_CEILING, type TrustClaims, type TrustInputs } from '../policy/trust.js';
+import type { JobOrigin } from '../store/store.js';
 
 /**
  * `boxcar run` and `boxcar pipeline` are the operator's own commands on the node: a job that
@@ -30,14 +32,24 @@ export function localTrust(spec: JobSpec): TrustInputs {
   return t;
 }
 
-/** Routes a job of the operator's on this node: `localTrust` unless `trust` is given. */
+/** A job the operator runs on this node with the CLI, named after the user who ran it. */
+export function operatorOrigin(): JobOrigin {
+  return { via: 'cli', actor: `operator:${process.env.SUDO_USER ?? userInfo().username}` };
+}
+
+/** The operator's own job: no tenant ceiling above it, and `localTrust` for what it leaves out. */
+export function localClaims(spec: JobSpec): TrustClaims {
+  return { ceiling: OPERATOR_CEILING, claim: localTrust(spec) };
+}
+
+/** Routes a job of the operator's on this node: `localClaims` unless `trust` is given. */
 export function decideLocally(
   box: Boxcar,
   jobId: string,
   spec: JobSpec,
-  opts: { trust?: TrustInputs; overrides?: HealthOverride[] } = {},
+  opts: { trust?: TrustClaims; overrides?: HealthOverride[] } = {},
 ): Promise<Decision> {
-  return decide(box, jobId, spec, { trust: opts.trust ?? localTrust(spec), overrides: opts.overrides });
+  return decide(box, jobId, spec, { trust: opts.trust ?? localClaims(spec), overrides: opts.overrides });
 }
 
 /**
@@ -50,7 +62,14 @@ export async function runLocalJob(box: Boxcar, spec: JobSpec, opts: ExecuteOptio
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);
   await box.runtimes.get(decision.runtime).warm?.();
-  const job = await box.store.createJob({ id, tenant: 'local', spec, decision, owner: currentOwner() });
+  const job = await box.store.createJob({
+    id,
+    tenant: 'local',
+    spec,
+    decision,
+    origin: operatorOrigin(),
+    owner: currentOwner(),
+  });
   return executeJob(box, job, opts);
 }
 

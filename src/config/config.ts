@@ -6,6 +6,7 @@ import { parseBytes, parseCpuMillis, parseDurationMs } from '../jobs/quantity.js
 import { RuntimeName } from '../jobs/spec.js';
 import { parsedField } from '../jobs/validation.js';
 import { hardLimits, ResourceQuota, type Hard } from '../scheduler/quota.js';
+import { TenantName, TenantsConfig } from '../tenants/tenant-config.js';
 import { loadYamlFile } from './yaml.js';
 
 /**
@@ -41,7 +42,15 @@ const Microvm = z.strictObject({
 });
 export type MicrovmConfig = z.output<typeof Microvm>;
 
+const Api = z.strictObject({
+  /** Live log streams (`logs?follow=true`) one tenant may hold open at once. */
+  max_follows_per_tenant: z.number().int().positive().max(10_000).default(32),
+});
+export type ApiConfig = z.output<typeof Api>;
+
 const ConfigFile = z.strictObject({
+  /** Tenants: trust ceilings, weights, LimitRange-style limits (see tenants/tenant-config.ts). */
+  tenants: TenantsConfig,
   /** A routing policy file (the seed's YAML). */
   policy: z.string().min(1).optional(),
   prices: z
@@ -54,14 +63,28 @@ const ConfigFile = z.strictObject({
   quotas: z.array(ResourceQuota).default([]),
   scheduler: Scheduler.prefault({}),
   microvm: Microvm.prefault({}),
+  api: Api.prefault({}),
+  secrets: z
+    .strictObject({
+      /**
+       * The AES-256 key that encrypts tenants' secrets in the store (default: secrets.key in the
+       * state directory, created 0600 on first use). Nodes sharing a store need the same key.
+       */
+      key_file: z.string().min(1).optional(),
+    })
+    .prefault({}),
   webhooks: z
     .strictObject({
       github: z
         .strictObject({
           /** The webhook's secret (or BOXCAR_GITHUB_WEBHOOK_SECRET). */
           secret: z.string().min(16, 'use a random secret of at least 16 characters').optional(),
-          /** The tenant that jobs from GitHub belong to. */
-          tenant: z.string().min(1).default('github'),
+          /** The tenant that jobs from GitHub belong to, unless `repositories` maps their repository. */
+          tenant: TenantName.default('github'),
+          /** Repository (`owner/name`, or `owner/*`) → tenant. */
+          repositories: z
+            .record(z.string().regex(/^[^/\s]+\/[^/\s]+$/, 'use owner/name or owner/*'), TenantName)
+            .default({}),
         })
         .prefault({}),
     })
@@ -72,9 +95,13 @@ export interface Config {
   policyFile: string;
   prices: Prices;
   quotas: Hard[];
+  tenants: TenantsConfig;
   scheduler: SchedulerConfig;
   microvm: MicrovmConfig;
-  webhooks: { github: { secret?: string; tenant: string } };
+  api: ApiConfig;
+  /** Where the secrets key is, if not in the state directory. */
+  secretsKeyFile: string | undefined;
+  webhooks: { github: { secret?: string; tenant: string; repositories: Record<string, string> } };
 }
 
 export async function loadConfig(opts: { config?: string; policy?: string }): Promise<Config> {
@@ -83,12 +110,16 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
   const c = file ? await loadYamlFile(file, ConfigFile) : ConfigFile.parse({});
   return {
     quotas: c.quotas.map(hardLimits),
+    tenants: c.tenants,
     scheduler: c.scheduler,
     microvm: c.microvm,
+    api: c.api,
+    secretsKeyFile: c.secrets.key_file,
     webhooks: {
       github: {
         secret: c.webhooks.github.secret ?? process.env.BOXCAR_GITHUB_WEBHOOK_SECRET,
         tenant: c.webhooks.github.tenant,
+        repositories: c.webhooks.github.repositories,
       },
     },
     policyFile: opts.policy ?? c.policy ?? DEFAULT_POLICY_FILE,

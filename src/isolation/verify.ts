@@ -4,7 +4,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Boxcar } from '../boxcar.js';
-import { decideLocally } from '../cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../cli/local-job.js';
 import { executeJob, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner } from '../jobs/owner.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
@@ -59,6 +59,7 @@ export async function runOn(
     tenant: 'verify-isolation',
     spec,
     decision,
+    origin: operatorOrigin(),
     owner: currentOwner(),
   });
   return executeJob(box, job, { signal });

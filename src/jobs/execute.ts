@@ -9,8 +9,10 @@ import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, OutputChunk, Runtime, TaskHandle } from '../runtimes/runtime.js';
 import { IllegalTransition, type JobRecord, type Store } from '../store/store.js';
+import { OutputMasker } from '../tenants/masking.js';
+import type { Secrets } from '../tenants/secrets.js';
+import { jobLogPath, JobLogWriter } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
-import { resolveSecrets } from './secrets.js';
 import { finalState } from './states.js';
 
 /**
@@ -24,6 +26,7 @@ export interface ExecuteDeps {
   runtimes: RuntimeRegistry;
   logger: Logger;
   prices: Prices;
+  secrets: Pick<Secrets, 'forJob'>;
 }
 
 export interface ExecuteOptions {
@@ -31,7 +34,7 @@ export interface ExecuteOptions {
   onOutput?: (chunk: OutputChunk) => void;
   /** Aborting cancels the job. */
   signal?: AbortSignal;
-  /** How much output the result keeps (the log file keeps more); 0: none, and nothing is followed. */
+  /** How much output the result keeps (the job's stored log keeps more); 0: none. */
   outputLimitBytes?: number;
   /** Called once the job's process runs (not when it ends without running). */
   onStartDone?: () => void;
@@ -48,8 +51,9 @@ export interface ExecuteResult {
 export const STOP_GRACE_MS = 2000;
 const DEFAULT_OUTPUT_LIMIT = 1024 * 1024;
 
-export function jobLogPath(paths: StatePaths, jobId: string): string {
-  return path.join(paths.logs, `${jobId}.log`);
+/** The sandbox's own log (its monitor's or VMM's), which goes with the sandbox. */
+function sandboxLogPath(paths: StatePaths, sandboxId: string): string {
+  return path.join(paths.sandboxes, `${sandboxId}.log`);
 }
 
 export async function executeJob(
@@ -61,6 +65,7 @@ export async function executeJob(
   const log = logger.child({ jobId: job.id, runtime: job.runtime });
   let driver: Runtime | undefined;
   let handle: TaskHandle | undefined;
+  let secrets: Record<string, string> = {};
   let record = job;
   // startupMs counts from the moment this node takes the job, not its time in the queue.
   const takenAt = Date.now();
@@ -79,11 +84,11 @@ export async function executeJob(
       runtime: job.runtime,
       jobId: job.id,
       sandboxId,
-      logPath: jobLogPath(deps.paths, job.id),
+      logPath: sandboxLogPath(deps.paths, sandboxId),
       state: {},
     };
     await store.saveHandle(job.id, handle);
-    const secrets = job.decision.trust === 'trusted' ? resolveSecrets(job.spec.secrets) : {};
+    secrets = await deps.secrets.forJob(job);
     handle = await driver.prepare({
       jobId: job.id,
       sandboxId,
@@ -108,21 +113,48 @@ export async function executeJob(
     log.error({ err }, 'job failed to start');
     if (driver && handle) await destroyQuietly(driver, handle, log);
     const why = errorMessage(err);
+    // The job's own input (a missing image or secret) is a UserError; anything else failed in
+    // the runtime or the host: that is what the breaker counts, and what is worth a retry.
+    const infraFailure = !(err instanceof UserError);
     // Only a job whose process never started is run again: nothing of it has run yet.
-    const retryable = !(err instanceof UserError) && record.state === 'starting';
+    const retryable = infraFailure && record.state === 'starting';
     if (retryable && opts.retry && job.attempts + 1 < opts.retry.maxAttempts) {
       const notBefore = Date.now() + opts.retry.backoffMs(job.attempts);
-      record = await store.requeue(job.id, notBefore, `infrastructure failure, retried: ${why}`);
+      record = await store.requeue(job.id, notBefore, `infrastructure failure, retried: ${why}`, {
+        infraFailure,
+      });
       return { record, output: '' };
     }
-    record = await store.transition(job.id, 'error', { finishedAt: Date.now(), error: why }, why);
+    record = await store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: why, infraFailure },
+      why,
+    );
     return { record, output: '' };
   }
   const startedAt = Date.now();
-  record = await store.transition(job.id, 'running', { startedAt, startupMs: startedAt - takenAt });
+  record = await store.transition(
+    job.id,
+    'running',
+    { startedAt, startupMs: startedAt - takenAt },
+    undefined,
+    startedAudit(record, handle),
+  );
   log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
   opts.onStartDone?.();
-  return superviseJob(deps, record, driver, handle, opts);
+  return superviseJob(deps, record, driver, handle, { ...opts, secrets });
+}
+
+/** The audit record of the sandbox a job runs in. */
+export function startedAudit(job: JobRecord, handle: TaskHandle, extra: Record<string, unknown> = {}) {
+  return {
+    tenant: job.tenant,
+    actor: `node:${job.owner ?? 'unknown'}`,
+    action: 'job.started',
+    subject: job.id,
+    detail: { runtime: handle.runtime, sandbox: handle.sandboxId, ...extra },
+  };
 }
 
 /**
@@ -135,7 +167,7 @@ export async function superviseJob(
   job: JobRecord,
   driver: Runtime,
   handle: TaskHandle,
-  opts: ExecuteOptions = {},
+  opts: ExecuteOptions & { secrets?: Record<string, string> } = {},
 ): Promise<ExecuteResult> {
   const { store, logger } = deps;
   const log = logger.child({ jobId: job.id, runtime: job.runtime });
@@ -143,13 +175,15 @@ export async function superviseJob(
   const startedAt = job.startedAt ?? Date.now();
   let record = job;
   try {
-    // A serving node keeps no output in memory (clients read the log): nothing to follow then.
-    const following = opts.onOutput !== undefined || (opts.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT) > 0;
-    const pumped = following ? pump(driver.output(handle, { follow: true }), capture) : undefined;
+    const stored = storeOutput(deps, job, driver, handle, {
+      follow: true,
+      secrets: opts.secrets,
+      onChunk: (c) => capture.add(c),
+    });
     const remainingMs = Math.max(0, job.spec.timeoutMs - (Date.now() - startedAt));
     const ended = await waitWithLimits(driver, handle, remainingMs, opts.signal, log);
     const finishedAt = Date.now();
-    await pumped;
+    await stored;
     const stats = await driver.stats(handle);
     const durationMs = finishedAt - startedAt;
     const state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
@@ -192,8 +226,38 @@ async function destroyQuietly(driver: Runtime, handle: TaskHandle, log: Logger):
   }
 }
 
-async function pump(chunks: AsyncIterable<OutputChunk>, capture: OutputCapture): Promise<void> {
-  for await (const chunk of chunks) capture.add(chunk);
+/**
+ * Copies the sandbox's output into the job's stored log, masking the secrets the job received
+ * (`secrets`, or looked up again after a restart), until the job ends (`follow`) or to the end
+ * of what is there. Every chunk also goes to `onChunk`, masked.
+ */
+export async function storeOutput(
+  deps: Pick<ExecuteDeps, 'paths' | 'logger' | 'secrets'>,
+  job: JobRecord,
+  driver: Runtime,
+  handle: TaskHandle,
+  opts: { follow: boolean; secrets?: Record<string, string>; onChunk?: (c: OutputChunk) => void },
+): Promise<void> {
+  const log = deps.logger.child({ jobId: job.id });
+  const secrets =
+    opts.secrets ??
+    (await deps.secrets.forJob(job).catch((err: unknown) => {
+      log.error({ err: errorMessage(err) }, "the job's secrets could not be looked up to mask its output");
+      return {};
+    }));
+  const masker = new OutputMasker(Object.values(secrets));
+  const writer = await JobLogWriter.create(jobLogPath(deps.paths, job.id), log);
+  const emit = (c: OutputChunk) => {
+    writer.write(c);
+    opts.onChunk?.(c);
+  };
+  try {
+    for await (const chunk of driver.output(handle, { follow: opts.follow }))
+      for (const c of masker.push(chunk)) emit(c);
+    for (const c of masker.flush()) emit(c);
+  } finally {
+    await writer.close();
+  }
 }
 
 interface Ended {

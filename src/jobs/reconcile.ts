@@ -2,6 +2,7 @@ import type { Boxcar } from '../boxcar.js';
 import { jobCostDollars } from '../cost/model.js';
 import { errorMessage } from '../errors.js';
 import type { JobRecord } from '../store/store.js';
+import { storeOutput } from './execute.js';
 import { ownerAlive } from './owner.js';
 import { finalState } from './states.js';
 
@@ -10,7 +11,7 @@ import { finalState } from './states.js';
  * that no accepted job stays "running" forever. A sandbox that already exited reports its real
  * exit code; one still running has lost the process that was to report it and is stopped.
  */
-type ReconcileDeps = Pick<Boxcar, 'store' | 'runtimes' | 'logger' | 'prices'>;
+type ReconcileDeps = Pick<Boxcar, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
 
 export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]> {
   const { store, logger } = deps;
@@ -29,10 +30,8 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
 }
 
 /** Records the exit status of a job whose sandbox ended while nobody watched it. */
-export async function settle(
-  { store, runtimes, logger, prices }: ReconcileDeps,
-  job: JobRecord,
-): Promise<JobRecord> {
+export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRecord> {
+  const { store, runtimes, logger, prices } = deps;
   const died = `its boxcar process (${job.owner}) died`;
   if (!job.handle)
     return store.transition(
@@ -45,6 +44,8 @@ export async function settle(
   try {
     const found = await driver.recover(job.handle);
     if (found.state === 'exited') {
+      // What it printed while nobody watched is in its sandbox's log, which goes with the sandbox.
+      await storeOutput(deps, job, driver, job.handle, { follow: false });
       const stats = await driver.stats(job.handle);
       const finishedAt = Date.now();
       const durationMs = job.startedAt ? finishedAt - job.startedAt : null;

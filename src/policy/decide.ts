@@ -4,7 +4,7 @@ import type { JobSpec } from '../jobs/spec.js';
 import type { Decision } from './decision.js';
 import { RuntimeHealthBook, type HealthOverride } from './health.js';
 import { route } from './route.js';
-import type { TrustInputs } from './trust.js';
+import type { TrustClaims } from './trust.js';
 
 /**
  * Routes a job on this node with the policy and the runtimes' recorded health (`overrides`
@@ -14,7 +14,7 @@ export async function decide(
   box: Boxcar,
   jobId: string,
   spec: JobSpec,
-  opts: { trust: TrustInputs; overrides?: HealthOverride[] },
+  opts: { trust: TrustClaims; overrides?: HealthOverride[] },
 ): Promise<Decision> {
   const health = await new RuntimeHealthBook(box.policy, (r) => box.runtimes.fingerprint(r)).loadHistory(
     box.store,

@@ -8,7 +8,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { RuntimeHealthBook } from './health.js';
 import { loadPolicy } from './load-policy.js';
 
-test('the breaker is rebuilt from the store’s recorded job starts, so a fresh process decides alike', async (t) => {
+test('the breaker is rebuilt from the store’s recorded job starts (infrastructure failures only), so a fresh process decides alike', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-health-'));
   const store = new SqliteStore(path.join(dir, 'boxcar.db'));
   t.after(async () => {
@@ -23,21 +23,33 @@ test('the breaker is rebuilt from the store’s recorded job starts, so a fresh 
     fallback: 'gvisor' as const,
     reasons: [],
   };
+  const origin = { via: 'api' as const, actor: 'token:t' };
   for (let i = 0; i < 50; i++) {
     const id = `ok-${i}`;
-    await store.createJob({ id, tenant: 't', spec, decision, owner: 'h:1:1' });
+    await store.createJob({ id, tenant: 't', spec, decision, origin, owner: 'h:1:1' });
     await store.transition(id, 'starting');
     await store.transition(id, 'running', { startedAt: Date.now() });
     await store.transition(id, 'succeeded');
   }
   for (let i = 0; i < 2; i++) {
     const id = `bad-${i}`;
-    await store.createJob({ id, tenant: 't', spec, decision, owner: 'h:1:1' });
+    await store.createJob({ id, tenant: 't', spec, decision, origin, owner: 'h:1:1' });
     await store.transition(id, 'starting');
-    await store.transition(id, 'error', { error: 'VM did not boot' });
+    await store.transition(id, 'error', { error: 'VM did not boot', infraFailure: true });
+  }
+  // Refusals and a job's own bad input are not the runtime's failures: a tenant sending a
+  // thousand impossible jobs cannot push everyone off the primary runtime.
+  for (let i = 0; i < 1000; i++) {
+    const id = `refused-${i}`;
+    await store.createJob({ id, tenant: 'hostile', spec, decision, origin, owner: 'h:1:1' });
+    if (i % 2) await store.transition(id, 'error', { error: 'exceeds quota q: requests.memory 1 PiB' });
+    else {
+      await store.transition(id, 'starting');
+      await store.transition(id, 'error', { error: 'image nope:1 not found' });
+    }
   }
   // A job cancelled before it started says nothing about the runtime.
-  await store.createJob({ id: 'cancelled', tenant: 't', spec, decision, owner: 'h:1:1' });
+  await store.createJob({ id: 'cancelled', tenant: 't', spec, decision, origin, owner: 'h:1:1' });
   await store.transition('cancelled', 'cancelled');
 
   const usable = async () => ({ runtime: 'firecracker' as const, usable: true, reason: 'ok', details: {} });

@@ -7,7 +7,14 @@ import { Breaker } from './breaker.js';
 import { canaryBucket, inCanary } from './canary.js';
 import { loadPolicy } from './load-policy.js';
 import type { RoutingPolicy } from './policy-schema.js';
-import { PolicyRefusal, route, trustFromSpec, type RuntimeView, type RuntimeViews } from './route.js';
+import {
+  PolicyRefusal,
+  route,
+  trustFromSpec,
+  webhookClaims,
+  type RuntimeView,
+  type RuntimeViews,
+} from './route.js';
 
 const healthy: RuntimeView = {
   usable: true,
@@ -17,6 +24,8 @@ const healthy: RuntimeView = {
   breakerReason: '',
 };
 const allHealthy: RuntimeViews = () => healthy;
+/** A tenant whose ceiling lets its jobs' own claims decide. */
+const TRUSTED_TENANT = { trust: 'trusted' as const, why: 'tenant team-a is trusted (tenants.team-a.trust)' };
 const spec = (fields: Record<string, unknown>) => JobSpec.parse({ command: ['true'], ...fields });
 const decide = (
   policy: RoutingPolicy,
@@ -25,7 +34,11 @@ const decide = (
   jobId: string = randomUUID(),
 ) => {
   const s = spec(fields);
-  return route(policy, { jobId, spec: s, trust: trustFromSpec(s) }, views);
+  return route(
+    policy,
+    { jobId, spec: s, trust: { ceiling: TRUSTED_TENANT, claim: trustFromSpec(s) } },
+    views,
+  );
 };
 
 test('trusted → runc, untrusted → firecracker with fallback gvisor, wasm modules → wasm', async () => {
@@ -39,6 +52,107 @@ test('trusted → runc, untrusted → firecracker with fallback gvisor, wasm mod
   // Half the trusted conditions is not trusted.
   assert.equal(decide(p, { source: 'internal_repo', user_group: 'external_contributor' }).trust, 'untrusted');
   assert.equal(decide(p, {}).trust, 'untrusted', 'no inputs at all: untrusted');
+});
+
+test('trust is the lowest of the tenant’s ceiling, the job’s claim and the webhook payload; the reasons name what lowered it', async () => {
+  const p = await loadPolicy();
+  const selfTrust = { source: 'internal_repo', user_group: 'internal_team', secrets: ['TOKEN'] };
+  const claimsTrusted = spec(selfTrust);
+  const partners = {
+    trust: 'untrusted' as const,
+    why: 'tenant partners is untrusted (tenants.partners.trust)',
+  };
+  const byCeiling = route(
+    p,
+    { jobId: 'j', spec: claimsTrusted, trust: { ceiling: partners, claim: trustFromSpec(claimsTrusted) } },
+    allHealthy,
+  );
+  assert.equal(byCeiling.trust, 'untrusted');
+  assert.notEqual(byCeiling.runtime, 'runc');
+  assert.ok(
+    byCeiling.reasons.includes(
+      "untrusted, lowered by the tenant's ceiling: tenant partners is untrusted (tenants.partners.trust)",
+    ),
+    byCeiling.reasons.join(' | '),
+  );
+  assert.ok(byCeiling.reasons.includes('secrets withheld from an untrusted job: TOKEN'));
+  assert.throws(
+    () =>
+      route(
+        p,
+        {
+          jobId: 'j',
+          spec: spec({ ...selfTrust, runtime: 'runc' }),
+          trust: { ceiling: partners, claim: trustFromSpec(claimsTrusted) },
+        },
+        allHealthy,
+      ),
+    /untrusted \(tenant partners is untrusted/,
+  );
+
+  // A webhook job: a fork's file claiming internal code is lowered by the payload; an internal
+  // pull request's file saying it is external lowers itself.
+  const fork = {
+    source: 'external_pr',
+    userGroup: 'external_contributor',
+    repository: 'org/app',
+    evidence: ['a fork'],
+  };
+  const internal = {
+    source: 'internal_repo',
+    userGroup: 'internal_team',
+    repository: 'org/app',
+    evidence: ['same repository'],
+  };
+  const hooked = (file: Record<string, unknown>, payload: typeof fork) => {
+    const s = spec(file);
+    return route(p, { jobId: 'j', spec: s, trust: webhookClaims(s, payload, TRUSTED_TENANT) }, allHealthy);
+  };
+  const fromFork = hooked({ source: 'internal_repo', user_group: 'internal_team' }, fork);
+  assert.equal(fromFork.trust, 'untrusted');
+  assert.match(
+    fromFork.reasons.join(' | '),
+    /lowered by the webhook payload: source is external_pr, not internal_repo/,
+  );
+  assert.doesNotMatch(fromFork.reasons.join(' | '), /job's own claim/);
+  const selfLowered = hooked({ source: 'external_pr' }, internal);
+  assert.equal(selfLowered.trust, 'untrusted');
+  assert.match(selfLowered.reasons.join(' | '), /lowered by the job's own claim: source is external_pr/);
+  const agreed = hooked({}, internal);
+  assert.equal(agreed.trust, 'trusted');
+  assert.match(
+    agreed.reasons.at(-2) ?? '',
+    /^trusted: .* for the job and the webhook payload; ceiling: tenant team-a is trusted/,
+  );
+});
+
+test('property: a tenant whose ceiling is untrusted never gets trust, whatever its jobs and payloads say', async () => {
+  const p = await loadPolicy();
+  const input = fc.record({
+    source: fc.option(fc.constantFrom('internal_repo', 'external_pr'), { nil: undefined }),
+    userGroup: fc.option(fc.constantFrom('internal_team', 'external_contributor'), { nil: undefined }),
+    repository: fc.option(fc.constantFrom('org/app', 'stranger/fork'), { nil: undefined }),
+  });
+  fc.assert(
+    fc.property(input, fc.option(input, { nil: undefined }), (own, payload) => {
+      const s = spec(
+        Object.fromEntries(
+          Object.entries({
+            source: own.source,
+            user_group: own.userGroup,
+            repository: own.repository,
+          }).filter(([, v]) => v !== undefined),
+        ),
+      );
+      const ceiling = { trust: 'untrusted' as const, why: 'not listed' };
+      const trust = payload
+        ? webhookClaims(s, { ...payload, evidence: [] }, ceiling)
+        : { ceiling, claim: trustFromSpec(s) };
+      const d = route(p, { jobId: 'j', spec: s, trust }, allHealthy);
+      return d.trust === 'untrusted' && d.runtime !== 'runc';
+    }),
+    { numRuns: 2000 },
+  );
 });
 
 test('an untrusted job asking for runc is refused; other sandboxes may be asked for', async () => {

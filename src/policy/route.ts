@@ -6,7 +6,14 @@ import { conditionsHolding } from './breaker.js';
 import { canaryBucket } from './canary.js';
 import type { Decision } from './decision.js';
 import type { RoutingPolicy } from './policy-schema.js';
-import { classify, conditionHolds, describeCondition, type TrustInputs } from './trust.js';
+import {
+  conditionHolds,
+  describeCondition,
+  grantTrust,
+  type Ceiling,
+  type TrustClaims,
+  type TrustInputs,
+} from './trust.js';
 
 /**
  * The routing decision: trust first, then the runtime that trust allows, then the canary
@@ -27,7 +34,7 @@ export type RuntimeViews = (runtime: RuntimeName) => RuntimeView;
 export interface RouteRequest {
   jobId: string;
   spec: JobSpec;
-  trust: TrustInputs;
+  trust: TrustClaims;
 }
 
 /** A job the policy will not run as asked (an untrusted job asking for runc). */
@@ -44,8 +51,27 @@ export function trustFromSpec(spec: JobSpec): TrustInputs {
   };
 }
 
+/**
+ * A webhook job's claims: its own fields where its file gives them (else what the payload
+ * says), the payload's own classification, and its tenant's ceiling.
+ */
+export function webhookClaims(spec: JobSpec, classifier: TrustInputs, ceiling: Ceiling): TrustClaims {
+  const own = trustFromSpec(spec);
+  return {
+    ceiling,
+    classifier,
+    claim: {
+      source: own.source ?? classifier.source,
+      userGroup: own.userGroup ?? classifier.userGroup,
+      repository: own.repository ?? classifier.repository,
+      imageKind: own.imageKind,
+      evidence: [],
+    },
+  };
+}
+
 export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeViews): Decision {
-  const cls = classify(policy, req.trust);
+  const cls = grantTrust(policy, req.trust);
   const reasons = [...cls.reasons];
   const decide = (runtime: RuntimeName, fallback: RuntimeName | null, why: string): Decision => ({
     trust: cls.trust,
@@ -59,7 +85,7 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
   const requested = req.spec.runtime;
 
   const light = policy.lightweight;
-  if (!requested && light && light.conditions.every((c) => conditionHolds(c, req.trust))) {
+  if (!requested && light && light.conditions.every((c) => conditionHolds(c, req.trust.claim))) {
     return decide(
       light.runtime,
       null,

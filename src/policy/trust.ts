@@ -18,8 +18,30 @@ export interface TrustInputs {
 export interface Classification {
   trust: Trust;
   reasons: string[];
-  /** The trusted conditions that did not hold, e.g. "source is external_pr, not internal_repo". */
+  /** Why it is not trusted, e.g. "source is external_pr, not internal_repo". */
   unmet: string[];
+}
+
+/** The most trust a job's tenant may have: granted by the operator, never by the job. */
+export interface Ceiling {
+  trust: Trust;
+  /** Where it comes from, e.g. "tenant partners is untrusted (tenants.partners.trust)". */
+  why: string;
+}
+
+/** The operator's own commands on the node (`boxcar run`, `boxcar pipeline`) have no tenant above them. */
+export const OPERATOR_CEILING: Ceiling = { trust: 'trusted', why: "the operator's own command on this node" };
+
+/**
+ * The three things a job's trust is the lowest of: its tenant's ceiling, what the job says
+ * about itself, and, for webhook jobs, what the payload classifier says.
+ */
+export interface TrustClaims {
+  ceiling: Ceiling;
+  /** The job's own fields (`source`, `user_group`, `repository`), as the policy's conditions read them. */
+  claim: TrustInputs;
+  /** What a webhook payload says of the code (a fork, the author's association). */
+  classifier?: TrustInputs;
 }
 
 function valueOf(inputs: TrustInputs, key: Condition['key']): string | undefined {
@@ -36,7 +58,7 @@ function valueOf(inputs: TrustInputs, key: Condition['key']): string | undefined
 }
 
 /** `org/*` matches every repository of org; otherwise an exact match. */
-function matches(pattern: string, value: string): boolean {
+export function matches(pattern: string, value: string): boolean {
   if (!pattern.includes('*')) return pattern === value;
   const re = new RegExp(
     `^${pattern
@@ -81,4 +103,37 @@ export function classify(policy: RoutingPolicy, inputs: TrustInputs): Classifica
     return `${c.key} is ${v === undefined ? 'not given' : v}, not ${c.value}`;
   });
   return { trust: 'untrusted', reasons: [...evidence, `untrusted: ${unmet.join('; ')}`], unmet };
+}
+
+/**
+ * The trust a job gets: trusted only when its tenant's ceiling, its own claim and (for webhook
+ * jobs) the payload classifier all say so. The reasons name whichever lowered it.
+ */
+export function grantTrust(policy: RoutingPolicy, claims: TrustClaims): Classification {
+  const own = classify(policy, { ...claims.claim, evidence: [] });
+  const payload = claims.classifier && classify(policy, { ...claims.classifier, evidence: [] });
+  const lowered: Array<{ by: string; unmet: string[] }> = [];
+  if (claims.ceiling.trust === 'untrusted')
+    lowered.push({ by: `the tenant's ceiling: ${claims.ceiling.why}`, unmet: [claims.ceiling.why] });
+  if (payload?.trust === 'untrusted')
+    lowered.push({ by: `the webhook payload: ${payload.unmet.join('; ')}`, unmet: payload.unmet });
+  if (own.trust === 'untrusted')
+    lowered.push({ by: `the job's own claim: ${own.unmet.join('; ')}`, unmet: own.unmet });
+  const evidence = [...(claims.classifier?.evidence ?? []), ...claims.claim.evidence];
+  if (lowered.length === 0) {
+    const holding = policy.trusted_code?.conditions.map(describeCondition).join(', ') ?? '';
+    return {
+      trust: 'trusted',
+      reasons: [
+        ...evidence,
+        `trusted: every trusted condition holds (${holding})${payload ? ' for the job and the webhook payload' : ''}; ceiling: ${claims.ceiling.why}`,
+      ],
+      unmet: [],
+    };
+  }
+  return {
+    trust: 'untrusted',
+    reasons: [...evidence, `untrusted, lowered by ${lowered.map((l) => l.by).join('; and by ')}`],
+    unmet: lowered.flatMap((l) => l.unmet),
+  };
 }

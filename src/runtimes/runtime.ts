@@ -18,7 +18,7 @@ export interface Runtime {
   wait(handle: TaskHandle): Promise<ExitStatus>;
   /** Signals the job; the ending is still observed through `wait`. */
   stop(handle: TaskHandle, signal: StopSignal): Promise<void>;
-  /** Removes everything the sandbox holds on the host. Idempotent; safe after a crash. */
+  /** Removes everything the sandbox holds on the host, its log included. Idempotent; safe after a crash. */
   destroy(handle: TaskHandle): Promise<void>;
   /** Resource usage so far (must be called before `destroy` for the final figures). */
   stats(handle: TaskHandle): Promise<TaskStats>;
@@ -54,7 +54,10 @@ export interface SandboxRequest {
   image: ResolvedImage;
   /** Secret values for a trusted job, added to its environment; never persisted. */
   secrets: Record<string, string>;
-  /** Where the job's output is kept (size-capped by the driver). */
+  /**
+   * Where the sandbox keeps the job's output (size-capped by the driver); Boxcar copies it,
+   * masked, into the job's stored log. `destroy` removes it with the rest of the sandbox.
+   */
   logPath: string;
 }
 

@@ -1,6 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { JobView } from '../api/job-view.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import { leftovers, tempState } from '../testing/harness.js';
@@ -14,16 +16,20 @@ import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 const JOBS = 20;
 
 let state: Awaited<ReturnType<typeof tempState>>;
+let config: string;
 let server: ChildProcess | undefined;
 
 async function serve(): Promise<{ child: ChildProcess; url: string }> {
-  const started = await startServe(['--state', state.root]);
+  const started = await startServe(['--state', state.root, '--config', config]);
   server = started.child;
   return started;
 }
 
 before(async () => {
   state = await tempState();
+  // The tenant's code is trusted: its jobs run on runc, as the test means them to.
+  config = path.join(state.root, 'config.yaml');
+  writeFileSync(config, 'tenants:\n  ci: { trust: trusted }\n');
 });
 after(async () => {
   if (server && server.exitCode === null && server.signalCode === null) {

@@ -15,11 +15,22 @@ test('a burst from one tenant does not starve another: tenants take turns', () =
   );
 });
 
-test('the tenant holding fewer admitted jobs goes first; priority comes before fairness', () => {
-  const queued = [job('a0', 'a', 1), job('b0', 'b', 2), job('c0', 'c', 3, 10)];
+test('the tenant holding fewer admitted jobs goes first; priority orders a tenant’s own jobs only', () => {
+  const queued = [job('a0', 'a', 1), job('b0', 'b', 2), job('c0', 'c', 10, 1000), job('b1', 'b', 4, 5)];
   const order = fairOrder(queued, new Map([['a', 5]]));
   assert.deepEqual(
     order.map((j) => j.id),
-    ['c0', 'b0', 'a0'],
+    ['b1', 'c0', 'b0', 'a0'],
+    'b’s own high-priority job first; c’s priority 1000 does not put it ahead of b',
   );
+});
+
+test('weights: a tenant of weight 3 gets three turns for every one of a tenant of weight 1', () => {
+  const queued = [
+    ...Array.from({ length: 40 }, (_, i) => job(`a${i}`, 'a', i)),
+    ...Array.from({ length: 40 }, (_, i) => job(`b${i}`, 'b', i)),
+  ];
+  const first = fairOrder(queued, new Map(), (t) => (t === 'a' ? 3 : 1)).slice(0, 40);
+  assert.equal(first.filter((j) => j.tenant === 'a').length, 30);
+  assert.equal(first.filter((j) => j.tenant === 'b').length, 10);
 });

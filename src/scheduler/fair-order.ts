@@ -1,48 +1,50 @@
 import type { JobRecord } from '../store/store.js';
 
 /**
- * The order a node considers queued jobs in. Higher priority first; within a priority, tenants
- * take turns, the one holding the fewest admitted jobs first (ties: the oldest waiting job),
- * and each tenant's jobs go oldest first. A tenant's burst of a thousand jobs thus cannot
- * starve another tenant's one.
+ * The order a node considers queued jobs in. Tenants take turns, weighted: the tenant whose
+ * admitted jobs are fewest for its weight goes next (ties: the one whose next job has waited
+ * longest), so a tenant's burst of a thousand jobs cannot starve another tenant's one, and a
+ * tenant of weight 2 gets twice the turns. A job's `priority` orders its own tenant's jobs
+ * only (then the oldest first): no tenant can jump the others by raising its priorities.
  */
-export function fairOrder(queued: readonly JobRecord[], admitted: ReadonlyMap<string, number>): JobRecord[] {
-  const byPriority = new Map<number, JobRecord[]>();
+export function fairOrder(
+  queued: readonly JobRecord[],
+  admitted: ReadonlyMap<string, number>,
+  weight: (tenant: string) => number = () => 1,
+): JobRecord[] {
+  const perTenant = new Map<string, JobRecord[]>();
   for (const job of queued) {
-    const level = byPriority.get(job.priority) ?? [];
-    level.push(job);
-    byPriority.set(job.priority, level);
+    const list = perTenant.get(job.tenant) ?? [];
+    list.push(job);
+    perTenant.set(job.tenant, list);
   }
+  const heads = [...perTenant.entries()].map(([tenant, jobs]) => ({
+    tenant,
+    weight: weight(tenant),
+    held: admitted.get(tenant) ?? 0,
+    jobs: jobs.sort((a, b) => b.priority - a.priority || a.createdAt - b.createdAt),
+    next: 0,
+  }));
   const order: JobRecord[] = [];
-  const held = new Map(admitted);
-  for (const priority of [...byPriority.keys()].sort((a, b) => b - a)) {
-    const perTenant = new Map<string, JobRecord[]>();
-    for (const job of (byPriority.get(priority) ?? []).sort((a, b) => a.createdAt - b.createdAt)) {
-      const list = perTenant.get(job.tenant) ?? [];
-      list.push(job);
-      perTenant.set(job.tenant, list);
-    }
-    const heads = [...perTenant.entries()].map(([tenant, jobs]) => ({ tenant, jobs, next: 0 }));
-    for (;;) {
-      let pick: (typeof heads)[number] | undefined;
-      for (const h of heads) {
-        const head = h.jobs[h.next];
-        if (!head) continue;
-        const pickHead = pick?.jobs[pick.next];
-        if (
-          !pick ||
-          !pickHead ||
-          (held.get(h.tenant) ?? 0) < (held.get(pick.tenant) ?? 0) ||
-          ((held.get(h.tenant) ?? 0) === (held.get(pick.tenant) ?? 0) && head.createdAt < pickHead.createdAt)
-        )
-          pick = h;
+  for (;;) {
+    let pick: (typeof heads)[number] | undefined;
+    for (const h of heads) {
+      const head = h.jobs[h.next];
+      if (!head) continue;
+      const best = pick?.jobs[pick.next];
+      if (!pick || !best) {
+        pick = h;
+        continue;
       }
-      const job = pick?.jobs[pick.next];
-      if (!pick || !job) break;
-      order.push(job);
-      pick.next++;
-      held.set(pick.tenant, (held.get(pick.tenant) ?? 0) + 1);
+      const share = h.held / h.weight;
+      const bestShare = pick.held / pick.weight;
+      if (share < bestShare || (share === bestShare && head.createdAt < best.createdAt)) pick = h;
     }
+    const job = pick?.jobs[pick.next];
+    if (!pick || !job) break;
+    order.push(job);
+    pick.next++;
+    pick.held++;
   }
   return order;
 }

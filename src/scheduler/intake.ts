@@ -3,17 +3,21 @@ import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../errors.js';
 import type { JobSpec } from '../jobs/spec.js';
 import { decide, requireRunnable } from '../policy/decide.js';
-import { trustFromSpec } from '../policy/route.js';
+import { trustFromSpec, webhookClaims } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
-import { IllegalTransition, type JobRecord } from '../store/store.js';
+import { IllegalTransition, type JobOrigin, type JobRecord } from '../store/store.js';
+import { checkLimits } from '../tenants/limits.js';
+import { ceilingOf, tenantSettings } from '../tenants/tenant-config.js';
 import { admit, ZERO_USAGE } from './quota.js';
 import type { Placement } from './capacity.js';
 
 /**
- * Accepting a job into the queue of a serving node (API, webhooks): trust from where the code
- * comes from, with no default (a job that does not say is untrusted), a routing decision, and
- * the checks that can fail at once rather than leave a job waiting forever. A job that can
- * never fit its quota or a node is recorded with the reason, in `error`, and refused.
+ * Accepting a job into the queue of a serving node (API, webhooks). Trust is granted, never
+ * claimed: the lowest of the tenant's ceiling, the job's own fields (no default: a job that
+ * does not say is untrusted) and, for webhook jobs, the payload's classifier. Then the checks
+ * that can fail at once rather than leave a job waiting forever: the tenant's limits and queue
+ * cap, a runtime this node can run, the secrets a trusted job names, quotas and capacity. A job
+ * that can never fit its quota or a node is recorded with the reason, in `error`, and refused.
  */
 export class JobRefused extends UserError {
   constructor(
@@ -25,32 +29,70 @@ export class JobRefused extends UserError {
   }
 }
 
-export async function acceptJob(
-  box: Boxcar,
-  placement: Placement,
-  input: { tenant: string; spec: JobSpec; trust?: TrustInputs },
-): Promise<JobRecord> {
+/** The tenant has as many jobs waiting as it may (HTTP 429: try again later). */
+export class QueueFull extends UserError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueueFull';
+  }
+}
+
+export interface Submission {
+  tenant: string;
+  spec: JobSpec;
+  origin: JobOrigin;
+  /** For webhook jobs: what the payload says of the code. */
+  classifier?: TrustInputs;
+}
+
+export async function acceptJob(box: Boxcar, placement: Placement, input: Submission): Promise<JobRecord> {
+  const { spec } = input;
+  const tenant = tenantSettings(box.config.tenants, input.tenant);
+  checkLimits(spec, tenant);
+  const queued = await box.store.countJobs(tenant.name, ['queued']);
+  if (queued >= tenant.maxQueued)
+    throw new QueueFull(
+      `tenant ${tenant.name} has ${queued} jobs waiting, its most (max_queued ${tenant.maxQueued}); submit again once some have started`,
+    );
   const id = randomUUID();
-  const decision = await decide(box, id, input.spec, { trust: input.trust ?? trustFromSpec(input.spec) });
+  const ceiling = ceilingOf(tenant);
+  const trust = input.classifier
+    ? webhookClaims(spec, input.classifier, ceiling)
+    : { ceiling, claim: trustFromSpec(spec) };
+  const decision = await decide(box, id, spec, { trust });
   await requireRunnable(box, decision);
-  const quota = admit(box.config.quotas, input.tenant, ZERO_USAGE, input.spec);
+  if (decision.trust === 'trusted' && spec.secrets.length) {
+    const missing = await box.secrets.missing(tenant.name, input.origin.repository, spec.secrets);
+    if (missing.length)
+      throw new UserError(
+        `secrets: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not set for tenant ${tenant.name}${input.origin.repository ? ` or repository ${input.origin.repository}` : ''}; set ${missing.length === 1 ? 'it' : 'them'} with \`boxcar secret set --tenant ${tenant.name} NAME\`, or drop ${missing.length === 1 ? 'it' : 'them'} from the job`,
+      );
+  }
+  const quota = admit(box.config.quotas, tenant.name, ZERO_USAGE, spec);
   const never =
     !quota.admit && quota.never
       ? quota.reason
-      : placement.fitsEmpty(input.spec)
+      : placement.fitsEmpty(spec)
         ? undefined
         : `requests more than this node has (${placement.capacity.memoryBytes} bytes, ${placement.capacity.cpuMillis}m CPU); lower resources.requests`;
   const job = await box.store.createJob({
     id,
-    tenant: input.tenant,
-    spec: input.spec,
+    tenant: tenant.name,
+    spec,
     decision,
+    origin: input.origin,
     owner: null,
   });
   if (!never) return job;
   // A scheduler may have seen it first and refused it the same way.
   const refused = await box.store
-    .transition(id, 'error', { finishedAt: Date.now(), error: never }, never)
+    .transition(id, 'error', { finishedAt: Date.now(), error: never }, never, {
+      tenant: tenant.name,
+      actor: input.origin.actor,
+      action: 'job.refused',
+      subject: id,
+      detail: { reason: never },
+    })
     .catch(async (err: unknown) => {
       if (err instanceof IllegalTransition) return (await box.store.getJob(id)) as JobRecord;
       throw err;

@@ -50,8 +50,18 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const config = path.join(a.root, 'config.yaml');
-    writeFileSync(config, 'scheduler:\n  lease: 2s\n');
-    const token = boxcarSync(['--state', a.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
+    const token = boxcarSync([
+      '--state',
+      a.root,
+      '--store',
+      pg.url,
+      'token',
+      'create',
+      '--tenant',
+      'ci',
+      '--operator',
+    ]);
     assert.match(token, /^bxc_/);
     const nodeA = await serve(a.root, config);
     const nodeB = await serve(b.root, config);

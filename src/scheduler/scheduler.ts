@@ -3,13 +3,14 @@ import os from 'node:os';
 import type { Boxcar } from '../boxcar.js';
 import { observeFinishedJob } from '../observability/metrics.js';
 import { errorMessage } from '../errors.js';
-import { executeJob, superviseJob, type ExecuteResult } from '../jobs/execute.js';
+import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../jobs/execute.js';
 import { currentOwner, ownerAlive } from '../jobs/owner.js';
 import { settle } from '../jobs/reconcile.js';
 import { IllegalTransition, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder } from './fair-order.js';
 import { addUsage, admit, jobUsage, ZERO_USAGE } from './quota.js';
+import { tenantSettings } from '../tenants/tenant-config.js';
 
 /**
  * A serving node's scheduler: takes queued jobs from the store in fair order, admits them
@@ -150,7 +151,8 @@ export class Scheduler {
     if (!queued.length) return;
     const usage = await store.admittedUsage();
     const admitted = new Map([...usage].map(([tenant, u]) => [tenant, u.pods]));
-    for (const job of fairOrder(queued, admitted)) {
+    const weight = (tenant: string) => tenantSettings(config.tenants, tenant).weight;
+    for (const job of fairOrder(queued, admitted, weight)) {
       if (this.stopping || this.starting >= this.maxStarting) return;
       const used = usage.get(job.tenant) ?? ZERO_USAGE;
       const quota = admit(config.quotas, job.tenant, used, job.spec);
@@ -217,7 +219,13 @@ export class Scheduler {
   private async refuse(job: JobRecord, reason: string): Promise<void> {
     const claimed = await this.box.store.claim(job.id, this.owner, Date.now() + this.leaseMs);
     if (!claimed) return;
-    await this.box.store.transition(job.id, 'error', { finishedAt: Date.now(), error: reason }, reason);
+    await this.box.store.transition(job.id, 'error', { finishedAt: Date.now(), error: reason }, reason, {
+      tenant: job.tenant,
+      actor: `node:${this.owner}`,
+      action: 'job.refused',
+      subject: job.id,
+      detail: { reason },
+    });
   }
 
   /** Heartbeat: keep the leases, honour cancel requests, requeue the jobs of lost nodes. */
@@ -279,6 +287,7 @@ export class Scheduler {
           'running',
           { startedAt: Date.now() },
           're-attached after a restart',
+          startedAudit({ ...job, owner: this.owner }, job.handle, { reattached: true }),
         );
       logger.info({ jobId: job.id, sandboxId: job.handle.sandboxId }, 're-attached to a running job');
       const handle = job.handle;

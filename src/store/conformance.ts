@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { JobSpec } from '../jobs/spec.js';
-import { IllegalTransition, type Store } from './store.js';
+import { checkChain } from './audit-chain.js';
+import { IllegalTransition, type JobOrigin, type Store } from './store.js';
 
 /**
  * What every Store must do for a serving node, run against each implementation (SQLite, and
@@ -9,9 +10,15 @@ import { IllegalTransition, type Store } from './store.js';
  * requests, quota usage and tokens.
  */
 const decision = { trust: 'trusted' as const, runtime: 'runc' as const, fallback: null, reasons: ['test'] };
+const origin: JobOrigin = { via: 'api', actor: 'token:conformance' };
 const spec = (extra: Record<string, unknown> = {}) => JobSpec.parse({ command: ['true'], ...extra });
 
-export function storeConformance(name: string, open: () => Promise<Store>): void {
+export function storeConformance(
+  name: string,
+  open: () => Promise<Store>,
+  /** Runs SQL on the same database behind the store's back (to try to edit the audit trail). */
+  rawSql: (sql: string) => Promise<void>,
+): void {
   describe(`${name} store: the queue of serving nodes`, () => {
     const withStore = async (fn: (s: Store) => Promise<void>) => {
       const s = await open();
@@ -23,7 +30,14 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
     };
     let n = 0;
     const job = (s: Store, tenant = 't', extra: Record<string, unknown> = {}) =>
-      s.createJob({ id: `${name}-${process.pid}-${n++}`, tenant, spec: spec(extra), decision, owner: null });
+      s.createJob({
+        id: `${name}-${process.pid}-${n++}`,
+        tenant,
+        spec: spec(extra),
+        decision,
+        origin,
+        owner: null,
+      });
 
     test('exactly one of several concurrent claims wins; a lease that runs out can be claimed again', () =>
       withStore(async (s) => {
@@ -81,11 +95,11 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
     test('cancel: a queued job at once; a running one is flagged for its owner', () =>
       withStore(async (s) => {
         const q = await job(s);
-        assert.equal((await s.requestCancel(q.id)).state, 'cancelled');
+        assert.equal((await s.requestCancel(q.id, 'token:canceller')).state, 'cancelled');
         const r = await job(s);
         await s.claim(r.id, 'node-x', Date.now() + 60_000);
         await s.transition(r.id, 'starting');
-        const flagged = await s.requestCancel(r.id);
+        const flagged = await s.requestCancel(r.id, 'token:canceller');
         assert.equal(flagged.state, 'starting');
         assert.equal(flagged.cancelRequested, true);
         assert.deepEqual(await s.cancelRequests('node-x'), [r.id]);
@@ -111,12 +125,152 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
         });
       }));
 
-    test('tokens map to their tenant by hash', () =>
+    test('tokens map to their tenant and role by hash', () =>
       withStore(async (s) => {
         const hash = `h-${name}-${process.pid}`;
-        await s.addToken(hash, 'team-z');
-        assert.equal(await s.tenantOfToken(hash), 'team-z');
-        assert.equal(await s.tenantOfToken('nope'), undefined);
+        await s.addToken({ hash, id: `id-${hash}`, tenant: 'team-z', role: 'tenant' }, 'operator:root');
+        await s.addToken(
+          { hash: `${hash}-op`, id: `op-${hash}`, tenant: null, role: 'operator' },
+          'operator:root',
+        );
+        assert.deepEqual(await s.tokenByHash(hash), {
+          hash,
+          id: `id-${hash}`,
+          tenant: 'team-z',
+          role: 'tenant',
+        });
+        assert.equal((await s.tokenByHash(`${hash}-op`))?.role, 'operator');
+        assert.equal((await s.tokenByHash(`${hash}-op`))?.tenant, null);
+        assert.equal(await s.tokenByHash('nope'), undefined);
+      }));
+
+    test('secrets: scoped by tenant and repository, replaced in place, removed; only sealed values are kept', () =>
+      withStore(async (s) => {
+        const tenant = `sec-${n++}`;
+        const sealed = (repository: string, name: string, ciphertext: string) => ({
+          tenant,
+          repository,
+          name,
+          keyId: 'k1',
+          nonce: 'n',
+          ciphertext,
+        });
+        await s.putSecret(sealed('', 'NPM_TOKEN', 'c1'), 'operator:root');
+        await s.putSecret(sealed('', 'NPM_TOKEN', 'c2'), 'operator:root');
+        await s.putSecret(sealed('org/app', 'DEPLOY', 'c3'), 'operator:root');
+        await s.putSecret(
+          { ...sealed('', 'NPM_TOKEN', 'other'), tenant: `${tenant}-other` },
+          'operator:root',
+        );
+        assert.deepEqual(
+          (await s.listSecrets(tenant)).map((x) => [x.repository, x.name]),
+          [
+            ['', 'NPM_TOKEN'],
+            ['org/app', 'DEPLOY'],
+          ],
+        );
+        const tenantWide = await s.secretsFor(tenant, [], ['NPM_TOKEN', 'DEPLOY']);
+        assert.deepEqual(
+          tenantWide.map((x) => [x.name, x.ciphertext]),
+          [['NPM_TOKEN', 'c2']],
+        );
+        const forRepo = await s.secretsFor(tenant, ['org/app'], ['NPM_TOKEN', 'DEPLOY']);
+        assert.deepEqual(forRepo.map((x) => x.name).sort(), ['DEPLOY', 'NPM_TOKEN']);
+        assert.equal(
+          await s.deleteSecret({ tenant, repository: '', name: 'NPM_TOKEN' }, 'operator:root'),
+          true,
+        );
+        assert.equal(
+          await s.deleteSecret({ tenant, repository: '', name: 'NPM_TOKEN' }, 'operator:root'),
+          false,
+        );
+        assert.deepEqual(await s.secretsFor(tenant, [], ['NPM_TOKEN']), []);
+      }));
+
+    test('audit: every change is chained in order, in the same transaction, and the trail refuses edits', () =>
+      withStore(async (s) => {
+        const tenant = `audit-${n}`;
+        // Concurrent writers (other nodes) still make one unbroken chain.
+        const jobs = await Promise.all([...Array(20).keys()].map(() => job(s, tenant)));
+        await s.requestCancel((jobs[0] as { id: string }).id, 'token:x');
+        await s.audit({ tenant, actor: 'token:x', action: 'request.refused', subject: 'POST /v1/jobs' });
+        const mine = await s.auditRecords({ tenant, limit: 1000 });
+        assert.equal(mine.filter((r) => r.action === 'job.submitted').length, 20);
+        assert.ok(mine.some((r) => r.action === 'job.cancel'));
+        assert.deepEqual(JSON.parse((mine[0] as { detail: string }).detail).reasons, ['test']);
+        const all = await s.auditRecords({ limit: 1_000_000 });
+        assert.ok('last' in checkChain(undefined, all), 'the chain is whole');
+        await assert.rejects(rawSql('UPDATE audit SET actor = 1'), /append-only/);
+        await assert.rejects(rawSql('DELETE FROM audit'), /append-only/);
+        const tampered = all.map((r, i) => (i === 5 ? { ...r, actor: 'someone-else' } : r));
+        assert.deepEqual(checkChain(undefined, tampered), {
+          broken: { seq: 6, why: 'its contents do not match its hash (changed after it was written)' },
+        });
+        assert.match(
+          JSON.stringify(
+            checkChain(
+              undefined,
+              all.filter((_, i) => i !== 3),
+            ),
+          ),
+          /record 4 is missing/,
+        );
+      }));
+
+    test('webhook deliveries: a replay is refused, one node claims each, outcomes and pruning', () =>
+      withStore(async (s) => {
+        const id = `delivery-${name}-${n++}`;
+        const d = { id, forge: 'github', tenant: 't', event: { sha: 'abc' }, receivedAt: Date.now() };
+        const added = await Promise.all([...Array(10).keys()].map(() => s.addDelivery(d)));
+        assert.equal(added.filter(Boolean).length, 1, 'one of ten concurrent copies is new');
+        const [a, b] = await Promise.all([
+          s.claimDeliveries('node-a', Date.now() + 60_000, 100),
+          s.claimDeliveries('node-b', Date.now() + 60_000, 100),
+        ]);
+        assert.equal([...(a ?? []), ...(b ?? [])].filter((x) => x.id === id).length, 1);
+        assert.deepEqual([...(a ?? []), ...(b ?? [])].find((x) => x.id === id)?.event, { sha: 'abc' });
+        await s.settleDelivery(id, 'done', { jobs: ['j1', 'j2'] });
+        const settled = await s.getDelivery(id);
+        assert.deepEqual([settled?.state, settled?.jobs, settled?.attempts], ['done', ['j1', 'j2'], 1]);
+        assert.equal(await s.addDelivery(d), false, 'remembered after it was handled');
+        assert.ok((await s.pruneDeliveries(Date.now() + 1)) >= 1);
+        assert.equal(await s.getDelivery(id), undefined);
+      }));
+
+    test('only infrastructure failures count as failed starts; jobs of a pull request are found by group', () =>
+      withStore(async (s) => {
+        const group = `github:org/app#${n}`;
+        const runtime = 'gvisor' as const;
+        const d = { ...decision, runtime };
+        const mk = (extra: Partial<JobOrigin> = {}) =>
+          s.createJob({
+            id: `${name}-${process.pid}-${n++}`,
+            tenant: 'g',
+            spec: spec(),
+            decision: d,
+            origin: { ...origin, ...extra },
+            owner: null,
+          });
+        const before = (await s.recentStarts(runtime, 1000)).length;
+        const refused = await mk();
+        await s.transition(refused.id, 'error', { error: 'exceeds quota' });
+        const broken = await mk({ group });
+        await s.transition(broken.id, 'starting');
+        await s.transition(broken.id, 'error', { error: 'runsc failed', infraFailure: true });
+        const retried = await mk({ group });
+        await s.transition(retried.id, 'starting');
+        await s.requeue(retried.id, 0, 'runsc failed', { infraFailure: true });
+        const starts = await s.recentStarts(runtime, 1000);
+        assert.equal(starts.length - before, 2);
+        assert.ok(starts.slice(-2).every((x) => !x.ok));
+        assert.deepEqual(
+          (await s.listJobs({ group })).map((j) => j.id).sort(),
+          [broken.id, retried.id].sort(),
+        );
+        assert.equal(
+          await s.countJobs('g', ['queued']),
+          (await s.listJobs({ tenant: 'g', states: ['queued'] })).length,
+        );
       }));
   });
 }

@@ -2,7 +2,20 @@ import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../policy/decision.js';
 import type { TaskHandle } from '../runtimes/runtime.js';
-import type { JobEvent, JobPatch, JobRecord, Usage } from './store.js';
+import type {
+  ApiToken,
+  AuditEntry,
+  AuditRecord,
+  Delivery,
+  JobEvent,
+  JobOrigin,
+  JobPatch,
+  JobRecord,
+  NewJob,
+  SealedSecret,
+  SecretInfo,
+  Usage,
+} from './store.js';
 
 /**
  * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
@@ -16,6 +29,7 @@ export interface JobRow {
   runtime: string;
   spec: JobSpec;
   decision: Decision;
+  origin: JobOrigin;
   handle: TaskHandle | null;
   owner: string | null;
   created_at: number;
@@ -36,6 +50,7 @@ export interface JobRow {
   not_before: number;
   cancel_requested: boolean;
   wait_reason: string | null;
+  infra_failure: boolean;
 }
 
 const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
@@ -53,6 +68,7 @@ const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
   runtime: 'runtime',
   owner: 'owner',
   leaseUntil: 'lease_until',
+  infraFailure: 'infra_failure',
 };
 
 export const LIVE = `state IN ('queued', 'starting', 'running')`;
@@ -66,6 +82,7 @@ export function toRecord(r: JobRow): JobRecord {
     runtime: r.runtime as RuntimeName,
     spec: r.spec,
     decision: r.decision,
+    origin: r.origin,
     handle: r.handle,
     owner: r.owner,
     createdAt: r.created_at,
@@ -86,8 +103,155 @@ export function toRecord(r: JobRow): JobRecord {
     notBefore: r.not_before,
     cancelRequested: r.cancel_requested,
     waitReason: r.wait_reason,
+    infraFailure: r.infra_failure,
   };
 }
+
+/** A new job's row values in `INSERT_JOB`'s order (JSON columns as text). */
+export const INSERT_JOB_COLUMNS =
+  'id, tenant, name, state, runtime, spec, decision, origin, group_key, owner, created_at, priority';
+
+export function newJobValues(input: NewJob, now: number): unknown[] {
+  return [
+    input.id,
+    input.tenant,
+    input.spec.name,
+    'queued',
+    input.decision.runtime,
+    JSON.stringify(input.spec),
+    JSON.stringify(input.decision),
+    JSON.stringify(input.origin),
+    input.origin.group ?? null,
+    input.owner,
+    now,
+    input.spec.priority,
+  ];
+}
+
+/** The audit record of a job's submission: who sent it, where it runs and why. */
+export function submittedAudit(input: NewJob): AuditEntry {
+  const { via, repository, group, commit } = input.origin;
+  return {
+    tenant: input.tenant,
+    actor: input.origin.actor,
+    action: 'job.submitted',
+    subject: input.id,
+    detail: {
+      name: input.spec.name,
+      via,
+      ...(repository ? { repository } : {}),
+      ...(group ? { group, commit } : {}),
+      trust: input.decision.trust,
+      runtime: input.decision.runtime,
+      fallback: input.decision.fallback,
+      reasons: input.decision.reasons,
+      secrets: input.spec.secrets,
+    },
+  };
+}
+
+export interface TokenRow {
+  hash: string;
+  id: string;
+  tenant: string | null;
+  role: string;
+}
+
+export const toToken = (r: TokenRow): ApiToken => ({
+  hash: r.hash,
+  id: r.id,
+  tenant: r.tenant,
+  role: r.role === 'operator' ? 'operator' : 'tenant',
+});
+
+export interface SecretRow {
+  tenant: string;
+  repository: string;
+  name: string;
+  key_id: string;
+  nonce: string;
+  ciphertext: string;
+  updated_at: number;
+}
+
+export const toSealed = (r: SecretRow): SealedSecret => ({
+  tenant: r.tenant,
+  repository: r.repository,
+  name: r.name,
+  keyId: r.key_id,
+  nonce: r.nonce,
+  ciphertext: r.ciphertext,
+});
+
+export const toSecretInfo = (r: SecretRow): SecretInfo => ({
+  tenant: r.tenant,
+  repository: r.repository,
+  name: r.name,
+  updatedAt: r.updated_at,
+});
+
+/** What secret changes say in the audit trail: names and scope, never values. */
+export function secretAudit(
+  scope: { tenant: string; repository: string; name: string },
+  action: 'secret.set' | 'secret.removed',
+  actor: string,
+): AuditEntry {
+  return {
+    tenant: scope.tenant,
+    actor,
+    action,
+    subject: `${scope.repository ? `${scope.repository}:` : ''}${scope.name}`,
+    detail: scope.repository ? { repository: scope.repository } : {},
+  };
+}
+
+export interface AuditRow {
+  seq: number;
+  at: number;
+  tenant: string | null;
+  actor: string;
+  action: string;
+  subject: string;
+  detail: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export const toAuditRecord = (r: AuditRow): AuditRecord => ({
+  seq: r.seq,
+  at: r.at,
+  tenant: r.tenant,
+  actor: r.actor,
+  action: r.action,
+  subject: r.subject,
+  detail: r.detail,
+  prevHash: r.prev_hash,
+  hash: r.hash,
+});
+
+export interface DeliveryRow {
+  id: string;
+  forge: string;
+  tenant: string;
+  event: Record<string, unknown>;
+  received_at: number;
+  state: string;
+  attempts: number;
+  jobs: string[];
+  error: string | null;
+}
+
+export const toDelivery = (r: DeliveryRow): Delivery => ({
+  id: r.id,
+  forge: r.forge,
+  tenant: r.tenant,
+  event: r.event,
+  receivedAt: r.received_at,
+  state: r.state as Delivery['state'],
+  attempts: r.attempts,
+  jobs: r.jobs,
+  error: r.error,
+});
 
 /** Per-tenant sums of admitted jobs' requests and limits, as both stores' queries name them. */
 export interface UsageRow {

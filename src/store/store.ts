@@ -8,17 +8,28 @@ import type { TaskHandle } from '../runtimes/runtime.js';
  * nodes) implement it. Async throughout so a networked store fits the same shape.
  */
 export interface Store {
+  /** Records a queued job and, in the same transaction, the audit record of its submission. */
   createJob(input: NewJob): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
-  /** Moves a job to `to` if that is a legal next state, with the fields that go with it; throws otherwise. */
-  transition(id: string, to: JobState, patch?: JobPatch, reason?: string): Promise<JobRecord>;
+  /**
+   * Moves a job to `to` if that is a legal next state, with the fields that go with it; throws
+   * otherwise. `audit`, when given, is appended in the same transaction.
+   */
+  transition(
+    id: string,
+    to: JobState,
+    patch?: JobPatch,
+    reason?: string,
+    audit?: AuditEntry,
+  ): Promise<JobRecord>;
   /** Records the sandbox behind a job, before it is created and again once it exists. */
   saveHandle(id: string, handle: TaskHandle): Promise<void>;
   events(id: string): Promise<JobEvent[]>;
   /**
    * The most recent job starts on a runtime, oldest first, for the fallback breaker: `ok` when
-   * the job's process started, not ok when the job ended in `error` before it could.
+   * the job's process started, not ok when its sandbox failed to start for reasons of the
+   * runtime or the host (`infraFailure`). Refusals and jobs' own failures are not starts.
    */
   recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]>;
 
@@ -38,20 +49,57 @@ export interface Store {
    * Puts a job that could not run (infrastructure failure, lost node) back in the queue for
    * another attempt, unowned, not before `notBefore`.
    */
-  requeue(id: string, notBefore: number, reason: string): Promise<JobRecord>;
+  requeue(
+    id: string,
+    notBefore: number,
+    reason: string,
+    opts?: { infraFailure?: boolean },
+  ): Promise<JobRecord>;
   /** Started jobs whose owner's lease ran out (a lost node), for a live node to settle. */
   expiredLeases(now: number, limit: number): Promise<JobRecord[]>;
   /** Moves a job from a dead owner to `owner` (re-attaching to its sandbox); false if lost. */
   takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean>;
-  /** Marks a job for cancelling; a queued one is cancelled at once. */
-  requestCancel(id: string): Promise<JobRecord>;
+  /** Marks a job for cancelling (a queued one is cancelled at once), audited as `actor`'s. */
+  requestCancel(id: string, actor: string, reason?: string): Promise<JobRecord>;
   /** Unfinished jobs of `owner` that someone asked to cancel. */
   cancelRequests(owner: string): Promise<string[]>;
   /** Requests and limits of admitted (claimed, starting, running) jobs, per tenant, across every node. */
   admittedUsage(): Promise<Map<string, Usage>>;
 
-  addToken(hash: string, tenant: string): Promise<void>;
-  tenantOfToken(hash: string): Promise<string | undefined>;
+  /** How many of a tenant's jobs are in these states. */
+  countJobs(tenant: string, states: JobState[]): Promise<number>;
+
+  /** Stores an API token (its hash only), audited as `actor`'s. */
+  addToken(token: ApiToken, actor: string): Promise<void>;
+  tokenByHash(hash: string): Promise<ApiToken | undefined>;
+
+  /** Creates or replaces a secret (sealed by the caller), audited by name only. */
+  putSecret(secret: SealedSecret, actor: string): Promise<void>;
+  /** Removes a secret; false if there was none. Audited by name only. */
+  deleteSecret(scope: SecretScope, actor: string): Promise<boolean>;
+  /** A tenant's secrets without their values, tenant-wide and per repository. */
+  listSecrets(tenant: string): Promise<SecretInfo[]>;
+  /** The sealed secrets named `names` of a tenant, tenant-wide (repository '') or of `repositories`. */
+  secretsFor(tenant: string, repositories: string[], names: string[]): Promise<SealedSecret[]>;
+
+  /** Appends to the hash-chained audit trail. */
+  audit(entry: AuditEntry): Promise<void>;
+  /** Audit records in order (oldest first), from `afterSeq`. */
+  auditRecords(filter: AuditFilter): Promise<AuditRecord[]>;
+
+  /** Remembers a webhook delivery; false when its id was seen already (a replay). */
+  addDelivery(delivery: NewDelivery): Promise<boolean>;
+  /** Pending deliveries nobody holds (or whose holder's lease ran out), taken for `owner`. */
+  claimDeliveries(owner: string, leaseUntil: number, limit: number): Promise<Delivery[]>;
+  /** A delivery's outcome: the jobs it queued, or why it queued none. */
+  settleDelivery(
+    id: string,
+    state: 'done' | 'failed',
+    outcome: { jobs?: string[]; error?: string },
+  ): Promise<void>;
+  getDelivery(id: string): Promise<Delivery | undefined>;
+  /** Forgets deliveries received before `before`; returns how many. */
+  pruneDeliveries(before: number): Promise<number>;
 
   close(): Promise<void>;
 }
@@ -70,11 +118,25 @@ export interface NewJob {
   tenant: string;
   spec: JobSpec;
   decision: Decision;
+  origin: JobOrigin;
   /**
    * Which process runs the job (`host:pid:starttime`), so a dead owner can be told from a live
    * one; null for a job queued for any node to claim.
    */
   owner: string | null;
+}
+
+/** How a job came in and who sent it: for the audit trail, repository secrets and auto-cancel. */
+export interface JobOrigin {
+  via: 'cli' | 'api' | 'webhook';
+  /** Who sent it: `token:<id>`, `operator:<user>`, `webhook:github:<delivery>`. */
+  actor: string;
+  /** The repository its code comes from, when Boxcar verified it (a signed webhook): repository secrets need it. */
+  repository?: string;
+  /** Jobs of one pull request: a newer push cancels the jobs of the older ones (e.g. `github:org/app#12`). */
+  group?: string;
+  /** The commit the jobs of `group` run at. */
+  commit?: string;
 }
 
 export interface JobResultFields {
@@ -96,6 +158,7 @@ export interface JobRecord extends JobResultFields {
   runtime: RuntimeName;
   spec: JobSpec;
   decision: Decision;
+  origin: JobOrigin;
   handle: TaskHandle | null;
   owner: string | null;
   createdAt: number;
@@ -111,6 +174,8 @@ export interface JobRecord extends JobResultFields {
   cancelRequested: boolean;
   /** Why a queued job is still waiting (quota, capacity), as last seen by a scheduler. */
   waitReason: string | null;
+  /** Its sandbox failed to start for reasons of the runtime or the host (what the breaker counts). */
+  infraFailure: boolean;
 }
 
 export type JobPatch = Partial<
@@ -121,6 +186,7 @@ export type JobPatch = Partial<
     runtime: RuntimeName;
     owner: string | null;
     leaseUntil: number | null;
+    infraFailure: boolean;
   }
 >;
 
@@ -128,6 +194,8 @@ export interface JobFilter {
   limit?: number;
   tenant?: string;
   states?: JobState[];
+  /** Jobs of one pull request (`JobOrigin.group`). */
+  group?: string;
 }
 
 export interface JobEvent {
@@ -141,6 +209,85 @@ export interface JobEvent {
 export interface StartOutcome {
   at: number;
   ok: boolean;
+}
+
+/** An API token: the store keeps its hash; `id` names it in the audit trail and in listings. */
+export interface ApiToken {
+  hash: string;
+  id: string;
+  /** The tenant whose jobs it submits and sees; null for an operator token without one. */
+  tenant: string | null;
+  /** `operator` may also read the node's metrics and status. */
+  role: 'tenant' | 'operator';
+}
+
+/** Where a secret belongs: a tenant, and a repository of it ('' = every job of the tenant). */
+export interface SecretScope {
+  tenant: string;
+  repository: string;
+  name: string;
+}
+
+/** A secret as the store keeps it: AES-256-GCM ciphertext, never its value. */
+export interface SealedSecret extends SecretScope {
+  /** Which key sealed it (a digest of the key), to say so when a node has another. */
+  keyId: string;
+  nonce: string;
+  ciphertext: string;
+}
+
+export interface SecretInfo extends SecretScope {
+  updatedAt: number;
+}
+
+/** One entry of the audit trail, as a caller describes it. */
+export interface AuditEntry {
+  tenant: string | null;
+  actor: string;
+  /** e.g. job.submitted, job.started, job.cancel, token.created, secret.set, request.refused */
+  action: string;
+  /** What it is about: a job id, a secret's scope, a token id. */
+  subject: string;
+  detail?: Record<string, unknown>;
+}
+
+/** As stored: numbered, timed and chained to the one before by its hash. */
+export interface AuditRecord {
+  seq: number;
+  at: number;
+  tenant: string | null;
+  actor: string;
+  action: string;
+  subject: string;
+  /** The detail as stored (JSON text): hashed as it is. */
+  detail: string;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditFilter {
+  afterSeq?: number;
+  tenant?: string;
+  since?: number;
+  limit: number;
+}
+
+/** A webhook delivery, remembered so a replay queues nothing. */
+export interface NewDelivery {
+  id: string;
+  /** e.g. github */
+  forge: string;
+  tenant: string;
+  /** What the worker needs to queue its jobs (the parsed event, the classifier's trust inputs). */
+  event: Record<string, unknown>;
+  receivedAt: number;
+}
+
+export interface Delivery extends NewDelivery {
+  state: 'pending' | 'done' | 'failed';
+  attempts: number;
+  jobs: string[];
+  error: string | null;
 }
 
 export class IllegalTransition extends Error {

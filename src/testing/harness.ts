@@ -9,7 +9,7 @@ import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/exe
 import { currentOwner } from '../jobs/owner.js';
 import { JobSpec } from '../jobs/spec.js';
 import { silentLogger } from '../observability/logger.js';
-import { decideLocally } from '../cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../cli/local-job.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
 import { run } from '../runtimes/shared/exec.js';
 
@@ -95,7 +95,14 @@ export async function testBoxcar(opts: { config?: string } = {}): Promise<
       const spec = JobSpec.parse(input);
       const id = randomUUID();
       const decision = await decideLocally(box, id, spec);
-      const job = await box.store.createJob({ id, tenant: 'test', spec, decision, owner: currentOwner() });
+      const job = await box.store.createJob({
+        id,
+        tenant: 'test',
+        spec,
+        decision,
+        origin: operatorOrigin(),
+        owner: currentOwner(),
+      });
       return executeJob(box, job, opts);
     },
     cleanup: async () => {

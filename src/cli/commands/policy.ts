@@ -1,21 +1,24 @@
 import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { Option, type Command } from 'commander';
-import { loadConfig } from '../../config/config.js';
+import { loadConfig, type Config } from '../../config/config.js';
 import { UserError } from '../../errors.js';
-import { RUNTIME_NAMES, type RuntimeName } from '../../jobs/spec.js';
+import { RUNTIME_NAMES, type JobSpec, type RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
 import { RuntimeHealthBook, type HealthOverride } from '../../policy/health.js';
 import { loadPolicy } from '../../policy/load-policy.js';
-import { route, trustFromSpec } from '../../policy/route.js';
-import type { TrustInputs } from '../../policy/trust.js';
+import { decide } from '../../policy/decide.js';
+import { route, trustFromSpec, webhookClaims } from '../../policy/route.js';
+import { OPERATOR_CEILING, type TrustClaims, type TrustInputs } from '../../policy/trust.js';
 import { githubPullRequestTrust, gitlabMergeRequestTrust } from '../../policy/webhooks.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import type { Decision } from '../../policy/decision.js';
 import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
-import { decideLocally, localTrust } from '../local-job.js';
+import { localClaims } from '../local-job.js';
+import { ceilingOf, TENANT_NAME, tenantForRepository, tenantSettings } from '../../tenants/tenant-config.js';
 
 interface ExplainFlags extends JobFlags {
+  tenant?: string;
   githubEvent?: string;
   gitlabEvent?: string;
   payload?: string;
@@ -62,6 +65,28 @@ async function payloadTrust(flags: ExplainFlags): Promise<TrustInputs | undefine
   return flags.githubEvent ? githubPullRequestTrust(payload) : gitlabMergeRequestTrust(payload);
 }
 
+/**
+ * The claims a job would be judged by: a tenant's (`--tenant`, or the tenant a GitHub payload's
+ * repository maps to) as the API and webhooks judge them, else the operator's own.
+ */
+function explainClaims(
+  config: Config,
+  spec: JobSpec,
+  flags: ExplainFlags,
+  payload: TrustInputs | undefined,
+): TrustClaims {
+  const mapped =
+    flags.githubEvent && payload?.repository
+      ? tenantForRepository(config.webhooks.github, payload.repository)
+      : undefined;
+  const tenantName = flags.tenant ?? mapped;
+  if (tenantName !== undefined && !TENANT_NAME.test(tenantName))
+    throw new UserError(`--tenant ${tenantName}: use 1-63 lower-case letters, digits or "-", e.g. team-a`);
+  const ceiling = tenantName ? ceilingOf(tenantSettings(config.tenants, tenantName)) : OPERATOR_CEILING;
+  if (payload) return webhookClaims(spec, payload, ceiling);
+  return tenantName ? { ceiling, claim: trustFromSpec(spec) } : localClaims(spec);
+}
+
 export function registerPolicy(program: Command, logger: Logger): void {
   const policy = program.command('policy').description('the routing policy');
   const explain = policy
@@ -81,6 +106,10 @@ export function registerPolicy(program: Command, logger: Logger): void {
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
+    .option(
+      '--tenant <name>',
+      'judge the job as this tenant’s, through the API (its trust ceiling; no default trust for what the job leaves out)',
+    )
     .option('--job-id <id>', 'the job id the canary split hashes (default: a new one)')
     .option(
       '--local',
@@ -92,18 +121,19 @@ export function registerPolicy(program: Command, logger: Logger): void {
     const overrides = flags.health.map(parseHealthOverride);
     const fromPayload = await payloadTrust(flags);
     const { spec } = await jobSpecFromFlags(flags, command.length || flags.file ? command : ['true']);
-    const trust = fromPayload ? { ...trustFromSpec(spec), ...fromPayload } : localTrust(spec);
+    const config = await loadConfig(globals);
+    const trust = explainClaims(config, spec, flags, fromPayload);
     const jobId = flags.jobId ?? randomUUID();
     let decision: Decision;
     if (flags.local) {
       const box = await openBoxcar(globals, logger);
       try {
-        decision = await decideLocally(box, jobId, spec, { trust, overrides });
+        decision = await decide(box, jobId, spec, { trust, overrides });
       } finally {
         await box.close();
       }
     } else {
-      const rules = await loadPolicy((await loadConfig(globals)).policyFile);
+      const rules = await loadPolicy(config.policyFile);
       const book = new RuntimeHealthBook(rules, () =>
         Promise.reject(new Error('fingerprints are not read without --local')),
       );

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { DeliveryWorker } from '../../api/github-webhook.js';
 import { buildApi } from '../../api/server.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { UserError } from '../../errors.js';
@@ -39,7 +40,9 @@ export function registerServe(program: Command, logger: Logger): void {
         'Memory requested by the jobs this node runs',
         () => scheduler.placement.used.requestsMemoryBytes,
       );
-      const app = buildApi(box, scheduler);
+      const deliveries = new DeliveryWorker(box, scheduler);
+      deliveries.start();
+      const app = buildApi(box, scheduler, deliveries);
       const address = await app.listen(listen);
       process.stdout.write(`${address}\n`);
       logger.info({ address, node: scheduler.owner }, 'serving');
@@ -53,6 +56,7 @@ export function registerServe(program: Command, logger: Logger): void {
         process.once('SIGINT', stop);
       });
       await app.close();
+      await deliveries.stop();
       const { drained, left } = await scheduler.stop(drain.value);
       if (left) {
         // Their sandboxes keep running, unwatched; the next start of this node re-attaches them.

@@ -1,27 +1,36 @@
 import type { Command } from 'commander';
-import { newToken, tokenHash } from '../../api/tokens.js';
+import { createToken } from '../../api/tokens.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { UserError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
-
-const TENANT = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+import { TENANT_NAME } from '../../tenants/tenant-config.js';
+import { operatorOrigin } from '../local-job.js';
 
 export function registerToken(program: Command, logger: Logger): void {
-  const token = program.command('token').description('API tokens of tenants');
+  const token = program.command('token').description('API tokens of tenants and operators');
   token
     .command('create')
-    .description('create an API token for a tenant and print it (it is stored only as a hash)')
-    .requiredOption('--tenant <name>', 'the tenant (a Kubernetes namespace name: a-z, 0-9, -)')
-    .action(async (opts: { tenant: string }) => {
-      if (!TENANT.test(opts.tenant))
+    .description('create an API token and print it (it is stored only as a hash)')
+    .option('--tenant <name>', 'the tenant whose jobs it submits and sees (a Kubernetes namespace name)')
+    .option('--operator', "an operator's token: also reads /metrics and /v1/node")
+    .action(async (opts: { tenant?: string; operator?: boolean }) => {
+      if (opts.tenant === undefined && !opts.operator)
+        throw new UserError('give --tenant NAME (a tenant’s token) or --operator (an operator’s token)');
+      if (opts.tenant !== undefined && !TENANT_NAME.test(opts.tenant))
         throw new UserError(
           `--tenant ${opts.tenant}: use 1-63 lower-case letters, digits or "-", e.g. team-a`,
         );
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       try {
-        const t = newToken();
-        await box.store.addToken(tokenHash(t), opts.tenant);
+        const { token: t, id } = await createToken(
+          box.store,
+          { tenant: opts.tenant ?? null, role: opts.operator ? 'operator' : 'tenant' },
+          operatorOrigin().actor,
+        );
         process.stdout.write(`${t}\n`);
+        process.stderr.write(
+          `boxcar: token ${id} created for ${opts.tenant ? `tenant ${opts.tenant}` : 'no tenant'}${opts.operator ? ' with the operator role' : ''}\n`,
+        );
       } finally {
         await box.close();
       }

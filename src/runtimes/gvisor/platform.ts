@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { writeFileAtomic } from '../../images/fs-util.js';
 import { removeCgroup } from '../shared/cgroups.js';
-import { run } from '../shared/exec.js';
+import { run, scrubbedEnv } from '../shared/exec.js';
 
 /**
  * Which gVisor platform to use. Preference: systrap (fast, no KVM needed; newer runsc), then
@@ -37,10 +37,7 @@ async function kvmWorks(runsc: string): Promise<{ ok: boolean; why: string }> {
     const child = spawn(
       runsc,
       ['--root', root, '--platform=kvm', '--network=none', `--ignore-cgroups`, 'do', '/bin/true'],
-      {
-        stdio: 'ignore',
-        detached: true,
-      },
+      { stdio: 'ignore', detached: true, env: scrubbedEnv() },
     );
     const code = await new Promise<number | null | 'timeout'>((resolve) => {
       const timer = setTimeout(() => resolve('timeout'), PROBE_TIMEOUT_MS);

@@ -285,9 +285,7 @@ export class MicrovmDriver implements Runtime {
 
   /** A pooled VM for this job, if one waits: a restore-from-snapshot job without network. */
   private takePooled(req: SandboxRequest, shape: VmShape): PooledVm | undefined {
-    // A job's log must be the VM's own output file (a hard link): an earlier attempt's log stays.
-    if (!this.pool.enabled || req.spec.coldBoot || req.spec.network.enabled || existsSync(req.logPath))
-      return undefined;
+    if (!this.pool.enabled || req.spec.coldBoot || req.spec.network.enabled) return undefined;
     const key = this.poolKey(shape, req.image);
     this.refillAfterStart.set(req.sandboxId, key);
     return this.pool.take(key);
@@ -295,8 +293,8 @@ export class MicrovmDriver implements Runtime {
 
   /**
    * Takes over a pooled VM: its directory becomes the job's sandbox (the sockets move with it),
-   * its output file becomes the job's log (a hard link, kept when the sandbox goes), and the
-   * balloon gives the guest its memory back.
+   * its output file becomes the sandbox's log (a hard link), and the balloon gives the guest
+   * its memory back.
    */
   private async adopt(vm: PooledVm, req: SandboxRequest, vmm: Vmm): Promise<TaskHandle> {
     const t0 = Date.now();
@@ -628,6 +626,7 @@ export class MicrovmDriver implements Runtime {
     if (pid !== undefined) await killVmm(pid);
     await releaseRecordedNetwork(this.networkFile(handle.sandboxId));
     await rm(f.dir, { recursive: true, force: true });
+    await rm(handle.logPath, { force: true });
   }
 
   async recover(handle: TaskHandle): Promise<Recovered> {

@@ -1,8 +1,10 @@
 import { after, before, describe, test } from 'node:test';
+import { operatorOrigin } from '../../cli/local-job.js';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { executeJob } from '../../jobs/execute.js';
+import { jobLogPath } from '../../jobs/job-log.js';
 import { currentOwner } from '../../jobs/owner.js';
 import { JobSpec } from '../../jobs/spec.js';
 import { sleep } from './exec.js';
@@ -183,9 +185,12 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
           source: 'internal_repo',
           user_group: 'internal_team',
           secrets: ['DEPLOY_TOKEN'],
-          command: ['sh', '-c', 'echo token=${DEPLOY_TOKEN:-none}'],
+          command: ['sh', '-c', 'echo token=${DEPLOY_TOKEN:-none}; printf %s "$DEPLOY_TOKEN" | sha256sum'],
         });
-        assert.match(trusted.output, /token=s3cr3t-value/);
+        // It got the value (its digest) and printed it, which its output shows masked.
+        const digest = createHash('sha256').update('s3cr3t-value').digest('hex');
+        assert.equal(trusted.output, `token=***\n${digest}  -\n`);
+        assert.doesNotMatch(readFileSync(jobLogPath(box.paths, trusted.record.id), 'utf8'), /s3cr3t-value/);
         assert.doesNotMatch(JSON.stringify(await box.store.getJob(trusted.record.id)), /s3cr3t-value/);
         // The executor's own rule, whatever runtime an untrusted job got: no secrets.
         const spec = JobSpec.parse({
@@ -197,6 +202,7 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
           tenant: 'test',
           spec,
           decision: { trust: 'untrusted', runtime, fallback: null, reasons: ['test'] },
+          origin: operatorOrigin(),
           owner: currentOwner(),
         });
         const untrusted = await executeJob(box, job);
@@ -212,6 +218,7 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
       });
       assert.equal(missing.record.state, 'error');
       assert.match(missing.record.error ?? '', /secret NOT_SET is not configured: set BOXCAR_SECRET_NOT_SET/);
+      assert.equal(missing.record.infraFailure, false, "the job's own input: not the runtime's failure");
     });
 
     test('a missing command fails the job with the reason, and still cleans up', async () => {

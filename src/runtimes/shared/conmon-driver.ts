@@ -17,7 +17,7 @@ import type {
   TaskStats,
 } from '../runtime.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
-import { ExecError, processAlive, run } from './exec.js';
+import { ExecError, processAlive, run, scrubbedEnv } from './exec.js';
 import { followFile, k8sFileDecoder } from './follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
@@ -125,7 +125,9 @@ export abstract class ConmonDriver implements Runtime {
         netnsPath: network?.netnsPath,
       }),
     );
-    await writeFile(f.config, JSON.stringify(spec));
+    // It holds the job's environment, secrets included: only root may read it, and it is gone
+    // once the job has started (runsc reads it again at `start`) or its sandbox is destroyed.
+    await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
     const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f, {
       netnsPath: network?.netnsPath,
     });
@@ -175,7 +177,7 @@ export abstract class ConmonDriver implements Runtime {
         cwd: f.dir,
         detached: true,
         stdio: ['ignore', out, out, 'pipe'],
-        env: { ...process.env, _OCI_SYNCPIPE: '3' },
+        env: scrubbedEnv({ _OCI_SYNCPIPE: '3' }),
       });
       const sync = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
       const pid = await new Promise<number>((resolve, reject) => {
@@ -248,6 +250,7 @@ export abstract class ConmonDriver implements Runtime {
 
   async start(handle: TaskHandle): Promise<void> {
     await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
+    await rm(this.files(handle.sandboxId).config, { force: true });
   }
 
   private async readExit(f: SandboxFiles): Promise<number | undefined> {
@@ -325,21 +328,29 @@ export abstract class ConmonDriver implements Runtime {
   async destroy(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId);
     try {
-      await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
-    } catch (err) {
-      if (!(err instanceof ExecError && /does not exist|not found/i.test(err.stderr))) throw err;
+      try {
+        await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
+      } catch (err) {
+        if (!(err instanceof ExecError && /does not exist|not found/i.test(err.stderr))) throw err;
+      }
+      const pid = await this.conmonPid(handle, f);
+      if (pid !== undefined && processAlive(pid)) {
+        // conmon exits by itself once the container is gone; give it a moment, then make sure.
+        for (let i = 0; i < 20 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));
+        if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+      }
+      await releaseRecordedNetwork(f.networkFile);
+      const left = await removeCgroup(this.cgroupsPath(handle.sandboxId));
+      if (left.length)
+        this.opts.logger.warn(
+          { sandboxId: handle.sandboxId, left },
+          'cgroup directories could not be removed',
+        );
+    } finally {
+      // Whatever failed above, the bundle and the sandbox's log do not outlive it.
+      await rm(f.dir, { recursive: true, force: true });
+      await rm(handle.logPath, { force: true });
     }
-    const pid = await this.conmonPid(handle, f);
-    if (pid !== undefined && processAlive(pid)) {
-      // conmon exits by itself once the container is gone; give it a moment, then make sure.
-      for (let i = 0; i < 20 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));
-      if (processAlive(pid)) process.kill(pid, 'SIGKILL');
-    }
-    await releaseRecordedNetwork(f.networkFile);
-    const left = await removeCgroup(this.cgroupsPath(handle.sandboxId));
-    if (left.length)
-      this.opts.logger.warn({ sandboxId: handle.sandboxId, left }, 'cgroup directories could not be removed');
-    await rm(f.dir, { recursive: true, force: true });
   }
 
   async recover(handle: TaskHandle): Promise<Recovered> {

@@ -34,7 +34,17 @@ export function k8sFileDecoder(): LogDecoder {
     push(bytes) {
       const lines = (pending + text.write(bytes)).split('\n');
       pending = lines.pop() ?? '';
-      return lines.map(parseK8sLogLine).filter((c): c is OutputChunk => c !== undefined);
+      // One chunk per run of lines of a stream, not one per line: a read of short lines would
+      // otherwise become thousands of objects held while a slow reader catches up.
+      const out: OutputChunk[] = [];
+      for (const line of lines) {
+        const c = parseK8sLogLine(line);
+        if (!c) continue;
+        const last = out.at(-1);
+        if (last?.stream === c.stream) last.text += c.text;
+        else out.push(c);
+      }
+      return out;
     },
   };
 }
@@ -56,6 +66,7 @@ export interface FollowOptions {
 }
 
 const IDLE_POLL_MS = 250;
+const READ_BYTES = 64 * 1024;
 
 export async function* followFile(
   file: string,
@@ -66,7 +77,6 @@ export async function* followFile(
   let changes: ChangeWatcher | undefined;
   let pos = 0;
   let decoder = makeDecoder();
-  const buf = Buffer.alloc(64 * 1024);
   try {
     for (;;) {
       if (opts.signal?.aborted) return;
@@ -81,7 +91,6 @@ export async function* followFile(
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         }
       }
-      let n = 0;
       if (fh) {
         const size = (await fh.stat()).size;
         if (size < pos) {
@@ -93,18 +102,22 @@ export async function* followFile(
             text: '[boxcar: output exceeded the log size cap; earlier lines dropped]\n',
           };
         }
-        ({ bytesRead: n } = await fh.read(buf, 0, buf.length, pos));
-        pos += n;
-      }
-      if (n > 0) {
-        yield* decoder.push(Buffer.from(buf.subarray(0, n)));
-        continue;
+        // A buffer only as large as what is there to read: a thousand idle followers hold none.
+        const want = Math.min(READ_BYTES, size - pos);
+        if (want > 0) {
+          const buf = Buffer.allocUnsafe(want);
+          const { bytesRead: n } = await fh.read(buf, 0, want, pos);
+          pos += n;
+          if (n > 0) {
+            yield* decoder.push(buf.subarray(0, n));
+            continue;
+          }
+        }
       }
       if (!opts.follow) return;
       // Check "done" before the final read so no line written just before exit is lost.
       if (await opts.isDone()) {
-        const { bytesRead } = fh ? await fh.read(buf, 0, buf.length, pos) : { bytesRead: 0 };
-        if (bytesRead === 0) return;
+        if (!fh || (await fh.stat()).size <= pos) return;
         continue;
       }
       // Watch the file itself once it exists (the shared log folder would wake every follower).

@@ -1,5 +1,5 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatePaths } from '../../config/paths.js';
@@ -185,6 +185,7 @@ export class WasmDriver implements Runtime {
     if (t?.outputFd !== undefined) closeSync(t.outputFd);
     this.tasks.delete(handle.sandboxId);
     await this.workspaces.remove(this.dir(handle.sandboxId));
+    await rm(handle.logPath, { force: true });
   }
 
   /** A thread, V8's wasm engine and an empty workspace ready before the job is accepted. */

@@ -34,7 +34,8 @@ export class WasmPool {
   private spawn(): Worker {
     this.live++;
     // No ExperimentalWarning for node:wasi on the job's terminal.
-    const w = new Worker(WORKER, { execArgv: ['--no-warnings'] });
+    // Nothing of boxcar's environment: the thread's own copy would hold the operator's secrets.
+    const w = new Worker(WORKER, { execArgv: ['--no-warnings'], env: {} });
     w.postMessage({
       id: 0,
       module: WARM_UP_MODULE,

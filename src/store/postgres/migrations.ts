@@ -48,4 +48,58 @@ export const PG_MIGRATIONS: string[] = [
      tenant TEXT NOT NULL,
      created_at BIGINT NOT NULL
    );`,
+  // Tenants: where a job came from, infrastructure failures for the breaker, tokens with roles,
+  // encrypted secrets, the hash-chained audit trail (append-only), webhook deliveries.
+  `ALTER TABLE jobs ADD COLUMN origin JSONB NOT NULL DEFAULT '{"via":"cli","actor":"unknown"}';
+   ALTER TABLE jobs ADD COLUMN group_key TEXT;
+   ALTER TABLE jobs ADD COLUMN infra_failure BOOLEAN NOT NULL DEFAULT FALSE;
+   CREATE INDEX jobs_by_group ON jobs (group_key) WHERE group_key IS NOT NULL;
+   CREATE INDEX jobs_by_runtime ON jobs (runtime, created_at DESC);
+   ALTER TABLE tokens ADD COLUMN id TEXT;
+   UPDATE tokens SET id = substr(hash, 1, 12);
+   ALTER TABLE tokens ALTER COLUMN id SET NOT NULL;
+   ALTER TABLE tokens ADD CONSTRAINT tokens_id_unique UNIQUE (id);
+   ALTER TABLE tokens ALTER COLUMN tenant DROP NOT NULL;
+   ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'tenant';
+   CREATE TABLE secrets (
+     tenant TEXT NOT NULL,
+     repository TEXT NOT NULL DEFAULT '',
+     name TEXT NOT NULL,
+     key_id TEXT NOT NULL,
+     nonce TEXT NOT NULL,
+     ciphertext TEXT NOT NULL,
+     created_at BIGINT NOT NULL,
+     updated_at BIGINT NOT NULL,
+     PRIMARY KEY (tenant, repository, name)
+   );
+   CREATE TABLE audit (
+     seq BIGINT PRIMARY KEY,
+     at BIGINT NOT NULL,
+     tenant TEXT,
+     actor TEXT NOT NULL,
+     action TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL
+   );
+   CREATE INDEX audit_by_tenant ON audit (tenant, seq);
+   CREATE FUNCTION boxcar_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
+   CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+     FOR EACH ROW EXECUTE FUNCTION boxcar_audit_append_only();
+   CREATE TABLE deliveries (
+     id TEXT PRIMARY KEY,
+     forge TEXT NOT NULL,
+     tenant TEXT NOT NULL,
+     event JSONB NOT NULL,
+     received_at BIGINT NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending',
+     owner TEXT,
+     lease_until BIGINT,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     jobs JSONB NOT NULL DEFAULT '[]',
+     error TEXT
+   );
+   CREATE INDEX deliveries_by_state ON deliveries (state, received_at);`,
 ];

@@ -2,25 +2,48 @@ import pg from 'pg';
 import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
 import type { TaskHandle } from '../../runtimes/runtime.js';
+import { nextAuditRecord } from '../audit-chain.js';
 import {
   IllegalTransition,
+  type ApiToken,
+  type AuditEntry,
+  type AuditFilter,
+  type AuditRecord,
+  type Delivery,
   type JobEvent,
   type JobFilter,
   type JobPatch,
   type JobRecord,
+  type NewDelivery,
   type NewJob,
+  type SealedSecret,
+  type SecretInfo,
+  type SecretScope,
   type StartOutcome,
   type Store,
   type Usage,
 } from '../store.js';
 import {
+  INSERT_JOB_COLUMNS,
   LIVE,
+  newJobValues,
+  secretAudit,
+  submittedAudit,
+  toAuditRecord,
+  toDelivery,
   toEvent,
   toRecord,
+  toSealed,
+  toSecretInfo,
+  toToken,
   transitionSet,
   usageByTenant,
+  type AuditRow,
+  type DeliveryRow,
   type EventRow,
   type JobRow,
+  type SecretRow,
+  type TokenRow,
   type UsageRow,
 } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
@@ -32,6 +55,8 @@ import { PG_MIGRATIONS } from './migrations.js';
  */
 const BIGINT = 20;
 const MIGRATION_LOCK = 0x626f78636172; // "boxcar"
+/** Held while appending to the audit trail: its hash chain has one head. */
+const AUDIT_LOCK = 0x626f78617564; // "boxaud"
 
 type Queryable = pg.Pool | pg.PoolClient;
 
@@ -90,25 +115,16 @@ export class PostgresStore implements Store {
   async createJob(input: NewJob): Promise<JobRecord> {
     return this.tx(async (c) => {
       const now = Date.now();
+      const values = newJobValues(input, now);
       await c.query(
-        `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at, priority)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9)`,
-        [
-          input.id,
-          input.tenant,
-          input.spec.name,
-          input.decision.runtime,
-          JSON.stringify(input.spec),
-          JSON.stringify(input.decision),
-          input.owner,
-          now,
-          input.spec.priority,
-        ],
+        `INSERT INTO jobs (${INSERT_JOB_COLUMNS}) VALUES (${values.map((_, i) => `$${i + 1}`).join(', ')})`,
+        values,
       );
       await c.query(
         `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES ($1, $2, NULL, 'queued', $3)`,
         [input.id, now, input.decision.reasons.join('; ')],
       );
+      await this.appendAudit(c, submittedAudit(input), now);
       return (await this.one(c, input.id)) as JobRecord;
     });
   }
@@ -127,6 +143,10 @@ export class PostgresStore implements Store {
     if (filter.states?.length) {
       args.push(filter.states);
       where.push(`state = ANY($${args.length})`);
+    }
+    if (filter.group) {
+      args.push(filter.group);
+      where.push(`group_key = $${args.length}`);
     }
     args.push(filter.limit ?? 50);
     const { rows } = await this.pool.query<JobRow>(
@@ -161,8 +181,32 @@ export class PostgresStore implements Store {
     return (await this.one(c, id)) as JobRecord;
   }
 
-  transition(id: string, to: JobState, patch: JobPatch = {}, reason?: string): Promise<JobRecord> {
-    return this.tx((c) => this.transitionIn(c, id, to, patch, reason));
+  transition(
+    id: string,
+    to: JobState,
+    patch: JobPatch = {},
+    reason?: string,
+    audit?: AuditEntry,
+  ): Promise<JobRecord> {
+    return this.tx(async (c) => {
+      const record = await this.transitionIn(c, id, to, patch, reason);
+      if (audit) await this.appendAudit(c, audit, Date.now());
+      return record;
+    });
+  }
+
+  /** Appends one audit record after the last, under the chain's lock, in the caller's transaction. */
+  private async appendAudit(c: pg.PoolClient, entry: AuditEntry, at: number): Promise<void> {
+    await c.query('SELECT pg_advisory_xact_lock($1)', [AUDIT_LOCK]);
+    const { rows } = await c.query<{ seq: number; hash: string }>(
+      'SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1',
+    );
+    const r = nextAuditRecord(rows[0], entry, at);
+    await c.query(
+      `INSERT INTO audit (seq, at, tenant, actor, action, subject, detail, prev_hash, hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [r.seq, r.at, r.tenant, r.actor, r.action, r.subject, r.detail, r.prevHash, r.hash],
+    );
   }
 
   async saveHandle(id: string, handle: TaskHandle): Promise<void> {
@@ -180,7 +224,7 @@ export class PostgresStore implements Store {
   async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {
     const { rows } = await this.pool.query<{ at: number; ok: boolean }>(
       `SELECT created_at AS at, started_at IS NOT NULL AS ok FROM jobs
-       WHERE runtime = $1 AND (started_at IS NOT NULL OR state = 'error')
+       WHERE runtime = $1 AND (started_at IS NOT NULL OR infra_failure)
        ORDER BY created_at DESC LIMIT $2`,
       [runtime, limit],
     );
@@ -224,9 +268,16 @@ export class PostgresStore implements Store {
     );
   }
 
-  requeue(id: string, notBefore: number, reason: string): Promise<JobRecord> {
+  requeue(
+    id: string,
+    notBefore: number,
+    reason: string,
+    opts: { infraFailure?: boolean } = {},
+  ): Promise<JobRecord> {
     return this.tx(async (c) => {
-      await this.transitionIn(c, id, 'queued', { owner: null, leaseUntil: null }, reason);
+      const patch: JobPatch = { owner: null, leaseUntil: null };
+      if (opts.infraFailure) patch.infraFailure = true;
+      await this.transitionIn(c, id, 'queued', patch, reason);
       await c.query(
         `UPDATE jobs SET attempts = attempts + 1, not_before = $1, handle = NULL, started_at = NULL,
            startup_ms = NULL, wait_reason = $2 WHERE id = $3`,
@@ -253,17 +304,30 @@ export class PostgresStore implements Store {
     return r.rowCount === 1;
   }
 
-  requestCancel(id: string): Promise<JobRecord> {
+  requestCancel(id: string, actor: string, reason = 'cancel requested'): Promise<JobRecord> {
     return this.tx(async (c) => {
-      const { rows } = await c.query<{ state: JobState }>('SELECT state FROM jobs WHERE id = $1 FOR UPDATE', [
-        id,
-      ]);
-      const state = rows[0]?.state;
-      if (!state) throw new Error(`job ${id} does not exist`);
-      if (state === 'queued')
-        return this.transitionIn(c, id, 'cancelled', { finishedAt: Date.now() }, 'cancelled while queued');
-      if (state === 'starting' || state === 'running')
-        await c.query('UPDATE jobs SET cancel_requested = TRUE WHERE id = $1', [id]);
+      const { rows } = await c.query<{ state: JobState; tenant: string }>(
+        'SELECT state, tenant FROM jobs WHERE id = $1 FOR UPDATE',
+        [id],
+      );
+      const job = rows[0];
+      if (!job) throw new Error(`job ${id} does not exist`);
+      if (job.state !== 'queued' && job.state !== 'starting' && job.state !== 'running')
+        return (await this.one(c, id)) as JobRecord;
+      await this.appendAudit(
+        c,
+        {
+          tenant: job.tenant,
+          actor,
+          action: 'job.cancel',
+          subject: id,
+          detail: { state: job.state, reason },
+        },
+        Date.now(),
+      );
+      if (job.state === 'queued')
+        return this.transitionIn(c, id, 'cancelled', { finishedAt: Date.now() }, `${reason} while queued`);
+      await c.query('UPDATE jobs SET cancel_requested = TRUE WHERE id = $1', [id]);
       return (await this.one(c, id)) as JobRecord;
     });
   }
@@ -290,19 +354,147 @@ export class PostgresStore implements Store {
     return usageByTenant(rows);
   }
 
-  async addToken(hash: string, tenant: string): Promise<void> {
-    await this.pool.query('INSERT INTO tokens (hash, tenant, created_at) VALUES ($1, $2, $3)', [
-      hash,
-      tenant,
-      Date.now(),
-    ]);
+  async countJobs(tenant: string, states: JobState[]): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(
+      'SELECT COUNT(*)::bigint AS n FROM jobs WHERE tenant = $1 AND state = ANY($2)',
+      [tenant, states],
+    );
+    return rows[0]?.n ?? 0;
   }
 
-  async tenantOfToken(hash: string): Promise<string | undefined> {
-    const { rows } = await this.pool.query<{ tenant: string }>('SELECT tenant FROM tokens WHERE hash = $1', [
-      hash,
-    ]);
-    return rows[0]?.tenant;
+  addToken(t: ApiToken, actor: string): Promise<void> {
+    return this.tx(async (c) => {
+      const now = Date.now();
+      await c.query('INSERT INTO tokens (hash, id, tenant, role, created_at) VALUES ($1, $2, $3, $4, $5)', [
+        t.hash,
+        t.id,
+        t.tenant,
+        t.role,
+        now,
+      ]);
+      await this.appendAudit(
+        c,
+        { tenant: t.tenant, actor, action: 'token.created', subject: t.id, detail: { role: t.role } },
+        now,
+      );
+    });
+  }
+
+  async tokenByHash(hash: string): Promise<ApiToken | undefined> {
+    const { rows } = await this.pool.query<TokenRow>(
+      'SELECT hash, id, tenant, role FROM tokens WHERE hash = $1',
+      [hash],
+    );
+    return rows[0] && toToken(rows[0]);
+  }
+
+  putSecret(s: SealedSecret, actor: string): Promise<void> {
+    return this.tx(async (c) => {
+      const now = Date.now();
+      await c.query(
+        `INSERT INTO secrets (tenant, repository, name, key_id, nonce, ciphertext, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (tenant, repository, name) DO UPDATE SET
+           key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
+           updated_at = EXCLUDED.updated_at`,
+        [s.tenant, s.repository, s.name, s.keyId, s.nonce, s.ciphertext, now],
+      );
+      await this.appendAudit(c, secretAudit(s, 'secret.set', actor), now);
+    });
+  }
+
+  deleteSecret(scope: SecretScope, actor: string): Promise<boolean> {
+    return this.tx(async (c) => {
+      const r = await c.query('DELETE FROM secrets WHERE tenant = $1 AND repository = $2 AND name = $3', [
+        scope.tenant,
+        scope.repository,
+        scope.name,
+      ]);
+      if (r.rowCount === 1)
+        await this.appendAudit(c, secretAudit(scope, 'secret.removed', actor), Date.now());
+      return r.rowCount === 1;
+    });
+  }
+
+  async listSecrets(tenant: string): Promise<SecretInfo[]> {
+    const { rows } = await this.pool.query<SecretRow>(
+      'SELECT * FROM secrets WHERE tenant = $1 ORDER BY repository, name',
+      [tenant],
+    );
+    return rows.map(toSecretInfo);
+  }
+
+  async secretsFor(tenant: string, repositories: string[], names: string[]): Promise<SealedSecret[]> {
+    if (!names.length) return [];
+    const { rows } = await this.pool.query<SecretRow>(
+      'SELECT * FROM secrets WHERE tenant = $1 AND repository = ANY($2) AND name = ANY($3)',
+      [tenant, ['', ...repositories], names],
+    );
+    return rows.map(toSealed);
+  }
+
+  audit(entry: AuditEntry): Promise<void> {
+    return this.tx((c) => this.appendAudit(c, entry, Date.now()));
+  }
+
+  async auditRecords(filter: AuditFilter): Promise<AuditRecord[]> {
+    const args: unknown[] = [filter.afterSeq ?? 0];
+    const where = ['seq > $1'];
+    if (filter.tenant !== undefined) {
+      args.push(filter.tenant);
+      where.push(`tenant = $${args.length}`);
+    }
+    if (filter.since !== undefined) {
+      args.push(filter.since);
+      where.push(`at >= $${args.length}`);
+    }
+    args.push(filter.limit);
+    const { rows } = await this.pool.query<AuditRow>(
+      `SELECT * FROM audit WHERE ${where.join(' AND ')} ORDER BY seq LIMIT $${args.length}`,
+      args,
+    );
+    return rows.map(toAuditRecord);
+  }
+
+  async addDelivery(d: NewDelivery): Promise<boolean> {
+    const r = await this.pool.query(
+      `INSERT INTO deliveries (id, forge, tenant, event, received_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO NOTHING`,
+      [d.id, d.forge, d.tenant, JSON.stringify(d.event), d.receivedAt],
+    );
+    return r.rowCount === 1;
+  }
+
+  async claimDeliveries(owner: string, leaseUntil: number, limit: number): Promise<Delivery[]> {
+    const { rows } = await this.pool.query<DeliveryRow>(
+      `UPDATE deliveries SET owner = $1, lease_until = $2, attempts = attempts + 1
+       WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND (owner IS NULL OR lease_until < $3)
+                    ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+       RETURNING *`,
+      [owner, leaseUntil, Date.now(), limit],
+    );
+    return rows.map(toDelivery);
+  }
+
+  async settleDelivery(
+    id: string,
+    state: 'done' | 'failed',
+    outcome: { jobs?: string[]; error?: string },
+  ): Promise<void> {
+    await this.pool.query(
+      'UPDATE deliveries SET state = $1, jobs = $2, error = $3, owner = NULL, lease_until = NULL WHERE id = $4',
+      [state, JSON.stringify(outcome.jobs ?? []), outcome.error ?? null, id],
+    );
+  }
+
+  async getDelivery(id: string): Promise<Delivery | undefined> {
+    const { rows } = await this.pool.query<DeliveryRow>('SELECT * FROM deliveries WHERE id = $1', [id]);
+    return rows[0] && toDelivery(rows[0]);
+  }
+
+  async pruneDeliveries(before: number): Promise<number> {
+    const r = await this.pool.query('DELETE FROM deliveries WHERE received_at < $1', [before]);
+    return r.rowCount ?? 0;
   }
 
   async close(): Promise<void> {

@@ -53,4 +53,63 @@ export const MIGRATIONS: string[] = [
      tenant TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  // Tenants: where a job came from, infrastructure failures for the breaker, tokens with roles,
+  // encrypted secrets, the hash-chained audit trail (append-only), webhook deliveries.
+  `ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT '{"via":"cli","actor":"unknown"}';
+   ALTER TABLE jobs ADD COLUMN group_key TEXT;
+   ALTER TABLE jobs ADD COLUMN infra_failure INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX jobs_by_group ON jobs (group_key) WHERE group_key IS NOT NULL;
+   CREATE INDEX jobs_by_runtime ON jobs (runtime, created_at DESC);
+   CREATE TABLE tokens_v3 (
+     hash TEXT PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
+     tenant TEXT,
+     role TEXT NOT NULL DEFAULT 'tenant',
+     created_at INTEGER NOT NULL
+   );
+   INSERT INTO tokens_v3 (hash, id, tenant, role, created_at)
+     SELECT hash, substr(hash, 1, 12), tenant, 'tenant', created_at FROM tokens;
+   DROP TABLE tokens;
+   ALTER TABLE tokens_v3 RENAME TO tokens;
+   CREATE TABLE secrets (
+     tenant TEXT NOT NULL,
+     repository TEXT NOT NULL DEFAULT '',
+     name TEXT NOT NULL,
+     key_id TEXT NOT NULL,
+     nonce TEXT NOT NULL,
+     ciphertext TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (tenant, repository, name)
+   );
+   CREATE TABLE audit (
+     seq INTEGER PRIMARY KEY,
+     at INTEGER NOT NULL,
+     tenant TEXT,
+     actor TEXT NOT NULL,
+     action TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     detail TEXT NOT NULL,
+     prev_hash TEXT NOT NULL,
+     hash TEXT NOT NULL
+   );
+   CREATE INDEX audit_by_tenant ON audit (tenant, seq);
+   CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+   CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+   CREATE TABLE deliveries (
+     id TEXT PRIMARY KEY,
+     forge TEXT NOT NULL,
+     tenant TEXT NOT NULL,
+     event TEXT NOT NULL,
+     received_at INTEGER NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending',
+     owner TEXT,
+     lease_until INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     jobs TEXT NOT NULL DEFAULT '[]',
+     error TEXT
+   );
+   CREATE INDEX deliveries_by_state ON deliveries (state, received_at);`,
 ];

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { JobSpec } from '../../jobs/spec.js';
 import { IllegalTransition } from '../store.js';
 import { SqliteStore } from './sqlite-store.js';
@@ -15,6 +16,7 @@ const decision = {
   fallback: null,
   reasons: ['runc is the default runtime'],
 };
+const origin = { via: 'cli' as const, actor: 'operator:test' };
 
 async function withStore(fn: (file: string) => Promise<void>) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-store-'));
@@ -28,7 +30,7 @@ async function withStore(fn: (file: string) => Promise<void>) {
 test('a job is recorded queued, moves through legal states, and keeps its history', () =>
   withStore(async (file) => {
     const store = new SqliteStore(file);
-    const job = await store.createJob({ id: 'j1', tenant: 'local', spec, decision, owner: 'h:1:1' });
+    const job = await store.createJob({ id: 'j1', tenant: 'local', spec, decision, origin, owner: 'h:1:1' });
     assert.equal(job.state, 'queued');
     assert.deepEqual(
       job.spec,
@@ -66,7 +68,7 @@ test('a job is recorded queued, moves through legal states, and keeps its histor
 test('illegal transitions are refused and change nothing', () =>
   withStore(async (file) => {
     const store = new SqliteStore(file);
-    await store.createJob({ id: 'j2', tenant: 'local', spec, decision, owner: 'h:1:1' });
+    await store.createJob({ id: 'j2', tenant: 'local', spec, decision, origin, owner: 'h:1:1' });
     await assert.rejects(store.transition('j2', 'succeeded'), IllegalTransition);
     assert.equal((await store.getJob('j2'))?.state, 'queued');
     await store.transition('j2', 'cancelled');
@@ -78,8 +80,8 @@ test('illegal transitions are refused and change nothing', () =>
 test('records survive reopening the database, handles included; listing filters by state and tenant', () =>
   withStore(async (file) => {
     const a = new SqliteStore(file);
-    await a.createJob({ id: 'x', tenant: 't1', spec, decision, owner: 'h:1:1' });
-    await a.createJob({ id: 'y', tenant: 't2', spec, decision, owner: 'h:1:1' });
+    await a.createJob({ id: 'x', tenant: 't1', spec, decision, origin, owner: 'h:1:1' });
+    await a.createJob({ id: 'y', tenant: 't2', spec, decision, origin, owner: 'h:1:1' });
     await a.saveHandle('x', {
       runtime: 'runc',
       jobId: 'x',
@@ -105,4 +107,15 @@ test('records survive reopening the database, handles included; listing filters 
 
 const conformanceDir = await mkdtemp(path.join(os.tmpdir(), 'bx-store-conf-'));
 after(() => rm(conformanceDir, { recursive: true, force: true }));
-storeConformance('sqlite', async () => new SqliteStore(path.join(conformanceDir, 'boxcar.db')));
+storeConformance(
+  'sqlite',
+  async () => new SqliteStore(path.join(conformanceDir, 'boxcar.db')),
+  async (sql) => {
+    const db = new Database(path.join(conformanceDir, 'boxcar.db'));
+    try {
+      db.exec(sql);
+    } finally {
+      db.close();
+    }
+  },
+);

@@ -1,28 +1,51 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
 import type { TaskHandle } from '../../runtimes/runtime.js';
+import { nextAuditRecord } from '../audit-chain.js';
 import {
+  type ApiToken,
+  type AuditEntry,
+  type AuditFilter,
+  type AuditRecord,
+  type Delivery,
   type StartOutcome,
   IllegalTransition,
   type JobEvent,
   type JobFilter,
   type JobPatch,
   type JobRecord,
+  type NewDelivery,
   type NewJob,
+  type SealedSecret,
+  type SecretInfo,
+  type SecretScope,
   type Store,
   type Usage,
 } from '../store.js';
 import {
+  INSERT_JOB_COLUMNS,
   LIVE,
+  newJobValues,
+  secretAudit,
+  submittedAudit,
+  toAuditRecord,
+  toDelivery,
   toEvent,
   toRecord,
+  toSealed,
+  toSecretInfo,
+  toToken,
   transitionSet,
   usageByTenant,
+  type AuditRow,
+  type DeliveryRow,
   type EventRow,
   type JobRow,
+  type SecretRow,
+  type TokenRow,
   type UsageRow,
 } from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
@@ -34,13 +57,25 @@ import { MIGRATIONS } from './migrations.js';
  * and an fsync per transition would cost ~1 ms each on the job's start path.
  */
 /** A row as SQLite returns it: JSON as text, booleans as 0/1. */
-type Row = Omit<JobRow, 'spec' | 'decision' | 'handle' | 'oom_killed' | 'timed_out' | 'cancel_requested'> & {
+type Row = Omit<
+  JobRow,
+  | 'spec'
+  | 'decision'
+  | 'origin'
+  | 'handle'
+  | 'oom_killed'
+  | 'timed_out'
+  | 'cancel_requested'
+  | 'infra_failure'
+> & {
   spec: string;
   decision: string;
+  origin: string;
   handle: string | null;
   oom_killed: number;
   timed_out: number;
   cancel_requested: number;
+  infra_failure: number;
 };
 
 function decode(r: Row): JobRecord {
@@ -48,12 +83,22 @@ function decode(r: Row): JobRecord {
     ...r,
     spec: JSON.parse(r.spec) as JobRow['spec'],
     decision: JSON.parse(r.decision) as JobRow['decision'],
+    origin: JSON.parse(r.origin) as JobRow['origin'],
     handle: r.handle ? (JSON.parse(r.handle) as JobRow['handle']) : null,
     oom_killed: r.oom_killed === 1,
     timed_out: r.timed_out === 1,
     cancel_requested: r.cancel_requested === 1,
+    infra_failure: r.infra_failure === 1,
   });
 }
+
+type DeliveryDbRow = Omit<DeliveryRow, 'event' | 'jobs'> & { event: string; jobs: string };
+const decodeDelivery = (r: DeliveryDbRow): Delivery =>
+  toDelivery({
+    ...r,
+    event: JSON.parse(r.event) as Record<string, unknown>,
+    jobs: JSON.parse(r.jobs) as string[],
+  });
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
@@ -61,6 +106,8 @@ export class SqliteStore implements Store {
   constructor(file: string) {
     mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file);
+    // Tenants' jobs, tokens' hashes and sealed secrets: nobody else's business on this host.
+    chmodSync(file, 0o600);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
@@ -94,22 +141,12 @@ export class SqliteStore implements Store {
     this.db
       .transaction(() => {
         this.sql(
-          `INSERT INTO jobs (id, tenant, name, state, runtime, spec, decision, owner, created_at, priority)
-           VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
-        ).run(
-          input.id,
-          input.tenant,
-          input.spec.name,
-          input.decision.runtime,
-          JSON.stringify(input.spec),
-          JSON.stringify(input.decision),
-          input.owner,
-          now,
-          input.spec.priority,
-        );
+          `INSERT INTO jobs (${INSERT_JOB_COLUMNS}) VALUES (${INSERT_JOB_COLUMNS.split(',').map(() => '?')})`,
+        ).run(...newJobValues(input, now));
         this.sql(
           `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, 'queued', ?)`,
         ).run(input.id, now, input.decision.reasons.join('; '));
+        this.appendAudit(submittedAudit(input), now);
       })
       .immediate();
     return (await this.getJob(input.id)) as JobRecord;
@@ -131,12 +168,39 @@ export class SqliteStore implements Store {
       where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
       args.push(...filter.states);
     }
+    if (filter.group) {
+      where.push('group_key = ?');
+      args.push(filter.group);
+    }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
     return (this.sql(sql).all(...args, filter.limit ?? 50) as Row[]).map(decode);
   }
 
-  async transition(id: string, to: JobState, patch: JobPatch = {}, reason?: string): Promise<JobRecord> {
-    return this.db.transaction(() => this.transitionNow(id, to, patch, reason)).immediate();
+  async transition(
+    id: string,
+    to: JobState,
+    patch: JobPatch = {},
+    reason?: string,
+    audit?: AuditEntry,
+  ): Promise<JobRecord> {
+    return this.db
+      .transaction(() => {
+        const record = this.transitionNow(id, to, patch, reason);
+        if (audit) this.appendAudit(audit, Date.now());
+        return record;
+      })
+      .immediate();
+  }
+
+  /** Appends one audit record after the last; the caller holds a write transaction. */
+  private appendAudit(entry: AuditEntry, at: number): void {
+    const head = this.sql('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+      { seq: number; hash: string } | undefined;
+    const r = nextAuditRecord(head, entry, at);
+    this.sql(
+      `INSERT INTO audit (seq, at, tenant, actor, action, subject, detail, prev_hash, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(r.seq, r.at, r.tenant, r.actor, r.action, r.subject, r.detail, r.prevHash, r.hash);
   }
 
   private getRow(id: string): JobRecord {
@@ -181,7 +245,7 @@ export class SqliteStore implements Store {
   async recentStarts(runtime: RuntimeName, limit: number): Promise<StartOutcome[]> {
     const rows = this.sql(
       `SELECT created_at AS at, started_at IS NOT NULL AS ok FROM jobs
-         WHERE runtime = ? AND (started_at IS NOT NULL OR state = 'error')
+         WHERE runtime = ? AND (started_at IS NOT NULL OR infra_failure = 1)
          ORDER BY created_at DESC LIMIT ?`,
     ).all(runtime, limit) as Array<{ at: number; ok: number }>;
     return rows.reverse().map((r) => ({ at: r.at, ok: r.ok === 1 }));
@@ -218,10 +282,17 @@ export class SqliteStore implements Store {
     ).run(waitReason, id, owner);
   }
 
-  async requeue(id: string, notBefore: number, reason: string): Promise<JobRecord> {
+  async requeue(
+    id: string,
+    notBefore: number,
+    reason: string,
+    opts: { infraFailure?: boolean } = {},
+  ): Promise<JobRecord> {
     return this.db
       .transaction(() => {
-        this.transitionNow(id, 'queued', { owner: null, leaseUntil: null }, reason);
+        const patch: JobPatch = { owner: null, leaseUntil: null };
+        if (opts.infraFailure) patch.infraFailure = true;
+        this.transitionNow(id, 'queued', patch, reason);
         this.sql(
           `UPDATE jobs SET attempts = attempts + 1, not_before = ?, handle = NULL, started_at = NULL,
                startup_ms = NULL, wait_reason = ? WHERE id = ?`,
@@ -246,17 +317,25 @@ export class SqliteStore implements Store {
     return r.changes === 1;
   }
 
-  async requestCancel(id: string): Promise<JobRecord> {
+  async requestCancel(id: string, actor: string, reason = 'cancel requested'): Promise<JobRecord> {
     return this.db
       .transaction(() => {
         const job = this.getRow(id);
+        if (job.state !== 'queued' && job.state !== 'starting' && job.state !== 'running') return job;
+        this.appendAudit(
+          {
+            tenant: job.tenant,
+            actor,
+            action: 'job.cancel',
+            subject: id,
+            detail: { state: job.state, reason },
+          },
+          Date.now(),
+        );
         if (job.state === 'queued')
-          return this.transitionNow(id, 'cancelled', { finishedAt: Date.now() }, 'cancelled while queued');
-        if (job.state === 'starting' || job.state === 'running') {
-          this.sql('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
-          return this.getRow(id);
-        }
-        return job;
+          return this.transitionNow(id, 'cancelled', { finishedAt: Date.now() }, `${reason} while queued`);
+        this.sql('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
+        return this.getRow(id);
       })
       .immediate();
   }
@@ -282,14 +361,149 @@ export class SqliteStore implements Store {
     return usageByTenant(rows);
   }
 
-  async addToken(hash: string, tenant: string): Promise<void> {
-    this.sql('INSERT INTO tokens (hash, tenant, created_at) VALUES (?, ?, ?)').run(hash, tenant, Date.now());
+  async countJobs(tenant: string, states: JobState[]): Promise<number> {
+    const row = this.sql(
+      `SELECT COUNT(*) AS n FROM jobs WHERE tenant = ? AND state IN (${states.map(() => '?').join(', ')})`,
+    ).get(tenant, ...states) as { n: number };
+    return row.n;
   }
 
-  async tenantOfToken(hash: string): Promise<string | undefined> {
-    const row = this.sql('SELECT tenant FROM tokens WHERE hash = ?').get(hash) as
-      { tenant: string } | undefined;
-    return row?.tenant;
+  async addToken(t: ApiToken, actor: string): Promise<void> {
+    this.db
+      .transaction(() => {
+        const now = Date.now();
+        this.sql('INSERT INTO tokens (hash, id, tenant, role, created_at) VALUES (?, ?, ?, ?, ?)').run(
+          t.hash,
+          t.id,
+          t.tenant,
+          t.role,
+          now,
+        );
+        this.appendAudit(
+          { tenant: t.tenant, actor, action: 'token.created', subject: t.id, detail: { role: t.role } },
+          now,
+        );
+      })
+      .immediate();
+  }
+
+  async tokenByHash(hash: string): Promise<ApiToken | undefined> {
+    const row = this.sql('SELECT hash, id, tenant, role FROM tokens WHERE hash = ?').get(hash) as
+      TokenRow | undefined;
+    return row && toToken(row);
+  }
+
+  async putSecret(s: SealedSecret, actor: string): Promise<void> {
+    this.db
+      .transaction(() => {
+        const now = Date.now();
+        this.sql(
+          `INSERT INTO secrets (tenant, repository, name, key_id, nonce, ciphertext, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (tenant, repository, name) DO UPDATE SET
+             key_id = excluded.key_id, nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+             updated_at = excluded.updated_at`,
+        ).run(s.tenant, s.repository, s.name, s.keyId, s.nonce, s.ciphertext, now, now);
+        this.appendAudit(secretAudit(s, 'secret.set', actor), now);
+      })
+      .immediate();
+  }
+
+  async deleteSecret(scope: SecretScope, actor: string): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        const r = this.sql('DELETE FROM secrets WHERE tenant = ? AND repository = ? AND name = ?').run(
+          scope.tenant,
+          scope.repository,
+          scope.name,
+        );
+        if (r.changes === 1) this.appendAudit(secretAudit(scope, 'secret.removed', actor), Date.now());
+        return r.changes === 1;
+      })
+      .immediate();
+  }
+
+  async listSecrets(tenant: string): Promise<SecretInfo[]> {
+    const rows = this.sql('SELECT * FROM secrets WHERE tenant = ? ORDER BY repository, name').all(
+      tenant,
+    ) as SecretRow[];
+    return rows.map(toSecretInfo);
+  }
+
+  async secretsFor(tenant: string, repositories: string[], names: string[]): Promise<SealedSecret[]> {
+    if (!names.length) return [];
+    const repos = ['', ...repositories];
+    const rows = this.sql(
+      `SELECT * FROM secrets WHERE tenant = ? AND repository IN (${repos.map(() => '?').join(', ')})
+         AND name IN (${names.map(() => '?').join(', ')})`,
+    ).all(tenant, ...repos, ...names) as SecretRow[];
+    return rows.map(toSealed);
+  }
+
+  async audit(entry: AuditEntry): Promise<void> {
+    this.db.transaction(() => this.appendAudit(entry, Date.now())).immediate();
+  }
+
+  async auditRecords(filter: AuditFilter): Promise<AuditRecord[]> {
+    const where = ['seq > ?'];
+    const args: unknown[] = [filter.afterSeq ?? 0];
+    if (filter.tenant !== undefined) {
+      where.push('tenant = ?');
+      args.push(filter.tenant);
+    }
+    if (filter.since !== undefined) {
+      where.push('at >= ?');
+      args.push(filter.since);
+    }
+    const rows = this.sql(`SELECT * FROM audit WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`).all(
+      ...args,
+      filter.limit,
+    ) as AuditRow[];
+    return rows.map(toAuditRecord);
+  }
+
+  async addDelivery(d: NewDelivery): Promise<boolean> {
+    const r = this.sql(
+      `INSERT INTO deliveries (id, forge, tenant, event, received_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO NOTHING`,
+    ).run(d.id, d.forge, d.tenant, JSON.stringify(d.event), d.receivedAt);
+    return r.changes === 1;
+  }
+
+  async claimDeliveries(owner: string, leaseUntil: number, limit: number): Promise<Delivery[]> {
+    return this.db
+      .transaction(() => {
+        const now = Date.now();
+        const rows = this.sql(
+          `SELECT * FROM deliveries WHERE state = 'pending' AND (owner IS NULL OR lease_until < ?)
+             ORDER BY received_at LIMIT ?`,
+        ).all(now, limit) as DeliveryDbRow[];
+        for (const r of rows)
+          this.sql(
+            'UPDATE deliveries SET owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = ?',
+          ).run(owner, leaseUntil, r.id);
+        return rows.map((r) => decodeDelivery({ ...r, attempts: r.attempts + 1 }));
+      })
+      .immediate();
+  }
+
+  async settleDelivery(
+    id: string,
+    state: 'done' | 'failed',
+    outcome: { jobs?: string[]; error?: string },
+  ): Promise<void> {
+    this.sql(
+      `UPDATE deliveries SET state = ?, jobs = ?, error = ?, owner = NULL, lease_until = NULL WHERE id = ?`,
+    ).run(state, JSON.stringify(outcome.jobs ?? []), outcome.error ?? null, id);
+  }
+
+  async getDelivery(id: string): Promise<Delivery | undefined> {
+    const row = this.sql('SELECT * FROM deliveries WHERE id = ?').get(id) as DeliveryDbRow | undefined;
+    return row && decodeDelivery(row);
+  }
+
+  async pruneDeliveries(before: number): Promise<number> {
+    return this.sql('DELETE FROM deliveries WHERE received_at < ?').run(before).changes;
   }
 
   async close(): Promise<void> {

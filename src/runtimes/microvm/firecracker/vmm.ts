@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { processAlive, run, sleep } from '../../shared/exec.js';
+import { processAlive, run, sleep, scrubbedEnv } from '../../shared/exec.js';
 import { inJobNetns, kernelCommandLine } from '../qemu/vmm.js';
 import type { BalloonStats, Vmm, VmFiles, VmLaunch } from '../vmm.js';
 import { FirecrackerClient, type RateLimiter } from './api.js';
@@ -51,10 +51,7 @@ export class FirecrackerVmm implements Vmm {
         '--id',
         path.basename(files.dir),
       ]);
-      child = spawn(cmd, args, {
-        detached: true,
-        stdio: ['ignore', log, log],
-      });
+      child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log], env: scrubbedEnv() });
       child.unref();
     } finally {
       closeSync(log);

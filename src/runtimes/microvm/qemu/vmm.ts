@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { processAlive, run, sleep } from '../../shared/exec.js';
+import { processAlive, run, sleep, scrubbedEnv } from '../../shared/exec.js';
 import type { GuestImage } from '../guest/guest.js';
 import type { BalloonStats, Vmm, VmFiles, VmLaunch } from '../vmm.js';
 import type { Accel } from './accel.js';
@@ -120,10 +120,7 @@ export class QemuVmm implements Vmm {
       const stdio: Array<'ignore' | number> = ['ignore', log, log];
       if (opts.stateFd !== undefined) stdio.push(opts.stateFd);
       const [cmd, args] = inJobNetns(l, this.binary, [...qemuArgs(l, this.accel, opts), ...extra]);
-      const child = spawn(cmd, args, {
-        detached: true,
-        stdio,
-      });
+      const child = spawn(cmd, args, { detached: true, stdio, env: scrubbedEnv() });
       const failed = new Promise<never>((_, reject) => {
         child.once('error', (err) => reject(new Error(`cannot start ${this.binary}: ${err.message}`)));
         child.once('exit', (code, signal) =>

@@ -1,0 +1,106 @@
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { StatePaths } from '../config/paths.js';
+import type { Logger } from '../observability/logger.js';
+import type { OutputChunk } from '../runtimes/runtime.js';
+import { followFile, k8sFileDecoder } from '../runtimes/shared/follow.js';
+
+/**
+ * A job's stored output, the one every reader (API, CLI, log streams) reads: `logs/<job>.log`
+ * in the CRI log format Kubernetes and conmon write (`<time> <stream> <F|P> <text>`, P for a
+ * partial line), mode 0600, size-capped. Boxcar writes it from the sandbox's own log, with the
+ * job's secrets masked; the sandbox's log goes with the sandbox.
+ */
+export const JOB_LOG_MAX_BYTES = 16 * 1024 * 1024;
+const FLUSH_BYTES = 64 * 1024;
+
+export function jobLogPath(paths: StatePaths, jobId: string): string {
+  return path.join(paths.logs, `${jobId}.log`);
+}
+
+/** CRI lines for one chunk of output. */
+export function criLines(chunk: OutputChunk, at: Date = new Date()): string {
+  const ts = at.toISOString();
+  const parts = chunk.text.split('\n');
+  const partial = parts.pop() as string;
+  let out = '';
+  for (const line of parts) out += `${ts} ${chunk.stream} F ${line}\n`;
+  if (partial) out += `${ts} ${chunk.stream} P ${partial}\n`;
+  return out;
+}
+
+export class JobLogWriter {
+  private pending = '';
+  private written = 0;
+  private full = false;
+  private flushing: Promise<void> = Promise.resolve();
+  private scheduled = false;
+  private failed = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly file: string,
+    private readonly log: Logger,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** Starts the job's stored log afresh (a new attempt, or a re-attach that replays the sandbox's log). */
+  static async create(file: string, log: Logger, maxBytes = JOB_LOG_MAX_BYTES): Promise<JobLogWriter> {
+    const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    return new JobLogWriter(fh, file, log, maxBytes);
+  }
+
+  /** Queues a chunk; writes are batched (one write per burst of output, not per line). */
+  write(chunk: OutputChunk): void {
+    if (this.full || this.failed) return;
+    let lines = criLines(chunk);
+    const size = Buffer.byteLength(lines);
+    if (this.written + size > this.maxBytes) {
+      this.full = true;
+      lines = criLines({
+        stream: 'stderr',
+        text: `[boxcar: output exceeded the ${this.maxBytes}-byte log cap; the rest was dropped]\n`,
+      });
+    }
+    this.written += size;
+    this.pending += lines;
+    if (this.pending.length >= FLUSH_BYTES) this.flushNow();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flushNow());
+    }
+  }
+
+  private flushNow(): void {
+    this.scheduled = false;
+    const text = this.pending;
+    this.pending = '';
+    if (!text) return;
+    this.flushing = this.flushing.then(async () => {
+      if (this.failed) return;
+      try {
+        await this.fh.write(text);
+      } catch (err) {
+        // The job goes on and its status is recorded; only its stored output is short.
+        this.failed = true;
+        this.log.error({ err, file: this.file }, "writing the job's log failed; its output is incomplete");
+      }
+    });
+  }
+
+  /** Writes what is queued and closes the file. */
+  async close(): Promise<void> {
+    this.flushNow();
+    await this.flushing;
+    await this.fh.close();
+  }
+}
+
+/** A job's stored output: all of it so far, or followed until `isDone`. */
+export function readJobLog(
+  file: string,
+  opts: { follow: boolean; isDone: () => Promise<boolean>; signal?: AbortSignal },
+): AsyncIterable<OutputChunk> {
+  return followFile(file, k8sFileDecoder, opts);
+}
