@@ -175,15 +175,22 @@ export async function superviseJob(
   const startedAt = job.startedAt ?? Date.now();
   let record = job;
   try {
+    const processEnded = new AbortController();
     const stored = storeOutput(deps, job, driver, handle, {
       follow: true,
+      ended: processEnded.signal,
       secrets: opts.secrets,
       onChunk: (c) => capture.add(c),
+      log,
     });
     const remainingMs = Math.max(0, job.spec.timeoutMs - (Date.now() - startedAt));
-    const ended = await waitWithLimits(driver, handle, remainingMs, opts.signal, log);
-    const finishedAt = Date.now();
-    await stored;
+    let finishedAt = 0;
+    const waiting = waitWithLimits(driver, handle, remainingMs, opts.signal, log).finally(() => {
+      finishedAt = Date.now();
+      processEnded.abort();
+    });
+    // Both settle whatever happens (the copy ends when the process does): no failure goes unseen.
+    const [ended] = await Promise.all([waiting, stored]);
     const stats = await driver.stats(handle);
     const durationMs = finishedAt - startedAt;
     const state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
@@ -236,9 +243,16 @@ export async function storeOutput(
   job: JobRecord,
   driver: Runtime,
   handle: TaskHandle,
-  opts: { follow: boolean; secrets?: Record<string, string>; onChunk?: (c: OutputChunk) => void },
+  opts: {
+    follow: boolean;
+    ended?: AbortSignal;
+    secrets?: Record<string, string>;
+    onChunk?: (c: OutputChunk) => void;
+    /** The job's logger, when the caller has one. */
+    log?: Logger;
+  },
 ): Promise<void> {
-  const log = deps.logger.child({ jobId: job.id });
+  const log = opts.log ?? deps.logger.child({ jobId: job.id });
   const secrets =
     opts.secrets ??
     (await deps.secrets.forJob(job).catch((err: unknown) => {
@@ -252,7 +266,7 @@ export async function storeOutput(
     opts.onChunk?.(c);
   };
   try {
-    for await (const chunk of driver.output(handle, { follow: opts.follow }))
+    for await (const chunk of driver.output(handle, { follow: opts.follow, ended: opts.ended }))
       for (const c of masker.push(chunk)) emit(c);
     for (const c of masker.flush()) emit(c);
   } finally {

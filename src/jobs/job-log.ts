@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatePaths } from '../config/paths.js';
 import type { Logger } from '../observability/logger.js';
@@ -38,8 +38,10 @@ export class JobLogWriter {
   private scheduled = false;
   private failed = false;
 
+  /** Opened at the first output: most jobs of a busy node print little or nothing. */
+  private fh: Promise<FileHandle> | undefined;
+
   private constructor(
-    private readonly fh: FileHandle,
     private readonly file: string,
     private readonly log: Logger,
     private readonly maxBytes: number,
@@ -47,8 +49,8 @@ export class JobLogWriter {
 
   /** Starts the job's stored log afresh (a new attempt, or a re-attach that replays the sandbox's log). */
   static async create(file: string, log: Logger, maxBytes = JOB_LOG_MAX_BYTES): Promise<JobLogWriter> {
-    const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
-    return new JobLogWriter(fh, file, log, maxBytes);
+    await rm(file, { force: true });
+    return new JobLogWriter(file, log, maxBytes);
   }
 
   /** Queues a chunk; writes are batched (one write per burst of output, not per line). */
@@ -80,7 +82,8 @@ export class JobLogWriter {
     this.flushing = this.flushing.then(async () => {
       if (this.failed) return;
       try {
-        await this.fh.write(text);
+        this.fh ??= open(this.file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+        await (await this.fh).write(text);
       } catch (err) {
         // The job goes on and its status is recorded; only its stored output is short.
         this.failed = true;
@@ -93,7 +96,7 @@ export class JobLogWriter {
   async close(): Promise<void> {
     this.flushNow();
     await this.flushing;
-    await this.fh.close();
+    await (await this.fh?.catch(() => undefined))?.close(); // a failed open was logged at the write
   }
 }
 

@@ -25,7 +25,7 @@ export interface Runtime {
   /** After a restart: is the sandbox behind this handle still running, finished, or gone? */
   recover(handle: TaskHandle): Promise<Recovered>;
   /** The job's output from the beginning; with `follow`, keeps reading until the job ends. */
-  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk>;
+  output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk>;
   /**
    * A job for this runtime is about to come: get ready ahead of it (threads, warm pools).
    * Settles when a job can start without a cold step; a node accepts the job after that.
@@ -90,6 +90,17 @@ export type Recovered =
   | { state: 'running' }
   | { state: 'exited'; exit: ExitStatus }
   | { state: 'gone'; reason: string };
+
+export interface OutputOptions {
+  follow: boolean;
+  /** Stop at once. */
+  signal?: AbortSignal;
+  /**
+   * Fires when the caller has seen the job's process end (it waited for it): read what is left,
+   * then stop. A follower told this need not poll for the end.
+   */
+  ended?: AbortSignal;
+}
 
 export interface OutputChunk {
   stream: 'stdout' | 'stderr';

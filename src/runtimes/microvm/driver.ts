@@ -9,6 +9,7 @@ import type {
   ExitStatus,
   Fingerprint,
   OutputChunk,
+  OutputOptions,
   Recovered,
   Runtime,
   SandboxRequest,
@@ -639,12 +640,13 @@ export class MicrovmDriver implements Runtime {
     return { state: 'running' };
   }
 
-  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+  output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
     let ended = false;
     const dir = this.files(handle.sandboxId, handle.logPath).dir;
     return followFile(handle.logPath, () => vmLogDecoder(() => (ended = true)), {
       follow: opts.follow,
       signal: opts.signal,
+      ended: opts.ended,
       isDone: async () => ended || !this.vmAlive(handle) || !existsSync(dir),
     });
   }

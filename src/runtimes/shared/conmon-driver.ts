@@ -9,6 +9,7 @@ import type {
   ExitStatus,
   Fingerprint,
   OutputChunk,
+  OutputOptions,
   Recovered,
   Runtime,
   SandboxRequest,
@@ -370,11 +371,12 @@ export abstract class ConmonDriver implements Runtime {
     };
   }
 
-  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+  output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
     const f = this.files(handle.sandboxId);
     return followFile(handle.logPath, k8sFileDecoder, {
       follow: opts.follow,
       signal: opts.signal,
+      ended: opts.ended,
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),
     });
   }

@@ -63,9 +63,14 @@ export interface FollowOptions {
   follow: boolean;
   isDone: () => Promise<boolean>;
   signal?: AbortSignal;
+  /** The caller saw the job end: drain and stop (see `OutputOptions.ended`). */
+  ended?: AbortSignal;
 }
 
+/** How often a follower looks for the end by itself, when nobody will tell it. */
 const IDLE_POLL_MS = 250;
+/** When the end will be signalled, polling only covers a filesystem whose inotify is silent. */
+const SIGNALLED_POLL_MS = 5000;
 const READ_BYTES = 64 * 1024;
 
 export async function* followFile(
@@ -77,6 +82,8 @@ export async function* followFile(
   let changes: ChangeWatcher | undefined;
   let pos = 0;
   let decoder = makeDecoder();
+  const ended = opts.ended;
+  const wake = ended && opts.signal ? AbortSignal.any([ended, opts.signal]) : (ended ?? opts.signal);
   try {
     for (;;) {
       if (opts.signal?.aborted) return;
@@ -116,13 +123,13 @@ export async function* followFile(
       }
       if (!opts.follow) return;
       // Check "done" before the final read so no line written just before exit is lost.
-      if (await opts.isDone()) {
+      if (ended?.aborted || (await opts.isDone())) {
         if (!fh || (await fh.stat()).size <= pos) return;
         continue;
       }
       // Watch the file itself once it exists (the shared log folder would wake every follower).
       changes ??= new ChangeWatcher(path.dirname(file));
-      await changes.wait(IDLE_POLL_MS, opts.signal);
+      await changes.wait(ended ? SIGNALLED_POLL_MS : IDLE_POLL_MS, wake);
     }
   } finally {
     changes?.close();

@@ -9,6 +9,7 @@ import type {
   ExitStatus,
   Fingerprint,
   OutputChunk,
+  OutputOptions,
   Recovered,
   Runtime,
   SandboxRequest,
@@ -206,10 +207,11 @@ export class WasmDriver implements Runtime {
     return { state: 'gone', reason: 'wasm jobs run inside the boxcar process, which has restarted' };
   }
 
-  output(handle: TaskHandle, opts: { follow: boolean; signal?: AbortSignal }): AsyncIterable<OutputChunk> {
+  output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
     return followFile(handle.logPath, rawDecoder, {
       follow: opts.follow,
       signal: opts.signal,
+      ended: opts.ended,
       isDone: async () =>
         this.tasks.get(handle.sandboxId)?.exit !== undefined || !this.tasks.has(handle.sandboxId),
     });
