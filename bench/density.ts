@@ -11,14 +11,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { openBoxcar } from '../src/boxcar.js';
 import { jobTrustFields } from '../src/isolation/verify.js';
-import { executeJob } from '../src/jobs/execute.js';
-import { currentOwner } from '../src/jobs/owner.js';
+import { executeJob } from '../src/runner/execute.js';
+import { currentOwner } from '../src/lib/owner.js';
 import { JobSpec } from '../src/jobs/spec.js';
 import { silentLogger } from '../src/observability/logger.js';
-import { decideLocally, operatorOrigin } from '../src/cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../src/runner/local.js';
 import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
-import { sleep } from '../src/runtimes/shared/exec.js';
-import { memAvailable, pss } from './lib/proc.js';
+import { sleep } from '../src/lib/exec.js';
+import { memAvailable, pss } from '../src/lib/proc.js';
 import { row } from './lib/stats.js';
 
 const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
@@ -31,7 +31,7 @@ async function main() {
   const ac = new AbortController();
   setMaxListeners(N + 10, ac.signal); // one cancel signal shared by every job
   try {
-    const trust = jobTrustFields(RUNTIME);
+    const trust = jobTrustFields(box.runtimes.get(RUNTIME).capabilities);
     const spec = JobSpec.parse({
       runtime: RUNTIME,
       ...trust,
@@ -78,7 +78,7 @@ async function main() {
     let conmonPss = 0;
     let cgroupBytes = 0;
     for (const j of jobs) {
-      const pid = j.handle?.state.conmonPid;
+      const pid = j.handle?.attributes.hostPid;
       if (typeof pid === 'number') conmonPss += pss(pid);
       if (j.handle) cgroupBytes += (await readCgroupStats(`/boxcar/${j.handle.sandboxId}`)).memoryBytes;
     }

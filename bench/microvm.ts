@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { openBoxcar, type Boxcar } from '../src/boxcar.js';
-import { runLocalJob } from '../src/cli/local-job.js';
+import { runLocalJob } from '../src/runner/local.js';
 import { JobSpec } from '../src/jobs/spec.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { AgentChannel } from '../src/runtimes/microvm/agent-channel.js';
@@ -19,25 +19,20 @@ import { ensureGuest } from '../src/runtimes/microvm/guest/guest.js';
 import { QmpClient } from '../src/runtimes/microvm/qemu/qmp.js';
 import { QemuVmm } from '../src/runtimes/microvm/qemu/vmm.js';
 import { vmFiles } from '../src/runtimes/microvm/vmm.js';
-import { sleep } from '../src/runtimes/shared/exec.js';
-import { pss, rss } from './lib/proc.js';
+import { sleep } from '../src/lib/exec.js';
+import type { TaskHandle, VmAttributes } from '../src/jobs/handle.js';
+import { pss, rss } from '../src/lib/proc.js';
 import { median, row } from './lib/stats.js';
 
 const RUNS = Number(process.argv[2] ?? 7);
 const CONCURRENT = Number(process.argv[3] ?? 6);
 const UNTRUSTED = { runtime: 'firecracker', source: 'external_pr', user_group: 'external_contributor' };
 
-interface VmInfo {
-  bootMs: number;
-  restoredFromSnapshot: boolean;
-  fromWarmPool?: boolean;
-}
-
 async function job(box: Boxcar, input: Record<string, unknown>, signal?: AbortSignal) {
   const r = await runLocalJob(box, JobSpec.parse({ ...UNTRUSTED, ...input }), { signal });
   if (!['succeeded', 'cancelled'].includes(r.record.state))
     throw new Error(`job ${r.record.state}: ${r.record.error ?? r.output}`);
-  return { record: r.record, vm: r.record.handle?.state.vm as VmInfo };
+  return { record: r.record, vm: r.record.handle?.attributes.vm as VmAttributes };
 }
 
 async function main() {
@@ -122,7 +117,7 @@ async function main() {
     const m = (xs: number[]) => median(xs);
     const startup = (xs: Array<{ record: { startupMs: number | null } }>) =>
       m(xs.map((x) => x.record.startupMs ?? 0));
-    const boot = (xs: Array<{ vm: VmInfo }>) => m(xs.map((x) => x.vm.bootMs));
+    const boot = (xs: Array<{ vm: VmAttributes }>) => m(xs.map((x) => x.vm.bootMs));
     console.log(row(['', 'startupMs', 'VM up (ms)']));
     console.log(row(['QEMU alone: cold boot to agent hello', '-', m(rawBoot)]));
     console.log(row(['QEMU alone: restore from snapshot', '-', m(rawRestore)]));
@@ -139,7 +134,7 @@ async function main() {
     const running = Array.from({ length: CONCURRENT }, () =>
       job(box, { command: ['sleep', '60'] }, stop.signal),
     );
-    let handles: Array<{ sandboxId: string; state: Record<string, unknown> }> = [];
+    let handles: TaskHandle[] = [];
     for (let t = 0; t < 600 && handles.length < CONCURRENT; t++) {
       await sleep(100);
       handles = (await box.store.listJobs({ states: ['running'], limit: 100 })).flatMap((j) =>
@@ -149,7 +144,7 @@ async function main() {
     await sleep(2000); // guest stats refresh every second
     const figures = [];
     for (const h of handles) {
-      const pid = h.state.pid as number;
+      const pid = h.attributes.hostPid as number;
       const qmp = await QmpClient.connect(path.join(box.paths.sandboxes, h.sandboxId, 'api.sock'));
       try {
         await qmp.execute('qom-set', {

@@ -11,9 +11,9 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { sleep } from '../src/runtimes/shared/exec.js';
+import { sleep } from '../src/lib/exec.js';
 import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
-import { memAvailable, rss } from './lib/proc.js';
+import { memAvailable, rss } from '../src/lib/proc.js';
 import { median, percentile, row } from './lib/stats.js';
 
 const N = Number(process.argv[2] ?? 1000);

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
-import { statePaths } from '../src/config/paths.js';
+import { statePaths } from '../src/lib/state-paths.js';
 import { ImageStore } from '../src/images/image-store.js';
 import { resolveImage } from '../src/images/resolve.js';
 import { JobSpec } from '../src/jobs/spec.js';

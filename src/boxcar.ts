@@ -1,9 +1,9 @@
 import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type Config } from './config/config.js';
-import { statePaths, type StatePaths } from './config/paths.js';
+import { statePaths, type StatePaths } from './lib/state-paths.js';
 import type { Prices } from './cost/model.js';
-import { UserError } from './errors.js';
+import { UserError } from './lib/errors.js';
 import { ImageStore } from './images/image-store.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
@@ -53,7 +53,7 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     );
   }
   const store = await openStore(opts.store, paths);
-  const runtimes = hostRuntimes(paths, logger, config);
+  const runtimes = hostRuntimes(paths, logger, config.microvm.warm_pool);
   return {
     paths,
     store,

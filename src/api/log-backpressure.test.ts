@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { sleep } from '../runtimes/shared/exec.js';
+import { sleep } from '../lib/exec.js';
 import { leftovers, tempState } from '../testing/harness.js';
 import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Boxcar } from '../boxcar.js';
-import { jobLogPath, readJobLog } from '../jobs/job-log.js';
+import { jobLogPath, readJobLog } from '../runner/job-log.js';
 import { isTerminal } from '../jobs/states.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { JobRecord } from '../store/store.js';

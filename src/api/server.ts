@@ -6,11 +6,11 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type { Boxcar } from '../boxcar.js';
-import { UserError } from '../errors.js';
-import { parseYaml } from '../config/yaml.js';
-import { parseDurationMs } from '../jobs/quantity.js';
+import { UserError } from '../lib/errors.js';
+import { parseYaml } from '../lib/yaml.js';
+import { parseDurationMs } from '../lib/quantity.js';
 import { isTerminal, JOB_STATES, type JobState } from '../jobs/states.js';
-import { parseOrThrow } from '../jobs/validation.js';
+import { parseOrThrow } from '../lib/validation.js';
 import { metricsText } from '../observability/metrics.js';
 import { acceptJob, JobRefused, QueueFull } from '../scheduler/intake.js';
 import type { Scheduler } from '../scheduler/scheduler.js';

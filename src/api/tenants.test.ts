@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { jobLogPath } from '../jobs/job-log.js';
+import { jobLogPath } from '../runner/job-log.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { leftovers, testBoxcar } from '../testing/harness.js';
 import { DeliveryWorker } from './github-webhook.js';

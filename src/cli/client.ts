@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import type { JobView } from '../api/job-view.js';
-import { UserError, errorMessage } from '../errors.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import { isTerminal } from '../jobs/states.js';
-import type { OutputChunk } from '../runtimes/runtime.js';
+import type { OutputChunk } from '../lib/follow.js';
 
 /**
  * The CLI's side of the HTTP API: `--server` and `--token` (or BOXCAR_SERVER, BOXCAR_TOKEN),

@@ -1,10 +1,9 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { loadYamlFile } from '../config/yaml.js';
-import { UserError } from '../errors.js';
-import { isWasmModule } from '../images/image.js';
-import { JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
-import { parseOrThrow, yamlPath, type FieldNamer } from '../jobs/validation.js';
+import { loadYamlFile } from '../lib/yaml.js';
+import { UserError } from '../lib/errors.js';
+import { isWasmModule, JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
+import { parseOrThrow, yamlPath, type FieldNamer } from '../lib/validation.js';
 
 /** The flags that describe a job, shared by `run` (and later `submit`). */
 export interface JobFlags {

@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { SYSTEM_CONFIG } from '../config/config.js';
-import { defaultStateDir } from '../config/paths.js';
-import { UserError, errorMessage } from '../errors.js';
+import { defaultStateDir } from '../lib/state-paths.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import { createLogger } from '../observability/logger.js';
 import { registerAudit } from './commands/audit.js';
 import { registerDoctor } from './commands/doctor.js';

@@ -2,12 +2,12 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { SEED_PRICES, type Prices } from '../cost/model.js';
 import { DEFAULT_POLICY_FILE } from '../policy/load-policy.js';
-import { parseBytes, parseCpuMillis, parseDurationMs } from '../jobs/quantity.js';
+import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js';
 import { RuntimeName } from '../jobs/spec.js';
-import { parsedField } from '../jobs/validation.js';
-import { hardLimits, ResourceQuota, type Hard } from '../scheduler/quota.js';
+import { parsedField } from '../lib/validation.js';
+import { hardLimits, ResourceQuota, type Hard } from '../tenants/quota.js';
 import { TenantName, TenantsConfig } from '../tenants/tenant-config.js';
-import { loadYamlFile } from './yaml.js';
+import { loadYamlFile } from '../lib/yaml.js';
 
 /**
  * The operator's config file (`--config`, BOXCAR_CONFIG, or /etc/boxcar/config.yaml when it

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { tempState } from '../testing/harness.js';
 import { ensureBaseImage } from './base-image.js';
-import { sha256 } from './digest.js';
+import { sha256 } from '../lib/digest.js';
 import { BASE_IMAGE_REF } from './image.js';
 import { ImageStore } from './image-store.js';
 import { resolveImage } from './resolve.js';

@@ -1,8 +1,8 @@
 import { chmod, copyFile, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { run } from '../runtimes/shared/exec.js';
-import { sha256File } from './digest.js';
-import { writeFileAtomic } from './fs-util.js';
+import { run } from '../lib/exec.js';
+import { sha256File } from '../lib/digest.js';
+import { writeFileAtomic } from '../lib/fs-util.js';
 import { BASE_IMAGE_REF } from './image.js';
 import type { ImageStore } from './image-store.js';
 import { ensureLocalImage, type LocalImageRecipe, type LocalImageResult } from './local-image.js';

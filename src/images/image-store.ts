@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { StatePaths } from '../config/paths.js';
-import { run } from '../runtimes/shared/exec.js';
-import { digestHex, sha256, sha256File } from './digest.js';
-import { withLock, writeFileAtomic } from './fs-util.js';
+import type { StatePaths } from '../lib/state-paths.js';
+import { run } from '../lib/exec.js';
+import { digestHex, sha256, sha256File } from '../lib/digest.js';
+import { withLock, writeFileAtomic } from '../lib/fs-util.js';
 import type { ImageConfig, ResolvedImage } from './image.js';
 
 /**

@@ -17,8 +17,3 @@ export interface ResolvedImage {
 }
 
 export const BASE_IMAGE_REF = 'boxcar/base:latest';
-
-/** A job's image is a WebAssembly module (a `.wasm` file) rather than an OCI image. */
-export function isWasmModule(ref: string | undefined): boolean {
-  return ref?.endsWith('.wasm') ?? false;
-}

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { run } from '../runtimes/shared/exec.js';
-import { withLock } from './fs-util.js';
+import { run } from '../lib/exec.js';
+import { withLock } from '../lib/fs-util.js';
 import { type ImageStore, type Manifest, MEDIA } from './image-store.js';
 
 /**

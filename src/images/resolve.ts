@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import { ensureBaseImage } from './base-image.js';
-import { BASE_IMAGE_REF, isWasmModule, type ResolvedImage } from './image.js';
+import { isWasmModule } from '../jobs/spec.js';
+import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
 import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
 
 /**

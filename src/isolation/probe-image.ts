@@ -1,12 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import { baseImageRecipe } from '../images/base-image.js';
-import { sha256 } from '../images/digest.js';
+import { sha256 } from '../lib/digest.js';
 import type { ImageStore } from '../images/image-store.js';
 import { ensureLocalImage } from '../images/local-image.js';
-import { run } from '../runtimes/shared/exec.js';
+import { run } from '../lib/exec.js';
 import { toolVersion } from '../runtimes/shared/fingerprint.js';
 
 /** The base image plus `boxcar-probe` (probe.c, built static here with gcc). */

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { run } from '../runtimes/shared/exec.js';
+import { run } from '../lib/exec.js';
 
 /**
  * Targets in network namespaces Boxcar creates itself (for `verify-isolation` and the tests),

@@ -4,15 +4,14 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Boxcar } from '../boxcar.js';
-import { decideLocally, operatorOrigin } from '../cli/local-job.js';
-import { executeJob, type ExecuteResult } from '../jobs/execute.js';
-import { currentOwner } from '../jobs/owner.js';
+import { decideLocally, operatorOrigin } from '../runner/local.js';
+import { executeJob, type ExecuteResult } from '../runner/execute.js';
+import { currentOwner } from '../lib/owner.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
-import { sleep } from '../runtimes/shared/exec.js';
+import { sleep } from '../lib/exec.js';
 import { leaseFor } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
-import { vmShape } from '../runtimes/microvm/driver.js';
-import { QEMU_RSS_MAX } from '../runtimes/microvm/qemu/vmm.js';
+import type { Capabilities } from '../runtimes/runtime.js';
 import { ensureWasiProbe } from './wasi-probe-module.js';
 import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
 
@@ -37,9 +36,15 @@ type JobInput = Record<string, unknown>;
 const verdict = (name: string, escapedIf: string) =>
   `if ${escapedIf}; then echo "${name} ESCAPED"; else echo "${name} blocked"; fi`;
 
-/** The job fields that make a job of the trust `runtime` is for: runc trusted, sandboxes untrusted. */
-export function jobTrustFields(runtime: RuntimeName): { source: string; user_group: string } {
-  return runtime === 'runc'
+/**
+ * The job fields that make a job of the trust a runtime is for: trusted on a shared kernel,
+ * untrusted in a sandbox.
+ */
+export function jobTrustFields(caps: Pick<Capabilities, 'sharedKernel'>): {
+  source: string;
+  user_group: string;
+} {
+  return caps.sharedKernel
     ? { source: 'internal_repo', user_group: 'internal_team' }
     : { source: 'external_pr', user_group: 'external_contributor' };
 }
@@ -51,7 +56,8 @@ export async function runOn(
   input: JobInput,
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
-  const spec = JobSpec.parse({ timeout: '60s', ...input, ...jobTrustFields(runtime), runtime });
+  const caps = box.runtimes.get(runtime).capabilities;
+  const spec = JobSpec.parse({ timeout: '60s', ...input, ...jobTrustFields(caps), runtime });
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   const job = await box.store.createJob({
@@ -314,7 +320,7 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
  * A microVM's fork bomb: its tasks live in the guest's kernel, out of the host's sight. The
  * guest's pids cgroup holds them, and the agent reports how many forks it refused.
  */
-async function vmForkBomb(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult> {
+async function guestForkBomb(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult> {
   const pids = 64;
   const b = await runOn(box, runtime, {
     image,
@@ -334,8 +340,10 @@ async function vmForkBomb(box: Boxcar, runtime: RuntimeName, image: string): Pro
 /** Fork bomb, memory bomb and disk fill: each must end inside its limits. */
 async function limitProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
   const out: ProbeResult[] = [];
-  if (runtime === 'firecracker') out.push(await vmForkBomb(box, runtime, image));
-  else out.push(await containerForkBomb(box, runtime, image));
+  // Where the job's tasks are in a host cgroup, it is watched from outside; a guest's, from inside.
+  if (box.runtimes.get(runtime).capabilities.hostCgroup)
+    out.push(await containerForkBomb(box, runtime, image));
+  else out.push(await guestForkBomb(box, runtime, image));
   out.push(...(await memoryAndDiskProbes(box, runtime, image)));
   return out;
 }
@@ -387,22 +395,20 @@ async function memoryAndDiskProbes(box: Boxcar, runtime: RuntimeName, image: str
     command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1G', 'count=1'],
     resources: { memory: '64Mi' },
   });
-  // A microVM's peak is its VMM's RSS: it may reach the VM's size and QEMU's own, never more.
-  const memLimit =
-    runtime === 'firecracker'
-      ? vmShape(JobSpec.parse({ command: ['dd'], resources: { memory: '64Mi' } }).limits).memoryMiB *
-          2 ** 20 +
-        QEMU_RSS_MAX
-      : 64 * 2 ** 20;
+  // Measured in a cgroup, the peak stays at the limit; measured on a VMM, it may reach the
+  // VM's size and the VMM's own, never more.
+  const caps = box.runtimes.get(runtime).capabilities;
+  const limits = JobSpec.parse({ command: ['dd'], resources: { memory: '64Mi' } }).limits;
+  const memLimit = limits.memoryBytes + caps.memoryOverheadBytes(limits);
   const peak = mem.record.peakMemoryBytes ?? 0;
   const memContained =
-    (mem.record.state === 'oom' && (runtime !== 'firecracker' || peak <= memLimit)) ||
+    (mem.record.state === 'oom' && (caps.memoryMeasure === 'cgroup' || peak <= memLimit)) ||
     (mem.record.state === 'failed' && peak <= memLimit);
   out.push({
     probe: 'memory_bomb',
     runtime,
     verdict: memContained ? 'blocked' : 'ESCAPED',
-    detail: `job ${mem.record.state}, peak ${peak} bytes of ${memLimit}${runtime === 'firecracker' ? ' (VM size and VMM)' : ''}`,
+    detail: `job ${mem.record.state}, peak ${peak} bytes of ${memLimit}${caps.memoryMeasure === 'vmm-process' ? ' (VM size and VMM)' : ''}`,
   });
 
   const fill = await runOn(box, runtime, {
@@ -430,8 +436,7 @@ async function memoryAndDiskProbes(box: Boxcar, runtime: RuntimeName, image: str
  * symlink), another job's workspace file, /proc, devices, sockets, then a disk fill and a
  * memory bomb that must stop at the job's limits; and a spinning module that must be stopped.
  */
-async function wasmProbes(box: Boxcar): Promise<ProbeResult[]> {
-  const runtime = 'wasm' as const;
+async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResult[]> {
   const probe = await ensureWasiProbe(box.images);
   const otherJob = path.join(box.paths.sandboxes, randomUUID(), 'workspace');
   await mkdir(otherJob, { recursive: true });
@@ -481,14 +486,13 @@ export async function verifyIsolation(
   runtimes: RuntimeName[],
   onResult?: (r: ProbeResult) => void,
 ): Promise<ProbeResult[]> {
-  const containers = runtimes.some((r) => r !== 'wasm');
-  const image = containers ? await ensureProbeImage(box.images) : '';
+  const runsModule = (r: RuntimeName) => box.runtimes.get(r).capabilities.workload === 'wasm-module';
+  const image = runtimes.some((r) => !runsModule(r)) ? await ensureProbeImage(box.images) : '';
   const all: ProbeResult[] = [];
   for (const runtime of runtimes) {
-    const groups =
-      runtime === 'wasm'
-        ? [() => wasmProbes(box)]
-        : [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes];
+    const groups = runsModule(runtime)
+      ? [() => wasmProbes(box, runtime)]
+      : [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes];
     for (const group of groups) {
       let results: ProbeResult[];
       try {

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { UserError } from '../errors.js';
-import { sha256 } from '../images/digest.js';
+import { UserError } from '../lib/errors.js';
+import { sha256 } from '../lib/digest.js';
 import type { ImageStore } from '../images/image-store.js';
-import { run } from '../runtimes/shared/exec.js';
+import { run } from '../lib/exec.js';
 
 /** wasi-probe.c built with clang for wasm32-wasi, kept beside the image store by source digest. */
 const SOURCE = fileURLToPath(new URL('../../../src/isolation/wasi-probe.c', import.meta.url));

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import { JobSpec } from './spec.js';
-import { parseOrThrow } from './validation.js';
+import { parseOrThrow } from '../lib/validation.js';
 
 test('a minimal job gets the documented defaults', () => {
   const j = parseOrThrow(JobSpec, { command: 'make test' }, 'job.yaml');

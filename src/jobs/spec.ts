@@ -1,7 +1,11 @@
 import { z } from 'zod';
-import { isWasmModule } from '../images/image.js';
-import { parseBytes, parseCpuMillis, parseDurationMs } from './quantity.js';
-import { parsedField } from './validation.js';
+import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js';
+import { parsedField } from '../lib/validation.js';
+
+/** A job's image is a WebAssembly module (a `.wasm` file) rather than an OCI image. */
+export function isWasmModule(ref: string | undefined): boolean {
+  return ref?.endsWith('.wasm') ?? false;
+}
 
 /** Every runtime Boxcar knows by name; whether one is usable on a node is the driver's fingerprint. */
 export const RUNTIME_NAMES = ['runc', 'gvisor', 'firecracker', 'wasm'] as const;

@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import { isTerminal } from '../jobs/states.js';
+import type { VmAttributes } from '../jobs/handle.js';
 import type { JobRecord } from '../store/store.js';
 
 /**
@@ -76,9 +77,7 @@ const vmCpu = new client.Histogram({
   registers: [registry],
 });
 
-function observeVm(job: JobRecord): void {
-  const vm = job.handle?.state.vm as { restoredFromSnapshot: boolean; bootMs: number } | undefined;
-  if (!vm) return;
+function observeVm(job: JobRecord, vm: VmAttributes): void {
   (vm.restoredFromSnapshot ? restore : coldBoot).observe(vm.bootMs / 1000);
   const lifetimeMs = (job.startupMs ?? 0) + (job.durationMs ?? 0);
   if (lifetimeMs > 0) vmUptime.observe(lifetimeMs / 1000);
@@ -107,7 +106,8 @@ export function observeFinishedJob(job: JobRecord): void {
   if (job.costDollars !== null) cost.observe({ runtime }, job.costDollars);
   if (job.startedAt !== null && job.startupMs !== null)
     queueWait.observe({ runtime }, Math.max(0, job.startedAt - job.startupMs - job.createdAt) / 1000);
-  if (runtime === 'firecracker') observeVm(job);
+  const vm = job.handle?.attributes.vm;
+  if (vm) observeVm(job, vm);
 }
 
 export async function metricsText(): Promise<{ contentType: string; text: string }> {

@@ -39,7 +39,7 @@ export class RuntimeHealthBook {
   }
 
   /** Replays the recorded starts of every runtime, oldest first. */
-  async loadHistory(store: Store): Promise<this> {
+  async loadHistory(store: Pick<Store, 'recentStarts'>): Promise<this> {
     for (const r of RUNTIME_NAMES) {
       const starts = await store.recentStarts(r, this.policy.breaker.window + this.policy.breaker.probes);
       for (const s of starts) this.record(r, s.ok, s.at);

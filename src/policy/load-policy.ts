@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { loadYamlFile } from '../config/yaml.js';
+import { loadYamlFile } from '../lib/yaml.js';
 import { PolicyFile, type RoutingPolicy } from './policy-schema.js';
 
 /** The policy Boxcar ships with (`policies/default.yaml`). */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { parseDurationMs } from '../jobs/quantity.js';
+import { parseDurationMs } from '../lib/quantity.js';
 import { RUNTIME_NAMES, RuntimeName, SOURCES } from '../jobs/spec.js';
-import { parsedField } from '../jobs/validation.js';
+import { parsedField } from '../lib/validation.js';
 
 /**
  * The routing policy file: the seed's `routing_policy` verbatim (sections 2.2 and 9.2), plus

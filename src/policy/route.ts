@@ -1,10 +1,9 @@
-import { UserError } from '../errors.js';
-import { isWasmModule } from '../images/image.js';
-import type { JobSpec, RuntimeName } from '../jobs/spec.js';
+import { UserError } from '../lib/errors.js';
+import { isWasmModule, type JobSpec, type RuntimeName } from '../jobs/spec.js';
 import type { BreakerState, Health } from './breaker.js';
 import { conditionsHolding } from './breaker.js';
 import { canaryBucket } from './canary.js';
-import type { Decision } from './decision.js';
+import type { Decision } from '../jobs/decision.js';
 import type { RoutingPolicy } from './policy-schema.js';
 import {
   conditionHolds,

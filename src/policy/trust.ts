@@ -1,11 +1,10 @@
+import type { Trust } from '../jobs/decision.js';
 import type { Condition, RoutingPolicy } from './policy-schema.js';
 
 /**
  * Trust, read safely: a job is trusted only when every trusted condition holds; a missing or
  * unknown input is a condition that does not hold. Everything else is untrusted.
  */
-export type Trust = 'trusted' | 'untrusted';
-
 export interface TrustInputs {
   source?: string;
   userGroup?: string;

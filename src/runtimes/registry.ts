@@ -1,6 +1,5 @@
-import type { Config } from '../config/config.js';
-import type { StatePaths } from '../config/paths.js';
-import { UserError } from '../errors.js';
+import type { StatePaths } from '../lib/state-paths.js';
+import { UserError } from '../lib/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../jobs/spec.js';
 import type { Logger } from '../observability/logger.js';
 import type { Fingerprint, Runtime } from './runtime.js';
@@ -61,18 +60,15 @@ export class RuntimeRegistry {
   }
 }
 
-export function hostRuntimes(
-  paths: StatePaths,
-  logger: Logger,
-  config?: Pick<Config, 'microvm'>,
-): RuntimeRegistry {
+/** The drivers of this host; `microvmWarmPool` is the config's `microvm.warm_pool`. */
+export function hostRuntimes(paths: StatePaths, logger: Logger, microvmWarmPool?: number): RuntimeRegistry {
   return new RuntimeRegistry([
     new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
     new MicrovmDriver({
       paths,
       logger: logger.child({ runtime: 'firecracker' }),
-      warmPool: config?.microvm.warm_pool,
+      warmPool: microvmWarmPool,
     }),
     new WasmDriver({ paths, logger: logger.child({ runtime: 'wasm' }) }),
   ]);

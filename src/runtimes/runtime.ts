@@ -1,13 +1,18 @@
-import type { JobSpec, RuntimeName } from '../jobs/spec.js';
+import type { z } from 'zod';
+import type { TaskHandle } from '../jobs/handle.js';
+import type { JobLimits, JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { ResolvedImage } from '../images/image.js';
+import type { OutputChunk } from '../lib/follow.js';
 
 /**
  * The one seam between the scheduler and sandboxes (after Nomad's DriverPlugin). The caller
- * never knows which driver it holds; everything a driver needs to find its sandbox again after
- * a restart lives in the JSON-serialisable `TaskHandle.state`, which the store persists.
+ * never knows which driver it holds: what differs between drivers is in their `capabilities`,
+ * and everything a driver needs to find its sandbox again after a restart is in the handle it
+ * returns (its own `driverState`, read back through its own schema), which the store persists.
  */
 export interface Runtime {
   readonly name: RuntimeName;
+  readonly capabilities: Capabilities;
   /** Whether this driver can run jobs on this host, and if not, why. Never throws. */
   fingerprint(): Promise<Fingerprint>;
   /** Creates the sandbox (bundle, VM disk, module…) without starting the job's process. */
@@ -61,13 +66,35 @@ export interface SandboxRequest {
   logPath: string;
 }
 
-export interface TaskHandle {
-  runtime: RuntimeName;
-  jobId: string;
-  /** Fixed-length id of this attempt's sandbox (runsc matches ids by prefix). */
-  sandboxId: string;
-  logPath: string;
-  state: Record<string, unknown>;
+/** What a driver's sandboxes are and can do: what callers ask instead of a runtime's name. */
+export interface Capabilities {
+  /** Jobs share the host's kernel: only trusted code may run on it. */
+  sharedKernel: boolean;
+  /** What a job runs: a command in an OCI image's root filesystem, or a WebAssembly module. */
+  workload: 'image' | 'wasm-module';
+  /** Where a job's memory figures come from: its cgroup, the VMM process holding its guest, or the module's own memory. */
+  memoryMeasure: 'cgroup' | 'vmm-process' | 'module';
+  /** The most host memory a job can show above its memory limit (a VMM and its guest's kernel; 0 in a cgroup). */
+  memoryOverheadBytes(limits: JobLimits): number;
+  /** A stop sends TERM to the job's processes before KILL; otherwise it kills at once. */
+  gracefulStop: boolean;
+  /** The job's processes are in a cgroup of the host (`/boxcar/<sandbox id>`), where its limits can be read. */
+  hostCgroup: boolean;
+  /** Jobs may have network (their own namespace, veth, shaping and nftables rules). */
+  network: boolean;
+  /** The sandbox outlives a restart of Boxcar (a monitor or VMM holds it): a new process re-attaches. */
+  survivesRestart: boolean;
+}
+
+/** A driver's own state from a handle, through the driver's schema; undefined before its sandbox existed. */
+export function driverState<S extends z.ZodType>(handle: TaskHandle, schema: S): z.output<S> | undefined {
+  if (handle.driverState === null || handle.driverState === undefined) return undefined;
+  const r = schema.safeParse(handle.driverState);
+  if (!r.success)
+    throw new Error(
+      `${handle.runtime}: sandbox ${handle.sandboxId}'s handle holds state this driver does not read (${r.error.issues[0]?.message}): it was written by another version of Boxcar`,
+    );
+  return r.data;
 }
 
 export type StopSignal = 'SIGTERM' | 'SIGKILL';
@@ -100,9 +127,4 @@ export interface OutputOptions {
    * then stop. A follower told this need not poll for the end.
    */
   ended?: AbortSignal;
-}
-
-export interface OutputChunk {
-  stream: 'stdout' | 'stderr';
-  text: string;
 }

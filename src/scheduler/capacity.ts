@@ -1,8 +1,8 @@
 import os from 'node:os';
 import type { SchedulerConfig } from '../config/config.js';
-import { formatBytes } from '../jobs/quantity.js';
+import { formatBytes } from '../lib/quantity.js';
 import type { RuntimeName } from '../jobs/spec.js';
-import { addUsage, jobUsage, ZERO_USAGE } from './quota.js';
+import { addUsage, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { Usage } from '../store/store.js';
 

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { decide, requireRunnable } from '../policy/decide.js';
+import { decide, requireRunnable } from '../runner/decide.js';
 import { trustFromSpec, webhookClaims } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
 import { IllegalTransition, type JobOrigin, type JobRecord } from '../store/store.js';
 import { checkLimits } from '../tenants/limits.js';
 import { ceilingOf, tenantSettings } from '../tenants/tenant-config.js';
-import { admit, ZERO_USAGE } from './quota.js';
+import { admit, ZERO_USAGE } from '../tenants/quota.js';
 import type { Placement } from './capacity.js';
 
 /**

@@ -2,14 +2,14 @@ import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Boxcar } from '../boxcar.js';
 import { observeFinishedJob } from '../observability/metrics.js';
-import { errorMessage } from '../errors.js';
-import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../jobs/execute.js';
-import { currentOwner, ownerAlive } from '../jobs/owner.js';
-import { settle } from '../jobs/reconcile.js';
+import { errorMessage } from '../lib/errors.js';
+import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
+import { currentOwner, ownerAlive } from '../lib/owner.js';
+import { settle } from '../runner/reconcile.js';
 import { IllegalTransition, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder } from './fair-order.js';
-import { addUsage, admit, jobUsage, ZERO_USAGE } from './quota.js';
+import { addUsage, admit, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 
 /**

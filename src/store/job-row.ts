@@ -1,7 +1,7 @@
 import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
-import type { Decision } from '../policy/decision.js';
-import type { TaskHandle } from '../runtimes/runtime.js';
+import type { Decision } from '../jobs/decision.js';
+import { readHandle } from '../jobs/handle.js';
 import type {
   ApiToken,
   AuditEntry,
@@ -30,7 +30,8 @@ export interface JobRow {
   spec: JobSpec;
   decision: Decision;
   origin: JobOrigin;
-  handle: TaskHandle | null;
+  /** As stored, whichever version of Boxcar wrote it. */
+  handle: unknown;
   owner: string | null;
   created_at: number;
   started_at: number | null;
@@ -83,7 +84,7 @@ export function toRecord(r: JobRow): JobRecord {
     spec: r.spec,
     decision: r.decision,
     origin: r.origin,
-    handle: r.handle,
+    handle: r.handle ? readHandle(r.handle) : null,
     owner: r.owner,
     createdAt: r.created_at,
     startedAt: r.started_at,

@@ -1,5 +1,5 @@
-import type { StatePaths } from '../config/paths.js';
-import { UserError } from '../errors.js';
+import type { StatePaths } from '../lib/state-paths.js';
+import { UserError } from '../lib/errors.js';
 import { PostgresStore } from './postgres/postgres-store.js';
 import { SqliteStore } from './sqlite/sqlite-store.js';
 import type { Store } from './store.js';

@@ -1,7 +1,7 @@
 import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
-import type { Decision } from '../policy/decision.js';
-import type { TaskHandle } from '../runtimes/runtime.js';
+import type { Decision } from '../jobs/decision.js';
+import type { TaskHandle } from '../jobs/handle.js';
 
 /**
  * The one persistence seam: `sqlite` (embedded, the default) and later `postgres` (several

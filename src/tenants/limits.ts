@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import { PipelineSpec } from '../jobs/pipeline.js';
-import { formatBytes, parseBytes } from '../jobs/quantity.js';
+import { formatBytes, parseBytes } from '../lib/quantity.js';
 import { DEFAULTS, JobSpec } from '../jobs/spec.js';
 import type { Tenant, TenantLimits } from './tenant-config.js';
 

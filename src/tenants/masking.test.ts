@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import type { OutputChunk } from '../runtimes/runtime.js';
+import type { OutputChunk } from '../lib/follow.js';
 import { MASK, OutputMasker } from './masking.js';
 
 const masked = (secrets: string[], pieces: string[], stream: OutputChunk['stream'] = 'stdout') => {

@@ -1,4 +1,4 @@
-import type { OutputChunk } from '../runtimes/runtime.js';
+import type { OutputChunk } from '../lib/follow.js';
 
 /**
  * Replaces every secret value a job received with `***` in its output, also when the value

@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
-import { UserError, errorMessage } from '../errors.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import type { SealedSecret, SecretScope } from '../store/store.js';
 
 /**

@@ -1,4 +1,4 @@
-import { UserError } from '../errors.js';
+import { UserError } from '../lib/errors.js';
 import type { JobRecord, SecretInfo, SecretScope, Store } from '../store/store.js';
 import { SecretBox } from './secret-box.js';
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { parseBytes, parseCpuMillis, parseDurationMs } from '../jobs/quantity.js';
-import { parsedField } from '../jobs/validation.js';
+import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js';
+import { parsedField } from '../lib/validation.js';
 import { matches, type Ceiling } from '../policy/trust.js';
 
 /**

@@ -4,14 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { openBoxcar, type Boxcar } from '../boxcar.js';
-import { statePaths, type StatePaths } from '../config/paths.js';
-import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
-import { currentOwner } from '../jobs/owner.js';
+import { statePaths, type StatePaths } from '../lib/state-paths.js';
+import { executeJob, type ExecuteOptions, type ExecuteResult } from '../runner/execute.js';
+import { currentOwner } from '../lib/owner.js';
 import { JobSpec } from '../jobs/spec.js';
 import { silentLogger } from '../observability/logger.js';
-import { decideLocally, operatorOrigin } from '../cli/local-job.js';
+import { decideLocally, operatorOrigin } from '../runner/local.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
-import { run } from '../runtimes/shared/exec.js';
+import { run } from '../lib/exec.js';
 
 /** A fresh state directory for one test file, removed (with anything it holds) afterwards. */
 export async function tempState(prefix = 'bx-'): Promise<StatePaths & { cleanup: () => Promise<void> }> {

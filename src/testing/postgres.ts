@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from '../runtimes/shared/exec.js';
+import { run } from '../lib/exec.js';
 
 /**
  * A private PostgreSQL server for one test file: its own cluster in a temporary directory,

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { UserError } from '../../errors.js';
-import { parseDurationMs } from '../../jobs/quantity.js';
+import { UserError } from '../../lib/errors.js';
+import { parseDurationMs } from '../../lib/quantity.js';
 import type { Logger } from '../../observability/logger.js';
 import { verifyAudit } from '../../tenants/audit.js';
 import { formatTable } from '../table.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { statePaths } from '../../config/paths.js';
+import { statePaths } from '../../lib/state-paths.js';
 import { hostRuntimes } from '../../runtimes/registry.js';
 import type { Logger } from '../../observability/logger.js';
 import { formatTable } from '../table.js';

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import type { JobView } from '../../api/job-view.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { reconcileOrphans } from '../../jobs/reconcile.js';
-import { formatBytes } from '../../jobs/quantity.js';
+import { reconcileOrphans } from '../../runner/reconcile.js';
+import { formatBytes } from '../../lib/quantity.js';
 import type { Logger } from '../../observability/logger.js';
 import { ApiClient, addServerFlags, type ServerFlags } from '../client.js';
 import { dollars, formatTable, ms } from '../table.js';

@@ -1,14 +1,15 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { loadYamlFile } from '../../config/yaml.js';
-import { UserError } from '../../errors.js';
+import { loadYamlFile } from '../../lib/yaml.js';
+import { UserError } from '../../lib/errors.js';
 import { PipelineSpec, pipelineJobs } from '../../jobs/pipeline.js';
-import { formatBytes } from '../../jobs/quantity.js';
-import { reconcileOrphans } from '../../jobs/reconcile.js';
-import { jobResultJson } from '../../jobs/result.js';
+import { formatBytes } from '../../lib/quantity.js';
+import { reconcileOrphans } from '../../runner/reconcile.js';
+import { jobResultJson } from '../../runner/result.js';
 import type { Logger } from '../../observability/logger.js';
 import type { JobRecord } from '../../store/store.js';
-import { cancelOnSignals, runLocalJob } from '../local-job.js';
+import { runLocalJob } from '../../runner/local.js';
+import { cancelOnSignals } from '../signals.js';
 import { dollars, formatTable, ms } from '../table.js';
 
 export function registerPipeline(program: Command, logger: Logger): void {

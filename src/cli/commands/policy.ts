@@ -2,19 +2,19 @@ import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { Option, type Command } from 'commander';
 import { loadConfig, type Config } from '../../config/config.js';
-import { UserError } from '../../errors.js';
+import { UserError } from '../../lib/errors.js';
 import { RUNTIME_NAMES, type JobSpec, type RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
 import { RuntimeHealthBook, type HealthOverride } from '../../policy/health.js';
 import { loadPolicy } from '../../policy/load-policy.js';
-import { decide } from '../../policy/decide.js';
+import { decide } from '../../runner/decide.js';
 import { route, trustFromSpec, webhookClaims } from '../../policy/route.js';
 import { OPERATOR_CEILING, type TrustClaims, type TrustInputs } from '../../policy/trust.js';
 import { githubPullRequestTrust, gitlabMergeRequestTrust } from '../../policy/webhooks.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import type { Decision } from '../../policy/decision.js';
+import type { Decision } from '../../jobs/decision.js';
 import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
-import { localClaims } from '../local-job.js';
+import { localClaims } from '../../runner/local.js';
 import { ceilingOf, TENANT_NAME, tenantForRepository, tenantSettings } from '../../tenants/tenant-config.js';
 
 interface ExplainFlags extends JobFlags {

@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { UserError } from '../../errors.js';
-import { isWasmModule } from '../../images/image.js';
-import { reconcileOrphans } from '../../jobs/reconcile.js';
-import { cliExitCode, jobResultJson } from '../../jobs/result.js';
-import { formatBytes } from '../../jobs/quantity.js';
+import { UserError } from '../../lib/errors.js';
+import { isWasmModule } from '../../jobs/spec.js';
+import { reconcileOrphans } from '../../runner/reconcile.js';
+import { cliExitCode, jobResultJson } from '../../runner/result.js';
+import { formatBytes } from '../../lib/quantity.js';
 import type { Logger } from '../../observability/logger.js';
 import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
-import { cancelOnSignals, runLocalJob } from '../local-job.js';
+import { runLocalJob } from '../../runner/local.js';
+import { cancelOnSignals } from '../signals.js';
 import { ms } from '../table.js';
 
 export function registerRun(program: Command, logger: Logger): void {
@@ -23,8 +24,9 @@ export function registerRun(program: Command, logger: Logger): void {
         'boxcar run needs root (it creates containers, cgroups and namespaces); run it as root',
       );
     const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
-    // A WASM job's thread boots while the job is being decided.
-    if (spec.runtime === 'wasm' || isWasmModule(spec.image)) void box.runtimes.get('wasm').warm?.();
+    // The runtime a job names, or the lightweight one for a module, gets ready while the job is decided.
+    const early = spec.runtime ?? (isWasmModule(spec.image) ? box.policy.lightweight?.runtime : undefined);
+    if (early) void box.runtimes.get(early).warm?.();
     const cancel = cancelOnSignals();
     try {
       await reconcileOrphans(box);

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { UserError } from '../../errors.js';
+import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type { SecretScope } from '../../store/store.js';
 import { TENANT_NAME } from '../../tenants/tenant-config.js';
-import { operatorOrigin } from '../local-job.js';
+import { operatorOrigin } from '../../runner/local.js';
 import { formatTable } from '../table.js';
 
 /**

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { UserError } from '../../errors.js';
-import { cliExitCode, jobResultJson } from '../../jobs/result.js';
+import { UserError } from '../../lib/errors.js';
+import { cliExitCode, jobResultJson } from '../../runner/result.js';
 import { ApiClient, addServerFlags, type ServerFlags } from '../client.js';
 import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
 

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { createToken } from '../../api/tokens.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { UserError } from '../../errors.js';
+import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { TENANT_NAME } from '../../tenants/tenant-config.js';
-import { operatorOrigin } from '../local-job.js';
+import { operatorOrigin } from '../../runner/local.js';
 
 export function registerToken(program: Command, logger: Logger): void {
   const token = program.command('token').description('API tokens of tenants and operators');

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import { UserError } from '../../errors.js';
+import { UserError } from '../../lib/errors.js';
 import { verifyIsolation, type ProbeResult } from '../../isolation/verify.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';

@@ -1,4 +1,5 @@
-import type { Fingerprint, SandboxRequest, TaskHandle } from '../runtime.js';
+import type { Capabilities, Fingerprint, SandboxRequest } from '../runtime.js';
+import type { TaskHandle } from '../../jobs/handle.js';
 import {
   ConmonDriver,
   type ConmonDriverOptions,
@@ -19,6 +20,17 @@ export const SANDBOX_TASKS = 128;
 
 export class GvisorDriver extends ConmonDriver {
   readonly name = 'gvisor' as const;
+  /** The sentry and gofer are in the job's cgroup: its limits and figures cover them. */
+  readonly capabilities: Capabilities = {
+    sharedKernel: false,
+    workload: 'image',
+    memoryMeasure: 'cgroup',
+    memoryOverheadBytes: () => 0,
+    gracefulStop: true,
+    hostCgroup: true,
+    network: true,
+    survivesRestart: true,
+  };
   private readonly binary: string;
   private platform: Platform | undefined;
 

@@ -3,9 +3,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic } from '../../images/fs-util.js';
+import { writeFileAtomic } from '../../lib/fs-util.js';
 import { removeCgroup } from '../shared/cgroups.js';
-import { run, scrubbedEnv } from '../shared/exec.js';
+import { run, scrubbedEnv } from '../../lib/exec.js';
 
 /**
  * Which gVisor platform to use. Preference: systrap (fast, no KVM needed; newer runsc), then

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { digestHex } from '../../images/digest.js';
-import { withLock } from '../../images/fs-util.js';
+import { digestHex } from '../../lib/digest.js';
+import { withLock } from '../../lib/fs-util.js';
 import type { ResolvedImage } from '../../images/image.js';
-import { run } from '../shared/exec.js';
+import { run } from '../../lib/exec.js';
 
 /**
  * A job's root disk: the image's root filesystem as an ext4 file, built once per image digest

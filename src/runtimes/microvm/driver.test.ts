@@ -4,34 +4,28 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { sandboxDriverSuite } from '../shared/conformance.js';
-import { sleep } from '../shared/exec.js';
+import { sandboxDriverSuite } from '../../testing/sandbox-suite.js';
+import { sleep } from '../../lib/exec.js';
 import { jobTrustFields } from '../../isolation/verify.js';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
 import { GUEST_OVERHEAD_MIB, MicrovmDriver, vmShape } from './driver.js';
 import { JobSpec } from '../../jobs/spec.js';
-import { jobLogPath } from '../../jobs/job-log.js';
+import type { TaskHandle, VmAttributes } from '../../jobs/handle.js';
+import { jobLogPath } from '../../runner/job-log.js';
 import { silentLogger } from '../../observability/logger.js';
 import { metricsText, observeFinishedJob } from '../../observability/metrics.js';
 
 sandboxDriverSuite('firecracker');
 
 type Box = Awaited<ReturnType<typeof testBoxcar>>;
-interface VmResult {
-  vmm: string;
-  accel: string;
-  restoredFromSnapshot: boolean;
-  bootMs: number;
-  fromWarmPool?: boolean;
-}
 
 describe('microVM driver (QEMU microvm, for real)', () => {
   let box: Box;
   let runJob: Box['runJob'];
   before(async () => {
     box = await testBoxcar();
-    runJob = (input, opts) =>
-      box.runJob({ runtime: 'firecracker', ...jobTrustFields('firecracker'), ...input }, opts);
+    const trust = jobTrustFields(box.runtimes.get('firecracker').capabilities);
+    runJob = (input, opts) => box.runJob({ runtime: 'firecracker', ...trust, ...input }, opts);
   });
   after(async () => {
     const left = await leftovers(box.paths);
@@ -179,7 +173,7 @@ describe('microVM warm pool', () => {
     );
     const r = await box.runJob({
       runtime: 'firecracker',
-      ...jobTrustFields('firecracker'),
+      ...jobTrustFields(box.runtimes.get('firecracker').capabilities),
       command: ['sh', '-c', 'echo pooled; exit 4'],
     });
     assert.equal(r.record.exitCode, 4);
@@ -193,6 +187,6 @@ describe('microVM warm pool', () => {
   });
 });
 
-function vmOf(r: { record: { handle: { state: Record<string, unknown> } | null } }): VmResult {
-  return r.record.handle?.state.vm as VmResult;
+function vmOf(r: { record: { handle: TaskHandle | null } }): VmAttributes {
+  return r.record.handle?.attributes.vm as VmAttributes;
 }

@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
-import type { OutputChunk } from '../runtime.js';
-import type { LogDecoder } from '../shared/follow.js';
+import type { OutputChunk } from '../../lib/follow.js';
+import type { LogDecoder } from '../../lib/follow.js';
 
 /**
  * The wire format between Boxcar and its guest agent (guest/agent.c), on both virtio-serial

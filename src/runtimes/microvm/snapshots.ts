@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { digestHex, sha256 } from '../../images/digest.js';
-import { withLock, writeFileAtomic } from '../../images/fs-util.js';
+import { digestHex, sha256 } from '../../lib/digest.js';
+import { withLock, writeFileAtomic } from '../../lib/fs-util.js';
 import type { Logger } from '../../observability/logger.js';
 import type { GuestImage } from './guest/guest.js';
 import type { Vmm, VmShape } from './vmm.js';

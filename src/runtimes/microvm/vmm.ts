@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { AgentChannel } from './agent-channel.js';
 import type { GuestImage } from './guest/guest.js';
 
 /**
@@ -56,6 +59,11 @@ export interface VmLaunch {
 
 export interface Vmm {
   readonly name: 'qemu' | 'firecracker';
+  /**
+   * The host relays the agent's output frames into the job's log (Firecracker has no
+   * file-backed serial port): a re-attached job needs its channel open to keep its output.
+   */
+  readonly relaysOutput: boolean;
   /** `kvm` or `tcg`. */
   readonly accel: string;
   /** How a job's disk is layered over its image: a qcow2 overlay, or a sparse raw copy. */
@@ -72,6 +80,8 @@ export interface Vmm {
    * Firecracker after (it resets vsock connections on restore). Resolves with the VMM's pid.
    */
   restore(launch: VmLaunch, snapshotDir: string, connect: () => Promise<void>): Promise<number>;
+  /** The agent's control channel: a virtio-serial socket under QEMU, vsock under Firecracker. */
+  connectAgent(files: VmFiles, timeoutMs?: number): Promise<AgentChannel>;
   /** Sets the balloon so the guest keeps `guestMiB`. */
   setBalloon(launch: VmLaunch, guestMiB: number): Promise<void>;
   balloonStats(launch: VmLaunch): Promise<BalloonStats>;
@@ -83,3 +93,48 @@ export interface BalloonStats {
   freeBytes?: number;
   totalBytes?: number;
 }
+
+/** A restore the VMM refused or could not finish: the snapshot is discarded and the VM boots cold. */
+export class RestoreFailed extends Error {}
+
+/** The host CPU's TSC in kHz: given to the guest, it skips calibration (and a rare hang under TCG). */
+function cpuKHz(): number {
+  const mhz = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1];
+  return Math.round(Number(mhz ?? 2000) * 1000);
+}
+
+export function kernelCommandLine(): string {
+  const khz = cpuKHz();
+  return [
+    'console=ttyS0',
+    'quiet',
+    'panic=-1', // a guest panic ends the VM at once (-no-reboot)
+    'reboot=t',
+    `tsc_early_khz=${khz}`,
+    'tsc=reliable',
+    `lpj=${khz * 4}`,
+    'cryptomgr.notests',
+  ].join(' ');
+}
+
+/** The VMM's command: inside the job's network namespace when it has a NIC (its tap lives there). */
+export function inJobNetns(l: VmLaunch, binary: string, args: string[]): [string, string[]] {
+  return l.network ? ['nsenter', [`--net=${l.network.netnsPath}`, binary, ...args]] : [binary, args];
+}
+
+/** The last lines QEMU and the guest console wrote: why a VM did not come up. */
+export async function vmDiagnostics(files: VmFiles): Promise<string> {
+  const tail = async (file: string) => {
+    try {
+      return (await readFile(file, 'utf8')).trim().split('\n').slice(-3).join(' | ');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+      throw err;
+    }
+  };
+  const parts = [await tail(vmmLog(files)), await tail(files.console)].filter(Boolean);
+  return parts.length ? ` (${parts.join(' | ')})` : '';
+}
+
+/** The VMM's own messages. */
+export const vmmLog = (files: VmFiles) => path.join(files.dir, 'vmm.log');

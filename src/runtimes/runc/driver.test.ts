@@ -1,3 +1,3 @@
-import { sandboxDriverSuite } from '../shared/conformance.js';
+import { sandboxDriverSuite } from '../../testing/sandbox-suite.js';
 
 sandboxDriverSuite('runc');

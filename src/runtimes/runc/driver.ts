@@ -1,10 +1,20 @@
-import type { Fingerprint } from '../runtime.js';
+import type { Capabilities, Fingerprint } from '../runtime.js';
 import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
 import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 
 /** Trusted jobs: runc containers (shared kernel, ~10–30 ms to start here). */
 export class RuncDriver extends ConmonDriver {
   readonly name = 'runc' as const;
+  readonly capabilities: Capabilities = {
+    sharedKernel: true,
+    workload: 'image',
+    memoryMeasure: 'cgroup',
+    memoryOverheadBytes: () => 0,
+    gracefulStop: true,
+    hostCgroup: true,
+    network: true,
+    survivesRestart: true,
+  };
   private readonly binary: string;
 
   constructor(opts: ConmonDriverOptions & { runc?: string }) {

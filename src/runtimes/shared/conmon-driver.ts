@@ -2,27 +2,31 @@ import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
-import type { StatePaths } from '../../config/paths.js';
+import { z } from 'zod';
+import type { StatePaths } from '../../lib/state-paths.js';
 import type { RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
 import type {
+  Capabilities,
   ExitStatus,
   Fingerprint,
-  OutputChunk,
   OutputOptions,
   Recovered,
   Runtime,
   SandboxRequest,
   StopSignal,
-  TaskHandle,
   TaskStats,
 } from '../runtime.js';
+import { driverState } from '../runtime.js';
+import type { OutputChunk } from '../../lib/follow.js';
+import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
-import { ExecError, processAlive, run, scrubbedEnv } from './exec.js';
-import { followFile, k8sFileDecoder } from './follow.js';
+import { ExecError, run, scrubbedEnv } from '../../lib/exec.js';
+import { processAlive } from '../../lib/proc.js';
+import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
-import { ChangeWatcher } from './watch.js';
+import { ChangeWatcher } from '../../lib/watch.js';
 
 /**
  * An OCI runtime (runc, runsc) driven through conmon, the per-job monitor podman and CRI-O
@@ -53,6 +57,10 @@ export interface ConmonDriverOptions {
   logSizeMax?: number;
 }
 
+/** What a container's handle keeps for its driver: the monitor that holds it. */
+const ConmonState = z.object({ conmonPid: z.number().int().positive() });
+type ConmonState = z.output<typeof ConmonState>;
+
 const CREATE_TIMEOUT_MS = 60_000;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
 
@@ -73,6 +81,7 @@ interface SandboxFiles {
 
 export abstract class ConmonDriver implements Runtime {
   abstract readonly name: RuntimeName;
+  abstract readonly capabilities: Capabilities;
   protected readonly conmon: string;
 
   constructor(protected readonly opts: ConmonDriverOptions) {
@@ -133,11 +142,9 @@ export abstract class ConmonDriver implements Runtime {
       netnsPath: network?.netnsPath,
     });
     return {
-      runtime: this.name,
-      jobId: req.jobId,
-      sandboxId: req.sandboxId,
-      logPath: req.logPath,
-      state: { conmonPid },
+      ...newHandle({ runtime: this.name, jobId: req.jobId, sandboxId: req.sandboxId, logPath: req.logPath }),
+      driverState: { conmonPid } satisfies ConmonState,
+      attributes: { hostPid: conmonPid },
     };
   }
 
@@ -270,8 +277,8 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   private async conmonPid(handle: TaskHandle, f: SandboxFiles): Promise<number | undefined> {
-    const fromHandle = handle.state.conmonPid;
-    if (typeof fromHandle === 'number') return fromHandle;
+    const fromHandle = driverState(handle, ConmonState)?.conmonPid;
+    if (fromHandle !== undefined) return fromHandle;
     try {
       return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
     } catch (err) {

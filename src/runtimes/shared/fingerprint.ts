@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import type { RuntimeName } from '../../jobs/spec.js';
 import type { Fingerprint } from '../runtime.js';
 import { cgroupMode } from './cgroups.js';
-import { run } from './exec.js';
+import { run } from '../../lib/exec.js';
 
 /** Checks every container runtime shares: root, conmon, a memory cgroup controller. */
 export async function containerHostProblems(

@@ -11,7 +11,7 @@ import {
   waitForOutput,
   type TestHost,
 } from '../../isolation/test-hosts.js';
-import { run } from './exec.js';
+import { run } from '../../lib/exec.js';
 import { tbfArgs } from './network.js';
 
 type Box = Awaited<ReturnType<typeof testBoxcar>>;
@@ -40,9 +40,14 @@ for (const runtime of ['runc', 'gvisor'] as const) {
     let internal: TestHost;
     let hostServer: net.Server;
     let hostConnections = 0;
-    const trust = jobTrustFields(runtime);
+    const trust = () => jobTrustFields(box.runtimes.get(runtime).capabilities);
     const job = (input: Record<string, unknown>) =>
-      box.runJob({ runtime, network: true, ...trust, ...input });
+      box.runJob({
+        runtime,
+        network: true,
+        ...trust(),
+        ...input,
+      });
 
     before(async () => {
       box = await testBoxcar();
@@ -69,7 +74,7 @@ for (const runtime of ['runc', 'gvisor'] as const) {
     test('no network unless asked: only loopback', async () => {
       const { output } = await box.runJob({
         runtime,
-        ...trust,
+        ...trust(),
         command: ['sh', '-c', 'ls /sys/class/net 2>/dev/null || ip link'],
       });
       assert.doesNotMatch(output, /bxc\d+/);

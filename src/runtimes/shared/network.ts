@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { JobNetwork } from '../../jobs/spec.js';
-import { ExecError, run } from './exec.js';
+import { ExecError, run } from '../../lib/exec.js';
 
 /**
  * Network for a job that asks for it (none by default): its own network namespace, a veth

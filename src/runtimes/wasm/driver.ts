@@ -2,22 +2,23 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { StatePaths } from '../../config/paths.js';
-import { UserError } from '../../errors.js';
+import type { StatePaths } from '../../lib/state-paths.js';
+import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type {
+  Capabilities,
   ExitStatus,
   Fingerprint,
-  OutputChunk,
   OutputOptions,
   Recovered,
   Runtime,
   SandboxRequest,
   StopSignal,
-  TaskHandle,
   TaskStats,
 } from '../runtime.js';
-import { followFile, rawDecoder } from '../shared/follow.js';
+import type { OutputChunk } from '../../lib/follow.js';
+import { newHandle, type TaskHandle } from '../../jobs/handle.js';
+import { followFile, rawDecoder } from '../../lib/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
 import { Workspaces } from './workspaces.js';
@@ -41,6 +42,17 @@ interface Task {
 
 export class WasmDriver implements Runtime {
   readonly name = 'wasm' as const;
+  /** A thread of this process runs the module: its memory is the module's, a stop kills the thread. */
+  readonly capabilities: Capabilities = {
+    sharedKernel: false,
+    workload: 'wasm-module',
+    memoryMeasure: 'module',
+    memoryOverheadBytes: () => 0,
+    gracefulStop: false,
+    hostCgroup: false,
+    network: false,
+    survivesRestart: false,
+  };
   private readonly pool: WasmPool;
   private readonly compiled = new Map<string, Promise<WebAssembly.Module>>();
   private readonly tasks = new Map<string, Task>();
@@ -119,13 +131,12 @@ export class WasmDriver implements Runtime {
     };
     const name = path.basename(req.image.ref);
     this.tasks.set(req.sandboxId, { module, args: [name, ...req.spec.command], env, workspace });
-    return {
+    return newHandle({
       runtime: this.name,
       jobId: req.jobId,
       sandboxId: req.sandboxId,
       logPath: req.logPath,
-      state: {},
-    };
+    });
   }
 
   private task(handle: TaskHandle): Task {

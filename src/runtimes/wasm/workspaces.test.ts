@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { leftovers, tempState } from '../../testing/harness.js';
-import { run } from '../shared/exec.js';
+import { run } from '../../lib/exec.js';
 import { Workspaces } from './workspaces.js';
 
 const MiB = 2 ** 20;

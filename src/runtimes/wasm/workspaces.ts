@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { currentOwner, ownerAlive } from '../../jobs/owner.js';
-import { run } from '../shared/exec.js';
+import { currentOwner, ownerAlive } from '../../lib/owner.js';
+import { run } from '../../lib/exec.js';
 
 /**
  * WASM jobs' workspaces: a tmpfs of the job's workspace size per job, so files a module writes

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
-import type { TaskHandle } from '../../runtimes/runtime.js';
+import type { TaskHandle } from '../../jobs/handle.js';
 import { nextAuditRecord } from '../audit-chain.js';
 import {
   IllegalTransition,

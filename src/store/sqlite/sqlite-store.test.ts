@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { newHandle } from '../../jobs/handle.js';
 import { JobSpec } from '../../jobs/spec.js';
 import { IllegalTransition } from '../store.js';
 import { SqliteStore } from './sqlite-store.js';
@@ -83,16 +84,14 @@ test('records survive reopening the database, handles included; listing filters 
     await a.createJob({ id: 'x', tenant: 't1', spec, decision, origin, owner: 'h:1:1' });
     await a.createJob({ id: 'y', tenant: 't2', spec, decision, origin, owner: 'h:1:1' });
     await a.saveHandle('x', {
-      runtime: 'runc',
-      jobId: 'x',
-      sandboxId: 's',
-      logPath: '/l',
-      state: { conmonPid: 7 },
+      ...newHandle({ runtime: 'runc', jobId: 'x', sandboxId: 's', logPath: '/l' }),
+      driverState: { conmonPid: 7 },
+      attributes: { hostPid: 7 },
     });
     await a.transition('y', 'starting');
     await a.close();
     const b = new SqliteStore(file);
-    assert.deepEqual((await b.getJob('x'))?.handle?.state, { conmonPid: 7 });
+    assert.deepEqual((await b.getJob('x'))?.handle?.driverState, { conmonPid: 7 });
     assert.deepEqual(
       (await b.listJobs({ states: ['starting'] })).map((j) => j.id),
       ['y'],

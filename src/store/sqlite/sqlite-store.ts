@@ -3,7 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
-import type { TaskHandle } from '../../runtimes/runtime.js';
+import type { TaskHandle } from '../../jobs/handle.js';
 import { nextAuditRecord } from '../audit-chain.js';
 import {
   type ApiToken,

@@ -2,9 +2,17 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { processAlive, run, sleep, scrubbedEnv } from '../../shared/exec.js';
-import { inJobNetns, kernelCommandLine } from '../qemu/vmm.js';
-import type { BalloonStats, Vmm, VmFiles, VmLaunch } from '../vmm.js';
+import { run, sleep, scrubbedEnv } from '../../../lib/exec.js';
+import { processAlive } from '../../../lib/proc.js';
+import { AgentChannel } from '../agent-channel.js';
+import {
+  inJobNetns,
+  kernelCommandLine,
+  type BalloonStats,
+  type Vmm,
+  type VmFiles,
+  type VmLaunch,
+} from '../vmm.js';
 import { FirecrackerClient, type RateLimiter } from './api.js';
 
 /**
@@ -28,6 +36,8 @@ export class FirecrackerVmm implements Vmm {
   readonly name = 'firecracker' as const;
   readonly accel = 'kvm';
   readonly diskFormat = 'raw' as const;
+  /** No virtio console: the agent's output comes over vsock and the host appends it to the log. */
+  readonly relaysOutput = true;
   private readonly binary: string;
 
   constructor(private readonly opts: FirecrackerOptions = {}) {
@@ -68,6 +78,14 @@ export class FirecrackerVmm implements Vmm {
         await sleep(5);
       }
     }
+  }
+
+  connectAgent(files: VmFiles, timeoutMs?: number): Promise<AgentChannel> {
+    return AgentChannel.connect(vsockPath(files), {
+      timeoutMs,
+      vsockPort: AGENT_VSOCK_PORT,
+      outFile: files.out,
+    });
   }
 
   async boot(l: VmLaunch): Promise<number> {

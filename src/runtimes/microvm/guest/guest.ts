@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { digestHex, sha256 } from '../../../images/digest.js';
-import { withLock, writeFileAtomic } from '../../../images/fs-util.js';
-import { run } from '../../shared/exec.js';
+import { digestHex, sha256 } from '../../../lib/digest.js';
+import { withLock, writeFileAtomic } from '../../../lib/fs-util.js';
+import { run } from '../../../lib/exec.js';
 import { toolVersion } from '../../shared/fingerprint.js';
 import { cpioArchive, type CpioEntry } from './cpio.js';
 

@@ -1,10 +1,21 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
-import { processAlive, run, sleep, scrubbedEnv } from '../../shared/exec.js';
+import { run, sleep, scrubbedEnv } from '../../../lib/exec.js';
+import { processAlive } from '../../../lib/proc.js';
 import type { GuestImage } from '../guest/guest.js';
-import type { BalloonStats, Vmm, VmFiles, VmLaunch } from '../vmm.js';
+import { AgentChannel } from '../agent-channel.js';
+import {
+  inJobNetns,
+  kernelCommandLine,
+  RestoreFailed,
+  vmDiagnostics,
+  vmmLog,
+  type BalloonStats,
+  type Vmm,
+  type VmFiles,
+  type VmLaunch,
+} from '../vmm.js';
 import type { Accel } from './accel.js';
 import { QmpClient } from './qmp.js';
 
@@ -18,30 +29,8 @@ export const QEMU = 'qemu-system-x86_64';
 const BOOT_TIMEOUT_MS = 20_000;
 const RESTORE_TIMEOUT_MS = 20_000;
 
-export class RestoreFailed extends Error {}
-
 /** QEMU's own memory above its guest's (code, TCG translation cache, device state), measured ≈ 60-90 MiB. */
 export const QEMU_RSS_MAX = 128 * 2 ** 20;
-
-/** The host CPU's TSC in kHz: given to the guest, it skips calibration (and a rare hang under TCG). */
-function cpuKHz(): number {
-  const mhz = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1];
-  return Math.round(Number(mhz ?? 2000) * 1000);
-}
-
-export function kernelCommandLine(): string {
-  const khz = cpuKHz();
-  return [
-    'console=ttyS0',
-    'quiet',
-    'panic=-1', // a guest panic ends the VM at once (-no-reboot)
-    'reboot=t',
-    `tsc_early_khz=${khz}`,
-    'tsc=reliable',
-    `lpj=${khz * 4}`,
-    'cryptomgr.notests',
-  ].join(' ');
-}
 
 export function qemuArgs(l: VmLaunch, accel: Accel, opts: { mayMigrateOut: boolean }): string[] {
   const f = l.files;
@@ -73,34 +62,15 @@ export function qemuArgs(l: VmLaunch, accel: Accel, opts: { mayMigrateOut: boole
   return args;
 }
 
-/** The VMM's command: inside the job's network namespace when it has a NIC (its tap lives there). */
-export function inJobNetns(l: VmLaunch, binary: string, args: string[]): [string, string[]] {
-  return l.network ? ['nsenter', [`--net=${l.network.netnsPath}`, binary, ...args]] : [binary, args];
-}
-
 function bootArgs(guest: GuestImage): string[] {
   return ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', kernelCommandLine()];
 }
 
-/** The last lines QEMU and the guest console wrote: why a VM did not come up. */
-export async function vmDiagnostics(files: VmFiles): Promise<string> {
-  const tail = async (file: string) => {
-    try {
-      return (await readFile(file, 'utf8')).trim().split('\n').slice(-3).join(' | ');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
-      throw err;
-    }
-  };
-  const parts = [await tail(vmmLog(files)), await tail(files.console)].filter(Boolean);
-  return parts.length ? ` (${parts.join(' | ')})` : '';
-}
-
-const vmmLog = (files: VmFiles) => path.join(files.dir, 'vmm.log');
-
 export class QemuVmm implements Vmm {
   readonly name = 'qemu' as const;
   readonly diskFormat = 'qcow2' as const;
+  /** QEMU appends the agent's output frames to the log itself (a file-backed serial port). */
+  readonly relaysOutput = false;
   private versionText: Promise<string> | undefined;
 
   constructor(
@@ -134,6 +104,10 @@ export class QemuVmm implements Vmm {
     } finally {
       closeSync(log);
     }
+  }
+
+  connectAgent(files: VmFiles, timeoutMs?: number): Promise<AgentChannel> {
+    return AgentChannel.connect(files.ctl, { timeoutMs });
   }
 
   async boot(l: VmLaunch): Promise<number> {

@@ -1,10 +1,10 @@
 import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { StatePaths } from '../config/paths.js';
+import type { StatePaths } from '../lib/state-paths.js';
 import type { Logger } from '../observability/logger.js';
-import type { OutputChunk } from '../runtimes/runtime.js';
-import { followFile, k8sFileDecoder } from '../runtimes/shared/follow.js';
+import type { OutputChunk } from '../lib/follow.js';
+import { followFile, k8sFileDecoder } from '../lib/follow.js';
 
 /**
  * A job's stored output, the one every reader (API, CLI, log streams) reads: `logs/<job>.log`

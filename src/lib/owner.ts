@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { processAlive, processStartTicks } from '../runtimes/shared/exec.js';
+import { processAlive, processStartTicks } from './proc.js';
 
 /**
  * Which process runs a job: `host:pid:start-ticks`. The start time tells a live owner from

@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
-import type { Boxcar } from '../boxcar.js';
-import { executeJob, type ExecuteOptions, type ExecuteResult } from '../jobs/execute.js';
-import { currentOwner } from '../jobs/owner.js';
+import { executeJob, type ExecuteDeps, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { currentOwner } from '../lib/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { decide, requireRunnable } from '../policy/decide.js';
-import type { Decision } from '../policy/decision.js';
+import { decide, requireRunnable, type DecideDeps } from './decide.js';
+import type { Decision } from '../jobs/decision.js';
 import type { HealthOverride } from '../policy/health.js';
 import { trustFromSpec } from '../policy/route.js';
 import { OPERATOR_CEILING, type TrustClaims, type TrustInputs } from '../policy/trust.js';
@@ -44,7 +43,7 @@ export function localClaims(spec: JobSpec): TrustClaims {
 
 /** Routes a job of the operator's on this node: `localClaims` unless `trust` is given. */
 export function decideLocally(
-  box: Boxcar,
+  box: DecideDeps,
   jobId: string,
   spec: JobSpec,
   opts: { trust?: TrustClaims; overrides?: HealthOverride[] } = {},
@@ -57,7 +56,11 @@ export function decideLocally(
  * The chosen runtime is made ready first (a warm thread for WASM), as a serving node is before
  * it takes a job, so `startupMs` measures the job and not the node's own start.
  */
-export async function runLocalJob(box: Boxcar, spec: JobSpec, opts: ExecuteOptions): Promise<ExecuteResult> {
+export async function runLocalJob(
+  box: ExecuteDeps & DecideDeps,
+  spec: JobSpec,
+  opts: ExecuteOptions,
+): Promise<ExecuteResult> {
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);
@@ -71,24 +74,4 @@ export async function runLocalJob(box: Boxcar, spec: JobSpec, opts: ExecuteOptio
     owner: currentOwner(),
   });
   return executeJob(box, job, opts);
-}
-
-/** Turns SIGINT/SIGTERM/SIGHUP into a cancel of the running job(s), so the sandbox is always cleaned up. */
-export function cancelOnSignals(): { signal: AbortSignal; dispose: () => void } {
-  const ac = new AbortController();
-  const handler = (sig: NodeJS.Signals) => {
-    if (!ac.signal.aborted) process.stderr.write(`\nboxcar: ${sig}: stopping the job and cleaning up…\n`);
-    ac.abort();
-  };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
-  process.on('SIGHUP', handler);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      process.off('SIGINT', handler);
-      process.off('SIGTERM', handler);
-      process.off('SIGHUP', handler);
-    },
-  };
 }

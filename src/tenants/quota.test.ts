@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseYaml } from '../config/yaml.js';
+import { parseYaml } from '../lib/yaml.js';
 import { JobSpec } from '../jobs/spec.js';
 import { admit, hardLimits, ResourceQuota, ZERO_USAGE } from './quota.js';
 

@@ -1,17 +1,16 @@
-import type { Boxcar } from '../boxcar.js';
 import { jobCostDollars } from '../cost/model.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../lib/errors.js';
 import type { JobRecord } from '../store/store.js';
-import { storeOutput } from './execute.js';
-import { ownerAlive } from './owner.js';
-import { finalState } from './states.js';
+import { storeOutput, type ExecuteDeps } from './execute.js';
+import { ownerAlive } from '../lib/owner.js';
+import { finalState } from '../jobs/states.js';
 
 /**
  * Gives every job whose owning boxcar process died (kill -9, power loss) its final status, so
  * that no accepted job stays "running" forever. A sandbox that already exited reports its real
  * exit code; one still running has lost the process that was to report it and is stopped.
  */
-type ReconcileDeps = Pick<Boxcar, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
+type ReconcileDeps = Pick<ExecuteDeps, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
 
 export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]> {
   const { store, logger } = deps;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { formatBytes, parseBytes, parseCpuMillis, type Parsed } from '../jobs/quantity.js';
+import { formatBytes, parseBytes, parseCpuMillis, type Parsed } from '../lib/quantity.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { Usage } from '../store/store.js';
 

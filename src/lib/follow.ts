@@ -1,7 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import type { OutputChunk } from '../runtime.js';
 import { ChangeWatcher } from './watch.js';
 
 /**
@@ -10,6 +9,12 @@ import { ChangeWatcher } from './watch.js';
  * writes, raw bytes (WASM jobs write their output straight to the file), or a microVM agent's
  * frames. A decoder keeps partial records across reads.
  */
+/** A piece of a job's output, from one of its streams. */
+export interface OutputChunk {
+  stream: 'stdout' | 'stderr';
+  text: string;
+}
+
 export interface LogDecoder {
   push(bytes: Buffer): OutputChunk[];
 }

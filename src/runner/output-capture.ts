@@ -1,4 +1,4 @@
-import type { OutputChunk } from '../runtimes/runtime.js';
+import type { OutputChunk } from '../lib/follow.js';
 
 /**
  * Keeps the first `limitBytes` of a job's combined output for its result (the full, size-capped

@@ -1,19 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import type { StatePaths } from '../config/paths.js';
+import type { StatePaths } from '../lib/state-paths.js';
 import { jobCostDollars, type Prices } from '../cost/model.js';
-import { errorMessage, UserError } from '../errors.js';
+import { errorMessage, UserError } from '../lib/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import { resolveImage } from '../images/resolve.js';
 import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
-import type { ExitStatus, OutputChunk, Runtime, TaskHandle } from '../runtimes/runtime.js';
+import type { ExitStatus, Runtime } from '../runtimes/runtime.js';
+import type { OutputChunk } from '../lib/follow.js';
+import { newHandle, type TaskHandle } from '../jobs/handle.js';
 import { IllegalTransition, type JobRecord, type Store } from '../store/store.js';
 import { OutputMasker } from '../tenants/masking.js';
 import type { Secrets } from '../tenants/secrets.js';
 import { jobLogPath, JobLogWriter } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
-import { finalState } from './states.js';
+import { finalState } from '../jobs/states.js';
 
 /**
  * Runs one accepted job through its runtime driver, from `queued` to a terminal state. Each
@@ -80,13 +82,12 @@ export async function executeJob(
     driver = deps.runtimes.get(job.runtime);
     const image = await resolveImage(deps.images, job.spec.image);
     const sandboxId = randomUUID();
-    handle = {
+    handle = newHandle({
       runtime: job.runtime,
       jobId: job.id,
       sandboxId,
       logPath: sandboxLogPath(deps.paths, sandboxId),
-      state: {},
-    };
+    });
     await store.saveHandle(job.id, handle);
     secrets = await deps.secrets.forJob(job);
     handle = await driver.prepare({

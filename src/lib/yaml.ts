@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, isMap, type Document } from 'yaml';
 import type { z } from 'zod';
-import { UserError } from '../errors.js';
-import { describeIssue, yamlPath } from '../jobs/validation.js';
+import { UserError } from './errors.js';
+import { describeIssue, yamlPath } from './validation.js';
 
 /**
  * Loads a YAML file and validates it with a schema; every problem is reported as

@@ -39,7 +39,7 @@ export function jobResultJson(r: ResultSource, output: string): JobResultJson {
     output,
     error: r.error,
     // MicroVM jobs: which VMM and accelerator, restored or booted, and how long that took.
-    ...(r.handle?.state.vm ? { vm: r.handle.state.vm } : {}),
+    ...(r.handle?.attributes.vm ? { vm: r.handle.attributes.vm } : {}),
   };
 }
 

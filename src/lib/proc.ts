@@ -1,0 +1,69 @@
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+
+/**
+ * Everything Boxcar reads of processes and memory from /proc, in one place: whether a process
+ * lives, when it started, its footprint, and the host's and a process's memory in bytes.
+ */
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+/** `/proc/PID/stat`'s fields after the command name (which may hold spaces), or undefined if gone. */
+function statFields(text: string): string[] {
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+function readIfAlive(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Whether a process is alive. A zombie counts as dead: monitors we start are reparented to
+ * init, which may be slow to reap them.
+ */
+export function processAlive(pid: number): boolean {
+  const stat = readIfAlive(`/proc/${pid}/stat`);
+  return stat !== undefined && statFields(stat)[0] !== 'Z';
+}
+
+/** The start time of a process in clock ticks since boot: tells a pid from a reused one. */
+export function processStartTicks(pid: number): number | undefined {
+  const stat = readIfAlive(`/proc/${pid}/stat`);
+  return stat === undefined ? undefined : Number(statFields(stat)[19]);
+}
+
+export interface Footprint {
+  rssBytes: number;
+  peakRssBytes: number;
+  cpuNs: number;
+}
+
+/** A process's resident memory now and at its peak, and the CPU it used; undefined once it is gone. */
+export async function processFootprint(pid: number): Promise<Footprint | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const fields = statFields(await readFile(`/proc/${pid}/stat`, 'utf8'));
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    return {
+      rssBytes: kBField(status, 'VmRSS'),
+      peakRssBytes: kBField(status, 'VmHWM'),
+      cpuNs: (ticks * 1e9) / CLOCK_TICKS,
+    };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+const kBField = (text: string, field: string): number =>
+  Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+
+/** What the host could still give: the drop across a run is everything the run holds. */
+export const memAvailable = () => kBField(readFileSync('/proc/meminfo', 'utf8'), 'MemAvailable');
+export const rss = (pid: number) => kBField(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS');
+export const pss = (pid: number) => kBField(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss');

@@ -1,0 +1,81 @@
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { StatePaths } from '../../lib/state-paths.js';
+import type { Logger } from '../../observability/logger.js';
+import { toolVersion, type ToolVersion } from '../shared/fingerprint.js';
+import { createJobDisk } from './disk.js';
+import { FIRECRACKER, FirecrackerVmm } from './firecracker/vmm.js';
+import { ensureGuest, type GuestImage } from './guest/guest.js';
+import { chooseAccel, type AccelChoice } from './qemu/accel.js';
+import { QEMU, QemuVmm } from './qemu/vmm.js';
+import { killVmm } from './vmm-process.js';
+import { vmFiles, type Vmm } from './vmm.js';
+
+/**
+ * What this node runs VMs with, worked out once per process: the guest's kernel and initramfs,
+ * the accelerator (a probe boot decides whether KVM runs guests here: `/dev/kvm` opening is not
+ * proof), and the VMM: Firecracker where it is installed and KVM works, QEMU everywhere else.
+ */
+export interface VmSetup {
+  vmm: Vmm;
+  guest: GuestImage;
+  accel: AccelChoice;
+}
+
+export class VmHost {
+  private setup: Promise<VmSetup> | undefined;
+  private versions: Promise<{ qemu: ToolVersion; fc: ToolVersion }> | undefined;
+
+  constructor(
+    private readonly paths: StatePaths,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The VMMs' versions (or why they cannot run), asked once per process. */
+  tools(): Promise<{ qemu: ToolVersion; fc: ToolVersion }> {
+    this.versions ??= Promise.all([
+      toolVersion(QEMU, ['--version']),
+      toolVersion(FIRECRACKER, ['--version']),
+    ]).then(([qemu, fc]) => ({ qemu, fc }));
+    return this.versions;
+  }
+
+  ready(): Promise<VmSetup> {
+    this.setup ??= (async () => {
+      const guest = await ensureGuest(this.paths.vm);
+      const { qemu, fc } = await this.tools();
+      const accel = await chooseAccel(`${guest.key}:${qemu.ok ? qemu.version : ''}`, () =>
+        this.kvmBoots(guest),
+      );
+      const vmm: Vmm = fc.ok && accel.accel === 'kvm' ? new FirecrackerVmm() : new QemuVmm(accel.accel);
+      return { guest, accel, vmm };
+    })();
+    this.setup.catch(() => (this.setup = undefined)); // a failure is not cached
+    return this.setup;
+  }
+
+  /** Boots the guest once under KVM and waits for its agent's hello. */
+  private async kvmBoots(guest: GuestImage): Promise<boolean> {
+    const files = vmFiles(path.join(this.paths.sandboxes, `kvm-probe-${process.pid}`));
+    await mkdir(files.dir, { recursive: true });
+    let pid: number | undefined;
+    try {
+      await createJobDisk('qcow2', files.disk);
+      const vmm = new QemuVmm('kvm');
+      pid = await vmm.boot({ shape: { memoryMiB: 256, vcpus: 1 }, files, guest });
+      const channel = await vmm.connectAgent(files);
+      try {
+        await channel.hello(5000);
+        return true;
+      } finally {
+        channel.close();
+      }
+    } catch (err) {
+      this.logger.info({ err }, 'KVM probe: the guest did not boot under KVM');
+      return false;
+    } finally {
+      if (pid !== undefined) await killVmm(pid);
+      await rm(files.dir, { recursive: true, force: true });
+    }
+  }
+}
