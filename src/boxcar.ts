@@ -3,7 +3,7 @@ import path from 'node:path';
 import { loadConfig, type Config } from './config/config.js';
 import { statePaths, type StatePaths } from './lib/state-paths.js';
 import type { Prices } from './cost/model.js';
-import { UserError } from './lib/errors.js';
+import { UserError, errnoCode } from './lib/errors.js';
 import { ImageStore } from './images/image-store.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
@@ -36,7 +36,16 @@ export interface BoxcarOptions {
   store?: string;
 }
 
-export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<Boxcar> {
+/** What a caller may put in place of the host's own parts (tests: the mock runtime). */
+export interface BoxcarParts {
+  runtimes?: (paths: StatePaths) => RuntimeRegistry;
+}
+
+export async function openBoxcar(
+  opts: BoxcarOptions,
+  logger: Logger,
+  parts: BoxcarParts = {},
+): Promise<Boxcar> {
   const config = await loadConfig(opts);
   const policy = await loadPolicy(config.policyFile);
   const paths = statePaths(opts.state);
@@ -47,13 +56,13 @@ export async function openBoxcar(opts: BoxcarOptions, logger: Logger): Promise<B
     await mkdir(paths.logs, { recursive: true, mode: 0o700 });
     await mkdir(paths.sandboxes, { recursive: true, mode: 0o700 });
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     throw new UserError(
       `cannot create the state directory ${paths.root} (${code}); run as root or pass --state DIR`,
     );
   }
   const store = await openStore(opts.store, paths);
-  const runtimes = hostRuntimes(paths, logger, config.microvm.warm_pool);
+  const runtimes = parts.runtimes?.(paths) ?? hostRuntimes(paths, logger, config.microvm.warm_pool);
   return {
     paths,
     store,

@@ -16,16 +16,6 @@ import type { Delivery, JobRecord } from '../store/store.js';
 import { pipelineSpecFor } from '../tenants/limits.js';
 import { tenantForRepository, tenantSettings } from '../tenants/tenant-config.js';
 
-/**
- * GitHub webhook intake. The body is authenticated by its `X-Hub-Signature-256` HMAC (checked
- * in constant time, before anything in it is read); a bad or missing signature queues nothing.
- * A pull request opened, reopened or pushed to is remembered by its `X-GitHub-Delivery` id (a
- * replay of the same delivery is a no-op for as long as deliveries are kept) and answered at
- * once; a worker then fetches the repository's `.boxcar.yml` at the head commit, off the
- * request path, a few at a time and with a timeout, cancels the jobs of the pull request's
- * earlier pushes, and queues the file's jobs with the trust the classifier gives the payload
- * (a fork's code is untrusted whatever its job file says), for the tenant the repository maps to.
- */
 export const JOB_FILE = '.boxcar.yml';
 const RUN_ON = ['opened', 'reopened', 'synchronize'];
 /** GitHub retries a delivery for up to three days; a week covers it and manual redeliveries. */
@@ -234,6 +224,16 @@ export class DeliveryWorker {
   }
 }
 
+/**
+ * GitHub webhook intake. The body is authenticated by its `X-Hub-Signature-256` HMAC (checked
+ * in constant time, before anything in it is read); a bad or missing signature queues nothing.
+ * A pull request opened, reopened or pushed to is remembered by its `X-GitHub-Delivery` id (a
+ * replay of the same delivery is a no-op for as long as deliveries are kept) and answered at
+ * once; a worker then fetches the repository's `.boxcar.yml` at the head commit, off the
+ * request path, a few at a time and with a timeout, cancels the jobs of the pull request's
+ * earlier pushes, and queues the file's jobs with the trust the classifier gives the payload
+ * (a fork's code is untrusted whatever its job file says), for the tenant the repository maps to.
+ */
 export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, worker: DeliveryWorker): void {
   app.register(
     async (hooks) => {

@@ -1,3 +1,11 @@
+/**
+ * A job's output from its stored log (masked, CRI format): all of it so far, or followed live
+ * as Server-Sent Events (`data:` one chunk as JSON `{stream, text}`; `event: end` with the
+ * finished job). A stream waits for a slow client instead of buffering for it, so a client
+ * that never reads holds at most one read of the log in this process. Logs live on the node
+ * that ran the job.
+ */
+
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Boxcar } from '../boxcar.js';
@@ -7,13 +15,6 @@ import type { Scheduler } from '../scheduler/scheduler.js';
 import type { JobRecord } from '../store/store.js';
 import { jobView } from './job-view.js';
 
-/**
- * A job's output from its stored log (masked, CRI format): all of it so far, or followed live
- * as Server-Sent Events (`data:` one chunk as JSON `{stream, text}`; `event: end` with the
- * finished job). A stream waits for a slow client instead of buffering for it, so a client
- * that never reads holds at most one read of the log in this process. Logs live on the node
- * that ran the job.
- */
 export async function readLogs(box: Boxcar, job: JobRecord): Promise<string> {
   let text = '';
   for await (const chunk of readJobLog(jobLogPath(box.paths, job.id), {

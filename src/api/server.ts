@@ -6,7 +6,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import type { Boxcar } from '../boxcar.js';
-import { UserError } from '../lib/errors.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import { parseYaml } from '../lib/yaml.js';
 import { parseDurationMs } from '../lib/quantity.js';
 import { isTerminal, JOB_STATES, type JobState } from '../jobs/states.js';
@@ -22,13 +22,6 @@ import { jobView } from './job-view.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
 
-/**
- * The HTTP API of a serving node. Every /v1 route needs a token; a tenant sees and cancels
- * only its own jobs (another tenant's job is a 404, as if it did not exist), and the node's
- * metrics and status need an operator's token. Bad input gets a 4xx naming the field; nothing
- * a client sends can take the server down, and a failure of the server's own says no more than
- * a reference to its log. Authenticated requests that are refused go to the audit trail.
- */
 const BODY_LIMIT = 1024 * 1024;
 const MAX_WAIT_MS = 10 * 60_000;
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
@@ -73,6 +66,13 @@ function requireOperator(token: ApiToken): void {
     throw new HttpError(403, 'this needs an operator’s token (`boxcar token create --operator`)');
 }
 
+/**
+ * The HTTP API of a serving node. Every /v1 route needs a token; a tenant sees and cancels
+ * only its own jobs (another tenant's job is a 404, as if it did not exist), and the node's
+ * metrics and status need an operator's token. Bad input gets a 4xx naming the field; nothing
+ * a client sends can take the server down, and a failure of the server's own says no more than
+ * a reference to its log. Authenticated requests that are refused go to the audit trail.
+ */
 export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: DeliveryWorker): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false });
   app.decorateRequest('token', undefined);
@@ -84,7 +84,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
     try {
       done(null, JSON.parse(body as string));
     } catch (err) {
-      done(new HttpError(400, `the body is not valid JSON: ${(err as Error).message}`), undefined);
+      done(new HttpError(400, `the body is not valid JSON: ${errorMessage(err)}`), undefined);
     }
   });
 

@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { ApiToken, Store } from '../store/store.js';
 
+const PREFIX = 'bxc_';
+
 /**
  * API tokens: 32 random bytes, shown once; the store keeps only their SHA-256, so a leaked
  * database does not leak credentials. Looking a token up by its hash needs no constant-time
  * compare: the hash of a guess reveals nothing about the stored ones.
  */
-const PREFIX = 'bxc_';
-
 export function newToken(): string {
   return `${PREFIX}${randomBytes(32).toString('base64url')}`;
 }

@@ -4,10 +4,6 @@ import { UserError, errorMessage } from '../lib/errors.js';
 import { isTerminal } from '../jobs/states.js';
 import type { OutputChunk } from '../lib/follow.js';
 
-/**
- * The CLI's side of the HTTP API: `--server` and `--token` (or BOXCAR_SERVER, BOXCAR_TOKEN),
- * and the server's errors turned into one-line user errors.
- */
 export interface ServerFlags {
   server?: string;
   token?: string;
@@ -19,6 +15,10 @@ export function addServerFlags(cmd: Command): Command {
     .option('--token <token>', 'your API token (or BOXCAR_TOKEN)');
 }
 
+/**
+ * The CLI's side of the HTTP API: `--server` and `--token` (or BOXCAR_SERVER, BOXCAR_TOKEN),
+ * and the server's errors turned into one-line user errors.
+ */
 export class ApiClient {
   private constructor(
     private readonly base: string,

@@ -9,10 +9,6 @@ import { hardLimits, ResourceQuota, type Hard } from '../tenants/quota.js';
 import { TenantName, TenantsConfig } from '../tenants/tenant-config.js';
 import { loadYamlFile } from '../lib/yaml.js';
 
-/**
- * The operator's config file (`--config`, BOXCAR_CONFIG, or /etc/boxcar/config.yaml when it
- * exists). Everything in it is optional; flags override it.
- */
 export const SYSTEM_CONFIG = '/etc/boxcar/config.yaml';
 
 const Scheduler = z.strictObject({
@@ -104,10 +100,20 @@ export interface Config {
   webhooks: { github: { secret?: string; tenant: string; repositories: Record<string, string> } };
 }
 
+/**
+ * The operator's config file (`--config`, BOXCAR_CONFIG, or /etc/boxcar/config.yaml when it
+ * exists). Everything in it is optional; flags override it.
+ */
 export async function loadConfig(opts: { config?: string; policy?: string }): Promise<Config> {
   const file =
     opts.config ?? process.env.BOXCAR_CONFIG ?? (existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
-  const c = file ? await loadYamlFile(file, ConfigFile) : ConfigFile.parse({});
+  // An empty file (or one of comments only) is a config that sets nothing.
+  const c = file
+    ? await loadYamlFile(
+        file,
+        z.preprocess((v) => v ?? {}, ConfigFile),
+      )
+    : ConfigFile.parse({});
   return {
     quotas: c.quotas.map(hardLimits),
     tenants: c.tenants,

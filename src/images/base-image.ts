@@ -1,17 +1,13 @@
-import { chmod, copyFile, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from '../lib/exec.js';
 import { sha256File } from '../lib/digest.js';
-import { writeFileAtomic } from '../lib/fs-util.js';
+import { writeFileAtomic, readJsonCache } from '../lib/fs-util.js';
 import { BASE_IMAGE_REF } from './image.js';
 import type { ImageStore } from './image-store.js';
 import { ensureLocalImage, type LocalImageRecipe, type LocalImageResult } from './local-image.js';
+import { errorMessage } from '../lib/errors.js';
 
-/**
- * The built-in image: Debian's static busybox, every applet linked, and the directories jobs
- * mount over. Built locally and deterministically (sorted tar, fixed times and owners), keyed by
- * the busybox binary's digest, so building again is a no-op and two nodes get the same digest.
- */
 const BUILDER_VERSION = '2';
 
 export const BUSYBOX = '/bin/busybox';
@@ -27,24 +23,24 @@ async function inputKey(store: ImageStore, busybox: string): Promise<string> {
     st = await stat(busybox);
   } catch (err) {
     throw new Error(
-      `the built-in image needs ${busybox}: install the Debian package busybox-static (${(err as Error).message})`,
+      `the built-in image needs ${busybox}: install the Debian package busybox-static (${errorMessage(err)})`,
       { cause: err },
     );
   }
   const identity = `${busybox}:${st.ino}:${st.size}:${st.mtimeMs}`;
   const stampFile = store.metaPath('base-input.json');
-  try {
-    const stamp = JSON.parse(await readFile(stampFile, 'utf8')) as { identity: string; key: string };
-    if (stamp.identity === identity) return stamp.key;
-  } catch (err) {
-    // Missing or unreadable stamp: recompute below.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
-  }
+  const stamp = await readJsonCache<{ identity: string; key: string }>(stampFile);
+  if (stamp?.identity === identity) return stamp.key;
   const key = `${await sha256File(busybox)}+builder${BUILDER_VERSION}`;
   await writeFileAtomic(stampFile, JSON.stringify({ identity, key }));
   return key;
 }
 
+/**
+ * The built-in image: Debian's static busybox, every applet linked, and the directories jobs
+ * mount over. Built locally and deterministically (sorted tar, fixed times and owners), keyed by
+ * the busybox binary's digest, so building again is a no-op and two nodes get the same digest.
+ */
 export async function ensureBaseImage(store: ImageStore, busybox = BUSYBOX): Promise<LocalImageResult> {
   return ensureLocalImage(store, await baseImageRecipe(store, busybox));
 }

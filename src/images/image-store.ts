@@ -8,12 +8,6 @@ import { digestHex, sha256, sha256File } from '../lib/digest.js';
 import { withLock, writeFileAtomic } from '../lib/fs-util.js';
 import type { ImageConfig, ResolvedImage } from './image.js';
 
-/**
- * Content-addressed image storage laid out as an OCI image layout (so skopeo and umoci can read
- * it): blobs by digest, `index.json` naming manifests by `org.opencontainers.image.ref.name`.
- * Unpacked root filesystems are kept beside it, one per manifest digest, written once, then
- * shared read-only by every job of that image. Registry pulls add blobs through `putBlob*`.
- */
 export const MEDIA = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
   config: 'application/vnd.oci.image.config.v1+json',
@@ -57,6 +51,12 @@ export function normalizeRef(ref: string): string {
   return ref.includes('@') || ref.slice(lastSlash + 1).includes(':') ? ref : `${ref}:latest`;
 }
 
+/**
+ * Content-addressed image storage laid out as an OCI image layout (so skopeo and umoci can read
+ * it): blobs by digest, `index.json` naming manifests by `org.opencontainers.image.ref.name`.
+ * Unpacked root filesystems are kept beside it, one per manifest digest, written once, then
+ * shared read-only by every job of that image. Registry pulls add blobs through `putBlob*`.
+ */
 export class ImageStore {
   private initialized = false;
 

@@ -4,11 +4,6 @@ import { run } from '../lib/exec.js';
 import { withLock } from '../lib/fs-util.js';
 import { type ImageStore, type Manifest, MEDIA } from './image-store.js';
 
-/**
- * Images Boxcar builds itself (the busybox base, the isolation probes): a directory becomes one
- * deterministic layer (sorted tar, fixed times and owners), so the same inputs give the same
- * digest on every node, and an image whose inputs have not changed is never built again.
- */
 export interface LocalImageRecipe {
   ref: string;
   /** Names every input (binaries' digests, builder version): same key, same image, no rebuild. */
@@ -26,6 +21,11 @@ export interface LocalImageResult {
 
 const INPUT_ANNOTATION = 'org.boxcar.local.input';
 
+/**
+ * Images Boxcar builds itself (the busybox base, the isolation probes): a directory becomes one
+ * deterministic layer (sorted tar, fixed times and owners), so the same inputs give the same
+ * digest on every node, and an image whose inputs have not changed is never built again.
+ */
 export async function ensureLocalImage(
   store: ImageStore,
   recipe: LocalImageRecipe,

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { UserError } from '../lib/errors.js';
+import { UserError, errnoCode, errorMessage } from '../lib/errors.js';
 import { ensureBaseImage } from './base-image.js';
 import { isWasmModule } from '../jobs/spec.js';
 import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
@@ -15,7 +15,7 @@ async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImag
     bytes = await readFile(file);
   } catch (err) {
     throw new UserError(
-      `cannot read the WASM module ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); check the --image path`,
+      `cannot read the WASM module ${file} (${errnoCode(err) ?? errorMessage(err)}); check the --image path`,
     );
   }
   await store.init();

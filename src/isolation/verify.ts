@@ -9,18 +9,13 @@ import { executeJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner } from '../lib/owner.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 import { sleep } from '../lib/exec.js';
+import { errorMessage, ifExistsSync } from '../lib/errors.js';
 import { leaseFor } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
 import type { Capabilities } from '../runtimes/runtime.js';
 import { ensureWasiProbe } from './wasi-probe-module.js';
 import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
 
-/**
- * Attack probes run inside real jobs, per runtime: every one must come back blocked. Section
- * 8.1 of the seed: no escape to the host, no access to other jobs' resources, no access to the
- * internal network, the syscall filter stops malicious calls. Probes only ever aim at the job
- * itself, at files and servers this verifier creates on loopback, or at a victim job it starts.
- */
 export type Verdict = 'blocked' | 'ESCAPED' | 'error';
 
 export interface ProbeResult {
@@ -365,12 +360,11 @@ async function containerForkBomb(box: Boxcar, runtime: RuntimeName, image: strin
       const [job] = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 1 });
       const dir = job?.handle ? `/sys/fs/cgroup/pids/boxcar/${job.handle.sandboxId}` : undefined;
       if (dir && existsSync(dir)) {
-        try {
-          peakPids = Math.max(peakPids, Number(readFileSync(`${dir}/pids.current`, 'utf8')));
-          pidsMax = Number(readFileSync(`${dir}/pids.max`, 'utf8'));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // the job just ended
-        }
+        // Either read may find the job just ended.
+        const current = ifExistsSync(() => readFileSync(`${dir}/pids.current`, 'utf8'));
+        const max = ifExistsSync(() => readFileSync(`${dir}/pids.max`, 'utf8'));
+        if (current !== undefined) peakPids = Math.max(peakPids, Number(current));
+        if (max !== undefined) pidsMax = Number(max);
       }
       await sleep(100);
     }
@@ -481,6 +475,12 @@ async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResul
   }
 }
 
+/**
+ * Attack probes run inside real jobs, per runtime: every one must come back blocked. Section
+ * 8.1 of the seed: no escape to the host, no access to other jobs' resources, no access to the
+ * internal network, the syscall filter stops malicious calls. Probes only ever aim at the job
+ * itself, at files and servers this verifier creates on loopback, or at a victim job it starts.
+ */
 export async function verifyIsolation(
   box: Boxcar,
   runtimes: RuntimeName[],
@@ -498,7 +498,7 @@ export async function verifyIsolation(
       try {
         results = await group(box, runtime, image);
       } catch (err) {
-        results = [{ probe: group.name, runtime, verdict: 'error', detail: (err as Error).message }];
+        results = [{ probe: group.name, runtime, verdict: 'error', detail: errorMessage(err) }];
       }
       for (const r of results) onResult?.(r);
       all.push(...results);

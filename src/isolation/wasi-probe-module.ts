@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { UserError } from '../lib/errors.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import { sha256 } from '../lib/digest.js';
 import type { ImageStore } from '../images/image-store.js';
 import { run } from '../lib/exec.js';
@@ -20,7 +20,7 @@ export async function ensureWasiProbe(store: ImageStore): Promise<string> {
     });
   } catch (err) {
     throw new UserError(
-      `verify-isolation builds its WASI probe with clang (${(err as Error).message}); install the Debian packages clang, lld, wasi-libc and libclang-rt-14-dev-wasm32`,
+      `verify-isolation builds its WASI probe with clang (${errorMessage(err)}); install the Debian packages clang, lld, wasi-libc and libclang-rt-14-dev-wasm32`,
     );
   }
   return out;

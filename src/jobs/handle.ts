@@ -1,12 +1,6 @@
 import { z } from 'zod';
 import { RuntimeName } from './spec.js';
 
-/**
- * A job's sandbox as the store keeps it (after Nomad's TaskHandle): enough for the driver that
- * made it to find the sandbox again after any crash. The handle is versioned, because handles
- * outlive the Boxcar that wrote them in the store. Its `driverState` belongs to that driver
- * alone, which reads it back through its own schema; everyone else reads `attributes`.
- */
 export const HANDLE_VERSION = 2;
 
 /** What a driver tells the rest of Boxcar about a sandbox. */
@@ -26,6 +20,12 @@ export interface VmAttributes {
   fromWarmPool?: boolean;
 }
 
+/**
+ * A job's sandbox as the store keeps it (after Nomad's TaskHandle): enough for the driver that
+ * made it to find the sandbox again after any crash. The handle is versioned, because handles
+ * outlive the Boxcar that wrote them in the store. Its `driverState` belongs to that driver
+ * alone, which reads it back through its own schema; everyone else reads `attributes`.
+ */
 export interface TaskHandle {
   version: typeof HANDLE_VERSION;
   runtime: RuntimeName;

@@ -22,3 +22,28 @@ export function withContext(what: string, err: unknown): Error {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** The errno code of a failed system call (`ENOENT`, `EEXIST`…), if the error is one. */
+export function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
+}
+
+/** What `read` gives, or undefined when the file is not there; any other failure is thrown. */
+export async function ifExists<T>(read: Promise<T>): Promise<T | undefined> {
+  try {
+    return await read;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** `ifExists` for synchronous reads. */
+export function ifExistsSync<T>(read: () => T): T | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}

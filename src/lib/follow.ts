@@ -1,14 +1,9 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { ifExists } from './errors.js';
 import { ChangeWatcher } from './watch.js';
 
-/**
- * Reads a job's log file from the start, optionally following it until `isDone()` and no more
- * data. How its bytes become output is the decoder's business: the "k8s-file" format conmon
- * writes, raw bytes (WASM jobs write their output straight to the file), or a microVM agent's
- * frames. A decoder keeps partial records across reads.
- */
 /** A piece of a job's output, from one of its streams. */
 export interface OutputChunk {
   stream: 'stdout' | 'stderr';
@@ -78,6 +73,12 @@ const IDLE_POLL_MS = 250;
 const SIGNALLED_POLL_MS = 5000;
 const READ_BYTES = 64 * 1024;
 
+/**
+ * Reads a job's log file from the start, optionally following it until `isDone()` and no more
+ * data. How its bytes become output is the decoder's business: the "k8s-file" format conmon
+ * writes, raw bytes (WASM jobs write their output straight to the file), or a microVM agent's
+ * frames. A decoder keeps partial records across reads.
+ */
 export async function* followFile(
   file: string,
   makeDecoder: () => LogDecoder,
@@ -93,15 +94,13 @@ export async function* followFile(
     for (;;) {
       if (opts.signal?.aborted) return;
       if (!fh) {
-        try {
-          // Arm the watch before opening, so a write between the two is not missed.
-          const armed = opts.follow ? new ChangeWatcher(file) : undefined;
-          fh = await open(file, 'r');
+        // Arm the watch before opening, so a write between the two is not missed.
+        const armed = opts.follow ? new ChangeWatcher(file) : undefined;
+        fh = await ifExists(open(file, 'r'));
+        if (fh) {
           changes?.close();
           changes = armed;
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        }
+        } else armed?.close();
       }
       if (fh) {
         const size = (await fh.stat()).size;

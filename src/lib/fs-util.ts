@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { open, rename, rm, mkdir, stat } from 'node:fs/promises';
+import { open, readFile, rename, rm, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { errnoCode, ifExists } from './errors.js';
 
 /** Writes a file so readers see the old or the new content, never half of it. */
 export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
@@ -29,12 +30,9 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, staleM
       await fh.close();
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      try {
-        if (Date.now() - (await stat(lockFile)).mtimeMs > staleMs) await rm(lockFile, { force: true });
-      } catch (statErr) {
-        if ((statErr as NodeJS.ErrnoException).code !== 'ENOENT') throw statErr;
-      }
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      const held = await ifExists(stat(lockFile));
+      if (held && Date.now() - held.mtimeMs > staleMs) await rm(lockFile, { force: true });
       if (Date.now() > deadline) throw new Error(`timed out waiting for lock ${lockFile}`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -43,5 +41,16 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, staleM
     return await fn();
   } finally {
     await rm(lockFile, { force: true });
+  }
+}
+
+/** A JSON file this process may have written earlier; undefined when it is missing or damaged. */
+export async function readJsonCache<T>(file: string): Promise<T | undefined> {
+  const text = await ifExists(readFile(file, 'utf8'));
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return undefined; // damaged (a write cut short): recomputed by the caller
   }
 }

@@ -1,10 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-
 /**
  * Everything Boxcar reads of processes and memory from /proc, in one place: whether a process
  * lives, when it started, its footprint, and the host's and a process's memory in bytes.
  */
+
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { ifExists, errnoCode } from './errors.js';
+
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 /** `/proc/PID/stat`'s fields after the command name (which may hold spaces), or undefined if gone. */
@@ -16,7 +18,7 @@ function readIfAlive(file: string): string | undefined {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;
     throw err;
   }
@@ -45,19 +47,16 @@ export interface Footprint {
 
 /** A process's resident memory now and at its peak, and the CPU it used; undefined once it is gone. */
 export async function processFootprint(pid: number): Promise<Footprint | undefined> {
-  try {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8');
-    const fields = statFields(await readFile(`/proc/${pid}/stat`, 'utf8'));
-    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
-    return {
-      rssBytes: kBField(status, 'VmRSS'),
-      peakRssBytes: kBField(status, 'VmHWM'),
-      cpuNs: (ticks * 1e9) / CLOCK_TICKS,
-    };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const status = await ifExists(readFile(`/proc/${pid}/status`, 'utf8'));
+  const stat = await ifExists(readFile(`/proc/${pid}/stat`, 'utf8'));
+  if (status === undefined || stat === undefined) return undefined;
+  const fields = statFields(stat);
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+  return {
+    rssBytes: kBField(status, 'VmRSS'),
+    peakRssBytes: kBField(status, 'VmHWM'),
+    cpuNs: (ticks * 1e9) / CLOCK_TICKS,
+  };
 }
 
 const kBField = (text: string, field: string): number =>

@@ -2,6 +2,7 @@
  * Kubernetes quantity and duration parsing. Every parser returns either a value or a
  * message saying what a valid value looks like, so the schema can name field and fix.
  */
+
 export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
 
 const BINARY: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 };

@@ -1,11 +1,12 @@
-import { z } from 'zod';
-import { UserError } from './errors.js';
-import type { Parsed } from './quantity.js';
-
 /**
  * Shared glue between zod schemas and one-line user errors: every message names the field
  * (in the caller's vocabulary: a YAML path or a CLI flag) and says what would be accepted.
  */
+
+import { z } from 'zod';
+import { UserError } from './errors.js';
+import type { Parsed } from './quantity.js';
+
 export type FieldNamer = (path: ReadonlyArray<PropertyKey>) => string;
 
 export const yamlPath: FieldNamer = (path) =>

@@ -1,4 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
+import { ifExistsSync } from './errors.js';
 
 /**
  * Waits for something to change in a directory or file (inotify). Arm it *before* checking
@@ -11,13 +12,9 @@ export class ChangeWatcher {
   private wake: (() => void) | undefined;
 
   constructor(target: string) {
-    try {
-      this.watcher = watch(target, { persistent: false }, () => this.fire());
-      this.watcher.on('error', () => this.fire()); // a vanished target is a change: re-check
-    } catch (err) {
-      // A target that does not exist yet is waited for by the timeout alone.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    // A target that does not exist yet is waited for by the timeout alone.
+    this.watcher = ifExistsSync(() => watch(target, { persistent: false }, () => this.fire()));
+    this.watcher?.on('error', () => this.fire()); // a vanished target is a change: re-check
   }
 
   private fire(): void {

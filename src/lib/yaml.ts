@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, isMap, type Document } from 'yaml';
 import type { z } from 'zod';
-import { UserError } from './errors.js';
+import { UserError, errnoCode, errorMessage } from './errors.js';
 import { describeIssue, yamlPath } from './validation.js';
 
 /**
@@ -13,9 +13,9 @@ export async function loadYamlFile<S extends z.ZodType>(file: string, schema: S)
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     throw new UserError(
-      `cannot read ${file} (${code ?? (err as Error).message}); check the path and its permissions`,
+      `cannot read ${file} (${code ?? errorMessage(err)}); check the path and its permissions`,
     );
   }
   return parseYaml(text, file, schema);

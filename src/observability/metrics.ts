@@ -1,12 +1,13 @@
+/**
+ * The node's Prometheus metrics: the seed's scheduler_* names (7.1), Boxcar's own boxcar_*,
+ * and the Node.js process defaults. Figures are observed once per finished job.
+ */
+
 import client from 'prom-client';
 import { isTerminal } from '../jobs/states.js';
 import type { VmAttributes } from '../jobs/handle.js';
 import type { JobRecord } from '../store/store.js';
 
-/**
- * The node's Prometheus metrics: the seed's scheduler_* names (7.1), Boxcar's own boxcar_*,
- * and the Node.js process defaults. Figures are observed once per finished job.
- */
 const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry });
 

@@ -1,12 +1,5 @@
 import type { FallbackCondition } from './policy-schema.js';
 
-/**
- * The seed's automatic rollback (9.2) as a circuit breaker per runtime, over a sliding window
- * of recent job starts. `<runtime>_failure_rate` conditions trip it (closed → open); after a
- * cool-down it lets probe jobs through (half-open) and closes once `probes` of them started
- * well, or opens again at the first failure. `<runtime>_available` conditions are live: they
- * send jobs to the fallback for as long as they hold, without tripping anything.
- */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
 export interface BreakerConfig {
@@ -53,6 +46,13 @@ export function conditionsHolding(conditions: FallbackCondition[], health: Healt
     );
 }
 
+/**
+ * The seed's automatic rollback (9.2) as a circuit breaker per runtime, over a sliding window
+ * of recent job starts. `<runtime>_failure_rate` conditions trip it (closed → open); after a
+ * cool-down it lets probe jobs through (half-open) and closes once `probes` of them started
+ * well, or opens again at the first failure. `<runtime>_available` conditions are live: they
+ * send jobs to the fallback for as long as they hold, without tripping anything.
+ */
 export class Breaker {
   private readonly outcomes: boolean[] = [];
   private failures = 0;

@@ -5,17 +5,17 @@ import { Breaker, conditionsHolding, type BreakerConfig } from './breaker.js';
 import type { RoutingPolicy } from './policy-schema.js';
 import type { RuntimeView, RuntimeViews } from './route.js';
 
-/**
- * What the router knows about each runtime: its fingerprint on this node and a breaker fed by
- * real job starts. Built from the store's recent history, so a fresh `boxcar` process decides
- * as a long-running one would; a server feeds it live with `record`.
- */
 export interface HealthOverride {
   runtime: RuntimeName;
   metric: 'failure_rate' | 'available';
   value: number;
 }
 
+/**
+ * What the router knows about each runtime: its fingerprint on this node and a breaker fed by
+ * real job starts. Built from the store's recent history, so a fresh `boxcar` process decides
+ * as a long-running one would; a server feeds it live with `record`.
+ */
 export class RuntimeHealthBook {
   private readonly breakers = new Map<RuntimeName, Breaker>();
 

@@ -3,11 +3,6 @@ import { parseDurationMs } from '../lib/quantity.js';
 import { RUNTIME_NAMES, RuntimeName, SOURCES } from '../jobs/spec.js';
 import { parsedField } from '../lib/validation.js';
 
-/**
- * The routing policy file: the seed's `routing_policy` verbatim (sections 2.2 and 9.2), plus
- * `canary_percent`, a `lightweight` section and the breaker's tuning. Conditions are one-key
- * mappings; fallback conditions are `<runtime>_<metric> <op> <number>` strings.
- */
 export const CONDITION_KEYS = ['source', 'user_group', 'repository', 'image_kind'] as const;
 export type ConditionKey = (typeof CONDITION_KEYS)[number];
 export interface Condition {
@@ -119,6 +114,11 @@ const SandboxRuntime = RuntimeName.refine(
   'untrusted code never runs on runc (a shared kernel); use firecracker, gvisor or wasm',
 );
 
+/**
+ * The routing policy file: the seed's `routing_policy` verbatim (sections 2.2 and 9.2), plus
+ * `canary_percent`, a `lightweight` section and the breaker's tuning. Conditions are one-key
+ * mappings; fallback conditions are `<runtime>_<metric> <op> <number>` strings.
+ */
 export const PolicyFile = z.strictObject({
   routing_policy: z.strictObject({
     /** Absent (as in the seed's section 9.2 excerpt): nothing is trusted. */

@@ -14,11 +14,6 @@ import {
   type TrustInputs,
 } from './trust.js';
 
-/**
- * The routing decision: trust first, then the runtime that trust allows, then the canary
- * split and the health of the primary. Pure: everything it knows about runtimes comes in
- * through `views`, so `policy explain` and the scheduler decide exactly alike.
- */
 export interface RuntimeView {
   /** The driver's fingerprint on this node. */
   usable: boolean;
@@ -69,6 +64,11 @@ export function webhookClaims(spec: JobSpec, classifier: TrustInputs, ceiling: C
   };
 }
 
+/**
+ * The routing decision: trust first, then the runtime that trust allows, then the canary
+ * split and the health of the primary. Pure: everything it knows about runtimes comes in
+ * through `views`, so `policy explain` and the scheduler decide exactly alike.
+ */
 export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeViews): Decision {
   const cls = grantTrust(policy, req.trust);
   const reasons = [...cls.reasons];

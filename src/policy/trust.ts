@@ -1,10 +1,6 @@
 import type { Trust } from '../jobs/decision.js';
 import type { Condition, RoutingPolicy } from './policy-schema.js';
 
-/**
- * Trust, read safely: a job is trusted only when every trusted condition holds; a missing or
- * unknown input is a condition that does not hold. Everything else is untrusted.
- */
 export interface TrustInputs {
   source?: string;
   userGroup?: string;
@@ -77,6 +73,10 @@ export function describeCondition(c: Condition): string {
   return `${c.key}=${c.value}`;
 }
 
+/**
+ * Trust, read safely: a job is trusted only when every trusted condition holds; a missing or
+ * unknown input is a condition that does not hold. Everything else is untrusted.
+ */
 export function classify(policy: RoutingPolicy, inputs: TrustInputs): Classification {
   const evidence = [...inputs.evidence];
   if (!policy.trusted_code) {

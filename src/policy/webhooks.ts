@@ -1,13 +1,14 @@
-import { z } from 'zod';
-import { UserError } from '../lib/errors.js';
-import type { TrustInputs } from './trust.js';
-
 /**
  * Trust inputs from real webhook payloads. GitHub: a pull request is internal only when its
  * head branch lives in the base repository and its author is OWNER, MEMBER or COLLABORATOR.
  * GitLab: a merge request is internal only when its source project is the target project
  * (only people who can push to the project can open such a merge request).
  */
+
+import { z } from 'zod';
+import { UserError } from '../lib/errors.js';
+import type { TrustInputs } from './trust.js';
+
 const TRUSTED_ASSOCIATIONS = ['OWNER', 'MEMBER', 'COLLABORATOR'];
 
 const GitHubPullRequest = z.object({

@@ -17,10 +17,6 @@ import { jobLogPath, JobLogWriter } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
 import { finalState } from '../jobs/states.js';
 
-/**
- * Runs one accepted job through its runtime driver, from `queued` to a terminal state. Each
- * state is written before the step it announces; the sandbox is destroyed whatever happens.
- */
 export interface ExecuteDeps {
   paths: StatePaths;
   store: Store;
@@ -42,6 +38,8 @@ export interface ExecuteOptions {
   onStartDone?: () => void;
   /** Give a job that failed to start back to the queue (serving nodes; not a foreground run). */
   retry?: { maxAttempts: number; backoffMs: (attempts: number) => number };
+  /** How long a stopped job gets between SIGTERM and SIGKILL (default STOP_GRACE_MS). */
+  stopGraceMs?: number;
 }
 
 export interface ExecuteResult {
@@ -58,6 +56,10 @@ function sandboxLogPath(paths: StatePaths, sandboxId: string): string {
   return path.join(paths.sandboxes, `${sandboxId}.log`);
 }
 
+/**
+ * Runs one accepted job through its runtime driver, from `queued` to a terminal state. Each
+ * state is written before the step it announces; the sandbox is destroyed whatever happens.
+ */
 export async function executeJob(
   deps: ExecuteDeps,
   job: JobRecord,
@@ -111,12 +113,14 @@ export async function executeJob(
     }
     await driver.start(handle);
   } catch (err) {
-    log.error({ err }, 'job failed to start');
+    // The job's own input (a missing image or secret) is a UserError, said once in the job's
+    // error; anything else failed in the runtime or the host: what the breaker counts, what is
+    // worth a retry, and what an operator needs the stack of.
+    const infraFailure = !(err instanceof UserError);
+    if (infraFailure) log.error({ err }, 'job failed to start');
+    else log.info({ why: errorMessage(err) }, 'job refused: its own input');
     if (driver && handle) await destroyQuietly(driver, handle, log);
     const why = errorMessage(err);
-    // The job's own input (a missing image or secret) is a UserError; anything else failed in
-    // the runtime or the host: that is what the breaker counts, and what is worth a retry.
-    const infraFailure = !(err instanceof UserError);
     // Only a job whose process never started is run again: nothing of it has run yet.
     const retryable = infraFailure && record.state === 'starting';
     if (retryable && opts.retry && job.attempts + 1 < opts.retry.maxAttempts) {
@@ -186,7 +190,8 @@ export async function superviseJob(
     });
     const remainingMs = Math.max(0, job.spec.timeoutMs - (Date.now() - startedAt));
     let finishedAt = 0;
-    const waiting = waitWithLimits(driver, handle, remainingMs, opts.signal, log).finally(() => {
+    const limits = { timeoutMs: remainingMs, graceMs: opts.stopGraceMs ?? STOP_GRACE_MS };
+    const waiting = waitWithLimits(driver, handle, limits, opts.signal, log).finally(() => {
       finishedAt = Date.now();
       processEnded.abort();
     });
@@ -282,10 +287,10 @@ interface Ended {
 }
 
 /** Waits for the job, stopping it (TERM, then KILL after a grace period) on timeout or cancel. */
-export async function waitWithLimits(
+async function waitWithLimits(
   driver: Runtime,
   handle: TaskHandle,
-  timeoutMs: number,
+  { timeoutMs, graceMs }: { timeoutMs: number; graceMs: number },
   signal: AbortSignal | undefined,
   log: Logger,
 ): Promise<Ended> {
@@ -300,7 +305,7 @@ export async function waitWithLimits(
     driver.stop(handle, 'SIGTERM').catch((err: unknown) => log.warn({ err }, 'SIGTERM failed'));
     killTimer = setTimeout(() => {
       driver.stop(handle, 'SIGKILL').catch((err: unknown) => log.error({ err }, 'SIGKILL failed'));
-    }, STOP_GRACE_MS);
+    }, graceMs);
   };
   const timer = setTimeout(() => stop('timeout'), timeoutMs);
   const onAbort = () => stop('cancel');

@@ -6,12 +6,6 @@ import type { Logger } from '../observability/logger.js';
 import type { OutputChunk } from '../lib/follow.js';
 import { followFile, k8sFileDecoder } from '../lib/follow.js';
 
-/**
- * A job's stored output, the one every reader (API, CLI, log streams) reads: `logs/<job>.log`
- * in the CRI log format Kubernetes and conmon write (`<time> <stream> <F|P> <text>`, P for a
- * partial line), mode 0600, size-capped. Boxcar writes it from the sandbox's own log, with the
- * job's secrets masked; the sandbox's log goes with the sandbox.
- */
 export const JOB_LOG_MAX_BYTES = 16 * 1024 * 1024;
 const FLUSH_BYTES = 64 * 1024;
 
@@ -30,6 +24,12 @@ export function criLines(chunk: OutputChunk, at: Date = new Date()): string {
   return out;
 }
 
+/**
+ * A job's stored output, the one every reader (API, CLI, log streams) reads: `logs/<job>.log`
+ * in the CRI log format Kubernetes and conmon write (`<time> <stream> <F|P> <text>`, P for a
+ * partial line), mode 0600, size-capped. Boxcar writes it from the sandbox's own log, with the
+ * job's secrets masked; the sandbox's log goes with the sandbox.
+ */
 export class JobLogWriter {
   private pending = '';
   private written = 0;

@@ -5,13 +5,13 @@ import { storeOutput, type ExecuteDeps } from './execute.js';
 import { ownerAlive } from '../lib/owner.js';
 import { finalState } from '../jobs/states.js';
 
+type ReconcileDeps = Pick<ExecuteDeps, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
+
 /**
  * Gives every job whose owning boxcar process died (kill -9, power loss) its final status, so
  * that no accepted job stays "running" forever. A sandbox that already exited reports its real
  * exit code; one still running has lost the process that was to report it and is stopped.
  */
-type ReconcileDeps = Pick<ExecuteDeps, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
-
 export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]> {
   const { store, logger } = deps;
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 10_000 });

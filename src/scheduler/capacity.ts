@@ -6,10 +6,6 @@ import { addUsage, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { Usage } from '../store/store.js';
 
-/**
- * What this node can still place: its capacity against the requests of the jobs it holds (as
- * the Kubernetes scheduler places pods by requests), and a per-runtime limit on jobs at once.
- */
 const RESERVED_MEMORY = 2 ** 30; // for the host, Boxcar itself and the jobs' monitors
 
 export interface NodeCapacity {
@@ -24,6 +20,10 @@ export function nodeCapacity(config: SchedulerConfig): NodeCapacity {
   };
 }
 
+/**
+ * What this node can still place: its capacity against the requests of the jobs it holds (as
+ * the Kubernetes scheduler places pods by requests), and a per-runtime limit on jobs at once.
+ */
 export class Placement {
   private held: Usage = ZERO_USAGE;
   private readonly perRuntime = new Map<RuntimeName, number>();

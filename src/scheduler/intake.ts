@@ -11,14 +11,6 @@ import { ceilingOf, tenantSettings } from '../tenants/tenant-config.js';
 import { admit, ZERO_USAGE } from '../tenants/quota.js';
 import type { Placement } from './capacity.js';
 
-/**
- * Accepting a job into the queue of a serving node (API, webhooks). Trust is granted, never
- * claimed: the lowest of the tenant's ceiling, the job's own fields (no default: a job that
- * does not say is untrusted) and, for webhook jobs, the payload's classifier. Then the checks
- * that can fail at once rather than leave a job waiting forever: the tenant's limits and queue
- * cap, a runtime this node can run, the secrets a trusted job names, quotas and capacity. A job
- * that can never fit its quota or a node is recorded with the reason, in `error`, and refused.
- */
 export class JobRefused extends UserError {
   constructor(
     message: string,
@@ -45,6 +37,14 @@ export interface Submission {
   classifier?: TrustInputs;
 }
 
+/**
+ * Accepting a job into the queue of a serving node (API, webhooks). Trust is granted, never
+ * claimed: the lowest of the tenant's ceiling, the job's own fields (no default: a job that
+ * does not say is untrusted) and, for webhook jobs, the payload's classifier. Then the checks
+ * that can fail at once rather than leave a job waiting forever: the tenant's limits and queue
+ * cap, a runtime this node can run, the secrets a trusted job names, quotas and capacity. A job
+ * that can never fit its quota or a node is recorded with the reason, in `error`, and refused.
+ */
 export async function acceptJob(box: Boxcar, placement: Placement, input: Submission): Promise<JobRecord> {
   const { spec } = input;
   const tenant = tenantSettings(box.config.tenants, input.tenant);

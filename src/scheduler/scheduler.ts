@@ -8,17 +8,10 @@ import { currentOwner, ownerAlive } from '../lib/owner.js';
 import { settle } from '../runner/reconcile.js';
 import { IllegalTransition, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
-import { fairOrder } from './fair-order.js';
+import { fairOrder, RecentStarts } from './fair-order.js';
 import { addUsage, admit, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 
-/**
- * A serving node's scheduler: takes queued jobs from the store in fair order, admits them
- * against their tenant's quotas and this node's capacity, claims them with a lease, and runs
- * them. A heartbeat renews the leases and picks up cancel requests. After a crash it re-attaches
- * to its jobs' sandboxes that still run, records the exit of those that ended, and requeues
- * those that never started; a lost node's jobs are requeued once its leases expire.
- */
 const PER_TENANT_WINDOW = 200;
 /**
  * Sandboxes being created at once, per core: starting is CPU-bound (conmon, runc), and a
@@ -38,10 +31,18 @@ export interface SchedulerOptions {
   pollMs?: number;
 }
 
+/**
+ * A serving node's scheduler: takes queued jobs from the store in fair order, admits them
+ * against their tenant's quotas and this node's capacity, claims them with a lease, and runs
+ * them. A heartbeat renews the leases and picks up cancel requests. After a crash it re-attaches
+ * to its jobs' sandboxes that still run, records the exit of those that ended, and requeues
+ * those that never started; a lost node's jobs are requeued once its leases expire.
+ */
 export class Scheduler {
   readonly owner = currentOwner();
   readonly placement: Placement;
   private readonly active = new Map<string, Active>();
+  private readonly served = new RecentStarts();
   private starting = 0;
   private readonly maxStarting = os.availableParallelism() * STARTS_PER_CORE;
   /** Emits a job's id when this node sees it change (ended, cancelled). */
@@ -152,7 +153,7 @@ export class Scheduler {
     const usage = await store.admittedUsage();
     const admitted = new Map([...usage].map(([tenant, u]) => [tenant, u.pods]));
     const weight = (tenant: string) => tenantSettings(config.tenants, tenant).weight;
-    for (const job of fairOrder(queued, admitted, weight)) {
+    for (const job of fairOrder(queued, { admitted, served: this.served.snapshot(), weight })) {
       if (this.stopping || this.starting >= this.maxStarting) return;
       const used = usage.get(job.tenant) ?? ZERO_USAGE;
       const quota = admit(config.quotas, job.tenant, used, job.spec);
@@ -171,6 +172,7 @@ export class Scheduler {
       const claimed = await store.claim(job.id, this.owner, Date.now() + this.leaseMs);
       if (!claimed) continue; // another node took it, or it was cancelled
       usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
+      this.served.started(job.tenant);
       this.starting++;
       let startDone = false;
       const onStartDone = () => {

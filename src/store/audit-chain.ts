@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { AuditEntry, AuditRecord } from './store.js';
 
+export const GENESIS = '0'.repeat(64);
+
 /**
  * The audit trail's hash chain, the same in every store: each record's hash covers the one
  * before it and every field of its own, so changing, removing or reordering a record breaks
  * every link after it. The first record follows GENESIS.
  */
-export const GENESIS = '0'.repeat(64);
-
 export function auditHash(prevHash: string, r: Omit<AuditRecord, 'prevHash' | 'hash'>): string {
   return createHash('sha256')
     .update(prevHash)

@@ -4,15 +4,15 @@ import { JobSpec } from '../jobs/spec.js';
 import { checkChain } from './audit-chain.js';
 import { IllegalTransition, type JobOrigin, type Store } from './store.js';
 
+const decision = { trust: 'trusted' as const, runtime: 'runc' as const, fallback: null, reasons: ['test'] };
+const origin: JobOrigin = { via: 'api', actor: 'token:conformance' };
+const spec = (extra: Record<string, unknown> = {}) => JobSpec.parse({ command: ['true'], ...extra });
+
 /**
  * What every Store must do for a serving node, run against each implementation (SQLite, and
  * PostgreSQL for several nodes): claims that exactly one node wins, leases, requeues, cancel
  * requests, quota usage and tokens.
  */
-const decision = { trust: 'trusted' as const, runtime: 'runc' as const, fallback: null, reasons: ['test'] };
-const origin: JobOrigin = { via: 'api', actor: 'token:conformance' };
-const spec = (extra: Record<string, unknown> = {}) => JobSpec.parse({ command: ['true'], ...extra });
-
 export function storeConformance(
   name: string,
   open: () => Promise<Store>,

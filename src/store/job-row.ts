@@ -1,3 +1,8 @@
+/**
+ * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
+ * already decoded) to a record.
+ */
+
 import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../jobs/decision.js';
@@ -17,10 +22,6 @@ import type {
   Usage,
 } from './store.js';
 
-/**
- * The jobs table as both SQL stores lay it out: column names, and a row (its JSON and booleans
- * already decoded) to a record.
- */
 export interface JobRow {
   id: string;
   tenant: string;

@@ -1,5 +1,5 @@
 import type { StatePaths } from '../lib/state-paths.js';
-import { UserError } from '../lib/errors.js';
+import { UserError, errorMessage } from '../lib/errors.js';
 import { PostgresStore } from './postgres/postgres-store.js';
 import { SqliteStore } from './sqlite/sqlite-store.js';
 import type { Store } from './store.js';
@@ -14,7 +14,7 @@ export async function openStore(url: string | undefined, paths: StatePaths): Pro
       return await PostgresStore.connect(url);
     } catch (err) {
       throw new UserError(
-        `--store ${url.replace(/:[^:@/]*@/, ':***@')}: cannot connect (${(err as Error).message}); is PostgreSQL running there?`,
+        `--store ${url.replace(/:[^:@/]*@/, ':***@')}: cannot connect (${errorMessage(err)}); is PostgreSQL running there?`,
       );
     }
   }

@@ -1,16 +1,16 @@
 import { checkChain, type BrokenLink } from '../store/audit-chain.js';
 import type { Store } from '../store/store.js';
 
-/**
- * `boxcar audit verify`: walks the whole hash chain from its first record, a page at a time,
- * and names the first record that does not follow from the one before it.
- */
 const PAGE = 5000;
 
 export type Verdict =
   | { ok: true; records: number; head: string | undefined }
   | { ok: false; records: number; broken: BrokenLink };
 
+/**
+ * `boxcar audit verify`: walks the whole hash chain from its first record, a page at a time,
+ * and names the first record that does not follow from the one before it.
+ */
 export async function verifyAudit(store: Store): Promise<Verdict> {
   let last: { seq: number; hash: string } | undefined;
   let records = 0;

@@ -1,10 +1,3 @@
-import { z } from 'zod';
-import { UserError } from '../lib/errors.js';
-import { PipelineSpec } from '../jobs/pipeline.js';
-import { formatBytes, parseBytes } from '../lib/quantity.js';
-import { DEFAULTS, JobSpec } from '../jobs/spec.js';
-import type { Tenant, TenantLimits } from './tenant-config.js';
-
 /**
  * A tenant's limits on its jobs, with Kubernetes LimitRange semantics: `default` and
  * `defaultRequest` fill in what a job does not say (before validation, so a job that says
@@ -13,6 +6,14 @@ import type { Tenant, TenantLimits } from './tenant-config.js';
  * `requests.memory: 1` would otherwise pack a node with jobs that each may use gigabytes).
  * Priorities order a tenant's own jobs only, and are capped by `max_priority`.
  */
+
+import { z } from 'zod';
+import { UserError } from '../lib/errors.js';
+import { PipelineSpec } from '../jobs/pipeline.js';
+import { formatBytes, parseBytes } from '../lib/quantity.js';
+import { DEFAULTS, JobSpec } from '../jobs/spec.js';
+import type { Tenant, TenantLimits } from './tenant-config.js';
+
 type Raw = Record<string, unknown>;
 const isMap = (v: unknown): v is Raw => typeof v === 'object' && v !== null && !Array.isArray(v);
 

@@ -1,15 +1,15 @@
 import type { OutputChunk } from '../lib/follow.js';
 
+export const MASK = '***';
+/** Shorter lines of a multi-line secret are too common to mask ("-----", "}"). */
+const MIN_LINE = 8;
+
 /**
  * Replaces every secret value a job received with `***` in its output, also when the value
  * arrives split over several chunks: the end of a chunk that could be the start of a secret is
  * held back until the next chunk (or the end of the stream) says whether it is. Nothing else is
  * delayed. Multi-line values are also masked line by line, as a job may print one line of them.
  */
-export const MASK = '***';
-/** Shorter lines of a multi-line secret are too common to mask ("-----", "}"). */
-const MIN_LINE = 8;
-
 export class OutputMasker {
   private readonly values: string[];
   private readonly pattern: RegExp | undefined;

@@ -3,14 +3,6 @@ import { formatBytes, parseBytes, parseCpuMillis, type Parsed } from '../lib/qua
 import type { JobSpec } from '../jobs/spec.js';
 import type { Usage } from '../store/store.js';
 
-/**
- * Per-tenant quotas with Kubernetes ResourceQuota semantics (seed 4.3), written as the
- * manifests themselves; `metadata.namespace` is the tenant. A job is admitted only when every
- * quota of its tenant still has room for its requests and limits; admitted jobs (starting,
- * running) hold their share until they end. Boxcar enforces job timeouts itself rather than
- * through `activeDeadlineSeconds`, so every job falls in the `NotTerminating` scope, and as
- * every job has requests and limits, in `NotBestEffort`.
- */
 const Count: (v: string | number) => Parsed<number> = (v) =>
   /^[0-9]+$/.test(String(v).trim())
     ? { ok: true, value: Number(v) }
@@ -34,6 +26,14 @@ const NEVER_MATCHING: Record<string, string> = {
   BestEffort: 'matches no Boxcar job (every job has requests and limits); use NotBestEffort or no scope',
 };
 
+/**
+ * Per-tenant quotas with Kubernetes ResourceQuota semantics (seed 4.3), written as the
+ * manifests themselves; `metadata.namespace` is the tenant. A job is admitted only when every
+ * quota of its tenant still has room for its requests and limits; admitted jobs (starting,
+ * running) hold their share until they end. Boxcar enforces job timeouts itself rather than
+ * through `activeDeadlineSeconds`, so every job falls in the `NotTerminating` scope, and as
+ * every job has requests and limits, in `NotBestEffort`.
+ */
 export const ResourceQuota = z.strictObject({
   apiVersion: z.literal('v1'),
   kind: z.literal('ResourceQuota'),

@@ -1,8 +1,12 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
-import { UserError, errorMessage } from '../lib/errors.js';
+import { UserError, errorMessage, errnoCode } from '../lib/errors.js';
 import type { SealedSecret, SecretScope } from '../store/store.js';
+
+const KEY_BYTES = 32;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
 
 /**
  * Tenants' secrets at rest: AES-256-GCM with a random 96-bit nonce per value, and the secret's
@@ -10,10 +14,6 @@ import type { SealedSecret, SecretScope } from '../store/store.js';
  * tenant's row does not open. The key is 32 random bytes (base64) in a file only root may read,
  * made on first use; nodes sharing a store need the same file.
  */
-const KEY_BYTES = 32;
-const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
-
 export class SecretBox {
   /** A digest of the key: which key sealed a value, without revealing the key. */
   readonly keyId: string;
@@ -38,7 +38,7 @@ export class SecretBox {
       text = await readFile(file, 'utf8');
     } catch (err) {
       if (err instanceof UserError) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
+      const code = errnoCode(err);
       if (code === 'ENOENT')
         throw new UserError(
           `no secrets key at ${file}: set a secret first (\`boxcar secret set\` creates the key), or point secrets.key_file at this store's key`,
@@ -100,8 +100,8 @@ async function createKeyFile(file: string): Promise<void> {
   try {
     fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
-    throw new UserError(`cannot create the secrets key ${file} (${(err as NodeJS.ErrnoException).code})`);
+    if (errnoCode(err) === 'EEXIST') return;
+    throw new UserError(`cannot create the secrets key ${file} (${errnoCode(err)})`);
   }
   try {
     await fh.writeFile(`${randomBytes(KEY_BYTES).toString('base64')}\n`);

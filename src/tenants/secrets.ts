@@ -2,12 +2,6 @@ import { UserError } from '../lib/errors.js';
 import type { JobRecord, SecretInfo, SecretScope, Store } from '../store/store.js';
 import { SecretBox } from './secret-box.js';
 
-/**
- * Tenants' secrets: set and removed by the operator (names audited, values sealed), given only
- * to trusted jobs, each job only its own tenant's (and, for a job from a verified repository,
- * that repository's, which win over the tenant's of the same name). The operator's own CLI
- * jobs take theirs from `BOXCAR_SECRET_<NAME>` in boxcar's environment instead.
- */
 export const SECRET_ENV_PREFIX = 'BOXCAR_SECRET_';
 /** Shorter values cannot be masked in output without masking ordinary text (GitLab's rule too). */
 export const MIN_SECRET_LENGTH = 8;
@@ -16,6 +10,12 @@ export const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 type JobScope = Pick<JobRecord, 'tenant' | 'decision' | 'origin' | 'spec'>;
 
+/**
+ * Tenants' secrets: set and removed by the operator (names audited, values sealed), given only
+ * to trusted jobs, each job only its own tenant's (and, for a job from a verified repository,
+ * that repository's, which win over the tenant's of the same name). The operator's own CLI
+ * jobs take theirs from `BOXCAR_SECRET_<NAME>` in boxcar's environment instead.
+ */
 export class Secrets {
   private sealer: Promise<SecretBox> | undefined;
 

@@ -3,13 +3,6 @@ import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js'
 import { parsedField } from '../lib/validation.js';
 import { matches, type Ceiling } from '../policy/trust.js';
 
-/**
- * Tenants as the operator configures them (`tenants:` in the config file): a trust ceiling, a
- * share of the node when tenants compete (`weight`), and limits with Kubernetes LimitRange
- * semantics (defaults filled in where a job says nothing, maxima it may not pass, and how far
- * a request may sit below its limit), plus queue limits. A tenant not listed gets the built-in
- * settings below, whose ceiling is `untrusted`.
- */
 export const TENANT_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const TenantName = z
   .string()
@@ -48,6 +41,13 @@ export const TenantLimits = z.strictObject({
 });
 export type TenantLimits = z.output<typeof TenantLimits>;
 
+/**
+ * Tenants as the operator configures them (`tenants:` in the config file): a trust ceiling, a
+ * share of the node when tenants compete (`weight`), and limits with Kubernetes LimitRange
+ * semantics (defaults filled in where a job says nothing, maxima it may not pass, and how far
+ * a request may sit below its limit), plus queue limits. A tenant not listed gets the built-in
+ * settings below, whose ceiling is `untrusted`.
+ */
 export const TenantConfig = z.strictObject({
   /** The most trust any job of this tenant can get, whatever the job says about itself. */
   trust: z.enum(TRUST_LEVELS).default('untrusted'),

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { openBoxcar, type Boxcar } from '../boxcar.js';
+import { openBoxcar, type Boxcar, type BoxcarParts } from '../boxcar.js';
 import { statePaths, type StatePaths } from '../lib/state-paths.js';
 import { executeJob, type ExecuteOptions, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner } from '../lib/owner.js';
@@ -12,6 +12,7 @@ import { silentLogger } from '../observability/logger.js';
 import { decideLocally, operatorOrigin } from '../runner/local.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
 import { run } from '../lib/exec.js';
+import { errnoCode } from '../lib/errors.js';
 
 /** A fresh state directory for one test file, removed (with anything it holds) afterwards. */
 export async function tempState(prefix = 'bx-'): Promise<StatePaths & { cleanup: () => Promise<void> }> {
@@ -57,8 +58,7 @@ function processesUsing(root: string): Array<{ pid: number; command: string }> {
     try {
       cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH')
-        continue;
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESRCH') continue;
       throw err;
     }
     const args = cmdline.split('\0');
@@ -81,14 +81,14 @@ async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
 }
 
 /** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */
-export async function testBoxcar(opts: { config?: string } = {}): Promise<
+export async function testBoxcar(opts: { config?: string } & BoxcarParts = {}): Promise<
   Boxcar & {
     cleanup: () => Promise<void>;
     runJob: (input: Record<string, unknown>, opts?: ExecuteOptions) => Promise<ExecuteResult>;
   }
 > {
   const state = await tempState();
-  const box = await openBoxcar({ state: state.root, config: opts.config }, silentLogger());
+  const box = await openBoxcar({ state: state.root, config: opts.config }, silentLogger(), opts);
   return {
     ...box,
     runJob: async (input, opts = {}) => {

@@ -5,11 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { run } from '../lib/exec.js';
 
-/**
- * A private PostgreSQL server for one test file: its own cluster in a temporary directory,
- * listening on loopback only, run as the `postgres` user (initdb refuses root), fsync off.
- * Stopped and removed by `stop`, also after a failure.
- */
 export interface TestPostgres {
   url: string;
   stop(): Promise<void>;
@@ -36,6 +31,11 @@ function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A private PostgreSQL server for one test file: its own cluster in a temporary directory,
+ * listening on loopback only, run as the `postgres` user (initdb refuses root), fsync off.
+ * Stopped and removed by `stop`, also after a failure.
+ */
 export async function startPostgres(): Promise<TestPostgres> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-pg-'));
   const data = path.join(dir, 'data');

@@ -13,13 +13,13 @@ import { jobTrustFields } from '../isolation/verify.js';
 import type { Capabilities } from '../runtimes/runtime.js';
 import { leftovers, testBoxcar } from './harness.js';
 
+type Box = Awaited<ReturnType<typeof testBoxcar>>;
+
 /**
  * What every driver that runs commands in an image (runc, gVisor, microVMs) must do, checked for
  * real: each test runs a sandbox and checks what the job could and could not do, and that
  * nothing of it is left on the host afterwards. Each driver's test file runs this suite.
  */
-type Box = Awaited<ReturnType<typeof testBoxcar>>;
-
 export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): void {
   describe(`${runtime} driver`, () => {
     let box: Box;

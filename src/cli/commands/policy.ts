@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { Option, type Command } from 'commander';
 import { loadConfig, type Config } from '../../config/config.js';
-import { UserError } from '../../lib/errors.js';
+import { UserError, errnoCode, errorMessage } from '../../lib/errors.js';
 import { RUNTIME_NAMES, type JobSpec, type RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
 import { RuntimeHealthBook, type HealthOverride } from '../../policy/health.js';
@@ -58,9 +58,7 @@ async function payloadTrust(flags: ExplainFlags): Promise<TrustInputs | undefine
   try {
     payload = JSON.parse(await readFile(flags.payload, 'utf8'));
   } catch (err) {
-    throw new UserError(
-      `--payload ${flags.payload}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-    );
+    throw new UserError(`--payload ${flags.payload}: ${errnoCode(err) ?? errorMessage(err)}`);
   }
   return flags.githubEvent ? githubPullRequestTrust(payload) : gitlabMergeRequestTrust(payload);
 }

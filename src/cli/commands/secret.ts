@@ -7,10 +7,6 @@ import { TENANT_NAME } from '../../tenants/tenant-config.js';
 import { operatorOrigin } from '../../runner/local.js';
 import { formatTable } from '../table.js';
 
-/**
- * `boxcar secret set|ls|rm`: a tenant's secrets (or one repository's of it), on this node's
- * store. Values come from stdin, are sealed before they are stored and never printed.
- */
 interface ScopeFlags {
   tenant: string;
   repo?: string;
@@ -36,6 +32,10 @@ async function readStdin(): Promise<string> {
     .replace(/\r?\n$/, '');
 }
 
+/**
+ * `boxcar secret set|ls|rm`: a tenant's secrets (or one repository's of it), on this node's
+ * store. Values come from stdin, are sealed before they are stored and never printed.
+ */
 export function registerSecret(program: Command, logger: Logger): void {
   const secret = program.command('secret').description("tenants' secrets (encrypted in the store)");
   const withScope = (cmd: Command) =>

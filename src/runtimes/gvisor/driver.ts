@@ -10,14 +10,14 @@ import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 import type { SeccompProfile } from '../shared/seccomp.js';
 import { choosePlatform, type Platform } from './platform.js';
 
+/** Host tasks gVisor's own processes need (measured ≈ 54 idle), with headroom for load. */
+export const SANDBOX_TASKS = 128;
+
 /**
  * Untrusted jobs on gVisor (`runsc`): the job's syscalls go to gVisor's own kernel (the
  * sentry), not the host's. Same conmon monitor, OCI bundle and limits as runc; the sentry and
  * the gofer run inside the job's cgroup, so its limits and peak memory cover them too.
  */
-/** Host tasks gVisor's own processes need (measured ≈ 54 idle), with headroom for load. */
-export const SANDBOX_TASKS = 128;
-
 export class GvisorDriver extends ConmonDriver {
   readonly name = 'gvisor' as const;
   /** The sentry and gofer are in the job's cgroup: its limits and figures cover them. */

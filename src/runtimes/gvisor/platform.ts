@@ -1,17 +1,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic } from '../../lib/fs-util.js';
+import { writeFileAtomic, readJsonCache } from '../../lib/fs-util.js';
 import { removeCgroup } from '../shared/cgroups.js';
 import { run, scrubbedEnv } from '../../lib/exec.js';
 
-/**
- * Which gVisor platform to use. Preference: systrap (fast, no KVM needed; newer runsc), then
- * kvm when a bounded probe shows it actually runs a process (nested KVM often hangs instead),
- * then ptrace (works everywhere). The probe runs once per runsc version and is cached.
- */
 export type Platform = 'systrap' | 'kvm' | 'ptrace';
 
 export interface PlatformChoice {
@@ -66,6 +61,11 @@ async function kvmWorks(runsc: string): Promise<{ ok: boolean; why: string }> {
 /** The probe's answer belongs to the host (its KVM, its runsc), not to one state directory. */
 export const PLATFORM_CACHE_DIR = '/var/cache/boxcar';
 
+/**
+ * Which gVisor platform to use. Preference: systrap (fast, no KVM needed; newer runsc), then
+ * kvm when a bounded probe shows it actually runs a process (nested KVM often hangs instead),
+ * then ptrace (works everywhere). The probe runs once per runsc version and is cached.
+ */
 export async function choosePlatform(
   runsc: string,
   version: string,
@@ -74,12 +74,8 @@ export async function choosePlatform(
   const offered = await offeredPlatforms(runsc);
   if (offered.includes('systrap')) return { platform: 'systrap', why: 'systrap offered by this runsc' };
   const cache = path.join(cacheDir, 'runsc-platform.json');
-  try {
-    const c = JSON.parse(await readFile(cache, 'utf8')) as PlatformChoice & { version: string };
-    if (c.version === version) return { platform: c.platform, why: `${c.why} (cached probe)` };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
-  }
+  const c = await readJsonCache<PlatformChoice & { version: string }>(cache);
+  if (c?.version === version) return { platform: c.platform, why: `${c.why} (cached probe)` };
   let choice: PlatformChoice = { platform: 'ptrace', why: 'ptrace: the only platform offered' };
   if (offered.includes('kvm')) {
     const kvm = await kvmWorks(runsc);

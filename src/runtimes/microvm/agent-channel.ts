@@ -3,14 +3,6 @@ import type net from 'node:net';
 import { connectVmmSocket, NotReadyYet } from './vmm-socket.js';
 import { encodeFrame, FRAME, FrameDecoder, type Frame } from './protocol.js';
 
-/**
- * The host end of the agent's control channel: hello, run, kill. Under QEMU it is a
- * virtio-serial port QEMU serves as a Unix socket, and the job's output arrives on a second
- * port QEMU writes to the log itself. Under Firecracker it is a vsock connection (through
- * Firecracker's Unix socket and its `CONNECT <port>` handshake) that carries the output too:
- * this end appends those frames to the log. One connection at a time; a restarted Boxcar
- * simply connects again (the agent holds the job's output until then).
- */
 export interface ChannelOptions {
   timeoutMs?: number;
   /** Firecracker: the guest's vsock port to ask for. */
@@ -21,6 +13,14 @@ export interface ChannelOptions {
 
 const OUTPUT_FRAMES: string[] = [FRAME.stdout, FRAME.stderr, FRAME.notice, FRAME.exit];
 
+/**
+ * The host end of the agent's control channel: hello, run, kill. Under QEMU it is a
+ * virtio-serial port QEMU serves as a Unix socket, and the job's output arrives on a second
+ * port QEMU writes to the log itself. Under Firecracker it is a vsock connection (through
+ * Firecracker's Unix socket and its `CONNECT <port>` handshake) that carries the output too:
+ * this end appends those frames to the log. One connection at a time; a restarted Boxcar
+ * simply connects again (the agent holds the job's output until then).
+ */
 export class AgentChannel {
   private readonly decoder = new FrameDecoder();
   private readonly frames: Frame[] = [];

@@ -1,3 +1,10 @@
+/**
+ * A job's root disk: the image's root filesystem as an ext4 file, built once per image digest
+ * (`mkfs.ext4 -d`) and never written again, under a qcow2 overlay of the job's own, so no two
+ * jobs share writable state. Every overlay has the same virtual size: a restored snapshot's
+ * guest already knows its disk's size, and every job's disk must match it.
+ */
+
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -6,12 +13,6 @@ import { withLock } from '../../lib/fs-util.js';
 import type { ResolvedImage } from '../../images/image.js';
 import { run } from '../../lib/exec.js';
 
-/**
- * A job's root disk: the image's root filesystem as an ext4 file, built once per image digest
- * (`mkfs.ext4 -d`) and never written again, under a qcow2 overlay of the job's own, so no two
- * jobs share writable state. Every overlay has the same virtual size: a restored snapshot's
- * guest already knows its disk's size, and every job's disk must match it.
- */
 export const DISK_VIRTUAL_BYTES = 64 * 2 ** 30;
 /** Room for ext4's own metadata above the files themselves. */
 const FS_HEADROOM = 1.25;

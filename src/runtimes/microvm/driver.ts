@@ -23,9 +23,7 @@ import {
   type TaskStats,
 } from '../runtime.js';
 import { releaseRecordedNetwork } from '../shared/network.js';
-import { toolVersion } from '../shared/fingerprint.js';
 import { createJobDisk, imageDisk } from './disk.js';
-import { GuestMissing } from './guest/guest.js';
 import { VmLauncher } from './launcher.js';
 import { encodeRunRequest, vmLogDecoder, type GuestExit } from './protocol.js';
 import { QEMU_RSS_MAX } from './qemu/vmm.js';
@@ -36,14 +34,6 @@ import { killVmm, pidFromFile } from './vmm-process.js';
 import { vmDiagnostics, vmFiles, type VmFiles, type VmLaunch, type VmShape } from './vmm.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
-/**
- * Untrusted jobs in microVMs (the seed's `firecracker` runtime): each job gets its own guest
- * kernel, restored from a snapshot of a booted guest (or booted cold, or taken from the warm
- * pool), with its image as a copy-on-write disk. The VMM process outlives Boxcar and the job's
- * output and exit are frames written to the sandbox's log, so a restarted Boxcar finds every job
- * where it left it. This file holds the contract; bringing VMs up is `launcher.ts`, the warm
- * pool `warm-pool.ts`, the node's VMM and accelerator `vm-host.ts`.
- */
 export interface MicrovmDriverOptions {
   paths: StatePaths;
   logger: Logger;
@@ -69,6 +59,14 @@ export function vmShape(limits: JobLimits): VmShape {
   };
 }
 
+/**
+ * Untrusted jobs in microVMs (the seed's `firecracker` runtime): each job gets its own guest
+ * kernel, restored from a snapshot of a booted guest (or booted cold, or taken from the warm
+ * pool), with its image as a copy-on-write disk. The VMM process outlives Boxcar and the job's
+ * output and exit are frames written to the sandbox's log, so a restarted Boxcar finds every job
+ * where it left it. This file holds the contract; bringing VMs up is `launcher.ts`, the warm
+ * pool `warm-pool.ts`, the node's VMM and accelerator `vm-host.ts`.
+ */
 export class MicrovmDriver implements Runtime {
   readonly name = 'firecracker' as const;
   /** A job's memory is its VMM process's: the guest (its size) plus the VMM itself. */
@@ -129,43 +127,8 @@ export class MicrovmDriver implements Runtime {
     return t;
   }
 
-  async fingerprint(): Promise<Fingerprint> {
-    const details: Record<string, string> = {};
-    const unusable = (reason: string): Fingerprint => ({
-      runtime: this.name,
-      usable: false,
-      reason,
-      details,
-    });
-    if (process.getuid?.() !== 0) return unusable('needs root (VM disks, taps, cgroups); run boxcar as root');
-    const { qemu, fc } = await this.host.tools();
-    if (!qemu.ok)
-      return unusable(`QEMU cannot run (${qemu.why}); install the Debian package qemu-system-x86`);
-    details.qemu = qemu.version;
-    const img = await toolVersion('qemu-img', ['--version']);
-    if (!img.ok) return unusable(`qemu-img cannot run (${img.why}); install the Debian package qemu-utils`);
-    details.firecracker = fc.ok ? fc.version : 'not installed';
-    try {
-      const { guest, accel, vmm } = await this.host.ready();
-      details.vmm = vmm.name;
-      details.accel = accel.accel;
-      details.accelReason = accel.why;
-      details.guestKernel = guest.release;
-      const fcNote = fc.ok
-        ? accel.accel === 'kvm'
-          ? ''
-          : '; Firecracker is installed but needs KVM'
-        : '; Firecracker not installed';
-      return {
-        runtime: this.name,
-        usable: true,
-        reason: `QEMU microvm (${qemu.version.replace(/^QEMU emulator version /, '')}), ${accel.accel}: ${accel.why}; guest ${guest.release}${fcNote}`,
-        details,
-      };
-    } catch (err) {
-      if (err instanceof GuestMissing) return unusable(err.message);
-      return unusable(`preparing the guest failed: ${(err as Error).message}`);
-    }
+  fingerprint(): Promise<Fingerprint> {
+    return this.host.fingerprint(this.name);
   }
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {

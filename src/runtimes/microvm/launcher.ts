@@ -26,11 +26,6 @@ import {
   type VmShape,
 } from './vmm.js';
 
-/**
- * Bringing a VM up until its agent answers: restored from the snapshot of its shape (built
- * first, from a cold boot saved at the agent's hello, when missing or unusable), or booted cold.
- * A snapshot the VMM will not restore is discarded: that VM boots cold and the next rebuilds it.
- */
 export interface RunningVm {
   pid: number;
   channel: AgentChannel;
@@ -41,6 +36,11 @@ const VM_MAC = '02:bc:00:00:00:01';
 const DEFAULT_NETWORK = JobSpec.parse({ command: ['true'], network: true }).network;
 const BOOT_TIMEOUT_MS = 30_000;
 
+/**
+ * Bringing a VM up until its agent answers: restored from the snapshot of its shape (built
+ * first, from a cold boot saved at the agent's hello, when missing or unusable), or booted cold.
+ * A snapshot the VMM will not restore is discarded: that VM boots cold and the next rebuilds it.
+ */
 export class VmLauncher {
   readonly snapshots: Snapshots;
 

@@ -82,24 +82,30 @@ export interface RunRequest {
   network: string;
 }
 
+/**
+ * A run request's fields in wire order, each as the agent reads it: the order is the agent's
+ * `F_*` enum (`protocol.test.ts` holds the two together).
+ */
+const nul = (list: string[]) => Buffer.from(list.map((s) => `${s}\0`).join(''));
+export const RUN_REQUEST_FIELDS = {
+  hostname: (r: RunRequest) => r.hostname,
+  time: (r: RunRequest) => `${Math.floor(r.nowMs / 1000)}.${(r.nowMs % 1000) * 1_000_000}`,
+  seed: (r: RunRequest) => r.seed,
+  output_cap: (r: RunRequest) => String(r.outputCapBytes),
+  pids: (r: RunRequest) => String(r.pids),
+  memory: (r: RunRequest) => String(r.memoryBytes),
+  cpu: (r: RunRequest) => String(r.cpuMillis),
+  tmp: (r: RunRequest) => String(r.tmpBytes),
+  workspace: (r: RunRequest) => String(r.workspaceBytes),
+  caps: (r: RunRequest) => r.capabilities.toString(),
+  seccomp: (r: RunRequest) => r.seccomp,
+  argv: (r: RunRequest) => nul(r.argv),
+  env: (r: RunRequest) => nul(r.env),
+  network: (r: RunRequest) => r.network,
+} satisfies Record<string, (r: RunRequest) => Buffer | string>;
+
 export function encodeRunRequest(r: RunRequest): Buffer {
-  const nul = (list: string[]) => Buffer.from(list.map((s) => `${s}\0`).join(''));
-  const fields: Array<Buffer | string> = [
-    r.hostname,
-    `${Math.floor(r.nowMs / 1000)}.${(r.nowMs % 1000) * 1_000_000}`,
-    r.seed,
-    String(r.outputCapBytes),
-    String(r.pids),
-    String(r.memoryBytes),
-    String(r.cpuMillis),
-    String(r.tmpBytes),
-    String(r.workspaceBytes),
-    r.capabilities.toString(),
-    r.seccomp,
-    nul(r.argv),
-    nul(r.env),
-    r.network,
-  ];
+  const fields = Object.values(RUN_REQUEST_FIELDS).map((f) => f(r));
   for (const s of [...r.argv, ...r.env])
     if (s.includes('\0')) throw new Error('a command argument or environment value contains a NUL byte');
   return Buffer.concat(

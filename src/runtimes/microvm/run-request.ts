@@ -1,3 +1,9 @@
+/**
+ * What the guest agent is asked to run: the job's command, environment and limits, the
+ * container jobs' capabilities and seccomp filter (compiled to BPF once), a fresh clock and
+ * entropy. It holds the job's secrets, so it lives in memory only.
+ */
+
 import { randomBytes } from 'node:crypto';
 import type { JobLimits } from '../../jobs/spec.js';
 import type { NetworkLease } from '../shared/network.js';
@@ -7,11 +13,6 @@ import { compileSeccomp } from '../shared/seccomp-bpf.js';
 import type { SandboxRequest } from '../runtime.js';
 import type { RunRequest } from './protocol.js';
 
-/**
- * What the guest agent is asked to run: the job's command, environment and limits, the
- * container jobs' capabilities and seccomp filter (compiled to BPF once), a fresh clock and
- * entropy. It holds the job's secrets, so it lives in memory only.
- */
 const GUEST_CAPABILITIES = capabilityMask();
 let seccompProgram: Buffer | undefined;
 const guestSeccomp = () => (seccompProgram ??= compileSeccomp(seccompProfile()));

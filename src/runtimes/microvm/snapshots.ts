@@ -2,17 +2,12 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { digestHex, sha256 } from '../../lib/digest.js';
+import { ifExists } from '../../lib/errors.js';
 import { withLock, writeFileAtomic } from '../../lib/fs-util.js';
 import type { Logger } from '../../observability/logger.js';
 import type { GuestImage } from './guest/guest.js';
 import type { Vmm, VmShape } from './vmm.js';
 
-/**
- * Snapshots of a booted guest at its agent's ready point, one per (guest, VMM version,
- * accelerator, VM shape). A snapshot whose inputs changed is another key; one that is missing,
- * cut short or does not start with QEMU's stream header is built again; one that fails to
- * restore is discarded by the driver (seed 9.1: "snapshot file damaged or version mismatch").
- */
 const FORMAT = 1;
 /** QEMU's migration stream starts with "QEVM". */
 const QEMU_MAGIC = Buffer.from('QEVM');
@@ -31,6 +26,12 @@ export interface SnapshotKey {
   network: boolean;
 }
 
+/**
+ * Snapshots of a booted guest at its agent's ready point, one per (guest, VMM version,
+ * accelerator, VM shape). A snapshot whose inputs changed is another key; one that is missing,
+ * cut short or does not start with QEMU's stream header is built again; one that fails to
+ * restore is discarded by the driver (seed 9.1: "snapshot file damaged or version mismatch").
+ */
 export class Snapshots {
   constructor(
     private readonly dir: string,
@@ -49,13 +50,13 @@ export class Snapshots {
 
   /** Why the snapshot in `dir` cannot be used, or undefined when it can. */
   async problem(dir: string, key: string): Promise<string | undefined> {
+    const text = await ifExists(readFile(path.join(dir, 'meta.json'), 'utf8'));
+    if (text === undefined) return 'missing';
     let meta: Meta;
     try {
-      meta = JSON.parse(await readFile(path.join(dir, 'meta.json'), 'utf8')) as Meta;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-      if (err instanceof SyntaxError) return 'its description is damaged';
-      throw err;
+      meta = JSON.parse(text) as Meta;
+    } catch {
+      return 'its description is damaged'; // not JSON
     }
     if (meta.key !== key) return `taken with other inputs (${meta.key})`;
     const state = path.join(dir, 'state');

@@ -1,27 +1,30 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { StatePaths } from '../../lib/state-paths.js';
+import type { RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
+import type { Fingerprint } from '../runtime.js';
 import { toolVersion, type ToolVersion } from '../shared/fingerprint.js';
 import { createJobDisk } from './disk.js';
 import { FIRECRACKER, FirecrackerVmm } from './firecracker/vmm.js';
-import { ensureGuest, type GuestImage } from './guest/guest.js';
+import { ensureGuest, GuestMissing, type GuestImage } from './guest/guest.js';
 import { chooseAccel, type AccelChoice } from './qemu/accel.js';
 import { QEMU, QemuVmm } from './qemu/vmm.js';
 import { killVmm } from './vmm-process.js';
 import { vmFiles, type Vmm } from './vmm.js';
+import { errorMessage } from '../../lib/errors.js';
 
-/**
- * What this node runs VMs with, worked out once per process: the guest's kernel and initramfs,
- * the accelerator (a probe boot decides whether KVM runs guests here: `/dev/kvm` opening is not
- * proof), and the VMM: Firecracker where it is installed and KVM works, QEMU everywhere else.
- */
 export interface VmSetup {
   vmm: Vmm;
   guest: GuestImage;
   accel: AccelChoice;
 }
 
+/**
+ * What this node runs VMs with, worked out once per process: the guest's kernel and initramfs,
+ * the accelerator (a probe boot decides whether KVM runs guests here: `/dev/kvm` opening is not
+ * proof), and the VMM: Firecracker where it is installed and KVM works, QEMU everywhere else.
+ */
 export class VmHost {
   private setup: Promise<VmSetup> | undefined;
   private versions: Promise<{ qemu: ToolVersion; fc: ToolVersion }> | undefined;
@@ -52,6 +55,46 @@ export class VmHost {
     })();
     this.setup.catch(() => (this.setup = undefined)); // a failure is not cached
     return this.setup;
+  }
+
+  /** Whether VMs run here, with what, and if not, why. Never throws. */
+  async fingerprint(runtime: RuntimeName): Promise<Fingerprint> {
+    const details: Record<string, string> = {};
+    const unusable = (reason: string): Fingerprint => ({
+      runtime,
+      usable: false,
+      reason,
+      details,
+    });
+    if (process.getuid?.() !== 0) return unusable('needs root (VM disks, taps, cgroups); run boxcar as root');
+    const { qemu, fc } = await this.tools();
+    if (!qemu.ok)
+      return unusable(`QEMU cannot run (${qemu.why}); install the Debian package qemu-system-x86`);
+    details.qemu = qemu.version;
+    const img = await toolVersion('qemu-img', ['--version']);
+    if (!img.ok) return unusable(`qemu-img cannot run (${img.why}); install the Debian package qemu-utils`);
+    details.firecracker = fc.ok ? fc.version : 'not installed';
+    try {
+      const { guest, accel, vmm } = await this.ready();
+      details.vmm = vmm.name;
+      details.accel = accel.accel;
+      details.accelReason = accel.why;
+      details.guestKernel = guest.release;
+      const fcNote = fc.ok
+        ? accel.accel === 'kvm'
+          ? ''
+          : '; Firecracker is installed but needs KVM'
+        : '; Firecracker not installed';
+      return {
+        runtime,
+        usable: true,
+        reason: `QEMU microvm (${qemu.version.replace(/^QEMU emulator version /, '')}), ${accel.accel}: ${accel.why}; guest ${guest.release}${fcNote}`,
+        details,
+      };
+    } catch (err) {
+      if (err instanceof GuestMissing) return unusable(err.message);
+      return unusable(`preparing the guest failed: ${errorMessage(err)}`);
+    }
   }
 
   /** Boots the guest once under KVM and waits for its agent's hello. */

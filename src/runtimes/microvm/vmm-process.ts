@@ -3,17 +3,13 @@ import { rm } from 'node:fs/promises';
 import { sleep } from '../../lib/exec.js';
 import { processAlive } from '../../lib/proc.js';
 import type { VmFiles } from './vmm.js';
+import { ifExistsSync, errnoCode } from '../../lib/errors.js';
 
 /** The VMM process of a VM, seen from the host: where its pid is, ending it, what it leaves. */
 
 /** The pid a VMM wrote to its pid file, if it got that far. */
 export function pidFromFile(file: string): number | undefined {
-  try {
-    return Number(readFileSync(file, 'utf8').trim()) || undefined;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  return Number(ifExistsSync(() => readFileSync(file, 'utf8'))?.trim()) || undefined;
 }
 
 /** Kills a VMM and waits (2 s at most) until it is gone. */
@@ -22,7 +18,7 @@ export async function killVmm(pid: number): Promise<void> {
   try {
     process.kill(pid, 'SIGKILL');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    if (errnoCode(err) !== 'ESRCH') throw err;
   }
   for (let i = 0; i < 200 && processAlive(pid); i++) await sleep(10);
 }

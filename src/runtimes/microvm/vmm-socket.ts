@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { errnoCode, withContext } from '../../lib/errors.js';
 
 /** Thrown by a `setup` step to have `connectVmmSocket` try again (the other end is not ready). */
 export class NotReadyYet extends Error {}
@@ -26,10 +27,9 @@ export async function connectVmmSocket<T>(
       });
       return await setup(socket);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
+      const code = errnoCode(err);
       const retry = code === 'ENOENT' || code === 'ECONNREFUSED' || err instanceof NotReadyYet;
-      if (!retry || Date.now() > deadline)
-        throw new Error(`cannot reach ${what} at ${socketPath}: ${(err as Error).message}`, { cause: err });
+      if (!retry || Date.now() > deadline) throw withContext(`cannot reach ${what} at ${socketPath}`, err);
       await new Promise((r) => setTimeout(r, 5));
     }
   }

@@ -3,12 +3,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentChannel } from './agent-channel.js';
 import type { GuestImage } from './guest/guest.js';
+import { ifExists } from '../../lib/errors.js';
 
-/**
- * What the microVM driver needs of a virtual machine monitor. Two implement it: QEMU's
- * `microvm` machine (runs everywhere, KVM or TCG) and Firecracker (KVM only, where its binary
- * is installed). The guest, its agent and the job's disk are the same on both.
- */
 export interface VmShape {
   memoryMiB: number;
   vcpus: number;
@@ -57,6 +53,11 @@ export interface VmLaunch {
   network?: VmNetwork;
 }
 
+/**
+ * What the microVM driver needs of a virtual machine monitor. Two implement it: QEMU's
+ * `microvm` machine (runs everywhere, KVM or TCG) and Firecracker (KVM only, where its binary
+ * is installed). The guest, its agent and the job's disk are the same on both.
+ */
 export interface Vmm {
   readonly name: 'qemu' | 'firecracker';
   /**
@@ -124,14 +125,8 @@ export function inJobNetns(l: VmLaunch, binary: string, args: string[]): [string
 
 /** The last lines QEMU and the guest console wrote: why a VM did not come up. */
 export async function vmDiagnostics(files: VmFiles): Promise<string> {
-  const tail = async (file: string) => {
-    try {
-      return (await readFile(file, 'utf8')).trim().split('\n').slice(-3).join(' | ');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
-      throw err;
-    }
-  };
+  const tail = async (file: string) =>
+    ((await ifExists(readFile(file, 'utf8'))) ?? '').trim().split('\n').slice(-3).join(' | ');
   const parts = [await tail(vmmLog(files)), await tail(files.console)].filter(Boolean);
   return parts.length ? ` (${parts.join(' | ')})` : '';
 }

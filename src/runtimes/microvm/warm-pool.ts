@@ -18,12 +18,6 @@ import type { VmHost } from './vm-host.js';
 import { killVmm, pidFromFile } from './vmm-process.js';
 import { vmFiles, type VmLaunch, type VmShape } from './vmm.js';
 
-/**
- * The microVM warm pool (config `microvm.warm_pool`): idle VMs per VM shape and image, each
- * restored, warmed by a job's start run short of its exec (so TCG has translated that path),
- * and ballooned down to what an idle guest needs until a job takes it over. Pooled VMs of a
- * Boxcar that died are swept by the next.
- */
 export interface PooledVm {
   id: string;
   launch: VmLaunch;
@@ -45,6 +39,12 @@ export interface WarmPoolOptions {
 
 const START_TIMEOUT_MS = 30_000;
 
+/**
+ * The microVM warm pool (config `microvm.warm_pool`): idle VMs per VM shape and image, each
+ * restored, warmed by a job's start run short of its exec (so TCG has translated that path),
+ * and ballooned down to what an idle guest needs until a job takes it over. Pooled VMs of a
+ * Boxcar that died are swept by the next.
+ */
 export class WarmPool {
   private readonly pool: VmPool<PooledVm>;
   /** What each pool key stands for: the VM shape and the image its disk holds. */

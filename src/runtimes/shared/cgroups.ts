@@ -1,11 +1,13 @@
-import { existsSync } from 'node:fs';
-import { readFile, rmdir } from 'node:fs/promises';
-import path from 'node:path';
-
 /**
  * Reads a sandbox's cgroup on either hierarchy: v1 (this project's hosts: a hybrid with one
  * directory per controller) or the unified v2. `cgroupsPath` is the OCI `linux.cgroupsPath`.
  */
+
+import { existsSync } from 'node:fs';
+import { readFile, rmdir } from 'node:fs/promises';
+import path from 'node:path';
+import { ifExists, errnoCode } from '../../lib/errors.js';
+
 const ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = [
   'memory',
@@ -45,23 +47,15 @@ export interface CgroupStats {
 }
 
 async function readNumber(file: string): Promise<number | undefined> {
-  try {
-    return Number((await readFile(file, 'utf8')).trim());
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await ifExists(readFile(file, 'utf8'));
+  return text === undefined ? undefined : Number(text.trim());
 }
 
 async function readKeyed(file: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  try {
-    for (const line of (await readFile(file, 'utf8')).split('\n')) {
-      const [k, v] = line.trim().split(/\s+/);
-      if (k && v !== undefined) out.set(k, Number(v));
-    }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  for (const line of ((await ifExists(readFile(file, 'utf8'))) ?? '').split('\n')) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined) out.set(k, Number(v));
   }
   return out;
 }
@@ -105,7 +99,7 @@ export async function removeCgroup(cgroupsPath: string): Promise<string[]> {
     try {
       await rmdir(dir);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
+      const code = errnoCode(err);
       if (code !== 'ENOENT') left.push(`${dir}: ${code}`);
     }
   }

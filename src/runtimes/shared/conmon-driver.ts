@@ -27,14 +27,8 @@ import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { ChangeWatcher } from '../../lib/watch.js';
+import { ifExists, errorMessage } from '../../lib/errors.js';
 
-/**
- * An OCI runtime (runc, runsc) driven through conmon, the per-job monitor podman and CRI-O
- * use: one ~2 MB process per job holds the container's stdio, writes its log and its exit
- * code to files, and outlives us, so a restarted Boxcar finds every job where it left it.
- * Everything is derived from the sandbox id, so `destroy` and `recover` work from a handle
- * saved before the sandbox existed.
- */
 export interface OciTool {
   /** The OCI runtime binary conmon runs. */
   binary: string;
@@ -79,6 +73,13 @@ interface SandboxFiles {
   networkFile: string;
 }
 
+/**
+ * An OCI runtime (runc, runsc) driven through conmon, the per-job monitor podman and CRI-O
+ * use: one ~2 MB process per job holds the container's stdio, writes its log and its exit
+ * code to files, and outlives us, so a restarted Boxcar finds every job where it left it.
+ * Everything is derived from the sandbox id, so `destroy` and `recover` work from a handle
+ * saved before the sandbox existed.
+ */
 export abstract class ConmonDriver implements Runtime {
   abstract readonly name: RuntimeName;
   abstract readonly capabilities: Capabilities;
@@ -219,7 +220,7 @@ export abstract class ConmonDriver implements Runtime {
       return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
     } catch (err) {
       throw new Error(
-        `${this.name}: creating the container failed: ${(err as Error).message}${await this.ociErrors(f)}`,
+        `${this.name}: creating the container failed: ${errorMessage(err)}${await this.ociErrors(f)}`,
         { cause: err },
       );
     } finally {
@@ -229,20 +230,15 @@ export abstract class ConmonDriver implements Runtime {
 
   /** The OCI runtime's own error lines, which say why a create failed. */
   private async ociErrors(f: SandboxFiles): Promise<string> {
-    try {
-      const lines = (await readFile(f.ociLog, 'utf8')).trim().split('\n').filter(Boolean);
-      const msgs = lines.map((l) => {
-        try {
-          return (JSON.parse(l) as { msg?: string }).msg ?? l;
-        } catch {
-          return l; // not JSON: keep the raw line
-        }
-      });
-      return msgs.length ? ` (${firstLines(msgs.slice(-3).join('\n'))})` : '';
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
-      throw err;
-    }
+    const lines = ((await ifExists(readFile(f.ociLog, 'utf8'))) ?? '').trim().split('\n').filter(Boolean);
+    const msgs = lines.map((l) => {
+      try {
+        return (JSON.parse(l) as { msg?: string }).msg ?? l;
+      } catch {
+        return l; // not JSON: keep the raw line
+      }
+    });
+    return msgs.length ? ` (${firstLines(msgs.slice(-3).join('\n'))})` : '';
   }
 
   /** The tool as this sandbox needs it (inside its network namespace, when it has one). */
@@ -251,9 +247,17 @@ export abstract class ConmonDriver implements Runtime {
     return this.tool({ netnsPath: slot === undefined ? undefined : leaseFor(slot).netnsPath });
   }
 
+  /** Runs the OCI runtime on a sandbox; a container it does not know is a `ContainerNotFound`. */
   protected async ociRun(sandboxId: string, args: string[], timeoutMs = 30_000) {
     const [cmd, ...pre] = commandLine(await this.toolFor(sandboxId));
-    return run(cmd, [...pre, ...args], { timeoutMs });
+    try {
+      return await run(cmd, [...pre, ...args], { timeoutMs });
+    } catch (err) {
+      // runc says "container does not exist"; runsc "container not found" or "... does not exist".
+      if (err instanceof ExecError && /does not exist|not found/i.test(err.stderr))
+        throw new ContainerNotFound(sandboxId, err);
+      throw err;
+    }
   }
 
   async start(handle: TaskHandle): Promise<void> {
@@ -262,13 +266,8 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   private async readExit(f: SandboxFiles): Promise<number | undefined> {
-    try {
-      const text = (await readFile(f.exitFile, 'utf8')).trim();
-      return text === '' ? undefined : Number(text);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    const text = (await ifExists(readFile(f.exitFile, 'utf8')))?.trim();
+    return text ? Number(text) : undefined;
   }
 
   private async oomKilled(handle: TaskHandle, f: SandboxFiles): Promise<boolean> {
@@ -279,12 +278,8 @@ export abstract class ConmonDriver implements Runtime {
   private async conmonPid(handle: TaskHandle, f: SandboxFiles): Promise<number | undefined> {
     const fromHandle = driverState(handle, ConmonState)?.conmonPid;
     if (fromHandle !== undefined) return fromHandle;
-    try {
-      return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    const text = await ifExists(readFile(f.conmonPidFile, 'utf8'));
+    return text === undefined ? undefined : Number(text.trim());
   }
 
   async wait(handle: TaskHandle): Promise<ExitStatus> {
@@ -314,11 +309,8 @@ export abstract class ConmonDriver implements Runtime {
       await this.ociRun(handle.sandboxId, ['kill', handle.sandboxId, signal.replace(/^SIG/, '')]);
     } catch (err) {
       // Already stopped or gone: the stop has happened.
-      if (
-        err instanceof ExecError &&
-        /not running|does not exist|container not found|process already finished/i.test(err.stderr)
-      )
-        return;
+      if (err instanceof ContainerNotFound) return;
+      if (err instanceof ExecError && /not running|process already finished/i.test(err.stderr)) return;
       throw err;
     }
   }
@@ -339,7 +331,7 @@ export abstract class ConmonDriver implements Runtime {
       try {
         await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
       } catch (err) {
-        if (!(err instanceof ExecError && /does not exist|not found/i.test(err.stderr))) throw err;
+        if (!(err instanceof ContainerNotFound)) throw err;
       }
       const pid = await this.conmonPid(handle, f);
       if (pid !== undefined && processAlive(pid)) {
@@ -389,6 +381,14 @@ export abstract class ConmonDriver implements Runtime {
   }
 }
 
+/** The OCI runtime has no container of this id (never created, or already deleted). */
+export class ContainerNotFound extends Error {
+  constructor(sandboxId: string, cause: ExecError) {
+    super(`no container ${sandboxId}: ${cause.message}`, { cause });
+    this.name = 'ContainerNotFound';
+  }
+}
+
 /** How the tool is run: under its wrapper, if any, with its global flags before the subcommand. */
 function commandLine(tool: OciTool): [string, ...string[]] {
   const [cmd, ...rest] = [...(tool.wrapper ?? []), tool.binary, ...tool.globalArgs];
@@ -402,11 +402,5 @@ function firstLines(text: string, max = 3): string {
 }
 
 async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
+  return (await ifExists(access(p).then(() => true))) ?? false;
 }

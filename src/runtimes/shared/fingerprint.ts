@@ -3,6 +3,7 @@ import type { RuntimeName } from '../../jobs/spec.js';
 import type { Fingerprint } from '../runtime.js';
 import { cgroupMode } from './cgroups.js';
 import { run } from '../../lib/exec.js';
+import { errorMessage } from '../../lib/errors.js';
 
 /** Checks every container runtime shares: root, conmon, a memory cgroup controller. */
 export async function containerHostProblems(
@@ -29,7 +30,7 @@ export async function toolVersion(binary: string, args: string[]): Promise<ToolV
     const { stdout } = await run(binary, args, { timeoutMs: 5000 });
     return { ok: true, version: stdout.split('\n')[0]?.trim() ?? '' };
   } catch (err) {
-    return { ok: false, why: (err as Error).message };
+    return { ok: false, why: errorMessage(err) };
   }
 }
 

@@ -3,14 +3,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { JobNetwork } from '../../jobs/spec.js';
 import { ExecError, run } from '../../lib/exec.js';
+import { ifExists } from '../../lib/errors.js';
 
-/**
- * Network for a job that asks for it (none by default): its own network namespace, a veth
- * pair to the host, egress shaped by a token bucket (tc tbf, the seed's `bandwidth.size` bytes
- * per `refill_time` ms), and one nftables table for all jobs that drops whatever a job sends to
- * the host itself, to internal ranges or to other jobs, and any connection opened towards a job.
- * Public destinations are reached through NAT.
- */
 export const JOB_SUBNET = '10.213.0.0/16';
 const SLOTS = 16_384; // /30 subnets in JOB_SUBNET
 const BLOCKED_RANGES = [
@@ -88,6 +82,12 @@ export function tbfArgs(bucket: { sizeBytes: number; refillMs: number }): string
 }
 
 /**
+ * Network for a job that asks for it (none by default): its own network namespace, a veth
+ * pair to the host, egress shaped by a token bucket (tc tbf, the seed's `bandwidth.size` bytes
+ * per `refill_time` ms), and one nftables table for all jobs that drops whatever a job sends to
+ * the host itself, to internal ranges or to other jobs, and any connection opened towards a job.
+ * Public destinations are reached through NAT.
+ *
  * Claims a free /30 (creating the namespace is the claim: it fails if the name is taken).
  * `recordSlot` is told each candidate before it is claimed, so a crash between the claim and
  * the caller's own bookkeeping still leaves a record to clean up from.
@@ -188,12 +188,8 @@ export const recordSlotIn = (file: string) => (slot: number) => writeFile(file, 
 
 /** The slot recorded in `file`; undefined when the sandbox has no network. */
 export async function recordedSlot(file: string): Promise<number | undefined> {
-  try {
-    return (JSON.parse(await readFile(file, 'utf8')) as { slot: number }).slot;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await ifExists(readFile(file, 'utf8'));
+  return text === undefined ? undefined : (JSON.parse(text) as { slot: number }).slot;
 }
 
 /** Tears down the network whose slot is recorded in `file`, if any. */

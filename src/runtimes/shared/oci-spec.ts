@@ -3,10 +3,6 @@ import type { ResolvedImage } from '../../images/image.js';
 import { seccompProfile } from './seccomp.js';
 import { swapAccounting } from './cgroups.js';
 
-/**
- * The OCI runtime config for one container job: everything the job may do is written here.
- * Starting point: `runc spec` defaults (masked and read-only /proc paths, devices), tightened.
- */
 export const CPU_PERIOD_US = 100_000;
 
 /** Docker's default set minus NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP: enough for CI tooling. */
@@ -98,6 +94,10 @@ export function jobEnv(input: OciSpecInput): string[] {
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 
+/**
+ * The OCI runtime config for one container job: everything the job may do is written here.
+ * Starting point: `runc spec` defaults (masked and read-only /proc paths, devices), tightened.
+ */
 export function ociSpec(input: OciSpecInput): Record<string, unknown> {
   const { spec, image } = input;
   const l = spec.limits;

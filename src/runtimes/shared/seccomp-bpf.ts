@@ -1,12 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { SeccompProfile } from './seccomp.js';
 
-/**
- * Compiles a seccomp profile (the OCI form runc and runsc take) into the classic BPF program
- * the kernel loads, for places without libseccomp: the microVM guest agent installs it just
- * before running the job. x86_64 only, like the guest; syscall numbers come from the
- * kernel headers (linux-libc-dev).
- */
 const UNISTD = '/usr/include/x86_64-linux-gnu/asm/unistd_64.h';
 const AUDIT_ARCH_X86_64 = 0xc000003e;
 /** x32 syscalls share the x86_64 arch value, with this bit set in the number. */
@@ -81,6 +75,12 @@ function argTest(arg: { index: number; value: number; valueTwo?: number; op: str
   return out;
 }
 
+/**
+ * Compiles a seccomp profile (the OCI form runc and runsc take) into the classic BPF program
+ * the kernel loads, for places without libseccomp: the microVM guest agent installs it just
+ * before running the job. x86_64 only, like the guest; syscall numbers come from the
+ * kernel headers (linux-libc-dev).
+ */
 export function compileSeccomp(profile: SeccompProfile, nrs = syscallNumbers()): Buffer {
   const defaultRet = action(profile.defaultAction, profile.defaultErrnoRet, profile.defaultErrnoRet);
   const prog: Insn[] = [

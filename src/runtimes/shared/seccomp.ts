@@ -1,13 +1,3 @@
-/**
- * The seccomp profile every container job gets: an allowlist (Docker's default set minus the
- * calls that open a way out), default EPERM. Without it, `unshare -U` succeeds inside a runc
- * job on these hosts. Deliberately absent, so EPERM: mount/umount2/pivot_root/chroot, the new
- * mount API (fsopen, fsconfig, fsmount, fspick, move_mount, open_tree, mount_setattr), unshare,
- * setns, ptrace, process_vm_readv/writev, kcmp, keyctl/add_key/request_key, bpf,
- * perf_event_open, userfaultfd, io_uring_*, (f)init_module/delete_module, kexec_*, reboot,
- * swapon/swapoff, syslog, acct, quotactl, open_by_handle_at, settimeofday/clock_settime,
- * lookup_dcookie, vhangup, iopl/ioperm.
- */
 const ALLOWED = `accept accept4 access adjtimex alarm arch_prctl bind brk cachestat capget capset chdir chmod
 chown clock_getres clock_gettime clock_nanosleep close close_range connect copy_file_range creat dup dup2 dup3
 epoll_create epoll_create1 epoll_ctl epoll_pwait epoll_pwait2 epoll_wait eventfd eventfd2 execve execveat exit
@@ -64,6 +54,16 @@ function architectures(): string[] {
   return ['SCMP_ARCH_X86_64'];
 }
 
+/**
+ * The seccomp profile every container job gets: an allowlist (Docker's default set minus the
+ * calls that open a way out), default EPERM. Without it, `unshare -U` succeeds inside a runc
+ * job on these hosts. Deliberately absent, so EPERM: mount/umount2/pivot_root/chroot, the new
+ * mount API (fsopen, fsconfig, fsmount, fspick, move_mount, open_tree, mount_setattr), unshare,
+ * setns, ptrace, process_vm_readv/writev, kcmp, keyctl/add_key/request_key, bpf,
+ * perf_event_open, userfaultfd, io_uring_*, (f)init_module/delete_module, kexec_*, reboot,
+ * swapon/swapoff, syslog, acct, quotactl, open_by_handle_at, settimeofday/clock_settime,
+ * lookup_dcookie, vhangup, iopl/ioperm.
+ */
 export function seccompProfile(): SeccompProfile {
   return {
     defaultAction: 'SCMP_ACT_ERRNO',

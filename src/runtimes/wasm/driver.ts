@@ -24,12 +24,6 @@ import { WasmPool, type Running } from './pool.js';
 import { Workspaces } from './workspaces.js';
 import { DEFAULT_RESOURCES } from '../../jobs/spec.js';
 
-/**
- * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
- * container, no process per job. The module sees only its own /workspace (a preopen: a tmpfs
- * of the job's workspace size, see workspaces.ts), has no sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
- * Modules are compiled once per digest and memory cap and shared by every instance.
- */
 interface Task {
   running?: Running;
   module: WebAssembly.Module;
@@ -40,6 +34,12 @@ interface Task {
   exit?: { exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
 }
 
+/**
+ * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
+ * container, no process per job. The module sees only its own /workspace (a preopen: a tmpfs
+ * of the job's workspace size, see workspaces.ts), has no sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
+ * Modules are compiled once per digest and memory cap and shared by every instance.
+ */
 export class WasmDriver implements Runtime {
   readonly name = 'wasm' as const;
   /** A thread of this process runs the module: its memory is the module's, a stop kills the thread. */

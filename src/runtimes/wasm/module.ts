@@ -4,6 +4,7 @@
  * limit, written into the module itself, so `memory.grow` past it fails inside the module
  * (malloc returns NULL) instead of taking host memory.
  */
+
 export const WASI_MODULES = ['wasi_snapshot_preview1', 'wasi_unstable'];
 export const PAGE = 65_536;
 

@@ -1,10 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { RunTask, WorkerMessage } from './worker.js';
 
-/**
- * Threads that run WASM jobs, sized to the machine, so a job costs no thread or process start.
- * A job that must be stopped (timeout, cancel) has its thread terminated and replaced.
- */
 export interface Running {
   started: Promise<void>;
   done: Promise<Extract<WorkerMessage, { type: 'exited' }>>;
@@ -22,6 +18,10 @@ const WARM_UP_MODULE = new WebAssembly.Module(
 );
 let nextTaskId = 1;
 
+/**
+ * Threads that run WASM jobs, sized to the machine, so a job costs no thread or process start.
+ * A job that must be stopped (timeout, cancel) has its thread terminated and replaced.
+ */
 export class WasmPool {
   private readonly idle: Worker[] = [];
   /** Settles when the thread has run its warm-up module (or failed to start). */

@@ -1,12 +1,13 @@
-import { performance } from 'node:perf_hooks';
-import { WASI } from 'node:wasi';
-import { parentPort } from 'node:worker_threads';
-
 /**
  * One pool thread: instantiates a compiled module with WASI preview1 and runs `_start`, one job
  * at a time. Output goes straight to the job's log file descriptor (the driver owns and closes it). A trap ends the job with
  * 134 (as for SIGABRT) and its message in the output.
  */
+
+import { performance } from 'node:perf_hooks';
+import { WASI } from 'node:wasi';
+import { parentPort } from 'node:worker_threads';
+
 export interface RunTask {
   id: number;
   module: WebAssembly.Module;

@@ -5,6 +5,8 @@ import path from 'node:path';
 import { currentOwner, ownerAlive } from '../../lib/owner.js';
 import { run } from '../../lib/exec.js';
 
+const SPARE = '.wasm-spare@';
+
 /**
  * WASM jobs' workspaces: a tmpfs of the job's workspace size per job, so files a module writes
  * cannot fill the host's disk. A `mount` costs a process start (~3 ms, most of a WASM job's
@@ -13,8 +15,6 @@ import { run } from '../../lib/exec.js';
  * holds no memory. Spares are named after their owner process, so a crashed owner's spares
  * are swept by the next one.
  */
-const SPARE = '.wasm-spare@';
-
 export class Workspaces {
   private readonly spares: string[] = [];
   private filling: Promise<void> | undefined;

@@ -48,11 +48,6 @@ import {
 } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
 
-/**
- * The store for several nodes: PostgreSQL. Nodes claim queued jobs with a conditional update
- * over `FOR UPDATE SKIP LOCKED` (two nodes never wait on, nor both win, the same job) and hold
- * them by lease; every transition is a transaction that locks the job's row.
- */
 const BIGINT = 20;
 const MIGRATION_LOCK = 0x626f78636172; // "boxcar"
 /** Held while appending to the audit trail: its hash chain has one head. */
@@ -60,6 +55,11 @@ const AUDIT_LOCK = 0x626f78617564; // "boxaud"
 
 type Queryable = pg.Pool | pg.PoolClient;
 
+/**
+ * The store for several nodes: PostgreSQL. Nodes claim queued jobs with a conditional update
+ * over `FOR UPDATE SKIP LOCKED` (two nodes never wait on, nor both win, the same job) and hold
+ * them by lease; every transition is a transaction that locks the job's row.
+ */
 export class PostgresStore implements Store {
   private constructor(private readonly pool: pg.Pool) {}
 

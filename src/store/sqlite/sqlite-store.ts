@@ -50,12 +50,6 @@ import {
 } from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
 
-/**
- * The embedded store: one SQLite file in the state directory, WAL mode so readers (`boxcar
- * jobs`) never block the writer. synchronous=NORMAL: every commit survives a crash or kill -9 of
- * Boxcar (it is in the WAL before the call returns); only a power loss can drop the last few,
- * and an fsync per transition would cost ~1 ms each on the job's start path.
- */
 /** A row as SQLite returns it: JSON as text, booleans as 0/1. */
 type Row = Omit<
   JobRow,
@@ -100,6 +94,12 @@ const decodeDelivery = (r: DeliveryDbRow): Delivery =>
     jobs: JSON.parse(r.jobs) as string[],
   });
 
+/**
+ * The embedded store: one SQLite file in the state directory, WAL mode so readers (`boxcar
+ * jobs`) never block the writer. synchronous=NORMAL: every commit survives a crash or kill -9 of
+ * Boxcar (it is in the WAL before the call returns); only a power loss can drop the last few,
+ * and an fsync per transition would cost ~1 ms each on the job's start path.
+ */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
 

@@ -1,10 +1,5 @@
 import http from 'node:http';
 
-/**
- * A client for Firecracker's REST API over its Unix socket: the requests Boxcar sends, typed
- * after Firecracker's OpenAPI description (`firecracker-api.yaml`, swagger 2.0). The tests
- * validate every request this client can send against that file.
- */
 export interface TokenBucket {
   size: number;
   refill_time: number;
@@ -100,6 +95,11 @@ export class FirecrackerApiError extends Error {
   }
 }
 
+/**
+ * A client for Firecracker's REST API over its Unix socket: the requests Boxcar sends, typed
+ * after Firecracker's OpenAPI description (`firecracker-api.yaml`, swagger 2.0). The tests
+ * validate every request this client can send against that file.
+ */
 export class FirecrackerClient {
   constructor(
     private readonly socketPath: string,

@@ -14,13 +14,8 @@ import {
   type VmLaunch,
 } from '../vmm.js';
 import { FirecrackerClient, type RateLimiter } from './api.js';
+import { withContext } from '../../../lib/errors.js';
 
-/**
- * Firecracker as the VMM, where its binary is installed and KVM works: one process per VM,
- * configured through its API socket. Firecracker has no virtio-serial, so the agent speaks
- * over vsock (port `AGENT_VSOCK_PORT`), and disks are raw (a sparse copy of the image's ext4
- * per job, not a qcow2 overlay). Snapshots are Firecracker's own (state + memory file).
- */
 export const FIRECRACKER = 'firecracker';
 export const AGENT_VSOCK_PORT = 1024;
 const GUEST_CID = 3;
@@ -32,6 +27,12 @@ export interface FirecrackerOptions {
 
 export const vsockPath = (files: VmFiles) => path.join(files.dir, 'vsock.sock');
 
+/**
+ * Firecracker as the VMM, where its binary is installed and KVM works: one process per VM,
+ * configured through its API socket. Firecracker has no virtio-serial, so the agent speaks
+ * over vsock (port `AGENT_VSOCK_PORT`), and disks are raw (a sparse copy of the image's ext4
+ * per job, not a qcow2 overlay). Snapshots are Firecracker's own (state + memory file).
+ */
 export class FirecrackerVmm implements Vmm {
   readonly name = 'firecracker' as const;
   readonly accel = 'kvm';
@@ -73,8 +74,7 @@ export class FirecrackerVmm implements Vmm {
         await api.version();
         return { pid, api };
       } catch (err) {
-        if (!processAlive(pid) || i > 1000)
-          throw new Error(`Firecracker did not open its API: ${(err as Error).message}`);
+        if (!processAlive(pid) || i > 1000) throw withContext('Firecracker did not open its API', err);
         await sleep(5);
       }
     }

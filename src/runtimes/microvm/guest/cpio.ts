@@ -1,7 +1,3 @@
-/**
- * A "newc" cpio archive, the format the kernel unpacks as its initramfs, written in memory:
- * deterministic (fixed times, owners and inode numbers), so the same inputs give the same bytes.
- */
 export type CpioEntry =
   | { path: string; type: 'dir'; mode?: number }
   | { path: string; type: 'file'; data: Buffer; mode?: number }
@@ -39,6 +35,10 @@ function record(ino: number, name: string, mode: number, data: Buffer, rdev = [0
   return [header, nameBytes, pad4(header.length + nameBytes.length), data, pad4(data.length)];
 }
 
+/**
+ * A "newc" cpio archive, the format the kernel unpacks as its initramfs, written in memory:
+ * deterministic (fixed times, owners and inode numbers), so the same inputs give the same bytes.
+ */
 export function cpioArchive(entries: CpioEntry[]): Buffer {
   const parts: Buffer[] = [];
   entries.forEach((e, i) => {

@@ -8,12 +8,6 @@ import { run } from '../../../lib/exec.js';
 import { toolVersion } from '../../shared/fingerprint.js';
 import { cpioArchive, type CpioEntry } from './cpio.js';
 
-/**
- * What every microVM boots: Debian's cloud kernel (`linux-image-cloud-amd64`) and an initramfs
- * holding only the guest agent (agent.c, built static) and the virtio modules it loads. Both
- * are built once per input and cached under the state directory; `key` names every input, so
- * a snapshot taken with other inputs is recognised as stale.
- */
 export interface GuestImage {
   /** Uncompressed kernel (ELF): QEMU boots it through its PVH entry, ~0.4 s faster than a bzImage. */
   kernel: string;
@@ -114,7 +108,14 @@ async function buildInitramfs(release: string, agent: string): Promise<Buffer> {
   return cpioArchive(entries);
 }
 
-/** Builds (or finds) the kernel and initramfs for this host's guest kernel under `dir`. */
+/**
+ * What every microVM boots: Debian's cloud kernel (`linux-image-cloud-amd64`) and an initramfs
+ * holding only the guest agent (agent.c, built static) and the virtio modules it loads. Both
+ * are built once per input and cached under the state directory; `key` names every input, so
+ * a snapshot taken with other inputs is recognised as stale.
+ *
+ * Builds (or finds) the kernel and initramfs for this host's guest kernel under `dir`.
+ */
 export async function ensureGuest(dir: string): Promise<GuestImage> {
   const { bzImage, release } = await findGuestKernel();
   const kst = await stat(bzImage);

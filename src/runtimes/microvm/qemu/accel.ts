@@ -1,11 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { readJsonCache } from '../../../lib/fs-util.js';
 
-/**
- * KVM or TCG. `/dev/kvm` existing is not enough (nested KVM here opens it, then the guest hangs
- * in early boot), so a real boot decides: `probe` boots the guest under KVM and reports
- * whether its agent answered in time. The verdict is kept per host boot in /run.
- */
 export type Accel = 'kvm' | 'tcg';
 
 export interface AccelChoice {
@@ -19,6 +15,11 @@ function bootId(): string {
   return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 }
 
+/**
+ * KVM or TCG. `/dev/kvm` existing is not enough (nested KVM here opens it, then the guest hangs
+ * in early boot), so a real boot decides: `probe` boots the guest under KVM and reports
+ * whether its agent answered in time. The verdict is kept per host boot in /run.
+ */
 export async function chooseAccel(
   probeKey: string,
   probe: () => Promise<boolean>,
@@ -28,12 +29,8 @@ export async function chooseAccel(
   if (forced === 'kvm' || forced === 'tcg') return { accel: forced, why: 'set by BOXCAR_VM_ACCEL' };
   if (!existsSync('/dev/kvm')) return { accel: 'tcg', why: 'no /dev/kvm' };
   const key = `${bootId()}:${probeKey}`;
-  try {
-    const cached = JSON.parse(await readFile(CACHE, 'utf8')) as { key: string; choice: AccelChoice };
-    if (cached.key === key) return { ...cached.choice, why: `${cached.choice.why} (cached probe)` };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
-  }
+  const cached = await readJsonCache<{ key: string; choice: AccelChoice }>(CACHE);
+  if (cached?.key === key) return { ...cached.choice, why: `${cached.choice.why} (cached probe)` };
   const works = await probe();
   const choice: AccelChoice = works
     ? { accel: 'kvm', why: 'a guest booted under KVM' }

@@ -1,10 +1,6 @@
 import type net from 'node:net';
 import { connectVmmSocket } from '../vmm-socket.js';
 
-/**
- * A client for QEMU's machine protocol (QMP): JSON lines over a Unix socket. Commands carry an
- * id so replies find their caller; asynchronous events are kept for `waitEvent`.
- */
 export class QmpError extends Error {}
 
 interface Pending {
@@ -13,6 +9,10 @@ interface Pending {
   command: string;
 }
 
+/**
+ * A client for QEMU's machine protocol (QMP): JSON lines over a Unix socket. Commands carry an
+ * id so replies find their caller; asynchronous events are kept for `waitEvent`.
+ */
 export class QmpClient {
   private buffer = '';
   private nextId = 1;

@@ -18,13 +18,8 @@ import {
 } from '../vmm.js';
 import type { Accel } from './accel.js';
 import { QmpClient } from './qmp.js';
+import { errorMessage } from '../../../lib/errors.js';
 
-/**
- * QEMU's `microvm` machine: no PCI, no firmware, virtio-mmio devices only. The guest's state
- * goes to a file through migration (`stop`, `migrate exec:cat > state`) and comes back with
- * `-incoming fd:` and `cont`. Job VMs run under QEMU's seccomp sandbox with process spawning
- * denied; only the VM a snapshot is taken from may spawn (`exec:` migration needs it).
- */
 export const QEMU = 'qemu-system-x86_64';
 const BOOT_TIMEOUT_MS = 20_000;
 const RESTORE_TIMEOUT_MS = 20_000;
@@ -66,6 +61,12 @@ function bootArgs(guest: GuestImage): string[] {
   return ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', kernelCommandLine()];
 }
 
+/**
+ * QEMU's `microvm` machine: no PCI, no firmware, virtio-mmio devices only. The guest's state
+ * goes to a file through migration (`stop`, `migrate exec:cat > state`) and comes back with
+ * `-incoming fd:` and `cont`. Job VMs run under QEMU's seccomp sandbox with process spawning
+ * denied; only the VM a snapshot is taken from may spawn (`exec:` migration needs it).
+ */
 export class QemuVmm implements Vmm {
   readonly name = 'qemu' as const;
   readonly diskFormat = 'qcow2' as const;
@@ -144,7 +145,7 @@ export class QemuVmm implements Vmm {
     try {
       launched = await this.launch(l, ['-incoming', 'fd:3'], { mayMigrateOut: false, stateFd: fd });
     } catch (err) {
-      throw new RestoreFailed(`${(err as Error).message}${await vmDiagnostics(l.files)}`, { cause: err });
+      throw new RestoreFailed(`${errorMessage(err)}${await vmDiagnostics(l.files)}`, { cause: err });
     } finally {
       closeSync(fd);
     }
@@ -163,7 +164,7 @@ export class QemuVmm implements Vmm {
     } catch (err) {
       if (processAlive(pid)) process.kill(pid, 'SIGKILL');
       throw new RestoreFailed(
-        `restoring the VM failed: ${(err as Error).message}${await vmDiagnostics(l.files)}`,
+        `restoring the VM failed: ${errorMessage(err)}${await vmDiagnostics(l.files)}`,
         {
           cause: err,
         },
