@@ -2,7 +2,7 @@
 .PHONY: run test setup build lint bench
 
 run: setup
-	node dist/src/cli/main.js pipeline examples/pipeline.yaml
+	./scripts/run-demo.sh
 
 test: setup
 	npm test

@@ -5,6 +5,10 @@ import { statePaths, type StatePaths } from './lib/state-paths.js';
 import type { Prices } from './cost/model.js';
 import { UserError, errnoCode } from './lib/errors.js';
 import { ImageStore } from './images/image-store.js';
+import { ImagePuller, imagesInUse } from './images/pull.js';
+import { dockerConfigCredentials } from './images/registry-auth.js';
+import { RegistryClient } from './images/registry-client.js';
+import { DEFAULT_UNPACK_LIMITS } from './images/unpack.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
 import type { RoutingPolicy } from './policy/policy-schema.js';
@@ -18,6 +22,8 @@ export interface Boxcar {
   paths: StatePaths;
   store: Store;
   images: ImageStore;
+  /** Pulls registry images into `images`. */
+  puller: ImagePuller;
   runtimes: RuntimeRegistry;
   policy: RoutingPolicy;
   prices: Prices;
@@ -63,10 +69,26 @@ export async function openBoxcar(
   }
   const store = await openStore(opts.store, paths);
   const runtimes = parts.runtimes?.(paths) ?? hostRuntimes(paths, logger, config.microvm.warm_pool);
+  const images = new ImageStore(paths, {
+    ...DEFAULT_UNPACK_LIMITS,
+    maxBytes: config.images.max_unpacked,
+    maxEntries: config.images.max_entries,
+  });
+  const registries = config.registries;
+  const client = new RegistryClient({
+    insecure: registries.insecure,
+    tokenHosts: registries.token_hosts,
+    credentials: (registry) =>
+      registries.auth[registry] ?? dockerConfigCredentials(registry, registries.docker_config),
+  });
   return {
     paths,
     store,
-    images: new ImageStore(paths),
+    images,
+    puller: new ImagePuller(images, client, logger, {
+      maxBytes: config.images.cache_max,
+      inUse: () => imagesInUse(store),
+    }),
     runtimes,
     policy,
     prices: config.prices,

@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { leftovers, tempState } from '../testing/harness.js';
 
 /** The `boxcar` command as a user runs it: a real process, real exit codes, real containers. */
@@ -147,8 +149,16 @@ describe('boxcar CLI', () => {
     assert.deepEqual(await leftovers(state), []);
   });
 
-  test('the sample pipeline passes with its deliberate failures allowed', () => {
-    const r = boxcar(['pipeline', 'examples/pipeline.yaml', '--json']);
+  test('the sample pipeline passes with its deliberate failures allowed', async () => {
+    // Its `debian` job needs the registry `make run` starts with a debootstrapped image; pulls
+    // from a real registry are tested in images/registry.test.ts, so the copy run here leaves it out.
+    const sample = parseYaml(await readFile('examples/pipeline.yaml', 'utf8')) as {
+      jobs: Array<{ name: string }>;
+    };
+    assert.ok(sample.jobs.some((j) => j.name === 'debian'));
+    const file = path.join(state.root, 'pipeline.yaml');
+    await writeFile(file, stringifyYaml({ ...sample, jobs: sample.jobs.filter((j) => j.name !== 'debian') }));
+    const r = boxcar(['pipeline', file, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const p = JSON.parse(r.stdout) as { passed: boolean; jobs: Array<{ name: string; state: string }> };
     assert.equal(p.passed, true);
@@ -162,6 +172,34 @@ describe('boxcar CLI', () => {
       'memory-hog': 'oom',
       'hangs-forever': 'timeout',
     });
+  });
+
+  test('a pipeline whose image cannot be pulled fails before any job runs, naming the job and the registry', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(port)); // free again: nothing answers there
+      });
+    });
+    const file = path.join(state.root, 'unreachable.yaml');
+    await writeFile(
+      file,
+      stringifyYaml({
+        name: 'unreachable',
+        jobs: [
+          { name: 'first', command: 'echo ran' },
+          { name: 'needs-image', image: `127.0.0.1:${port}/debian:bookworm`, command: 'true' },
+        ],
+      }),
+    );
+    const before = JSON.parse(boxcar(['jobs', '--json']).stdout) as unknown[];
+    const r = boxcar(['pipeline', file]);
+    assert.equal(r.code, 125);
+    assert.equal(
+      r.stderr.trim(),
+      `boxcar: job needs-image: image 127.0.0.1:${port}/debian:bookworm: cannot reach registry 127.0.0.1:${port} (ECONNREFUSED); check that it is up at that address`,
+    );
+    assert.equal((JSON.parse(boxcar(['jobs', '--json']).stdout) as unknown[]).length, before.length);
   });
 
   test('policy explain: the real pull_request example is trusted, its fork by a first-time contributor is not', async () => {

@@ -7,6 +7,7 @@ import { UserError, errorMessage } from '../lib/errors.js';
 import { createLogger } from '../observability/logger.js';
 import { registerAudit } from './commands/audit.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerImages } from './commands/images.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPipeline } from './commands/pipeline.js';
 import { registerPolicy } from './commands/policy.js';
@@ -46,6 +47,7 @@ async function main(argv: string[]): Promise<void> {
   registerToken(program, logger);
   registerSecret(program, logger);
   registerAudit(program, logger);
+  registerImages(program, logger);
   registerSubmit(program);
   registerRemoteJobCommands(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

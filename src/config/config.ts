@@ -44,6 +44,28 @@ const Api = z.strictObject({
 });
 export type ApiConfig = z.output<typeof Api>;
 
+const Registries = z.strictObject({
+  /** Registries (host[:port]) reached over plain HTTP although not on a loopback address. */
+  insecure: z.array(z.string().min(1)).default([]),
+  /** Credentials per registry (host[:port]; Docker Hub: docker.io). */
+  auth: z
+    .record(z.string().min(1), z.strictObject({ username: z.string(), password: z.string() }))
+    .default({}),
+  /** A Docker config.json to read credentials from (default: $DOCKER_CONFIG or ~/.docker). */
+  docker_config: z.string().min(1).optional(),
+  /** Token services on other hosts that a registry's credentials may be sent to. */
+  token_hosts: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
+});
+export type RegistriesConfig = z.output<typeof Registries>;
+
+const Images = z.strictObject({
+  /** Pulled images kept on this node; past it the least recently used are pruned. */
+  cache_max: parsedField(parseBytes).prefault('20Gi'),
+  /** What pulled layers may expand to, per image; past it the pull is refused. */
+  max_unpacked: parsedField(parseBytes).prefault('16Gi'),
+  max_entries: z.number().int().positive().default(1_000_000),
+});
+
 const ConfigFile = z.strictObject({
   /** Tenants: trust ceilings, weights, LimitRange-style limits (see tenants/tenant-config.ts). */
   tenants: TenantsConfig,
@@ -60,6 +82,8 @@ const ConfigFile = z.strictObject({
   scheduler: Scheduler.prefault({}),
   microvm: Microvm.prefault({}),
   api: Api.prefault({}),
+  registries: Registries.prefault({}),
+  images: Images.prefault({}),
   secrets: z
     .strictObject({
       /**
@@ -95,6 +119,8 @@ export interface Config {
   scheduler: SchedulerConfig;
   microvm: MicrovmConfig;
   api: ApiConfig;
+  registries: RegistriesConfig;
+  images: z.output<typeof Images>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
   webhooks: { github: { secret?: string; tenant: string; repositories: Record<string, string> } };
@@ -120,6 +146,8 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     scheduler: c.scheduler,
     microvm: c.microvm,
     api: c.api,
+    registries: c.registries,
+    images: c.images,
     secretsKeyFile: c.secrets.key_file,
     webhooks: {
       github: {

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { StatePaths } from '../lib/state-paths.js';
-import { run } from '../lib/exec.js';
 import { digestHex, sha256, sha256File } from '../lib/digest.js';
+import { ifExists } from '../lib/errors.js';
 import { withLock, writeFileAtomic } from '../lib/fs-util.js';
+import { applyLayer, DEFAULT_UNPACK_LIMITS, type UnpackLimits } from './unpack.js';
 import type { ImageConfig, ResolvedImage } from './image.js';
 
 export const MEDIA = {
@@ -60,7 +62,10 @@ export function normalizeRef(ref: string): string {
 export class ImageStore {
   private initialized = false;
 
-  constructor(private readonly paths: StatePaths) {}
+  constructor(
+    private readonly paths: StatePaths,
+    private readonly unpackLimits: UnpackLimits = DEFAULT_UNPACK_LIMITS,
+  ) {}
 
   private get indexFile() {
     return path.join(this.paths.images, 'index.json');
@@ -109,14 +114,32 @@ export class ImageStore {
   async putBlobFile(file: string, mediaType: string): Promise<Descriptor> {
     const digest = await sha256File(file);
     const size = (await stat(file)).size;
-    const dest = this.blobPath(digest);
-    if (existsSync(dest)) await rm(file);
-    else await rename(file, dest);
+    await this.putVerifiedBlob(file, digest);
     return { mediaType, digest, size };
+  }
+
+  /**
+   * Moves a file whose digest the caller checked into the store: flushed to disk first, so a
+   * blob under its digest is whole even after a power loss; then in by rename, all or nothing.
+   */
+  async putVerifiedBlob(file: string, digest: string): Promise<void> {
+    const dest = this.blobPath(digest);
+    if (existsSync(dest)) return rm(file);
+    const fh = await open(file, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(file, dest);
   }
 
   async hasBlob(digest: string): Promise<boolean> {
     return existsSync(this.blobPath(digest));
+  }
+
+  async blobSize(digest: string): Promise<number | undefined> {
+    return (await ifExists(stat(this.blobPath(digest))))?.size;
   }
 
   async readJson<T>(digest: string): Promise<T> {
@@ -155,11 +178,18 @@ export class ImageStore {
     });
   }
 
-  /** The image's config and its unpacked root filesystem (unpacked on first use). */
-  async open(ref: string, manifestDigest: string): Promise<ResolvedImage> {
+  /**
+   * The image's config and its unpacked root filesystem (unpacked on first use, each layer read
+   * from `layerSource` when given: a download still in progress).
+   */
+  async open(
+    ref: string,
+    manifestDigest: string,
+    layerSource?: (layer: Descriptor) => Promise<string | Readable>,
+  ): Promise<ResolvedImage> {
     const manifest = await this.readJson<Manifest>(manifestDigest);
     const cfg = await this.readJson<OciConfigFile>(manifest.config.digest);
-    const rootfsPath = await this.unpacked(manifestDigest, manifest);
+    const rootfsPath = await this.unpacked(manifestDigest, manifest, layerSource);
     const c = cfg.config ?? {};
     const config: ImageConfig = {
       env: c.Env ?? [],
@@ -170,33 +200,31 @@ export class ImageStore {
     return { ref: normalizeRef(ref), digest: manifestDigest, rootfsPath, config };
   }
 
-  private async unpacked(manifestDigest: string, manifest: Manifest): Promise<string> {
+  /**
+   * The image's layers applied in order into one root filesystem (see unpack.ts), once per
+   * manifest digest: built in a scratch directory and moved in by rename, so a root filesystem
+   * in place is always whole.
+   */
+  private async unpacked(
+    manifestDigest: string,
+    manifest: Manifest,
+    layerSource?: (layer: Descriptor) => Promise<string | Readable>,
+  ): Promise<string> {
     const dest = path.join(this.paths.rootfs, digestHex(manifestDigest));
+    await this.markUsed(manifestDigest);
     if (existsSync(dest)) return dest;
-    if (manifest.layers.length !== 1) {
-      // Whiteout handling across layers arrives with registry pulls; our own images have one layer.
-      throw new Error(
-        `image ${manifestDigest} has ${manifest.layers.length} layers; only single-layer images can be unpacked so far`,
-      );
-    }
     const tmp = `${dest}.${randomUUID()}.tmp`;
-    await mkdir(tmp, { recursive: true });
+    await mkdir(tmp, { recursive: true, mode: 0o755 });
     try {
-      for (const layer of manifest.layers) {
-        await run(
-          'tar',
-          [
-            '--extract',
-            '--file',
-            this.blobPath(layer.digest),
-            '--directory',
-            tmp,
-            '--numeric-owner',
-            '--preserve-permissions',
-          ],
-          { timeoutMs: 300_000 },
+      const totals = { bytes: 0, entries: 0 };
+      for (const layer of manifest.layers)
+        await applyLayer(
+          tmp,
+          (await layerSource?.(layer)) ?? this.blobPath(layer.digest),
+          layer.digest,
+          this.unpackLimits,
+          totals,
         );
-      }
       await rename(tmp, dest);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
@@ -205,4 +233,114 @@ export class ImageStore {
     }
     return dest;
   }
+
+  /** Notes that an image was used now: the least recently used go first when the cache is full. */
+  private async markUsed(manifestDigest: string): Promise<void> {
+    const mark = path.join(this.paths.images, 'used', digestHex(manifestDigest));
+    const now = new Date();
+    await utimes(mark, now, now).catch(async () => {
+      await mkdir(path.dirname(mark), { recursive: true });
+      await writeFile(mark, '');
+    });
+  }
+
+  /** Every tagged image with its size (its blobs) and when a job last used it. */
+  async entries(): Promise<ImageEntry[]> {
+    const out: ImageEntry[] = [];
+    for (const { ref, manifest } of await this.list()) {
+      const blobs = await this.blobsOf(manifest.digest);
+      let bytes = 0;
+      for (const d of blobs) bytes += (await this.blobSize(d)) ?? 0;
+      const used = await ifExists(stat(path.join(this.paths.images, 'used', digestHex(manifest.digest))));
+      out.push({ ref, digest: manifest.digest, bytes, lastUsed: used?.mtimeMs ?? 0 });
+    }
+    return out;
+  }
+
+  /** A manifest's own blob and those it names (config, layers); just itself if it is gone. */
+  private async blobsOf(manifestDigest: string): Promise<string[]> {
+    if (!(await this.hasBlob(manifestDigest))) return [];
+    const m = await this.readJson<Partial<Manifest>>(manifestDigest).catch(() => undefined);
+    return [
+      manifestDigest,
+      ...(m?.config ? [m.config.digest] : []),
+      ...(m?.layers ?? []).map((l) => l.digest),
+    ];
+  }
+
+  /** Forgets a tag; its blobs go at the next `collect` unless another image or a job holds them. */
+  async untag(ref: string): Promise<boolean> {
+    await this.init();
+    const name = normalizeRef(ref);
+    return withLock(this.lockPath('index'), async () => {
+      const index = await this.readIndex();
+      const kept = index.manifests.filter((m) => m.annotations?.[REF_ANNOTATION] !== name);
+      if (kept.length === index.manifests.length) return false;
+      await writeFileAtomic(this.indexFile, JSON.stringify({ ...index, manifests: kept }, null, 2));
+      return true;
+    });
+  }
+
+  /**
+   * Removes blobs and unpacked root filesystems that no tagged image and no image in `inUse`
+   * (manifest digests of queued and running jobs) holds; returns the bytes freed.
+   */
+  async collect(inUse: ReadonlySet<string>): Promise<number> {
+    await this.init();
+    const live = new Set<string>();
+    const manifests = new Set([...(await this.list()).map((e) => e.manifest.digest), ...inUse]);
+    for (const m of manifests) for (const d of await this.blobsOf(m)) live.add(d);
+    let freed = 0;
+    const dir = path.join(this.paths.images, 'blobs', 'sha256');
+    for (const hex of await readdir(dir)) {
+      if (live.has(`sha256:${hex}`)) continue;
+      freed += (await ifExists(stat(path.join(dir, hex))))?.size ?? 0;
+      await rm(path.join(dir, hex), { force: true });
+    }
+    for (const name of await readdir(this.paths.rootfs)) {
+      if (name.endsWith('.tmp') || manifests.has(`sha256:${name}`)) continue;
+      await rm(path.join(this.paths.rootfs, name), { recursive: true, force: true });
+      await rm(path.join(this.paths.images, 'used', name), { force: true });
+    }
+    return freed;
+  }
+
+  /**
+   * Keeps the pulled images within `maxBytes`: the least recently used that no job holds are
+   * forgotten first (Boxcar's own images are never), then their content is collected.
+   */
+  async prune(
+    maxBytes: number,
+    inUse: ReadonlySet<string>,
+  ): Promise<{ removed: string[]; freedBytes: number }> {
+    const entries = (await this.entries()).sort((a, b) => a.lastUsed - b.lastUsed);
+    let total = await this.blobBytes();
+    const removed: string[] = [];
+    for (const e of entries) {
+      if (total <= maxBytes) break;
+      if (inUse.has(e.digest) || e.ref.startsWith('boxcar/')) continue;
+      await this.untag(e.ref);
+      removed.push(e.ref);
+      total -= e.bytes;
+    }
+    return { removed, freedBytes: removed.length ? await this.collect(inUse) : 0 };
+  }
+
+  /** Bytes all blobs take. */
+  async blobBytes(): Promise<number> {
+    await this.init();
+    const dir = path.join(this.paths.images, 'blobs', 'sha256');
+    let total = 0;
+    for (const hex of await readdir(dir)) total += (await ifExists(stat(path.join(dir, hex))))?.size ?? 0;
+    return total;
+  }
+}
+
+export interface ImageEntry {
+  ref: string;
+  digest: string;
+  /** Its blobs (manifest, config, layers), shared ones counted in each image. */
+  bytes: number;
+  /** When a job last used it (ms since the epoch; 0: never). */
+  lastUsed: number;
 }

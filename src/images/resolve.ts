@@ -4,6 +4,9 @@ import { ensureBaseImage } from './base-image.js';
 import { isWasmModule } from '../jobs/spec.js';
 import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
 import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
+import type { ImagePuller } from './pull.js';
+import { RegistryError } from './registry-client.js';
+import { isLocalReference } from './reference.js';
 
 /**
  * A `.wasm` file given as the image: copied into the store under its digest (media type
@@ -28,19 +31,41 @@ async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImag
   };
 }
 
-/** Turns a job's image reference (none = the built-in base) into an unpacked, runnable image. */
-export async function resolveImage(store: ImageStore, ref: string | undefined): Promise<ResolvedImage> {
+/**
+ * Turns a job's image reference into an unpacked, runnable image: none is the built-in base,
+ * `boxcar/…` an image Boxcar built here, a `.wasm` file a module, anything else a registry's
+ * image, pulled (`puller`) into the store.
+ */
+export async function resolveImage(
+  store: ImageStore,
+  ref: string | undefined,
+  puller?: ImagePuller,
+): Promise<ResolvedImage> {
   if (ref && isWasmModule(ref)) return wasmModule(store, ref);
   const name = normalizeRef(ref ?? BASE_IMAGE_REF);
-  if (name === BASE_IMAGE_REF || name === 'boxcar/base:latest') {
+  if (name === BASE_IMAGE_REF) {
     const { manifestDigest } = await ensureBaseImage(store);
     return store.open(name, manifestDigest);
   }
-  const entry = await store.lookup(name);
-  if (!entry) {
-    throw new UserError(
-      `image "${ref}" is not in the local image store and registry pulls are not available yet; omit --image to use the built-in ${BASE_IMAGE_REF}`,
-    );
+  if (isLocalReference(name)) {
+    const entry = await store.lookup(name);
+    if (!entry)
+      throw new UserError(
+        `image "${ref}" is not one Boxcar has built here; omit --image to use ${BASE_IMAGE_REF}`,
+      );
+    return store.open(name, entry.digest);
   }
-  return store.open(name, entry.digest);
+  if (!puller) throw new UserError(`image "${ref}" is in a registry, and this command cannot pull`);
+  return puller.pull(name);
+}
+
+/** A registry image's reference with its digest fixed (a tag resolved now); others as they are. */
+export async function pinImage(ref: string | undefined, puller: ImagePuller): Promise<string | undefined> {
+  if (!ref || isWasmModule(ref) || isLocalReference(ref)) return ref;
+  try {
+    return await puller.pin(ref);
+  } catch (err) {
+    if (err instanceof RegistryError) throw new RegistryError(`image ${ref}: ${err.message}`, err.status);
+    throw err;
+  }
 }

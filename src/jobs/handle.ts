@@ -9,6 +9,16 @@ export interface SandboxAttributes {
   hostPid?: number;
   /** How a microVM came up: its VMM and accelerator, restored or booted, and how long it took. */
   vm?: VmAttributes;
+  /** The registry image the sandbox runs, and how it was pulled for the job. */
+  image?: ImageAttributes;
+}
+
+export interface ImageAttributes {
+  ref: string;
+  digest: string;
+  pullMs: number;
+  /** Bytes from the registry, from peer nodes, and found in the node's cache. */
+  bytes: { origin: number; peers: number; cache: number };
 }
 
 export interface VmAttributes {
@@ -63,7 +73,18 @@ const V2 = z.object({
   version: z.literal(HANDLE_VERSION),
   ...Common,
   driverState: z.unknown(),
-  attributes: z.object({ hostPid: z.number().optional(), vm: Vm.optional() }),
+  attributes: z.object({
+    hostPid: z.number().optional(),
+    vm: Vm.optional(),
+    image: z
+      .object({
+        ref: z.string(),
+        digest: z.string(),
+        pullMs: z.number(),
+        bytes: z.object({ origin: z.number(), peers: z.number(), cache: z.number() }),
+      })
+      .optional(),
+  }),
 });
 
 /** Version 1 kept everything in one `state` map: the monitor's or VMM's pid, and a microVM's `vm`. */

@@ -19,10 +19,15 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
 
 /**
  * Runs `fn` holding an exclusive lock file (O_EXCL), for read-modify-write of shared files by
- * several boxcar processes. A lock older than `staleMs` belongs to a crashed holder and is broken.
+ * several boxcar processes. A lock older than `staleMs` belongs to a crashed holder and is
+ * broken; a caller waits at most `waitMs` for it.
  */
-export async function withLock<T>(lockFile: string, fn: () => Promise<T>, staleMs = 30_000): Promise<T> {
-  const deadline = Date.now() + 60_000;
+export async function withLock<T>(
+  lockFile: string,
+  fn: () => Promise<T>,
+  { staleMs = 30_000, waitMs = 60_000 }: { staleMs?: number; waitMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + waitMs;
   for (;;) {
     try {
       const fh = await open(lockFile, 'wx');

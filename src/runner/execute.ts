@@ -4,6 +4,7 @@ import type { StatePaths } from '../lib/state-paths.js';
 import { jobCostDollars, type Prices } from '../cost/model.js';
 import { errorMessage, UserError } from '../lib/errors.js';
 import type { ImageStore } from '../images/image-store.js';
+import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
 import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
@@ -21,6 +22,7 @@ export interface ExecuteDeps {
   paths: StatePaths;
   store: Store;
   images: ImageStore;
+  puller: ImagePuller;
   runtimes: RuntimeRegistry;
   logger: Logger;
   prices: Prices;
@@ -82,7 +84,7 @@ export async function executeJob(
   }
   try {
     driver = deps.runtimes.get(job.runtime);
-    const image = await resolveImage(deps.images, job.spec.image);
+    const image = await resolveImage(deps.images, job.spec.image, deps.puller);
     const sandboxId = randomUUID();
     handle = newHandle({
       runtime: job.runtime,
@@ -100,6 +102,8 @@ export async function executeJob(
       secrets,
       logPath: handle.logPath,
     });
+    // Which image it ran, and (pulled for it) how it came: part of the job's result.
+    if (image.pull) handle.attributes.image = { ref: image.ref, digest: image.digest, ...image.pull };
     await store.saveHandle(job.id, handle);
     if (opts.signal?.aborted) {
       await destroyQuietly(driver, handle, log);

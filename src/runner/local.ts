@@ -3,6 +3,7 @@ import { userInfo } from 'node:os';
 import { executeJob, type ExecuteDeps, type ExecuteOptions, type ExecuteResult } from './execute.js';
 import { currentOwner } from '../lib/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
+import { pinImage } from '../images/resolve.js';
 import { decide, requireRunnable, type DecideDeps } from './decide.js';
 import type { Decision } from '../jobs/decision.js';
 import type { HealthOverride } from '../policy/health.js';
@@ -58,9 +59,10 @@ export function decideLocally(
  */
 export async function runLocalJob(
   box: ExecuteDeps & DecideDeps,
-  spec: JobSpec,
+  input: JobSpec,
   opts: ExecuteOptions,
 ): Promise<ExecuteResult> {
+  const spec = { ...input, image: await pinImage(input.image, box.puller) };
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);

@@ -20,7 +20,7 @@ type ResultSource = Pick<
   Partial<Pick<JobRecord, 'handle'>>;
 
 /** The `--json` result of a job: the CLI contract other tools rely on. */
-export type JobResultJson = Omit<ResultSource, 'handle'> & { output: string; vm?: unknown };
+export type JobResultJson = Omit<ResultSource, 'handle'> & { output: string; vm?: unknown; image?: unknown };
 
 export function jobResultJson(r: ResultSource, output: string): JobResultJson {
   return {
@@ -40,6 +40,8 @@ export function jobResultJson(r: ResultSource, output: string): JobResultJson {
     error: r.error,
     // MicroVM jobs: which VMM and accelerator, restored or booted, and how long that took.
     ...(r.handle?.attributes.vm ? { vm: r.handle.attributes.vm } : {}),
+    // Registry images: which digest ran, and how long its pull took from where.
+    ...(r.handle?.attributes.image ? { image: r.handle.attributes.image } : {}),
   };
 }
 

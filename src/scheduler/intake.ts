@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../lib/errors.js';
 import type { JobSpec } from '../jobs/spec.js';
+import { pinImage } from '../images/resolve.js';
 import { decide, requireRunnable } from '../runner/decide.js';
 import { trustFromSpec, webhookClaims } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
@@ -46,14 +47,15 @@ export interface Submission {
  * that can never fit its quota or a node is recorded with the reason, in `error`, and refused.
  */
 export async function acceptJob(box: Boxcar, placement: Placement, input: Submission): Promise<JobRecord> {
-  const { spec } = input;
   const tenant = tenantSettings(box.config.tenants, input.tenant);
-  checkLimits(spec, tenant);
+  checkLimits(input.spec, tenant);
   const queued = await box.store.countJobs(tenant.name, ['queued']);
   if (queued >= tenant.maxQueued)
     throw new QueueFull(
       `tenant ${tenant.name} has ${queued} jobs waiting, its most (max_queued ${tenant.maxQueued}); submit again once some have started`,
     );
+  // A tag means what it means now: every attempt of the job runs this digest.
+  const spec = { ...input.spec, image: await pinImage(input.spec.image, box.puller) };
   const id = randomUUID();
   const ceiling = ceilingOf(tenant);
   const trust = input.classifier

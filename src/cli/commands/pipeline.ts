@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { loadYamlFile } from '../../lib/yaml.js';
 import { UserError } from '../../lib/errors.js';
-import { PipelineSpec, pipelineJobs } from '../../jobs/pipeline.js';
+import { PipelineSpec, pipelineJobs, type PipelineJob } from '../../jobs/pipeline.js';
+import { pinImage } from '../../images/resolve.js';
 import { formatBytes } from '../../lib/quantity.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
 import { jobResultJson } from '../../runner/result.js';
@@ -28,8 +29,17 @@ export function registerPipeline(program: Command, logger: Logger): void {
       try {
         await reconcileOrphans(box);
         const say = (s: string) => (opts.json ? process.stderr : process.stdout).write(s);
-        say(`pipeline ${pipeline.name}: ${pipeline.jobs.length} jobs\n`);
+        // Every image is pinned before the first job runs: a pipeline whose image cannot be
+        // found fails now, naming its job, not halfway through with jobs already run.
+        const jobs: PipelineJob[] = [];
         for (const job of pipelineJobs(pipeline)) {
+          const image = await pinImage(job.spec.image, box.puller).catch((err: unknown) => {
+            throw err instanceof UserError ? new UserError(`job ${job.spec.name}: ${err.message}`) : err;
+          });
+          jobs.push({ ...job, spec: { ...job.spec, image } });
+        }
+        say(`pipeline ${pipeline.name}: ${pipeline.jobs.length} jobs\n`);
+        for (const job of jobs) {
           if (cancel.signal.aborted) break;
           say(`\n── ${job.spec.name} ──\n`);
           const r = await runLocalJob(box, job.spec, {

@@ -117,7 +117,7 @@ export class Snapshots {
             await rm(path.join(this.dir, name), { recursive: true, force: true });
         return dir;
       },
-      120_000,
+      { staleMs: 120_000 },
     );
   }
 

@@ -1,0 +1,200 @@
+import path from 'node:path';
+import { rm, writeFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { withLock } from '../lib/fs-util.js';
+import { growingFile } from '../lib/growing-file.js';
+import type { Logger } from '../observability/logger.js';
+import type { Store } from '../store/store.js';
+import type { ImageStore, Manifest } from './image-store.js';
+import type { PullFigures, ResolvedImage } from './image.js';
+import { formatReference, parseReference, type ImageReference } from './reference.js';
+import { MANIFEST_TYPES, RegistryError, type RegistryClient } from './registry-client.js';
+
+/**
+ * Pulling an image from its registry into the content-addressed store: the manifest for this
+ * platform, its config and its layers, each blob fetched once however many jobs or processes
+ * ask for it at the same time (joined in this process, locked across processes), then unpacked
+ * once. A tag becomes a digest once, when a job is accepted (`pin`); every attempt of the job
+ * then pulls exactly that digest.
+ */
+
+/** Told of progress: each layer's bytes so far, for progress bars or lines. */
+export type PullProgress = (e: { layer: string; size: number; done: number; cached: boolean }) => void;
+
+const MANIFEST_MEDIA = [MANIFEST_TYPES.ociManifest, MANIFEST_TYPES.dockerManifest];
+
+export interface CachePolicy {
+  /** Pulled images beyond this are pruned, least recently used first. */
+  maxBytes: number;
+  /** Manifest digests that queued and running jobs need: never pruned. */
+  inUse: () => Promise<Set<string>>;
+}
+
+export class ImagePuller {
+  private readonly blobs = new Map<string, Promise<'origin' | 'cache'>>();
+
+  constructor(
+    private readonly store: ImageStore,
+    private readonly client: RegistryClient,
+    private readonly logger: Logger,
+    private readonly cache?: CachePolicy,
+  ) {}
+
+  /** `host/repo:tag` → `host/repo:tag@sha256:…`: what the job will run, fixed now. */
+  async pin(text: string): Promise<string> {
+    const ref = parseReference(text);
+    if (ref.digest) return formatReference(ref);
+    const m = await this.client.manifest(ref);
+    return formatReference({ ...ref, digest: m.digest });
+  }
+
+  async pull(text: string, progress?: PullProgress): Promise<ResolvedImage> {
+    const t0 = Date.now();
+    const ref = parseReference(text);
+    const bytes = { origin: 0, peers: 0, cache: 0 };
+    await this.store.init();
+    const manifestDigest = await this.manifest(ref, bytes);
+    const manifest = await this.store.readJson<Manifest>(manifestDigest);
+    if (!manifest.config || !Array.isArray(manifest.layers))
+      throw new RegistryError(`${formatReference(ref)}: its manifest has no config or layers`);
+    await this.blob(ref, manifest.config, bytes);
+    // Every layer downloads at once, and each is unpacked as its bytes arrive (in layer order):
+    // a pull takes about as long as its download or its unpack, not both.
+    const sources = new Map<string, Promise<string | Readable>>();
+    const readers: Readable[] = [];
+    const fetched = manifest.layers.map((layer) => {
+      let following: ((reader: Readable) => void) | undefined;
+      const followed = new Promise<Readable>((resolve) => (following = resolve));
+      const done: Promise<'origin' | 'cache'> = this.blob(ref, layer, bytes, progress, async (file) => {
+        const reader = await growingFile(file, done, layer.digest);
+        readers.push(reader);
+        following?.(reader);
+      }).then((where) => {
+        progress?.({ layer: layer.digest, size: layer.size, done: layer.size, cached: where === 'cache' });
+        return where;
+      });
+      const source = Promise.race([done.then(() => this.store.blobPath(layer.digest)), followed]);
+      // A layer the unpack never reached (it failed before) is never awaited: its download's
+      // failure is reported through `fetched`, not as an unhandled rejection.
+      source.catch(() => undefined);
+      sources.set(layer.digest, source);
+      return done;
+    });
+    const unpacked = await this.store
+      .open(
+        formatReference(ref),
+        manifestDigest,
+        (layer) => sources.get(layer.digest) ?? Promise.resolve(this.store.blobPath(layer.digest)),
+      )
+      .then(
+        (image) => ({ image }),
+        (failed: unknown) => ({ failed }),
+      );
+    for (const reader of readers) reader.destroy(); // the unread ones: their files close
+    await Promise.all(fetched); // a failed download fails the pull, whatever the unpack made of it
+    let image: ResolvedImage;
+    if ('image' in unpacked) image = unpacked.image;
+    else if (readers.length > 0)
+      // Bytes read while downloading are checked only at the end: a download that started over
+      // under its reader (a registry ignoring a resume) fails the unpack with whatever it read.
+      // The blobs are whole and verified now; an image that is truly bad fails again here.
+      image = await this.store.open(formatReference(ref), manifestDigest);
+    else throw unpacked.failed;
+    if (ref.tag)
+      await this.store.tag(formatReference({ ...ref, digest: undefined }), {
+        mediaType: manifest.mediaType ?? MANIFEST_TYPES.ociManifest,
+        digest: manifestDigest,
+        size: (await this.store.blobSize(manifestDigest)) ?? 0,
+      });
+    const pull = { pullMs: Date.now() - t0, bytes };
+    if (this.cache && bytes.origin > 0) await this.keepWithinCap(this.cache, manifestDigest);
+    return { ...image, pull };
+  }
+
+  private async keepWithinCap(cache: CachePolicy, justPulled: string): Promise<void> {
+    if ((await this.store.blobBytes()) <= cache.maxBytes) return;
+    const inUse = await cache.inUse();
+    inUse.add(justPulled);
+    const { removed, freedBytes } = await this.store.prune(cache.maxBytes, inUse);
+    this.logger.info({ removed, freedBytes }, 'image cache over its cap: least recently used images pruned');
+  }
+
+  /** The manifest's digest, fetched unless the store has it (by digest). */
+  private async manifest(ref: ImageReference, bytes: PullFigures['bytes']): Promise<string> {
+    if (ref.digest && (await this.store.hasBlob(ref.digest))) {
+      bytes.cache += (await this.store.blobSize(ref.digest)) ?? 0;
+      return ref.digest;
+    }
+    const m = await this.client.manifest(ref);
+    if (!MANIFEST_MEDIA.includes(m.mediaType as (typeof MANIFEST_MEDIA)[number]))
+      throw new RegistryError(
+        `${formatReference(ref)} is a ${m.mediaType || 'document of no media type'}, not an image manifest`,
+      );
+    await this.store.putBlob(m.body, m.mediaType);
+    bytes.origin += m.body.length;
+    return m.digest;
+  }
+
+  /** One blob into the store: from the cache, or downloaded once for every caller. */
+  private async blob(
+    ref: ImageReference,
+    desc: { digest: string; size: number },
+    bytes: PullFigures['bytes'],
+    progress?: PullProgress,
+    reading?: (scratch: string) => Promise<void>,
+  ): Promise<'origin' | 'cache'> {
+    const joined = this.blobs.get(desc.digest);
+    const fetching =
+      joined ?? this.fetchBlob(ref, desc, progress, reading).finally(() => this.blobs.delete(desc.digest));
+    if (!joined) this.blobs.set(desc.digest, fetching);
+    // A pull that joined another's download cost the registry nothing more: it counts as cached.
+    const where = joined ? (await fetching, 'cache' as const) : await fetching;
+    bytes[where] += desc.size;
+    return where;
+  }
+
+  /** `reading` is told of the file the download is written to, and opens it to follow it. */
+  private async fetchBlob(
+    ref: ImageReference,
+    desc: { digest: string; size: number },
+    progress?: PullProgress,
+    reading?: (scratch: string) => Promise<void>,
+  ): Promise<'origin' | 'cache'> {
+    if (await this.store.hasBlob(desc.digest)) return 'cache';
+    // Another boxcar process on this node may be fetching it: one download, then a cache hit.
+    return withLock(
+      this.store.lockPath(`blob-${desc.digest.slice(7, 23)}`),
+      async () => {
+        if (await this.store.hasBlob(desc.digest)) return 'cache';
+        const scratch = await this.store.scratchDir();
+        try {
+          const file = path.join(scratch, 'blob');
+          let done = 0;
+          await writeFile(file, '', { mode: 0o600 });
+          await reading?.(file);
+          await this.client.blobToFile(ref, desc, file, (n) => {
+            done += n;
+            progress?.({ layer: desc.digest, size: desc.size, done, cached: false });
+          });
+          await this.store.putVerifiedBlob(file, desc.digest);
+          this.logger.debug({ digest: desc.digest, size: desc.size }, 'blob pulled');
+          return 'origin';
+        } finally {
+          await rm(scratch, { recursive: true, force: true });
+        }
+      },
+      { staleMs: 10 * 60_000, waitMs: 30 * 60_000 },
+    );
+  }
+}
+
+/** The manifest digests of the images queued and running jobs were pinned to. */
+export async function imagesInUse(store: Pick<Store, 'listJobs'>): Promise<Set<string>> {
+  const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 1_000_000 });
+  const out = new Set<string>();
+  for (const j of live) {
+    const digest = /@(sha256:[0-9a-f]{64})$/.exec(j.spec.image ?? '')?.[1];
+    if (digest) out.add(digest);
+  }
+  return out;
+}
