@@ -92,9 +92,10 @@ process.exitCode = wasi.start(inst) === 7 ? 0 : 1;`,
         image: {
           ref: 'hello',
           digest: 'x',
-          rootfsPath: path.join(bundle, 'rootfs'),
+          content: { layers: [] },
           config: { env: [], entrypoint: [], cmd: [], workingDir: '/' },
         },
+        rootPath: path.join(bundle, 'rootfs'),
         cgroupsPath: `/boxcar-bench/${id}`,
       });
       writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(cfg));

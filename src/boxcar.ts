@@ -8,12 +8,14 @@ import { ImageStore } from './images/image-store.js';
 import { ImagePuller, imagesInUse } from './images/pull.js';
 import { dockerConfigCredentials } from './images/registry-auth.js';
 import { RegistryClient } from './images/registry-client.js';
+import { PeerNode } from './images/peers/peer-node.js';
+import { DEFAULT_SWARM, PeerSwarm } from './images/peers/swarm.js';
 import { DEFAULT_UNPACK_LIMITS } from './images/unpack.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
 import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
-import { openStore } from './store/open-store.js';
+import { openStore, storeIsShared } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { Secrets } from './tenants/secrets.js';
 
@@ -24,6 +26,8 @@ export interface Boxcar {
   images: ImageStore;
   /** Pulls registry images into `images`. */
   puller: ImagePuller;
+  /** This node among the others of its store, sharing image blobs; when P2P is on. */
+  peers: PeerSwarm | undefined;
   runtimes: RuntimeRegistry;
   policy: RoutingPolicy;
   prices: Prices;
@@ -81,14 +85,24 @@ export async function openBoxcar(
     credentials: (registry) =>
       registries.auth[registry] ?? dockerConfigCredentials(registry, registries.docker_config),
   });
+  const puller = new ImagePuller(images, client, logger, {
+    maxBytes: config.images.cache_max,
+    inUse: () => imagesInUse(store),
+  });
+  const p2p = config.images.p2p;
+  let peers: PeerSwarm | undefined;
+  if (p2p.enabled ?? storeIsShared(opts.store)) {
+    const node = new PeerNode(store, logger);
+    await node.start();
+    peers = new PeerSwarm(node, store, client, logger, { ...DEFAULT_SWARM, pieceSize: p2p.piece_size });
+    puller.fetcher = peers;
+  }
   return {
     paths,
     store,
     images,
-    puller: new ImagePuller(images, client, logger, {
-      maxBytes: config.images.cache_max,
-      inUse: () => imagesInUse(store),
-    }),
+    puller,
+    peers,
     runtimes,
     policy,
     prices: config.prices,
@@ -96,6 +110,7 @@ export async function openBoxcar(
     logger,
     secrets: new Secrets(store, config.secretsKeyFile ?? path.join(paths.root, 'secrets.key')),
     close: async () => {
+      await peers?.node.stop();
       await runtimes.close();
       await store.close();
     },

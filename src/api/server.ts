@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -19,10 +20,12 @@ import { jobSpecFor } from '../tenants/limits.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 import { registerGithubWebhook, type DeliveryWorker } from './github-webhook.js';
 import { jobView } from './job-view.js';
+import { registerPeerBlobs } from './peer-blobs.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
 
 const BODY_LIMIT = 1024 * 1024;
+const ImagePullBody = z.strictObject({ image: z.string().min(1) });
 const MAX_WAIT_MS = 10 * 60_000;
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
 
@@ -130,6 +133,7 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
 
   app.get('/healthz', async () => ({ ok: true }));
   if (deliveries) registerGithubWebhook(app, box, deliveries);
+  if (box.peers) registerPeerBlobs(app, box.images, box.peers);
   app.get('/metrics', async (req, reply) => {
     requireOperator(await authenticate(box, req));
     const { contentType, text } = await metricsText();
@@ -251,6 +255,14 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
           runtimes: await box.runtimes.fingerprintAll(),
           runtimeStatus: await box.runtimes.status(),
         };
+      });
+      // An operator warming this node's cache: the image pulled here (from peers where they hold it).
+      v1.post('/images/pull', async (req) => {
+        requireOperator(req.token as ApiToken);
+        const { image } = parseOrThrow(ImagePullBody, req.body, 'body');
+        const pinned = await box.puller.pin(image);
+        const pulled = await box.puller.pull(pinned);
+        return { ref: pinned, digest: pulled.digest, ...pulled.pull };
       });
     },
     { prefix: '/v1' },

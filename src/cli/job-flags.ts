@@ -20,6 +20,7 @@ export interface JobFlags {
   timeout?: string;
   tmpSize?: string;
   workspaceSize?: string;
+  rootfsSize?: string;
   memoryRequest?: string;
   cpuRequest?: string;
   priority?: string;
@@ -43,6 +44,7 @@ export function addJobFlags(cmd: Command): Command {
     .option('--timeout <duration>', 'time limit, e.g. 10m, 30s')
     .option('--tmp-size <size>', 'size of the writable /tmp')
     .option('--workspace-size <size>', 'size of the writable /workspace')
+    .option('--rootfs-size <size>', 'what the job may write over its image’s files (container runtimes)')
     .option(
       '--memory-request <size>',
       'memory the job is expected to use, for placement and quotas (default: its limit)',
@@ -63,6 +65,7 @@ const FLAG_FOR: Record<string, string> = {
   'resources.pids': '--pids',
   'resources.tmp': '--tmp-size',
   'resources.workspace': '--workspace-size',
+  'resources.rootfs': '--rootfs-size',
   'resources.requests.memory': '--memory-request',
   'resources.requests.cpus': '--cpu-request',
   priority: '--priority',
@@ -122,6 +125,7 @@ export async function jobSpecFromFlags(
   set(resources, 'pids', integerOr(flags.pids));
   set(resources, 'tmp', flags.tmpSize);
   set(resources, 'workspace', flags.workspaceSize);
+  set(resources, 'rootfs', flags.rootfsSize);
   if (flags.memoryRequest !== undefined || flags.cpuRequest !== undefined) {
     const requests: Record<string, unknown> = {
       ...((resources.requests as Record<string, unknown> | undefined) ?? {}),

@@ -58,12 +58,41 @@ const Registries = z.strictObject({
 });
 export type RegistriesConfig = z.output<typeof Registries>;
 
+const P2p = z.strictObject({
+  /** Share image blobs with the other nodes of the store (default: when the store is PostgreSQL). */
+  enabled: z.boolean().optional(),
+  /** The unit nodes fetch from the registry or from each other. */
+  piece_size: parsedField(parseBytes)
+    .prefault('4Mi')
+    .refine((n) => n >= 64 * 1024 && n <= 256 * 2 ** 20, 'use a piece size from 64Ki to 256Mi'),
+  /** The URL other nodes reach this one at (default: the address `serve --listen` got). */
+  advertise: z.url({ protocol: /^https?$/, error: 'use http://HOST:PORT or https://…' }).optional(),
+});
+export type P2pConfig = z.output<typeof P2p>;
+
+const Prefetch = z.strictObject({
+  /** Serving nodes warm the images jobs are about to need. */
+  enabled: z.boolean().default(true),
+  /** How many images (the seed's `prefetch_limit`). */
+  limit: z.number().int().min(0).max(10_000).default(100),
+  /** Bytes a second prefetching may take (jobs' own pulls are not capped). */
+  bandwidth: parsedField(parseBytes).prefault('25Mi'),
+  /** How often the ranking is read again. */
+  interval: parsedField(parseDurationMs).prefault('5m'),
+  /** How far back jobs count towards an image's rank. */
+  window: parsedField(parseDurationMs).prefault('24h'),
+});
+
 const Images = z.strictObject({
   /** Pulled images kept on this node; past it the least recently used are pruned. */
   cache_max: parsedField(parseBytes).prefault('20Gi'),
   /** What pulled layers may expand to, per image; past it the pull is refused. */
   max_unpacked: parsedField(parseBytes).prefault('16Gi'),
   max_entries: z.number().int().positive().default(1_000_000),
+  /** Peer-to-peer transfers between nodes (the seed's `registry_mirror.p2p`). */
+  p2p: P2p.prefault({}),
+  /** Prefetch of the most used images (the seed's `prefetch`, `prefetch_limit`). */
+  prefetch: Prefetch.prefault({}),
 });
 
 const ConfigFile = z.strictObject({

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { tempState } from '../testing/harness.js';
 import { ensureBaseImage } from './base-image.js';
 import { sha256 } from '../lib/digest.js';
-import { BASE_IMAGE_REF } from './image.js';
+import { BASE_IMAGE_REF, imageLayers } from './image.js';
 import { ImageStore } from './image-store.js';
 import { resolveImage } from './resolve.js';
 
@@ -37,18 +37,22 @@ test('the base image is deterministic: two stores build the same digest, and a r
   }
 });
 
-test('resolving the default image unpacks a usable root filesystem once', async (t) => {
+test('resolving the default image unpacks its one layer, a usable root filesystem, once', async (t) => {
   const s = await tempState();
   t.after(() => s.cleanup());
   const store = new ImageStore(s);
   const img = await resolveImage(store, undefined);
   assert.equal(img.ref, BASE_IMAGE_REF);
+  const layers = imageLayers(img);
+  assert.equal(layers.length, 1);
+  const layer = layers[0] as string;
+  assert.ok(layer.startsWith(`${s.layers}/`), layer);
   for (const p of ['bin/busybox', 'bin/sh', 'usr/bin/env', 'tmp', 'workspace', 'proc', 'etc/passwd']) {
-    assert.ok(existsSync(path.join(img.rootfsPath, p)), p);
+    assert.ok(existsSync(path.join(layer, p)), p);
   }
   assert.ok(img.config.env.some((e) => e.startsWith('PATH=')));
   const again = await resolveImage(store, 'boxcar/base');
-  assert.equal(again.rootfsPath, img.rootfsPath);
+  assert.deepEqual(imageLayers(again), [layer]);
   await assert.rejects(
     resolveImage(store, 'docker.io/library/alpine:3'),
     /is in a registry, and this command cannot pull/,

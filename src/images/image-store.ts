@@ -7,7 +7,8 @@ import type { StatePaths } from '../lib/state-paths.js';
 import { digestHex, sha256, sha256File } from '../lib/digest.js';
 import { ifExists } from '../lib/errors.js';
 import { withLock, writeFileAtomic } from '../lib/fs-util.js';
-import { applyLayer, DEFAULT_UNPACK_LIMITS, type UnpackLimits } from './unpack.js';
+import { DEFAULT_UNPACK_LIMITS, type UnpackLimits } from './unpack.js';
+import { chainKeys, LayerStore } from './layer-store.js';
 import type { ImageConfig, ResolvedImage } from './image.js';
 
 export const MEDIA = {
@@ -56,16 +57,24 @@ export function normalizeRef(ref: string): string {
 /**
  * Content-addressed image storage laid out as an OCI image layout (so skopeo and umoci can read
  * it): blobs by digest, `index.json` naming manifests by `org.opencontainers.image.ref.name`.
- * Unpacked root filesystems are kept beside it, one per manifest digest, written once, then
- * shared read-only by every job of that image. Registry pulls add blobs through `putBlob*`.
+ * Unpacked layers are kept beside it (see layer-store.ts), each written once, then shared
+ * read-only by every job and image that has it. Registry pulls add blobs through `putBlob*`.
  */
 export class ImageStore {
   private initialized = false;
+  private readonly layers: LayerStore;
 
   constructor(
     private readonly paths: StatePaths,
-    private readonly unpackLimits: UnpackLimits = DEFAULT_UNPACK_LIMITS,
-  ) {}
+    unpackLimits: UnpackLimits = DEFAULT_UNPACK_LIMITS,
+  ) {
+    this.layers = new LayerStore({
+      dir: paths.layers,
+      scratchDir: () => this.scratchDir(),
+      lockPath: (name) => this.lockPath(name),
+      limits: unpackLimits,
+    });
+  }
 
   private get indexFile() {
     return path.join(this.paths.images, 'index.json');
@@ -88,7 +97,6 @@ export class ImageStore {
   async init(): Promise<void> {
     if (this.initialized) return;
     await mkdir(path.join(this.paths.images, 'blobs', 'sha256'), { recursive: true });
-    await mkdir(this.paths.rootfs, { recursive: true });
     const layout = path.join(this.paths.images, 'oci-layout');
     if (!existsSync(layout)) await writeFileAtomic(layout, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     if (!existsSync(this.indexFile))
@@ -179,8 +187,8 @@ export class ImageStore {
   }
 
   /**
-   * The image's config and its unpacked root filesystem (unpacked on first use, each layer read
-   * from `layerSource` when given: a download still in progress).
+   * The image's config and its unpacked layers (unpacked on first use, each layer read from
+   * `layerSource` when given: a download still in progress).
    */
   async open(
     ref: string,
@@ -189,7 +197,11 @@ export class ImageStore {
   ): Promise<ResolvedImage> {
     const manifest = await this.readJson<Manifest>(manifestDigest);
     const cfg = await this.readJson<OciConfigFile>(manifest.config.digest);
-    const rootfsPath = await this.unpacked(manifestDigest, manifest, layerSource);
+    await this.markUsed(manifestDigest);
+    const layers = await this.layers.unpacked(
+      manifest.layers,
+      async (layer) => (await layerSource?.(layer)) ?? this.blobPath(layer.digest),
+    );
     const c = cfg.config ?? {};
     const config: ImageConfig = {
       env: c.Env ?? [],
@@ -197,41 +209,7 @@ export class ImageStore {
       cmd: c.Cmd ?? [],
       workingDir: c.WorkingDir ?? '/',
     };
-    return { ref: normalizeRef(ref), digest: manifestDigest, rootfsPath, config };
-  }
-
-  /**
-   * The image's layers applied in order into one root filesystem (see unpack.ts), once per
-   * manifest digest: built in a scratch directory and moved in by rename, so a root filesystem
-   * in place is always whole.
-   */
-  private async unpacked(
-    manifestDigest: string,
-    manifest: Manifest,
-    layerSource?: (layer: Descriptor) => Promise<string | Readable>,
-  ): Promise<string> {
-    const dest = path.join(this.paths.rootfs, digestHex(manifestDigest));
-    await this.markUsed(manifestDigest);
-    if (existsSync(dest)) return dest;
-    const tmp = `${dest}.${randomUUID()}.tmp`;
-    await mkdir(tmp, { recursive: true, mode: 0o755 });
-    try {
-      const totals = { bytes: 0, entries: 0 };
-      for (const layer of manifest.layers)
-        await applyLayer(
-          tmp,
-          (await layerSource?.(layer)) ?? this.blobPath(layer.digest),
-          layer.digest,
-          this.unpackLimits,
-          totals,
-        );
-      await rename(tmp, dest);
-    } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      if (existsSync(dest)) return dest; // another process unpacked it first
-      throw err;
-    }
-    return dest;
+    return { ref: normalizeRef(ref), digest: manifestDigest, content: { layers }, config };
   }
 
   /** Notes that an image was used now: the least recently used go first when the cache is full. */
@@ -258,14 +236,27 @@ export class ImageStore {
   }
 
   /** A manifest's own blob and those it names (config, layers); just itself if it is gone. */
+  /** Whether every blob of an image (its manifest, config and layers) is here. */
+  async hasImage(manifestDigest: string): Promise<boolean> {
+    const blobs = await this.blobsOf(manifestDigest);
+    for (const d of blobs) if (!(await this.hasBlob(d))) return false;
+    return blobs.length > 0;
+  }
+
   private async blobsOf(manifestDigest: string): Promise<string[]> {
     if (!(await this.hasBlob(manifestDigest))) return [];
-    const m = await this.readJson<Partial<Manifest>>(manifestDigest).catch(() => undefined);
+    const m = await this.storedManifest(manifestDigest);
     return [
       manifestDigest,
       ...(m?.config ? [m.config.digest] : []),
       ...(m?.layers ?? []).map((l) => l.digest),
     ];
+  }
+
+  /** A stored manifest; undefined when it is gone or damaged (what it names is then no one's). */
+  private async storedManifest(digest: string): Promise<Partial<Manifest> | undefined> {
+    if (!(await this.hasBlob(digest))) return undefined;
+    return this.readJson<Partial<Manifest>>(digest).catch(() => undefined);
   }
 
   /** Forgets a tag; its blobs go at the next `collect` unless another image or a job holds them. */
@@ -282,14 +273,18 @@ export class ImageStore {
   }
 
   /**
-   * Removes blobs and unpacked root filesystems that no tagged image and no image in `inUse`
-   * (manifest digests of queued and running jobs) holds; returns the bytes freed.
+   * Removes blobs and unpacked layers that no tagged image and no image in `inUse` (manifest
+   * digests of queued and running jobs) holds; returns the bytes freed.
    */
   async collect(inUse: ReadonlySet<string>): Promise<number> {
     await this.init();
     const live = new Set<string>();
+    const liveLayers = new Set<string>();
     const manifests = new Set([...(await this.list()).map((e) => e.manifest.digest), ...inUse]);
-    for (const m of manifests) for (const d of await this.blobsOf(m)) live.add(d);
+    for (const m of manifests) {
+      for (const d of await this.blobsOf(m)) live.add(d);
+      for (const key of chainKeys((await this.storedManifest(m))?.layers ?? [])) liveLayers.add(key);
+    }
     let freed = 0;
     const dir = path.join(this.paths.images, 'blobs', 'sha256');
     for (const hex of await readdir(dir)) {
@@ -297,11 +292,10 @@ export class ImageStore {
       freed += (await ifExists(stat(path.join(dir, hex))))?.size ?? 0;
       await rm(path.join(dir, hex), { force: true });
     }
-    for (const name of await readdir(this.paths.rootfs)) {
-      if (name.endsWith('.tmp') || manifests.has(`sha256:${name}`)) continue;
-      await rm(path.join(this.paths.rootfs, name), { recursive: true, force: true });
-      await rm(path.join(this.paths.images, 'used', name), { force: true });
-    }
+    await this.layers.collect(liveLayers);
+    const used = path.join(this.paths.images, 'used');
+    for (const hex of (await ifExists(readdir(used))) ?? [])
+      if (!manifests.has(`sha256:${hex}`)) await rm(path.join(used, hex), { force: true });
     return freed;
   }
 
@@ -328,11 +322,19 @@ export class ImageStore {
 
   /** Bytes all blobs take. */
   async blobBytes(): Promise<number> {
+    return (await this.blobs()).reduce((n, b) => n + b.size, 0);
+  }
+
+  /** Every blob in the store, with its size. */
+  async blobs(): Promise<Array<{ digest: string; size: number }>> {
     await this.init();
     const dir = path.join(this.paths.images, 'blobs', 'sha256');
-    let total = 0;
-    for (const hex of await readdir(dir)) total += (await ifExists(stat(path.join(dir, hex))))?.size ?? 0;
-    return total;
+    const out: Array<{ digest: string; size: number }> = [];
+    for (const hex of await readdir(dir)) {
+      const st = await ifExists(stat(path.join(dir, hex)));
+      if (st) out.push({ digest: `sha256:${hex}`, size: st.size });
+    }
+    return out;
   }
 }
 

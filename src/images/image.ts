@@ -1,4 +1,4 @@
-/** What a runtime needs of an image: where its read-only root filesystem is and how to run in it. */
+/** What a runtime needs of an image: what its root filesystem is made of and how to run in it. */
 export interface ImageConfig {
   env: string[];
   entrypoint: string[];
@@ -11,8 +11,11 @@ export interface ResolvedImage {
   ref: string;
   /** Manifest digest: the image's identity. */
   digest: string;
-  /** Unpacked root filesystem: shared by every job of this image, never written. */
-  rootfsPath: string;
+  /**
+   * An OCI image's layers, each unpacked once into a directory shared read-only by every job
+   * and image that has it, top layer first (overlayfs' lowerdir order); or a WASM module's file.
+   */
+  content: { layers: string[] } | { module: string };
   config: ImageConfig;
   /** How this image came to the node, when it was pulled from a registry for the job. */
   pull?: PullFigures;
@@ -25,3 +28,15 @@ export interface PullFigures {
 }
 
 export const BASE_IMAGE_REF = 'boxcar/base:latest';
+
+/** The layer directories of an OCI image, top first; a WASM module has none. */
+export function imageLayers(image: ResolvedImage): string[] {
+  if ('layers' in image.content) return image.content.layers;
+  throw new Error(`image ${image.ref} is a WASM module, not an OCI image: only a WASM runtime runs it`);
+}
+
+/** The module file of a WASM image. */
+export function imageModule(image: ResolvedImage): string {
+  if ('module' in image.content) return image.content.module;
+  throw new Error(`image ${image.ref} is an OCI image, not a WASM module`);
+}

@@ -3,8 +3,10 @@ import { rm, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { withLock } from '../lib/fs-util.js';
 import { growingFile } from '../lib/growing-file.js';
+import type { Pace } from '../lib/pace.js';
 import type { Logger } from '../observability/logger.js';
 import type { Store } from '../store/store.js';
+import { RegistryFetcher, type BlobDescriptor, type BlobFetcher } from './blob-fetcher.js';
 import type { ImageStore, Manifest } from './image-store.js';
 import type { PullFigures, ResolvedImage } from './image.js';
 import { formatReference, parseReference, type ImageReference } from './reference.js';
@@ -30,15 +32,31 @@ export interface CachePolicy {
   inUse: () => Promise<Set<string>>;
 }
 
+/** Told of the file a blob is fetched into and how much of it is written, to follow it. */
+type Reading = (file: string, written: () => number) => Promise<void>;
+
+export interface PullOptions {
+  progress?: PullProgress;
+  /** A prefetch: paced to a bandwidth cap, and holding still while jobs' pulls run. */
+  background?: Pace;
+}
+
 export class ImagePuller {
-  private readonly blobs = new Map<string, Promise<'origin' | 'cache'>>();
+  private readonly blobs = new Map<string, Promise<PullFigures['bytes']>>();
+  /** Blobs a job's pull waits for: no longer paced. */
+  private readonly urgent = new Set<string>();
+  private foregroundPulls = 0;
+  /** How blobs reach the store: the registry, or a node's peers once it joins them. */
+  fetcher: BlobFetcher;
 
   constructor(
     private readonly store: ImageStore,
     private readonly client: RegistryClient,
     private readonly logger: Logger,
     private readonly cache?: CachePolicy,
-  ) {}
+  ) {
+    this.fetcher = new RegistryFetcher(client);
+  }
 
   /** `host/repo:tag` → `host/repo:tag@sha256:…`: what the job will run, fixed now. */
   async pin(text: string): Promise<string> {
@@ -48,7 +66,23 @@ export class ImagePuller {
     return formatReference({ ...ref, digest: m.digest });
   }
 
-  async pull(text: string, progress?: PullProgress): Promise<ResolvedImage> {
+  /** Pulls of jobs (not prefetch) under way: background pulls hold still while there are any. */
+  get foreground(): number {
+    return this.foregroundPulls;
+  }
+
+  async pull(text: string, opts: PullOptions = {}): Promise<ResolvedImage> {
+    if (opts.background) return this.pullImage(text, opts);
+    this.foregroundPulls++;
+    try {
+      return await this.pullImage(text, opts);
+    } finally {
+      this.foregroundPulls--;
+    }
+  }
+
+  private async pullImage(text: string, opts: PullOptions): Promise<ResolvedImage> {
+    const { progress } = opts;
     const t0 = Date.now();
     const ref = parseReference(text);
     const bytes = { origin: 0, peers: 0, cache: 0 };
@@ -57,7 +91,7 @@ export class ImagePuller {
     const manifest = await this.store.readJson<Manifest>(manifestDigest);
     if (!manifest.config || !Array.isArray(manifest.layers))
       throw new RegistryError(`${formatReference(ref)}: its manifest has no config or layers`);
-    await this.blob(ref, manifest.config, bytes);
+    await this.blob(ref, manifest.config, bytes, opts);
     // Every layer downloads at once, and each is unpacked as its bytes arrive (in layer order):
     // a pull takes about as long as its download or its unpack, not both.
     const sources = new Map<string, Promise<string | Readable>>();
@@ -65,13 +99,14 @@ export class ImagePuller {
     const fetched = manifest.layers.map((layer) => {
       let following: ((reader: Readable) => void) | undefined;
       const followed = new Promise<Readable>((resolve) => (following = resolve));
-      const done: Promise<'origin' | 'cache'> = this.blob(ref, layer, bytes, progress, async (file) => {
-        const reader = await growingFile(file, done, layer.digest);
+      // `done` is only read by the reader once the fetch below has started.
+      const done: Promise<boolean> = this.blob(ref, layer, bytes, opts, async (file, written) => {
+        const reader = await growingFile(file, done, layer.digest, written);
         readers.push(reader);
         following?.(reader);
-      }).then((where) => {
-        progress?.({ layer: layer.digest, size: layer.size, done: layer.size, cached: where === 'cache' });
-        return where;
+      }).then((cached) => {
+        progress?.({ layer: layer.digest, size: layer.size, done: layer.size, cached });
+        return cached;
       });
       const source = Promise.race([done.then(() => this.store.blobPath(layer.digest)), followed]);
       // A layer the unpack never reached (it failed before) is never awaited: its download's
@@ -135,51 +170,72 @@ export class ImagePuller {
     return m.digest;
   }
 
-  /** One blob into the store: from the cache, or downloaded once for every caller. */
+  /** One blob into the store: from the cache, or fetched once for every caller; true if cached. */
   private async blob(
     ref: ImageReference,
-    desc: { digest: string; size: number },
+    desc: BlobDescriptor,
     bytes: PullFigures['bytes'],
-    progress?: PullProgress,
-    reading?: (scratch: string) => Promise<void>,
-  ): Promise<'origin' | 'cache'> {
+    opts: PullOptions,
+    reading?: Reading,
+  ): Promise<boolean> {
     const joined = this.blobs.get(desc.digest);
+    // A job's pull joining a prefetch of the same blob lifts the prefetch's bandwidth cap.
+    if (joined && !opts.background) this.urgent.add(desc.digest);
     const fetching =
-      joined ?? this.fetchBlob(ref, desc, progress, reading).finally(() => this.blobs.delete(desc.digest));
+      joined ??
+      this.fetchBlob(ref, desc, opts, reading).finally(() => {
+        this.blobs.delete(desc.digest);
+        this.urgent.delete(desc.digest);
+      });
     if (!joined) this.blobs.set(desc.digest, fetching);
+    const got = await fetching;
     // A pull that joined another's download cost the registry nothing more: it counts as cached.
-    const where = joined ? (await fetching, 'cache' as const) : await fetching;
-    bytes[where] += desc.size;
-    return where;
+    if (joined) bytes.cache += desc.size;
+    else for (const k of ['origin', 'peers', 'cache'] as const) bytes[k] += got[k];
+    return joined !== undefined || got.cache > 0;
   }
 
-  /** `reading` is told of the file the download is written to, and opens it to follow it. */
+  /** `reading` is told of the file the blob is fetched into, and opens it to follow it. */
   private async fetchBlob(
     ref: ImageReference,
-    desc: { digest: string; size: number },
-    progress?: PullProgress,
-    reading?: (scratch: string) => Promise<void>,
-  ): Promise<'origin' | 'cache'> {
-    if (await this.store.hasBlob(desc.digest)) return 'cache';
+    desc: BlobDescriptor,
+    opts: PullOptions,
+    reading?: Reading,
+  ): Promise<PullFigures['bytes']> {
+    const cached = { origin: 0, peers: 0, cache: desc.size };
+    if (await this.store.hasBlob(desc.digest)) return cached;
+    const { background, progress } = opts;
+    const pace = background
+      ? (n: number) => (this.urgent.has(desc.digest) ? Promise.resolve() : background.take(n))
+      : undefined;
     // Another boxcar process on this node may be fetching it: one download, then a cache hit.
     return withLock(
       this.store.lockPath(`blob-${desc.digest.slice(7, 23)}`),
       async () => {
-        if (await this.store.hasBlob(desc.digest)) return 'cache';
+        if (await this.store.hasBlob(desc.digest)) return cached;
         const scratch = await this.store.scratchDir();
+        let stored = false;
         try {
           const file = path.join(scratch, 'blob');
-          let done = 0;
           await writeFile(file, '', { mode: 0o600 });
-          await reading?.(file);
-          await this.client.blobToFile(ref, desc, file, (n) => {
-            done += n;
-            progress?.({ layer: desc.digest, size: desc.size, done, cached: false });
-          });
+          let written = 0;
+          await reading?.(file, () => written);
+          const got = await this.fetcher.fetch(
+            ref,
+            desc,
+            file,
+            (n) => {
+              written = n;
+              progress?.({ layer: desc.digest, size: desc.size, done: n, cached: false });
+            },
+            pace,
+          );
           await this.store.putVerifiedBlob(file, desc.digest);
-          this.logger.debug({ digest: desc.digest, size: desc.size }, 'blob pulled');
-          return 'origin';
+          stored = true;
+          this.logger.debug({ digest: desc.digest, size: desc.size, ...got }, 'blob pulled');
+          return { ...got, cache: 0 };
         } finally {
+          await this.fetcher.settled?.(desc, stored);
           await rm(scratch, { recursive: true, force: true });
         }
       },

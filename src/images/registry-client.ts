@@ -2,6 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { errnoCode, errorMessage, UserError } from '../lib/errors.js';
 import { sleep } from '../lib/exec.js';
+import { PaceCancelled } from '../lib/pace.js';
 import { basicAuth, parseChallenge, type Credentials } from './registry-auth.js';
 import { formatReference, registryHost, registryScheme, type ImageReference } from './reference.js';
 
@@ -132,13 +133,16 @@ export class RegistryClient {
   /**
    * Downloads a blob into `file` (created or truncated), verifying its size and digest as it
    * streams; an interrupted transfer resumes where it stopped (a range request) and is retried
-   * with backoff. `onBytes` is told of each piece received.
+   * with backoff. `progress` is told how many bytes from the start are in the file (fewer
+   * after a registry ignored a resume and the transfer started over). `pace`, when given, is
+   * awaited after each piece received (a background pull's bandwidth cap).
    */
   async blobToFile(
     ref: ImageReference,
     blob: { digest: string; size: number },
     file: string,
-    onBytes?: (n: number) => void,
+    progress?: (bytes: number) => void,
+    pace?: (bytes: number) => Promise<void>,
   ): Promise<void> {
     const max = this.opts.maxBlobBytes ?? 20 * 2 ** 30;
     if (blob.size > max)
@@ -161,10 +165,10 @@ export class RegistryClient {
             got.hash = createHash('sha256');
             await fh.truncate(0);
           }
-          await this.stream(res, fh, got, blob, onBytes);
+          await this.stream(res, fh, got, blob, progress, pace);
           break;
         } catch (err) {
-          if (err instanceof RegistryError || attempt >= attempts) throw err;
+          if (err instanceof RegistryError || err instanceof PaceCancelled || attempt >= attempts) throw err;
           await sleep((this.opts.backoffMs ?? 200) * 2 ** (attempt - 1));
         }
       }
@@ -179,12 +183,40 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * Bytes [start, end) of a blob, streamed as they arrive (a range request, retried with
+   * backoff until the response starts). Not verified: the caller checks the whole blob's digest.
+   */
+  async *blobRange(
+    ref: ImageReference,
+    digest: string,
+    start: number,
+    end: number,
+  ): AsyncIterable<Uint8Array> {
+    const res = await this.request(ref, `/v2/${ref.repository}/blobs/${digest}`, {
+      range: `bytes=${start}-${end - 1}`,
+    });
+    // A registry that ignores ranges sends the whole blob: skip to the range and stop after it.
+    let skip = res.status === 206 ? 0 : start;
+    let left = end - start;
+    // Leaving the loop early (the range is done, or the caller stopped) cancels the response.
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      const part = chunk.subarray(Math.min(skip, chunk.length), Math.min(chunk.length, skip + left));
+      skip = Math.max(0, skip - chunk.length);
+      left -= part.length;
+      if (part.length) yield part;
+      if (left === 0) break;
+    }
+    if (left > 0) throw new Error(`blob ${digest} ended ${left} bytes short of bytes ${start}-${end - 1}`);
+  }
+
   private async stream(
     res: Response,
     fh: Awaited<ReturnType<typeof open>>,
     got: { bytes: number; hash: Hash },
     blob: { digest: string; size: number },
-    onBytes?: (n: number) => void,
+    progress?: (bytes: number) => void,
+    pace?: (bytes: number) => Promise<void>,
   ): Promise<void> {
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
       if (got.bytes + chunk.length > blob.size)
@@ -192,7 +224,8 @@ export class RegistryClient {
       await fh.write(chunk, 0, chunk.length, got.bytes);
       got.hash.update(chunk);
       got.bytes += chunk.length;
-      onBytes?.(chunk.length);
+      progress?.(got.bytes);
+      await pace?.(chunk.length);
     }
   }
 

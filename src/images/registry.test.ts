@@ -3,14 +3,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../observability/logger.js';
 import { leftovers, tempState } from '../testing/harness.js';
 import { pushLayout, writeLayout, type TestEntry } from '../testing/oci-images.js';
 import { startRegistry, type TestRegistry } from '../testing/registry.js';
+import { RegistryProxy } from '../testing/registry-proxy.js';
 import { BOXCAR_MAIN } from '../testing/serve-process.js';
+import { imageLayers, type ResolvedImage } from './image.js';
 import { ImageStore } from './image-store.js';
 import { ImagePuller } from './pull.js';
 import { RegistryClient } from './registry-client.js';
@@ -32,126 +33,22 @@ const base: TestEntry[] = [
   { name: 'etc/kept', content: 'kept\n' },
 ];
 
-type Fault =
-  | 'cut'
-  | 'cut-then-ignore-range'
-  | 'ignore-range'
-  | 'corrupt'
-  | 'long'
-  | 'redirect'
-  | 'huge-manifest'
-  | 'token-elsewhere';
-
-/** A proxy in front of a registry, on 127.0.0.1, and an "elsewhere" server on 127.0.0.2. */
-class Proxy {
-  readonly blobGets = new Map<string, number>();
-  readonly ranges: string[] = [];
-  readonly faults = new Map<string, Fault>();
-  /** What reached the other host: the Authorization header of each request, or "none". */
-  readonly elsewhere: string[] = [];
-  fault: Fault | undefined;
-  host = '';
-  private server = http.createServer((req, res) => void this.handle(req, res));
-  private other = http.createServer((req, res) => void this.serveElsewhere(req, res));
-  private otherPort = 0;
-
-  constructor(private readonly upstream: string) {}
-
-  async start(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    await new Promise<void>((r) => this.other.listen(0, '127.0.0.2', r));
-    this.host = `127.0.0.1:${(this.server.address() as { port: number }).port}`;
-    this.otherPort = (this.other.address() as { port: number }).port;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    this.other.closeAllConnections();
-    await Promise.all([new Promise((r) => this.server.close(r)), new Promise((r) => this.other.close(r))]);
-  }
-
-  private async forward(req: http.IncomingMessage, pathname: string): Promise<Response> {
-    const headers: Record<string, string> = {};
-    for (const k of ['accept', 'range', 'authorization'])
-      if (req.headers[k]) headers[k] = String(req.headers[k]);
-    if (this.faults.get(/\/blobs\/(sha256:[0-9a-f]{64})$/.exec(pathname)?.[1] ?? '') === 'ignore-range')
-      delete headers.range;
-    return fetch(`http://${this.upstream}${pathname}`, { headers });
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = req.url ?? '/';
-    if (this.fault === 'token-elsewhere' && req.headers.authorization !== 'Bearer good-token') {
-      res.writeHead(401, {
-        'www-authenticate': `Bearer realm="http://127.0.0.2:${this.otherPort}/token",service="test",scope="repository:x:pull"`,
-      });
-      return void res.end();
-    }
-    const blob = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url)?.[1];
-    if (blob) {
-      this.blobGets.set(blob, (this.blobGets.get(blob) ?? 0) + 1);
-      if (req.headers.range) this.ranges.push(String(req.headers.range));
-    }
-    const fault = blob
-      ? this.faults.get(blob)
-      : url.includes('/manifests/')
-        ? this.faults.get('manifest')
-        : undefined;
-    if (fault === 'huge-manifest') {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' });
-      return void res.end(JSON.stringify({ schemaVersion: 2, padding: 'x'.repeat(5 * 2 ** 20) }));
-    }
-    if (fault === 'redirect' && blob) {
-      res.writeHead(307, { location: `http://127.0.0.2:${this.otherPort}/blob${url}` });
-      return void res.end();
-    }
-    const up = await this.forward(req, url);
-    const body = Buffer.from(await up.arrayBuffer());
-    const headers: Record<string, string> = {};
-    up.headers.forEach((v, k) => {
-      if (!['content-length', 'transfer-encoding', 'connection'].includes(k)) headers[k] = v;
-    });
-    if ((fault === 'cut' || fault === 'cut-then-ignore-range') && blob) {
-      // Once: the retry gets the rest, or the whole blob again from a registry ignoring ranges.
-      if (fault === 'cut') this.faults.delete(blob);
-      else this.faults.set(blob, 'ignore-range');
-      res.writeHead(200, { ...headers, 'content-length': String(body.length) });
-      // The cut-off first try of a registry ignoring ranges may differ from its whole retry.
-      const half = body.subarray(0, body.length >> 1);
-      res.write(fault === 'cut' ? half : Buffer.from(half.map((b, i) => (i % 4096 === 1000 ? b ^ 0xff : b))));
-      setTimeout(() => res.socket?.destroy(), 50);
-      return;
-    }
-    let out = body;
-    if (fault === 'corrupt') out = Buffer.from(body.map((b, i) => (i === 100 ? b ^ 0xff : b)));
-    if (fault === 'long') out = Buffer.concat([body, Buffer.alloc(4096, 1)]);
-    res.writeHead(up.status, { ...headers, 'content-length': String(out.length) });
-    res.end(out);
-  }
-
-  private async serveElsewhere(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    this.elsewhere.push(req.headers.authorization ?? 'none');
-    const url = req.url ?? '/';
-    if (url.startsWith('/token')) {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return void res.end(JSON.stringify({ token: 'good-token', expires_in: 300 }));
-    }
-    const up = await this.forward({ headers: {} } as http.IncomingMessage, url.replace(/^\/blob/, ''));
-    res.writeHead(up.status);
-    res.end(Buffer.from(await up.arrayBuffer()));
-  }
-}
+/** A file of an image, in the topmost of its layers that has it (no test image whites out what it reads). */
+const inImage = (image: ResolvedImage, p: string) => {
+  const paths = imageLayers(image).map((l) => path.join(l, p));
+  return paths.find((f) => existsSync(f)) ?? (paths[0] as string);
+};
 
 describe('pulling from a registry', () => {
   let registry: TestRegistry;
   let secured: TestRegistry;
-  let proxy: Proxy;
+  let proxy: RegistryProxy;
   let work: string;
   const USER = { name: 'ci', password: 'registry-pass-1' };
 
   before(async () => {
     [registry, secured] = await Promise.all([startRegistry(), startRegistry({ user: USER })]);
-    proxy = new Proxy(registry.host);
+    proxy = new RegistryProxy(registry.host);
     await proxy.start();
     work = await mkdtemp(path.join(os.tmpdir(), 'bx-images-'));
   });
@@ -237,6 +134,52 @@ describe('pulling from a registry', () => {
     }
   });
 
+  test('a job writes over its image: the writes are its own, not the next job’s, never in the store', async () => {
+    await push(registry.host, 'team/writable:1', [
+      [...base, { name: 'bin/rm', type: 'symlink', linkname: 'busybox' }],
+      [{ name: 'etc/.wh.old' }, { name: 'etc/new', content: 'new\n' }],
+    ]);
+    const state = await tempState();
+    try {
+      const run = (script: string) => {
+        const r = spawnSync(
+          process.execPath,
+          [
+            BOXCAR_MAIN,
+            '--state',
+            state.root,
+            'run',
+            '--json',
+            '--image',
+            `${registry.host}/team/writable:1`,
+            '--',
+            'sh',
+            '-c',
+            script,
+          ],
+          { encoding: 'utf8' },
+        );
+        assert.equal(r.status, 0, r.stderr + r.stdout);
+        return (JSON.parse(r.stdout) as { output: string }).output;
+      };
+      assert.equal(
+        run('echo x > /etc/x && cat /etc/x && echo more >> /etc/kept && rm /etc/new && ls /etc'),
+        'x\nkept\nx\n',
+      );
+      assert.equal(run('ls /etc; cat /etc/kept'), 'kept\nnew\nkept\n', 'the next job has the image as it is');
+      const layers = readdirSync(state.layers).map((key) => path.join(state.layers, key, 'fs'));
+      assert.equal(layers.length, 2);
+      for (const fs of layers) {
+        assert.ok(!existsSync(path.join(fs, 'etc/x')), fs);
+        const kept = path.join(fs, 'etc/kept');
+        if (existsSync(kept)) assert.equal(readFileSync(kept, 'utf8'), 'kept\n');
+      }
+      assert.deepEqual(await leftovers(state), []);
+    } finally {
+      await state.cleanup();
+    }
+  });
+
   test('a tag is pinned to a digest once: pushing the tag again does not change what the job runs', async () => {
     await push(registry.host, 'team/pinned:1', [[...base, { name: 'version', content: 'one\n' }]]);
     const { state, puller } = await newPuller();
@@ -244,9 +187,9 @@ describe('pulling from a registry', () => {
       const pinned = await puller.pin(`${registry.host}/team/pinned:1`);
       await push(registry.host, 'team/pinned:1', [[...base, { name: 'version', content: 'two\n' }]]);
       const image = await puller.pull(pinned);
-      assert.equal(readFileSync(path.join(image.rootfsPath, 'version'), 'utf8'), 'one\n');
+      assert.equal(readFileSync(inImage(image, 'version'), 'utf8'), 'one\n');
       const latest = await puller.pull(`${registry.host}/team/pinned:1`);
-      assert.equal(readFileSync(path.join(latest.rootfsPath, 'version'), 'utf8'), 'two\n');
+      assert.equal(readFileSync(inImage(latest, 'version'), 'utf8'), 'two\n');
     } finally {
       await state.cleanup();
     }
@@ -262,7 +205,7 @@ describe('pulling from a registry', () => {
       const images = await Promise.all(
         Array.from({ length: 5 }, () => puller.pull(`${proxy.host}/team/shared:1`)),
       );
-      assert.equal(new Set(images.map((i) => i.rootfsPath)).size, 1);
+      assert.equal(new Set(images.map((i) => imageLayers(i).join(':'))).size, 1);
       for (const d of layerDigests) assert.equal(proxy.blobGets.get(d), 1, `blob ${d} fetched once`);
       const origin = images.reduce((a, i) => a + (i.pull?.bytes.origin ?? 0), 0);
       assert.ok(origin < BUSYBOX.length * 1.5, `${origin} bytes from the registry for 5 pulls`);
@@ -277,7 +220,7 @@ describe('pulling from a registry', () => {
     const { state, puller } = await newPuller();
     try {
       const image = await puller.pull(`${proxy.host}/team/resume:1`);
-      assert.ok(existsSync(path.join(image.rootfsPath, 'bin/busybox')));
+      assert.ok(existsSync(inImage(image, 'bin/busybox')));
       assert.ok(
         proxy.ranges.some((r) => /^bytes=\d+-$/.test(r) && r !== 'bytes=0-'),
         proxy.ranges.join(','),
@@ -297,8 +240,8 @@ describe('pulling from a registry', () => {
     const { state, puller } = await newPuller();
     try {
       const image = await puller.pull(`${proxy.host}/team/norange:1`);
-      assert.ok(existsSync(path.join(image.rootfsPath, 'bin/busybox')));
-      assert.equal(readFileSync(path.join(image.rootfsPath, 'etc/kept'), 'utf8'), 'kept\n');
+      assert.ok(existsSync(inImage(image, 'bin/busybox')));
+      assert.equal(readFileSync(inImage(image, 'etc/kept'), 'utf8'), 'kept\n');
       layerDigests.forEach((d, i) =>
         assert.equal((proxy.blobGets.get(d) ?? 0) - (before[i] ?? 0), 2, `${d}: cut, then whole`),
       );
@@ -355,7 +298,7 @@ describe('pulling from a registry', () => {
       credentials: (r) => (r === secured.host ? { username: USER.name, password: USER.password } : undefined),
     });
     try {
-      assert.ok(existsSync(path.join((await withConfig.puller.pull(ref)).rootfsPath, 'etc/kept')));
+      assert.ok(existsSync(inImage(await withConfig.puller.pull(ref), 'etc/kept')));
     } finally {
       await withConfig.state.cleanup();
     }
@@ -390,7 +333,7 @@ describe('pulling from a registry', () => {
     const { state, puller } = await newPuller({ credentials: creds });
     try {
       const image = await puller.pull(`${proxy.host}/team/hops:1`);
-      assert.ok(existsSync(path.join(image.rootfsPath, 'bin/busybox')));
+      assert.ok(existsSync(inImage(image, 'bin/busybox')));
       assert.ok(
         proxy.elsewhere.length >= 2,
         'the token service and the redirected blob were both on the other host',
@@ -433,11 +376,9 @@ describe('pulling from a registry', () => {
       assert.equal(r.status, 125);
       assert.match(r.stderr, /entry "escape\/sentinel" goes through the symlink "escape"/);
       assert.equal(existsSync(sentinel), false);
-      assert.deepEqual(
-        readdirSync(state.rootfs).filter((f) => !f.includes('.tmp')),
-        [],
-        'no half-unpacked root filesystem is kept',
-      );
+      assert.equal(readdirSync(state.layers).length, 2, 'the layers under the refused one, whole');
+      const scratch = path.join(state.images, 'tmp');
+      assert.deepEqual(existsSync(scratch) ? readdirSync(scratch) : [], [], 'no half-unpacked layer is kept');
       assert.deepEqual(await leftovers(state), []);
     } finally {
       await state.cleanup();

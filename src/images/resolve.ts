@@ -26,7 +26,7 @@ async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImag
   return {
     ref: file,
     digest: blob.digest,
-    rootfsPath: store.blobPath(blob.digest),
+    content: { module: store.blobPath(blob.digest) },
     config: { env: [], entrypoint: [], cmd: [], workingDir: '/workspace' },
   };
 }

@@ -1,22 +1,16 @@
 import { constants, createReadStream } from 'node:fs';
-import { chmod, lchown, link, lstat, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
+import { chmod, copyFile, lchown, link, lstat, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 import tar from 'tar-stream';
-import { errnoCode, errorMessage, UserError } from '../lib/errors.js';
+import { errnoCode, errorMessage, ifExists, UserError, withContext } from '../lib/errors.js';
+import { ExecError } from '../lib/exec.js';
+import { isWhiteout, lookup, type StackedLayer } from './layer-stack.js';
+import { markOpaque, Whiteouts } from './overlay-marks.js';
 
-/**
- * Applies untrusted image layers to a root filesystem, following the OCI image-spec's layer
- * rules (whiteouts, opaque directories) and refusing anything that reaches outside the root:
- * absolute paths, `..`, an entry written, chmod-ed or chown-ed through a symlink (also one a
- * lower layer planted), hardlinks out of the root or onto anything but a regular file, and
- * entries named for the root itself. Device nodes are dropped. Limits on uncompressed bytes,
- * entries and path length stop decompression and tar bombs. Nothing is ever followed: files are
- * opened with O_NOFOLLOW | O_EXCL, and every parent directory is checked to be a real one.
- */
 export interface UnpackLimits {
   /** Bytes the layers may expand to, all together. */
   maxBytes: number;
@@ -46,23 +40,81 @@ export interface UnpackTotals {
   entries: number;
 }
 
+export interface LayerTarget {
+  /** The empty directory the layer's own files go to. */
+  dir: string;
+  /** The layers under it, unpacked, top first. */
+  lowers: readonly StackedLayer[];
+  /** A directory on the same filesystem, outside `dir`, for the layer's whiteout device. */
+  scratch: string;
+}
+
 /**
- * One layer onto `root`, read from its blob file or from a stream of its bytes (a download in
- * progress): `totals` carries the limits across an image's layers.
+ * Unpacks an untrusted image layer into a directory of its own, over the layers under it
+ * (already unpacked, never changed): the directory is an overlayfs lower layer, following the
+ * OCI image-spec's layer rules (whiteouts, opaque directories) with overlayfs' own marks for
+ * them. Anything that reaches outside the root is refused, naming the entry, also across
+ * layers: absolute paths, `..`, an entry written, chmod-ed or chown-ed through a symlink (also
+ * one a lower layer planted: each parent directory is looked up in the layers under it),
+ * hardlinks out of the image or onto anything but a regular file, and entries named for the
+ * root itself. Device nodes are dropped. Limits on uncompressed bytes, entries and path length,
+ * counted across the image's layers, stop decompression and tar bombs. Nothing is ever
+ * followed: files are opened with O_NOFOLLOW | O_EXCL, and every parent directory is checked
+ * to be a real one.
+ *
+ * The layer is read from its blob file or from a stream of its bytes (a download in
+ * progress); `totals` carries the limits across an image's layers. Returns the directories
+ * it marked opaque (relative), which lookups from the layers above it need.
  */
 export async function applyLayer(
-  root: string,
+  target: LayerTarget,
   layer: string | Readable,
   layerName: string,
   limits: UnpackLimits = DEFAULT_UNPACK_LIMITS,
   totals: UnpackTotals = { bytes: 0, entries: 0 },
-): Promise<UnpackTotals> {
-  const writer = new LayerWriter(root, layerName, limits, totals);
+): Promise<{ opaque: string[] }> {
+  const writer = new LayerWriter(target, layerName, limits, totals);
+  try {
+    await readEntries(layer, layerName, limits, totals, (h, body) => writer.apply(h, body));
+    const opaque = writer.opaqueDirs();
+    await markOpaque(opaque.map((rel) => path.join(target.dir, rel)));
+    return { opaque };
+  } finally {
+    await writer.whiteouts.dispose();
+  }
+}
+
+/** Failures of this host (a full disk, a missing tool), whatever the layer holds. */
+const HOST_ERRNOS = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EIO',
+  'EROFS',
+  'EMFILE',
+  'ENFILE',
+  'ENOMEM',
+  'EACCES',
+  'EPERM',
+]);
+const isHostFailure = (err: unknown) => err instanceof ExecError || HOST_ERRNOS.has(errnoCode(err) ?? '');
+
+/** Each entry of a layer's tar to `apply`, through decompression and the bomb guard. */
+async function readEntries(
+  layer: string | Readable,
+  layerName: string,
+  limits: UnpackLimits,
+  totals: UnpackTotals,
+  apply: (h: tar.Headers, body: Readable) => Promise<void>,
+): Promise<void> {
   const extract = tar.extract();
+  let hostFailure: unknown;
   const done = (async () => {
     for await (const entry of extract) {
       try {
-        await writer.apply(entry.header, entry);
+        await apply(entry.header, entry);
+      } catch (err) {
+        if (isHostFailure(err)) hostFailure = err;
+        throw err;
       } finally {
         entry.resume(); // drain what an entry left unread (a dropped device, a refused entry)
       }
@@ -79,9 +131,10 @@ export async function applyLayer(
   // A refusal says why; a stream torn down by it only echoes it.
   const refusal = reasons.find((r) => r instanceof UserError);
   if (refusal) throw refusal;
+  // Writing failed on this host (a full disk, a missing tool): not the layer's fault.
+  if (hostFailure) throw withContext(`unpacking layer ${layerName}`, hostFailure);
   if (reasons.length)
     throw new UserError(`layer ${layerName} is not a readable tar archive: ${errorMessage(reasons[0])}`);
-  return totals;
 }
 
 /** gzip, zstd or plain, told apart by their first bytes rather than the media type a registry sent. */
@@ -136,10 +189,13 @@ function bombGuard(limits: UnpackLimits, totals: UnpackTotals, layerName: string
   let seen = 0;
   // Tar headers and padding ride on top of file contents: allow them, not a second image.
   const cap = limits.maxBytes + 512 * limits.maxEntries;
+  // The layers under this one; this one's own bytes are `seen` (its files are counted again in
+  // `totals` as they are written).
+  const before = totals.bytes;
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       seen += chunk.length;
-      if (totals.bytes + seen > cap)
+      if (before + seen > cap)
         return cb(
           new UnsafeLayer(
             layerName,
@@ -152,18 +208,36 @@ function bombGuard(limits: UnpackLimits, totals: UnpackTotals, layerName: string
   });
 }
 
+/** The parent of a relative path ('' for the root). */
+const parentOf = (rel: string) => rel.slice(0, Math.max(0, rel.lastIndexOf('/')));
+const within = (p: string, rel: string) => p === rel || p.startsWith(`${rel}/`);
+
 class LayerWriter {
-  /** Paths (relative) this layer created: an opaque whiteout clears only what lower layers left. */
-  private readonly created = new Set<string>();
-  /** Directories checked to be real (not symlinks) under the root, for this layer. */
-  private readonly realDirs = new Set<string>(['']);
+  /** This layer: its directory and the directories in it marked opaque so far. */
+  private readonly top: { dir: string; opaque: Set<string> };
+  private readonly lowers: readonly StackedLayer[];
+  /**
+   * Directories (relative) checked to be real ones in the merged view and made in this layer,
+   * with the layers whose directories merge there, top first.
+   */
+  private readonly dirs = new Map<string, StackedLayer[]>();
+  readonly whiteouts: Whiteouts;
 
   constructor(
-    private readonly root: string,
+    target: LayerTarget,
     private readonly name: string,
     private readonly limits: UnpackLimits,
     private readonly totals: UnpackTotals,
-  ) {}
+  ) {
+    this.top = { dir: target.dir, opaque: new Set() };
+    this.lowers = target.lowers;
+    this.dirs.set('', [this.top, ...target.lowers]);
+    this.whiteouts = new Whiteouts(target.scratch);
+  }
+
+  opaqueDirs(): string[] {
+    return [...this.top.opaque];
+  }
 
   private refuse(entry: string, why: string): never {
     throw new UnsafeLayer(this.name, entry, why);
@@ -199,20 +273,19 @@ class LayerWriter {
     if (type === 'character-device' || type === 'block-device' || type === 'fifo') return; // dropped
     await this.realDir(h.name, parent);
     const rel = parts.join('/');
-    const full = path.join(this.root, rel);
-    const existing = await lstat(full).catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return undefined;
-      throw err;
-    });
-    if (existing && !(type === 'directory' && existing.isDirectory()))
-      await rm(full, { recursive: true, force: true });
-    this.forget(rel);
+    const full = path.join(this.top.dir, rel);
+    const existing = await ifExists(lstat(full));
+    if (existing && !(type === 'directory' && existing.isDirectory())) await this.remove(rel);
     const mode = (h.mode ?? 0o644) & 0o7777;
     switch (type) {
       case 'directory':
-        if (!existing?.isDirectory()) await mkdir(full);
+        if (!existing?.isDirectory()) {
+          await mkdir(full);
+          // In place of what this layer had there (a whiteout, a file): an empty directory, as
+          // when the layers are applied one onto the other; nothing under it shows through.
+          if (existing) await this.hideLower(rel);
+        }
         await chmod(full, mode);
-        this.realDirs.add(rel);
         break;
       case 'file':
       case 'contiguous-file':
@@ -223,13 +296,18 @@ class LayerWriter {
         await symlink(h.linkname ?? '', full);
         break;
       case 'link':
-        await this.hardlink(h.name, h.linkname ?? '', full);
+        await this.hardlink(h.name, rel, h.linkname ?? '', full);
         break;
       default:
         return; // pax and GNU headers are read by the parser; anything else carries nothing to keep
     }
     await lchown(full, h.uid ?? 0, h.gid ?? 0);
-    this.created.add(rel);
+  }
+
+  private countBytes(name: string, n: number): void {
+    this.totals.bytes += n;
+    if (this.totals.bytes > this.limits.maxBytes)
+      this.refuse(name, `takes the image past ${this.limits.maxBytes} bytes: a tar bomb?`);
   }
 
   private async file(name: string, full: string, mode: number, body: Readable): Promise<void> {
@@ -240,9 +318,7 @@ class LayerWriter {
     );
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
-        this.totals.bytes += chunk.length;
-        if (this.totals.bytes > this.limits.maxBytes)
-          this.refuse(name, `takes the image past ${this.limits.maxBytes} bytes: a tar bomb?`);
+        this.countBytes(name, chunk.length);
         await fh.write(chunk);
       }
       await fh.chmod(mode); // on the descriptor: no path, no symlink to follow
@@ -251,57 +327,122 @@ class LayerWriter {
     }
   }
 
-  private async hardlink(name: string, linkname: string, full: string): Promise<void> {
+  private async hardlink(name: string, rel: string, linkname: string, full: string): Promise<void> {
     const target = this.components(name, linkname);
     if (target.length === 0) this.refuse(name, 'is a hardlink to the root');
-    await this.realDir(name, target.slice(0, -1));
-    const t = await lstat(path.join(this.root, ...target)).catch(() => undefined);
-    if (!t?.isFile())
+    const targetRel = target.join('/');
+    if (within(targetRel, rel)) this.refuse(name, `is a hardlink to itself or to something under it`);
+    const dir = target.slice(0, -1);
+    await this.realDir(name, dir);
+    const found = await lookup(this.layersAt(dir.join('/')), targetRel);
+    if (found.kind !== 'file')
       this.refuse(name, `is a hardlink to "${linkname}", which is not a regular file in the image`);
-    await link(path.join(this.root, ...target), full);
+    const own = path.join(this.top.dir, targetRel);
+    // A lower layer's file is copied up into this one, as overlayfs does before changing one:
+    // a link never joins two layers' directories.
+    if (found.layers[0] !== this.top) {
+      this.countBytes(name, found.stat.size);
+      await copyFile(
+        path.join((found.layers[0] as StackedLayer).dir, targetRel),
+        own,
+        constants.COPYFILE_EXCL,
+      );
+      await lchown(own, found.stat.uid, found.stat.gid);
+      await chmod(own, found.stat.mode & 0o7777); // after the chown, which clears set-id bits
+    }
+    await link(own, full);
   }
 
-  /** Every directory on the way to an entry is a real one (made here when missing), never a symlink. */
+  /** The layers merging at a directory checked by `realDir`. */
+  private layersAt(rel: string): StackedLayer[] {
+    const layers = this.dirs.get(rel);
+    if (!layers) throw new Error(`internal: directory "${rel}" of layer ${this.name} was not checked`);
+    return layers;
+  }
+
+  /**
+   * Every directory on the way to an entry is a real one in the merged view (this layer over
+   * the ones under it), never a symlink, and is made in this layer (with the mode and owner of
+   * the one it merges with, if any).
+   */
   private async realDir(name: string, parts: string[]): Promise<void> {
     for (let i = 1; i <= parts.length; i++) {
       const rel = parts.slice(0, i).join('/');
-      if (this.realDirs.has(rel)) continue;
-      const full = path.join(this.root, rel);
-      const st = await lstat(full).catch((err: unknown) => {
-        if (errnoCode(err) === 'ENOENT') return undefined;
-        throw err;
-      });
-      if (!st) await mkdir(full, 0o755);
-      else if (st.isSymbolicLink()) this.refuse(name, `goes through the symlink "${rel}"`);
-      else if (!st.isDirectory()) this.refuse(name, `needs "${rel}" to be a directory, and it is not one`);
-      this.realDirs.add(rel);
+      if (this.dirs.has(rel)) continue;
+      const parent = this.layersAt(parts.slice(0, i - 1).join('/'));
+      const full = path.join(this.top.dir, rel);
+      const own = await ifExists(lstat(full));
+      if (own?.isSymbolicLink()) this.refuse(name, `goes through the symlink "${rel}"`);
+      if (own && isWhiteout(own)) {
+        // Whited out by this layer, then written into: a new directory, empty but for what follows.
+        await this.remove(rel);
+        await mkdir(full, 0o755);
+        await this.hideLower(rel);
+        this.dirs.set(rel, [this.top]);
+      } else if (own && !own.isDirectory())
+        this.refuse(name, `needs "${rel}" to be a directory, and it is not one`);
+      else if (own) {
+        const merged = await lookup(parent, rel);
+        this.dirs.set(rel, merged.kind === 'dir' ? merged.layers : [this.top]);
+      } else {
+        const below = await lookup(parent, rel); // this layer has nothing there: the ones under it
+        if (below.kind === 'symlink') this.refuse(name, `goes through the symlink "${rel}"`);
+        if (below.kind !== 'dir' && below.kind !== 'absent')
+          this.refuse(name, `needs "${rel}" to be a directory, and it is not one`);
+        await mkdir(full);
+        const like = below.kind === 'dir' ? below.stat : undefined;
+        await lchown(full, like?.uid ?? 0, like?.gid ?? 0);
+        await chmod(full, like ? like.mode & 0o7777 : 0o755);
+        this.dirs.set(rel, below.kind === 'dir' ? [this.top, ...below.layers] : [this.top]);
+      }
     }
   }
 
-  /** `.wh.NAME`: NAME from lower layers is gone (the entry itself is never written). */
+  /** `.wh.NAME`: NAME is gone, from the layers under this one (a whiteout) and from this one. */
   private async whiteout(name: string, parent: string[], hidden: string): Promise<void> {
     if (!hidden || hidden === '.' || hidden === '..' || hidden.includes('/'))
       this.refuse(name, `whites out "${hidden}", which is not a name in its directory`);
     await this.realDir(name, parent);
     const rel = [...parent, hidden].join('/');
-    await rm(path.join(this.root, rel), { recursive: true, force: true }); // rm never follows a symlink
-    this.forget(rel);
+    await this.remove(rel);
+    if ((await lookup(this.layersAt(parent.join('/')), rel)).kind !== 'absent')
+      await this.whiteouts.make(path.join(this.top.dir, rel));
   }
 
   /** `.wh..wh..opq`: the directory keeps only what this layer puts in it. */
   private async opaque(name: string, parent: string[]): Promise<void> {
     await this.realDir(name, parent);
-    const dir = parent.join('/');
-    for (const child of await readdir(path.join(this.root, dir))) {
-      const rel = dir ? `${dir}/${child}` : child;
-      if (this.created.has(rel)) continue;
-      await rm(path.join(this.root, rel), { recursive: true, force: true });
-      this.forget(rel);
+    const rel = parent.join('/');
+    if (rel) return this.hideLower(rel);
+    // overlayfs reads no opaque mark on a lower layer's root: each name the layers under it
+    // have there is hidden instead.
+    const names = new Set<string>();
+    for (const lower of this.lowers) for (const n of await readdir(lower.dir)) names.add(n);
+    for (const n of names) {
+      const own = await ifExists(lstat(path.join(this.top.dir, n)));
+      if (own?.isDirectory()) await this.hideLower(n);
+      else if (!own && (await lookup(this.layersAt(''), n)).kind !== 'absent')
+        await this.whiteouts.make(path.join(this.top.dir, n));
     }
   }
 
-  /** A path was removed or replaced: what was checked under it no longer holds. */
+  /** Marks this layer's directory `rel` opaque when a lower layer has a directory there to hide. */
+  private async hideLower(rel: string): Promise<void> {
+    const lower = this.layersAt(parentOf(rel)).filter((l) => l !== this.top);
+    if ((await lookup(lower, rel)).kind !== 'dir') return;
+    this.top.opaque.add(rel);
+    this.forget(rel);
+  }
+
+  /** Removes what this layer has at `rel` (rm never follows a symlink). */
+  private async remove(rel: string): Promise<void> {
+    await rm(path.join(this.top.dir, rel), { recursive: true, force: true });
+    this.forget(rel);
+    for (const d of this.top.opaque) if (within(d, rel)) this.top.opaque.delete(d);
+  }
+
+  /** A path was removed, replaced or made opaque: what was checked under it no longer holds. */
   private forget(rel: string): void {
-    for (const d of this.realDirs) if (d === rel || d.startsWith(`${rel}/`)) this.realDirs.delete(d);
+    for (const d of this.dirs.keys()) if (within(d, rel)) this.dirs.delete(d);
   }
 }

@@ -405,22 +405,25 @@ async function memoryAndDiskProbes(box: Boxcar, runtime: RuntimeName, image: str
     detail: `job ${mem.record.state}, peak ${peak} bytes of ${memLimit}${caps.memoryMeasure === 'vmm-process' ? ' (VM size and VMM)' : ''}`,
   });
 
+  // Each writable place, the root included where the job may write over its image.
+  const places = ['/tmp/fill', '/workspace/fill', ...(caps.writableRoot ? ['/fill'] : [])];
   const fill = await runOn(box, runtime, {
     image,
     command: [
       'sh',
       '-c',
-      'head -c 100m /dev/zero > /tmp/fill 2>/dev/null; head -c 100m /dev/zero > /workspace/fill 2>/dev/null; echo $(wc -c < /tmp/fill) $(wc -c < /workspace/fill)',
+      places.map((f) => `head -c 100m /dev/zero > ${f} 2>/dev/null; wc -c < ${f}`).join('; '),
     ],
-    resources: { tmp: '16Mi', workspace: '16Mi', memory: '256Mi' },
+    resources: { tmp: '16Mi', workspace: '16Mi', rootfs: '16Mi', memory: '256Mi' },
   });
-  const [tmpBytes, wsBytes] = fill.output.trim().split(/\s+/).map(Number);
-  const fillContained = (tmpBytes ?? Infinity) <= 16 * 2 ** 20 && (wsBytes ?? Infinity) <= 16 * 2 ** 20;
+  const written = fill.output.trim().split(/\s+/).map(Number);
+  const fillContained =
+    written.length === places.length && written.every((n) => Number.isFinite(n) && n <= 16 * 2 ** 20);
   out.push({
     probe: 'disk_fill',
     runtime,
     verdict: fillContained ? 'blocked' : 'ESCAPED',
-    detail: `wrote ${tmpBytes} bytes to /tmp and ${wsBytes} to /workspace, limits 16 MiB each`,
+    detail: `wrote ${places.map((f, i) => `${written[i]} bytes to ${path.dirname(f)}`).join(', ')}; limits 16 MiB each`,
   });
   return out;
 }

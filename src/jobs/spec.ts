@@ -23,6 +23,7 @@ export const DEFAULTS = {
   pids: 256,
   tmp: '64Mi',
   workspace: '256Mi',
+  rootfs: '1Gi',
   timeout: '10m',
   /** As a Kubernetes LimitRange's defaultRequest: most CI jobs wait on I/O most of the time. */
   cpuRequestMillis: 100,
@@ -43,6 +44,8 @@ const Resources = z
       .default(DEFAULTS.pids),
     tmp: parsedField(parseBytes).prefault(DEFAULTS.tmp),
     workspace: parsedField(parseBytes).prefault(DEFAULTS.workspace),
+    /** What the job may write over its image's files (container runtimes; held in memory, like tmp). */
+    rootfs: parsedField(parseBytes).prefault(DEFAULTS.rootfs),
     /**
      * What the job is expected to use, for placement and quotas (Kubernetes requests); the
      * values above are its limits. Memory defaults to its limit, CPU to 100m (or the limit if
@@ -144,6 +147,7 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
     pids: s.resources.pids,
     tmpBytes: s.resources.tmp,
     workspaceBytes: s.resources.workspace,
+    rootfsBytes: s.resources.rootfs,
   },
   requests: {
     memoryBytes: s.resources.requests.memory ?? s.resources.memory,

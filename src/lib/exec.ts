@@ -24,7 +24,7 @@ export function scrubbedEnv(extra: Record<string, string> = {}): Record<string, 
 export function run(
   file: string,
   args: readonly string[],
-  opts: { timeoutMs?: number; input?: string; env?: Record<string, string> } = {},
+  opts: { timeoutMs?: number; input?: string; env?: Record<string, string>; cwd?: string } = {},
 ): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(
@@ -35,6 +35,7 @@ export function run(
         maxBuffer: 16 * 1024 * 1024,
         encoding: 'utf8',
         env: opts.env ?? scrubbedEnv(),
+        cwd: opts.cwd,
       },
       (err, stdout, stderr) => {
         if (err) {

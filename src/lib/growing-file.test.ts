@@ -26,12 +26,14 @@ async function withFile(fn: (file: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** Appends `data` in pieces, pausing between them, as a download would. */
-async function writeSlowly(file: string, data: Buffer, from = 0): Promise<void> {
+/** Writes `data` front to back in pieces, pausing between them, as a download would. */
+async function writeSlowly(file: string, data: Buffer, progress: { bytes: number }): Promise<void> {
   const fh = await open(file, 'r+');
   try {
-    for (let at = from; at < data.length; at += 64 * 1024) {
-      await fh.write(data, at, Math.min(64 * 1024, data.length - at), at);
+    for (let at = 0; at < data.length; at += 64 * 1024) {
+      const n = Math.min(64 * 1024, data.length - at);
+      await fh.write(data, at, n, at);
+      progress.bytes = at + n;
       await sleep(5);
     }
   } finally {
@@ -42,8 +44,9 @@ async function writeSlowly(file: string, data: Buffer, from = 0): Promise<void> 
 test('a reader keeps pace with a writer and ends with its last byte, even once the file is removed', async () => {
   await withFile(async (file) => {
     const data = Buffer.from(Array.from({ length: 1024 * 1024 }, (_, i) => i % 251));
-    const written = writeSlowly(file, data).then(() => rm(file));
-    const read = await collect(await growingFile(file, written, digestOf(data)));
+    const progress = { bytes: 0 };
+    const written = writeSlowly(file, data, progress).then(() => rm(file));
+    const read = await collect(await growingFile(file, written, digestOf(data), () => progress.bytes));
     assert.deepEqual(read, data);
   });
 });
@@ -52,20 +55,35 @@ test('a writer that starts over with different bytes fails the reader; a failed 
   await withFile(async (file) => {
     const first = Buffer.alloc(512 * 1024, 1);
     const final = Buffer.alloc(512 * 1024, 2);
-    const written = (async () => {
-      await writeSlowly(file, first.subarray(0, 256 * 1024));
+    // A download that starts over: the count of written bytes goes back.
+    const progress = { bytes: 0 };
+    const restarted = (async () => {
+      await writeSlowly(file, first.subarray(0, 256 * 1024), progress);
       await sleep(50);
-      await writeSlowly(file, final); // same offsets, other bytes: no shrink to notice
+      await writeSlowly(file, final, progress);
     })();
     await assert.rejects(
-      collect(await growingFile(file, written, digestOf(final))),
+      collect(await growingFile(file, restarted, digestOf(final), () => progress.bytes)),
+      /went back/,
+    );
+    // Pieces fetched again after a bad one: the same offsets, other bytes, and the count never
+    // goes back, so only the digest can tell.
+    const before = { bytes: 0 };
+    const again = { bytes: 0 };
+    const refetched = (async () => {
+      await writeSlowly(file, first.subarray(0, 256 * 1024), before);
+      await sleep(50);
+      await writeSlowly(file, final, again);
+    })();
+    await assert.rejects(
+      collect(await growingFile(file, refetched, digestOf(final), () => Math.max(before.bytes, again.bytes))),
       /changed under its reader/,
     );
   });
   await withFile(async (file) => {
     const failed = sleep(30).then(() => Promise.reject(new Error('connection reset')));
     await assert.rejects(
-      collect(await growingFile(file, failed, digestOf(Buffer.alloc(0)))),
+      collect(await growingFile(file, failed, digestOf(Buffer.alloc(0)), () => 0)),
       /connection reset/,
     );
   });
@@ -75,7 +93,7 @@ test('a reader destroyed unread closes its file', async () => {
   await withFile(async (file) => {
     const fds = async () => (await readdir('/proc/self/fd')).length;
     const before = await fds();
-    const reader = await growingFile(file, new Promise(() => undefined), digestOf(Buffer.alloc(0)));
+    const reader = await growingFile(file, new Promise(() => undefined), digestOf(Buffer.alloc(0)), () => 0);
     assert.equal(await fds(), before + 1);
     reader.destroy();
     await sleep(30); // the close is asynchronous

@@ -7,16 +7,22 @@ const POLL_MS = 15;
 const CHUNK = 256 * 1024;
 
 /**
- * Reads a file while another writer is still appending to it (a download), until `done`
- * settles and the last byte is read: the reader keeps pace with the writer instead of waiting
- * for it. The file is opened before this returns, so the writer may remove it once done; the
- * handle closes when the stream does (read to its end, failed, or destroyed unread).
+ * Reads a file while another writer is still filling it (a download), until `done` settles
+ * and the last byte is read: the reader keeps pace with the writer instead of waiting for it.
+ * `written` says how many bytes from the start are in the file so far. The file is opened
+ * before this returns, so the writer may remove it once done; the handle closes when the
+ * stream does (read to its end, failed, or destroyed unread).
  *
  * A writer that starts over rewrites bytes the reader may already have passed, so what was
- * read is checked against the file's known final `digest` before the stream ends: a shrinking
- * file or a different hash fails the stream.
+ * read is checked against the file's known final `digest` before the stream ends: a writer
+ * going back (`written` shrinking) or a different hash fails the stream.
  */
-export async function growingFile(file: string, done: Promise<unknown>, digest: string): Promise<Readable> {
+export async function growingFile(
+  file: string,
+  done: Promise<unknown>,
+  digest: string,
+  written: () => number,
+): Promise<Readable> {
   let settled: { ok: boolean; err?: unknown } | undefined;
   done.then(
     () => (settled = { ok: true }),
@@ -28,8 +34,8 @@ export async function growingFile(file: string, done: Promise<unknown>, digest: 
     const hash = createHash('sha256');
     for (;;) {
       const finished = settled; // read after this: every byte of a finished writer is in the file
-      const size = (await fh.stat()).size;
-      if (size < pos) throw new Error(`${file} shrank while it was being read: its writer started over`);
+      const size = written();
+      if (size < pos) throw new Error(`${file} went back while it was being read: its writer started over`);
       if (size > pos) {
         const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - pos));
         const { bytesRead } = await fh.read(buf, 0, buf.length, pos);

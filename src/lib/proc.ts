@@ -1,6 +1,7 @@
 /**
- * Everything Boxcar reads of processes and memory from /proc, in one place: whether a process
- * lives, when it started, its footprint, and the host's and a process's memory in bytes.
+ * Everything Boxcar reads of processes, memory and mounts from /proc, in one place: whether a
+ * process lives, when it started, its footprint, the host's and a process's memory in bytes,
+ * and what is mounted where.
  */
 
 import { readFileSync } from 'node:fs';
@@ -66,3 +67,24 @@ const kBField = (text: string, field: string): number =>
 export const memAvailable = () => kBField(readFileSync('/proc/meminfo', 'utf8'), 'MemAvailable');
 export const rss = (pid: number) => kBField(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS');
 export const pss = (pid: number) => kBField(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss');
+
+export interface MountEntry {
+  source: string;
+  target: string;
+  type: string;
+}
+
+/** `\040` and the like: how /proc/self/mounts writes a space, tab, newline or backslash in a path. */
+const unescapeMountField = (field: string) =>
+  field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+
+/** The mounts this process sees, in the order they were made. */
+export function mountTable(): MountEntry[] {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [source = '', target = '', type = ''] = line.split(' ').map(unescapeMountField);
+      return { source, target, type };
+    });
+}

@@ -6,8 +6,8 @@ export interface StatePaths {
   db: string;
   /** An OCI image layout (oci-layout, index.json, blobs/sha256/…). */
   images: string;
-  /** Unpacked, read-only root filesystems, one per image manifest digest. */
-  rootfs: string;
+  /** Unpacked image layers, one directory each, shared read-only by every image that has them. */
+  layers: string;
   /** One directory per sandbox attempt: OCI bundle, monitor files, VM disks. */
   sandboxes: string;
   /** Job output, one size-capped file per job. */
@@ -30,7 +30,7 @@ export function statePaths(root: string = defaultStateDir()): StatePaths {
     root: abs,
     db: path.join(abs, 'boxcar.db'),
     images: path.join(abs, 'images'),
-    rootfs: path.join(abs, 'rootfs'),
+    layers: path.join(abs, 'images', 'layers'),
     sandboxes: path.join(abs, 'sandboxes'),
     logs: path.join(abs, 'logs'),
     runcRoot: path.join(abs, 'runc'),

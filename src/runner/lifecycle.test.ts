@@ -155,7 +155,7 @@ describe('reconciling orphans (mock runtime)', () => {
           image: {
             ref: 'x',
             digest: 'sha256:0',
-            rootfsPath: '/',
+            content: { layers: [] },
             config: { env: [], entrypoint: [], cmd: [], workingDir: '/' },
           },
           secrets: {},
@@ -271,7 +271,7 @@ describe('the scheduler (mock runtime)', () => {
           image: {
             ref: 'x',
             digest: 'sha256:0',
-            rootfsPath: '/',
+            content: { layers: [] },
             config: { env: [], entrypoint: [], cmd: [], workingDir: '/' },
           },
           secrets: {},

@@ -84,6 +84,11 @@ export interface Capabilities {
   network: boolean;
   /** The sandbox outlives a restart of Boxcar (a monitor or VMM holds it): a new process re-attaches. */
   survivesRestart: boolean;
+  /**
+   * The job may write over its image's files (an overlay of its own, as big as its
+   * `resources.rootfs`); otherwise its root is read-only.
+   */
+  writableRoot: boolean;
 }
 
 /** A driver's own state from a handle, through the driver's schema; undefined before its sandbox existed. */

@@ -272,5 +272,90 @@ export function storeConformance(
           (await s.listJobs({ tenant: 'g', states: ['queued'] })).length,
         );
       }));
+
+    test('popular images: those of queued jobs first, then the most used, registry images only', () =>
+      withStore(async (s) => {
+        const img = (c: string) => `127.0.0.1:5000/${name}/${c}@sha256:${c.repeat(64)}`;
+        const make = async (image: string, cancel: boolean) => {
+          const j = await job(s, 'pop', { image });
+          if (cancel) await s.requestCancel(j.id, 'test');
+        };
+        for (let i = 0; i < 3; i++) await make(img('a'), true);
+        await make(img('b'), false);
+        for (let i = 0; i < 2; i++) await make(img('c'), true);
+        await make(`127.0.0.1:5000/${name}/tagged:1`, false);
+        const since = Date.now() - 60_000;
+        const mine = (list: string[]) => list.filter((r) => r.includes(`/${name}/`));
+        assert.deepEqual(mine(await s.popularImages(since, 1000)), [img('b'), img('a'), img('c')]);
+        assert.deepEqual(mine(await s.popularImages(Date.now() + 60_000, 1000)), [img('b')]);
+      }));
+
+    test('peer directory: holders are live serving peers, one node wins a piece, a dead claimer loses it', () =>
+      withStore(async (s) => {
+        const now = Date.now();
+        const digest = `sha256:${name}${'0'.repeat(58)}`.slice(0, 71);
+        const peer = (node: string, url: string | null, aliveUntil = now + 10_000) =>
+          s.announcePeer({ node, url, tokenHash: `hash-${node}`, aliveUntil });
+        await peer(`${name}-a`, 'http://127.0.0.1:1');
+        await peer(`${name}-b`, 'http://127.0.0.1:2');
+        await peer(`${name}-fetch-only`, null);
+        await peer(`${name}-dead`, 'http://127.0.0.1:3', now - 1);
+        assert.equal((await s.livePeer(`${name}-a`, now))?.tokenHash, `hash-${name}-a`);
+        assert.equal(await s.livePeer(`${name}-dead`, now), undefined);
+
+        const hold = (node: string, complete: boolean, pieces = '') =>
+          s.holdBlob({ node, digest, size: 10, complete, pieces });
+        await hold(`${name}-a`, false, 'AQ==');
+        await hold(`${name}-b`, true);
+        await hold(`${name}-fetch-only`, true);
+        await hold(`${name}-dead`, true);
+        const holders = await s.blobHolders(digest, `${name}-b`, now);
+        assert.deepEqual(
+          holders.map((h) => [h.node, h.url, h.complete, h.pieces]),
+          [[`${name}-a`, 'http://127.0.0.1:1', false, 'AQ==']],
+        );
+        await hold(`${name}-a`, true);
+        assert.equal(
+          (await s.blobHolders(digest, 'x', now)).find((h) => h.node === `${name}-a`)?.complete,
+          true,
+        );
+        await s.dropBlob(`${name}-a`, digest);
+        assert.deepEqual(
+          (await s.blobHolders(digest, 'x', now)).map((h) => h.node),
+          [`${name}-b`],
+        );
+
+        // Two nodes race for piece 0: one wins. The winner may claim again; the loser may not.
+        const [x, y] = await Promise.all([
+          s.claimPiece(digest, 0, `${name}-a`, now, 5000),
+          s.claimPiece(digest, 0, `${name}-b`, now, 5000),
+        ]);
+        assert.equal(Number(x) + Number(y), 1);
+        const winner = x ? `${name}-a` : `${name}-b`;
+        const loser = x ? `${name}-b` : `${name}-a`;
+        assert.equal(await s.claimPiece(digest, 0, winner, now, 5000), true);
+        assert.equal(await s.claimPiece(digest, 0, loser, now + 1000, 5000), false);
+        // An unfinished claim goes stale; a finished one stays with its live holder.
+        assert.equal(await s.claimPiece(digest, 0, loser, now + 6000, 5000), true);
+        await s.pieceFetched(digest, 0, loser, 'ab'.repeat(32));
+        assert.equal(await s.claimPiece(digest, 0, winner, now + 9000, 5000), false);
+        // The dead peer's claim is anyone's.
+        assert.equal(await s.claimPiece(digest, 1, `${name}-dead`, now, 5000), true);
+        assert.equal(await s.claimPiece(digest, 1, `${name}-a`, now, 5000), true);
+        assert.deepEqual(
+          (await s.pieceClaims(digest)).map((c) => [c.index, c.node, c.sha256]),
+          [
+            [0, loser, 'ab'.repeat(32)],
+            [1, `${name}-a`, null],
+          ],
+        );
+        // A node that leaves takes its holdings and unfinished claims with it.
+        await s.withdrawPeer(`${name}-a`);
+        assert.equal(await s.livePeer(`${name}-a`, now), undefined);
+        assert.deepEqual(
+          (await s.pieceClaims(digest)).map((c) => c.index),
+          [0],
+        );
+      }));
   });
 }

@@ -3,7 +3,7 @@
  * already decoded) to a record.
  */
 
-import type { JobSpec, RuntimeName } from '../jobs/spec.js';
+import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../jobs/decision.js';
 import { readHandle } from '../jobs/handle.js';
@@ -75,6 +75,9 @@ const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
 
 export const LIVE = `state IN ('queued', 'starting', 'running')`;
 
+/** A job stored before a limit existed (`rootfs`, say) gets that limit's default. */
+const DEFAULT_LIMITS = JobSpec.parse({ command: ['true'] }).limits;
+
 export function toRecord(r: JobRow): JobRecord {
   return {
     id: r.id,
@@ -82,7 +85,7 @@ export function toRecord(r: JobRow): JobRecord {
     name: r.name,
     state: r.state as JobState,
     runtime: r.runtime as RuntimeName,
-    spec: r.spec,
+    spec: { ...r.spec, limits: { ...DEFAULT_LIMITS, ...r.spec.limits } },
     decision: r.decision,
     origin: r.origin,
     handle: r.handle ? readHandle(r.handle) : null,

@@ -9,7 +9,7 @@ export async function openStore(url: string | undefined, paths: StatePaths): Pro
   if (!url) return new SqliteStore(paths.db);
   if (url.startsWith('sqlite:'))
     return new SqliteStore(url.slice('sqlite:'.length).replace(/^\/\//, '') || paths.db);
-  if (/^postgres(ql)?:\/\//.test(url)) {
+  if (storeIsShared(url)) {
     try {
       return await PostgresStore.connect(url);
     } catch (err) {
@@ -21,4 +21,9 @@ export async function openStore(url: string | undefined, paths: StatePaths): Pro
   throw new UserError(
     `--store ${url}: use postgres://user@host:port/db, or leave it out for SQLite in the state directory`,
   );
+}
+
+/** Whether the store is one several nodes share (PostgreSQL), as opposed to one node's file. */
+export function storeIsShared(url: string | undefined): boolean {
+  return url !== undefined && /^postgres(ql)?:\/\//.test(url);
 }

@@ -7,7 +7,7 @@ import type { TaskHandle } from '../jobs/handle.js';
  * The one persistence seam: `sqlite` (embedded, the default) and later `postgres` (several
  * nodes) implement it. Async throughout so a networked store fits the same shape.
  */
-export interface Store {
+export interface Store extends PeerDirectory {
   /** Records a queued job and, in the same transaction, the audit record of its submission. */
   createJob(input: NewJob): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
@@ -66,6 +66,12 @@ export interface Store {
   /** Requests and limits of admitted (claimed, starting, running) jobs, per tenant, across every node. */
   admittedUsage(): Promise<Map<string, Usage>>;
 
+  /**
+   * The registry images (pinned references) of queued jobs and of jobs created since `since`,
+   * those of queued jobs first, then the most used: what a node prefetches.
+   */
+  popularImages(since: number, limit: number): Promise<string[]>;
+
   /** How many of a tenant's jobs are in these states. */
   countJobs(tenant: string, states: JobState[]): Promise<number>;
 
@@ -102,6 +108,63 @@ export interface Store {
   pruneDeliveries(before: number): Promise<number>;
 
   close(): Promise<void>;
+}
+
+/**
+ * The directory of peer-to-peer image transfers between nodes that share the store: who is a
+ * peer, which blobs (or which pieces of them) each holds, and who fetches which piece from the
+ * registry. There is no scheduler: each node reads and writes these rows.
+ */
+export interface PeerDirectory {
+  /** Announces or renews a node as a peer until `aliveUntil` (its heartbeat). */
+  announcePeer(peer: Peer): Promise<void>;
+  /** A peer alive at `now`, for checking the credential it presents. */
+  livePeer(node: string, now: number): Promise<Peer | undefined>;
+  /** A node leaving: its announcement, holdings and unfinished piece claims go. */
+  withdrawPeer(node: string): Promise<void>;
+  /** What a node holds of a blob now: all of it, or the pieces set in `pieces`. */
+  holdBlob(holding: BlobHolding): Promise<void>;
+  /** A node no longer holds the blob (pruned, or its transfer failed). */
+  dropBlob(node: string, digest: string): Promise<void>;
+  /** Peers alive at `now` that serve (have a URL) and hold any of the blob, other than `except`. */
+  blobHolders(digest: string, except: string, now: number): Promise<Array<BlobHolding & { url: string }>>;
+  /**
+   * Takes piece `index` of a blob for `node` to fetch from the registry: true when it is now
+   * the node's (unclaimed, or claimed by a peer no longer alive, or left unfinished for
+   * `staleMs`), false when a live peer has it.
+   */
+  claimPiece(digest: string, index: number, node: string, now: number, staleMs: number): Promise<boolean>;
+  /** The claimed piece arrived from the registry: its sha256, for peers to check their copies. */
+  pieceFetched(digest: string, index: number, node: string, sha256: string): Promise<void>;
+  /** The claims on a blob's pieces. */
+  pieceClaims(digest: string): Promise<PieceClaim[]>;
+}
+
+export interface Peer {
+  /** The node's owner id (`host:pid:start`). */
+  node: string;
+  /** Where it serves pieces; null for a node that fetches from peers but serves none. */
+  url: string | null;
+  /** sha256 (hex) of the secret it presents to its peers: node credentials, not a tenant's. */
+  tokenHash: string;
+  aliveUntil: number;
+}
+
+export interface BlobHolding {
+  node: string;
+  digest: string;
+  size: number;
+  complete: boolean;
+  /** The pieces held, as a bitmap (base64), while the transfer is under way; '' once complete. */
+  pieces: string;
+}
+
+export interface PieceClaim {
+  index: number;
+  node: string;
+  claimedAt: number;
+  /** Set once the piece arrived from the registry. */
+  sha256: string | null;
 }
 
 /** What admitted jobs hold, in the units of a ResourceQuota. */

@@ -11,6 +11,7 @@ import { JobSpec } from '../jobs/spec.js';
 import { silentLogger } from '../observability/logger.js';
 import { decideLocally, operatorOrigin } from '../runner/local.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
+import { mountsUnder, unmount } from '../runtimes/shared/mounts.js';
 import { run } from '../lib/exec.js';
 import { errnoCode } from '../lib/errors.js';
 
@@ -27,17 +28,17 @@ export async function tempState(prefix = 'bx-'): Promise<StatePaths & { cleanup:
   };
 }
 
-/** What a state directory still holds on the host: containers, sandbox folders, cgroups. */
+/**
+ * What a state directory still holds on the host: containers, mounts (a job's root overlay and
+ * its tmpfs, a workspace, an image merged for a VM disk), sandbox folders, cgroups, processes.
+ */
 export async function leftovers(paths: StatePaths): Promise<string[]> {
   const found: string[] = [];
   if (existsSync(paths.runcRoot)) {
     const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
     for (const id of stdout.split('\n').filter(Boolean)) found.push(`runc container ${id}`);
   }
-  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
-    const target = line.split(' ')[1];
-    if (target?.startsWith(`${paths.root}/`)) found.push(`mount ${target}`);
-  }
+  for (const m of mountsUnder(paths.root)) found.push(`${m.type} mount ${m.target}`);
   if (existsSync(paths.sandboxes)) {
     for (const id of readdirSync(paths.sandboxes)) {
       found.push(`sandbox dir ${id}`);
@@ -75,9 +76,7 @@ async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
       await run('runc', ['--root', paths.runcRoot, 'delete', '--force', id]);
   }
   for (const p of processesUsing(paths.root)) process.kill(p.pid, 'SIGKILL');
-  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
-  for (const target of mounts.map((l) => l.split(' ')[1]).reverse())
-    if (target?.startsWith(`${paths.root}/`)) await run('umount', ['-l', target]);
+  for (const m of mountsUnder(paths.root).reverse()) await unmount(m.target);
 }
 
 /** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */

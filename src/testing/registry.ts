@@ -29,7 +29,11 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startRegistry(
-  opts: { user?: { name: string; password: string } } = {},
+  opts: {
+    user?: { name: string; password: string };
+    /** Runs as a pull-through cache of this registry URL (the registry's proxy mode). */
+    proxyOf?: string;
+  } = {},
 ): Promise<TestRegistry> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-registry-'));
   const port = await freePort();
@@ -40,7 +44,7 @@ export async function startRegistry(
     await run('htpasswd', ['-Bbc', path.join(dir, 'htpasswd'), opts.user.name, opts.user.password]);
   await writeFile(
     path.join(dir, 'config.yml'),
-    `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${path.join(dir, 'data')} }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n${auth}`,
+    `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${path.join(dir, 'data')} }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n${auth}${opts.proxyOf ? `proxy: { remoteurl: ${opts.proxyOf} }\n` : ''}`,
   );
   const child: ChildProcess = spawn('docker-registry', ['serve', path.join(dir, 'config.yml')], {
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -2,7 +2,8 @@ import { after, before, describe, test } from 'node:test';
 import { operatorOrigin } from '../runner/local.js';
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { executeJob } from '../runner/execute.js';
 import { jobLogPath } from '../runner/job-log.js';
 import { currentOwner } from '../lib/owner.js';
@@ -97,7 +98,7 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
       assert.equal(record.state, 'cancelled');
     });
 
-    test('the sandbox: read-only root, sized tmpfs, own hostname, loopback only, seccomp, few capabilities', async () => {
+    test('the sandbox: its own root, sized tmpfs, own hostname, loopback only, seccomp, few capabilities', async () => {
       const script = [
         'touch /etc/x 2>/dev/null && echo root=writable || echo root=readonly',
         'echo hi > /tmp/a && echo tmp=writable',
@@ -122,7 +123,7 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
       });
       assert.equal(record.state, 'succeeded', output);
       const has = (s: string) => assert.ok(output.includes(s), `expected "${s}" in:\n${output}`);
-      has('root=readonly');
+      has(caps.writableRoot ? 'root=writable' : 'root=readonly');
       has('tmp=writable');
       has('tmp=full');
       has('ws=writable');
@@ -139,6 +140,39 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
       has('cwd=/workspace user=0 ci=true job=probe');
       const capEff = /CapEff:([0-9a-f]+)/.exec(output)?.[1];
       assert.equal(BigInt(`0x${capEff}`), capabilityMask(), 'exactly the capability set we grant');
+    });
+
+    test('a job’s writes over its image are its own: within resources.rootfs, gone for the next job, never in the image', async (t) => {
+      if (!caps.writableRoot) return t.skip('its root is read-only (checked above)');
+      const first = await runJob({
+        command: [
+          'sh',
+          '-c',
+          [
+            'echo x > /etc/x && cat /etc/x',
+            'echo intruder:x:0:0::/:/bin/sh >> /etc/passwd',
+            'rm /bin/ls',
+            'head -c 12m /dev/zero > /big 2>/dev/null && echo root=unbounded || echo root=full',
+          ].join('\n'),
+        ],
+        resources: { rootfs: '8Mi' },
+      });
+      assert.equal(first.record.state, 'succeeded', first.output);
+      assert.equal(first.output, 'x\nroot=full\n');
+      const next = await runJob({
+        command: [
+          'sh',
+          '-c',
+          'cat /etc/x 2>/dev/null || echo no-x; grep -c intruder /etc/passwd; ls /bin/ls',
+        ],
+      });
+      assert.equal(next.output, 'no-x\n0\n/bin/ls\n', 'the next job has the image as it is');
+      for (const key of readdirSync(box.paths.layers)) {
+        const fs = path.join(box.paths.layers, key, 'fs');
+        assert.ok(!existsSync(path.join(fs, 'etc/x')), fs);
+        assert.doesNotMatch(readFileSync(path.join(fs, 'etc/passwd'), 'utf8'), /intruder/);
+        assert.ok(lstatSync(path.join(fs, 'bin/ls')).isSymbolicLink());
+      }
     });
 
     test('CPU, memory and pids limits are set on the job’s cgroup, and a fork loop cannot pass them', async (t) => {

@@ -59,7 +59,7 @@ export function registerImages(program: Command, logger: Logger): void {
       try {
         const progress = flags.json ? undefined : progressPrinter();
         const pinned = await box.puller.pin(ref);
-        const image = await box.puller.pull(pinned, progress?.onProgress);
+        const image = await box.puller.pull(pinned, { progress: progress?.onProgress });
         progress?.finish();
         const b = image.pull?.bytes ?? { origin: 0, peers: 0, cache: 0 };
         if (flags.json)

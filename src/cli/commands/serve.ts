@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { DeliveryWorker } from '../../api/github-webhook.js';
 import { buildApi } from '../../api/server.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
+import { Prefetcher } from '../../images/prefetch.js';
 import { UserError } from '../../lib/errors.js';
 import { parseDurationMs } from '../../lib/quantity.js';
 import { gauge } from '../../observability/metrics.js';
@@ -44,6 +45,20 @@ export function registerServe(program: Command, logger: Logger): void {
       deliveries.start();
       const app = buildApi(box, scheduler, deliveries);
       const address = await app.listen(listen);
+      if (box.peers) {
+        await box.peers.node.serveAt(box.config.images.p2p.advertise ?? address);
+        await box.peers.publish(await box.images.blobs());
+      }
+      const pf = box.config.images.prefetch;
+      const prefetcher = pf.enabled
+        ? new Prefetcher(box.store, box.images, box.puller, logger, {
+            limit: pf.limit,
+            bandwidth: pf.bandwidth,
+            intervalMs: pf.interval,
+            windowMs: pf.window,
+          })
+        : undefined;
+      prefetcher?.start();
       process.stdout.write(`${address}\n`);
       logger.info({ address, node: scheduler.owner }, 'serving');
 
@@ -56,6 +71,7 @@ export function registerServe(program: Command, logger: Logger): void {
         process.once('SIGINT', stop);
       });
       await app.close();
+      await prefetcher?.stop();
       await deliveries.stop();
       const { drained, left } = await scheduler.stop(drain.value);
       if (left) {

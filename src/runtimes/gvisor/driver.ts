@@ -30,6 +30,7 @@ export class GvisorDriver extends ConmonDriver {
     hostCgroup: true,
     network: true,
     survivesRestart: true,
+    writableRoot: true,
   };
   private readonly binary: string;
   private platform: Platform | undefined;

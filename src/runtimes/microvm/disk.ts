@@ -1,17 +1,19 @@
 /**
- * A job's root disk: the image's root filesystem as an ext4 file, built once per image digest
- * (`mkfs.ext4 -d`) and never written again, under a qcow2 overlay of the job's own, so no two
+ * A job's root disk: the image's root filesystem (its layers' merged view, mounted read-only
+ * while the disk is built) as an ext4 file, built once per image digest (`mkfs.ext4 -d`) and
+ * never written again, under a qcow2 overlay of the job's own, so no two
  * jobs share writable state. Every overlay has the same virtual size: a restored snapshot's
  * guest already knows its disk's size, and every job's disk must match it.
  */
 
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { digestHex } from '../../lib/digest.js';
 import { withLock } from '../../lib/fs-util.js';
-import type { ResolvedImage } from '../../images/image.js';
+import { imageLayers, type ResolvedImage } from '../../images/image.js';
 import { run } from '../../lib/exec.js';
+import { withMergedLayers } from '../shared/mounts.js';
 
 export const DISK_VIRTUAL_BYTES = 64 * 2 ** 30;
 /** Room for ext4's own metadata above the files themselves. */
@@ -30,29 +32,23 @@ export async function imageDisk(vmDir: string, image: ResolvedImage): Promise<st
   await mkdir(path.dirname(file), { recursive: true });
   return withLock(`${file}.lock`, async () => {
     if (existsSync(file)) return file;
-    const bytes = Math.max(FS_MIN_BYTES, Math.ceil((await treeBytes(image.rootfsPath)) * FS_HEADROOM));
     const tmp = `${file}.${process.pid}.tmp`;
+    const scratch = `${file}.${process.pid}.mnt`;
+    await mkdir(scratch, { recursive: true });
     try {
-      // No journal: the guest mounts it read-only, and a journal is only dead weight in every copy.
-      await run(
-        'mkfs.ext4',
-        [
-          '-q',
-          '-F',
-          '-L',
-          'root',
-          '-O',
-          '^has_journal',
-          '-d',
-          image.rootfsPath,
-          tmp,
-          String(Math.ceil(bytes / 1024)) + 'K',
-        ],
-        { timeoutMs: 300_000 },
-      );
+      await withMergedLayers(imageLayers(image), scratch, async (root) => {
+        const bytes = Math.max(FS_MIN_BYTES, Math.ceil((await treeBytes(root)) * FS_HEADROOM));
+        // No journal: the guest mounts it read-only, and a journal is only dead weight in every copy.
+        await run(
+          'mkfs.ext4',
+          ['-q', '-F', '-L', 'root', '-O', '^has_journal', '-d', root, tmp, `${Math.ceil(bytes / 1024)}K`],
+          { timeoutMs: 300_000 },
+        );
+      });
       await rename(tmp, file);
     } finally {
       await rm(tmp, { force: true });
+      await rmdir(scratch);
     }
     return file;
   });

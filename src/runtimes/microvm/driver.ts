@@ -79,6 +79,7 @@ export class MicrovmDriver implements Runtime {
     hostCgroup: false,
     network: true,
     survivesRestart: true,
+    writableRoot: false,
   };
   private readonly host: VmHost;
   private readonly launcher: VmLauncher;

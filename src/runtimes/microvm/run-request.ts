@@ -54,7 +54,6 @@ export function jobRunRequest(
     spec: req.spec,
     image: req.image,
     secrets: req.secrets,
-    cgroupsPath: '',
   });
   return runRequest(
     jobHostname(req.spec.name, req.jobId),

@@ -80,6 +80,7 @@ export class MockRuntime implements Runtime {
     hostCgroup: false,
     network: false,
     survivesRestart: true,
+    writableRoot: true,
   };
 
   constructor(

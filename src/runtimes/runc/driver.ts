@@ -14,6 +14,7 @@ export class RuncDriver extends ConmonDriver {
     hostCgroup: true,
     network: true,
     survivesRestart: true,
+    writableRoot: true,
   };
   private readonly binary: string;
 

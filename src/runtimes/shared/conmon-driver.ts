@@ -26,6 +26,8 @@ import { processAlive } from '../../lib/proc.js';
 import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
+import { mountJobRoot, unmountJobRoot } from './job-root.js';
+import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
 import { ifExists, errorMessage } from '../../lib/errors.js';
 
@@ -123,6 +125,7 @@ export abstract class ConmonDriver implements Runtime {
     await mkdir(f.exitDir, { recursive: true });
     await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
     await mkdir(path.dirname(req.logPath), { recursive: true });
+    const rootPath = await mountJobRoot(f.dir, imageLayers(req.image), req.spec.limits.rootfsBytes);
     const network = req.spec.network.enabled
       ? await setupNetwork(req.sandboxId, req.spec.network, recordSlotIn(f.networkFile))
       : undefined;
@@ -131,6 +134,7 @@ export abstract class ConmonDriver implements Runtime {
         jobId: req.jobId,
         spec: req.spec,
         image: req.image,
+        rootPath,
         secrets: req.secrets,
         cgroupsPath: this.cgroupsPath(req.sandboxId),
         netnsPath: network?.netnsPath,
@@ -347,7 +351,9 @@ export abstract class ConmonDriver implements Runtime {
           'cgroup directories could not be removed',
         );
     } finally {
-      // Whatever failed above, the bundle and the sandbox's log do not outlive it.
+      // Whatever failed above, the job's root, the bundle and the sandbox's log do not outlive
+      // it; the root is unmounted first, so the removal never walks into it.
+      await unmountJobRoot(f.dir);
       await rm(f.dir, { recursive: true, force: true });
       await rm(handle.logPath, { force: true });
     }

@@ -61,6 +61,8 @@ export interface OciSpecInput {
   jobId: string;
   spec: JobSpec;
   image: ResolvedImage;
+  /** The job's own root, mounted over the image (see job-root.ts): the job may write to it. */
+  rootPath: string;
   cgroupsPath: string;
   secrets?: Record<string, string>;
   /** The job's own network namespace (with a veth); absent: a new one with only loopback. */
@@ -77,7 +79,7 @@ export function jobHostname(name: string, jobId: string): string {
   return `${label || 'job'}-${jobId.slice(0, 8)}`;
 }
 
-export function jobEnv(input: OciSpecInput): string[] {
+export function jobEnv(input: Pick<OciSpecInput, 'jobId' | 'spec' | 'image' | 'secrets'>): string[] {
   const env = new Map<string, string>();
   for (const kv of input.image.config.env) {
     const i = kv.indexOf('=');
@@ -99,7 +101,7 @@ export function jobEnv(input: OciSpecInput): string[] {
  * Starting point: `runc spec` defaults (masked and read-only /proc paths, devices), tightened.
  */
 export function ociSpec(input: OciSpecInput): Record<string, unknown> {
-  const { spec, image } = input;
+  const { spec } = input;
   const l = spec.limits;
   const memory: Record<string, number> = { limit: l.memoryBytes };
   if (swapAccounting()) memory.swap = l.memoryBytes; // memory+swap = memory: no swap at all
@@ -121,7 +123,7 @@ export function ociSpec(input: OciSpecInput): Record<string, unknown> {
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
     },
-    root: { path: image.rootfsPath, readonly: true },
+    root: { path: input.rootPath, readonly: false },
     hostname: jobHostname(spec.name, input.jobId),
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },

@@ -18,6 +18,7 @@ import type {
 } from '../runtime.js';
 import type { OutputChunk } from '../../lib/follow.js';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
+import { imageModule } from '../../images/image.js';
 import { followFile, rawDecoder } from '../../lib/follow.js';
 import { capMemory, nonWasiImports, PAGE } from './module.js';
 import { WasmPool, type Running } from './pool.js';
@@ -52,6 +53,7 @@ export class WasmDriver implements Runtime {
     hostCgroup: false,
     network: false,
     survivesRestart: false,
+    writableRoot: false,
   };
   private readonly pool: WasmPool;
   private readonly compiled = new Map<string, Promise<WebAssembly.Module>>();
@@ -113,7 +115,7 @@ export class WasmDriver implements Runtime {
     // Compiling (cached per digest) and taking a workspace overlap: both are on the start
     // path. Both are waited for even when one fails, so destroy never races a mount in flight.
     const [compiled, mounted] = await Promise.allSettled([
-      this.compile(req.image.digest, req.image.rootfsPath, maxPages),
+      this.compile(req.image.digest, imageModule(req.image), maxPages),
       this.workspaces.take(this.dir(req.sandboxId), req.spec.limits.workspaceBytes),
     ]);
     if (compiled.status === 'rejected') throw compiled.reason;

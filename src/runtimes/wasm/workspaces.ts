@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { currentOwner, ownerAlive } from '../../lib/owner.js';
-import { run } from '../../lib/exec.js';
+import { mountTmpfs, unmount } from '../shared/mounts.js';
 
 const SPARE = '.wasm-spare@';
 
@@ -27,8 +27,7 @@ export class Workspaces {
   ) {}
 
   private async mount(dir: string, bytes: number): Promise<void> {
-    await mkdir(dir, { recursive: true });
-    await run('mount', ['-t', 'tmpfs', '-o', `size=${bytes},mode=0755,nosuid,nodev,noexec`, 'tmpfs', dir]);
+    await mountTmpfs(dir, { bytes, mode: 0o755, noexec: true });
   }
 
   /** Keeps `count` empty workspaces of the default size mounted; settles when they are. */
@@ -54,9 +53,7 @@ export class Workspaces {
 
   /** Unmounts and removes a sandbox directory's workspace; safe when there is none. */
   async remove(sandboxDir: string): Promise<void> {
-    const workspace = path.join(sandboxDir, 'workspace');
-    const mounts = await readFile('/proc/self/mounts', 'utf8');
-    if (mounts.split('\n').some((l) => l.split(' ')[1] === workspace)) await run('umount', ['-l', workspace]);
+    await unmount(path.join(sandboxDir, 'workspace'));
     await rm(sandboxDir, { recursive: true, force: true });
   }
 

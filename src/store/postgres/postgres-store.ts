@@ -6,6 +6,9 @@ import { nextAuditRecord } from '../audit-chain.js';
 import {
   IllegalTransition,
   type ApiToken,
+  type BlobHolding,
+  type Peer,
+  type PieceClaim,
   type AuditEntry,
   type AuditFilter,
   type AuditRecord,
@@ -47,6 +50,15 @@ import {
   type UsageRow,
 } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
+import {
+  PEER_FORGET_MS,
+  toHolder,
+  toPeer,
+  toPieceClaim,
+  type HolderRow,
+  type PeerRow,
+  type PieceRow,
+} from '../peer-row.js';
 
 const BIGINT = 20;
 const MIGRATION_LOCK = 0x626f78636172; // "boxcar"
@@ -495,6 +507,110 @@ export class PostgresStore implements Store {
   async pruneDeliveries(before: number): Promise<number> {
     const r = await this.pool.query('DELETE FROM deliveries WHERE received_at < $1', [before]);
     return r.rowCount ?? 0;
+  }
+
+  async popularImages(since: number, limit: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ image: string }>(
+      `SELECT spec->>'image' AS image FROM jobs
+       WHERE (created_at >= $1 OR state = 'queued') AND spec->>'image' LIKE '%@sha256:%'
+       GROUP BY image ORDER BY bool_or(state = 'queued') DESC, COUNT(*) DESC, MAX(created_at) DESC LIMIT $2`,
+      [since, limit],
+    );
+    return rows.map((r) => r.image);
+  }
+
+  async announcePeer(p: Peer): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO peers (node, url, token_hash, alive_until) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (node) DO UPDATE SET url = excluded.url, token_hash = excluded.token_hash,
+         alive_until = excluded.alive_until`,
+      [p.node, p.url, p.tokenHash, p.aliveUntil],
+    );
+    // Peers gone for a day leave with what they held.
+    const gone = Date.now() - PEER_FORGET_MS;
+    await this.pool.query(
+      `WITH gone AS (DELETE FROM peers WHERE alive_until < $1 RETURNING node)
+       DELETE FROM peer_blobs WHERE node IN (SELECT node FROM gone)`,
+      [gone],
+    );
+    await this.pool.query('DELETE FROM peer_pieces WHERE claimed_at < $1', [gone]);
+  }
+
+  async livePeer(node: string, now: number): Promise<Peer | undefined> {
+    const { rows } = await this.pool.query<PeerRow>(
+      'SELECT * FROM peers WHERE node = $1 AND alive_until > $2',
+      [node, now],
+    );
+    return rows[0] && toPeer(rows[0]);
+  }
+
+  async withdrawPeer(node: string): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query('DELETE FROM peer_blobs WHERE node = $1', [node]);
+      await c.query('DELETE FROM peer_pieces WHERE node = $1 AND sha256 IS NULL', [node]);
+      await c.query('DELETE FROM peers WHERE node = $1', [node]);
+    });
+  }
+
+  async holdBlob(h: BlobHolding): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO peer_blobs (digest, node, size, complete, pieces) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (digest, node) DO UPDATE SET size = excluded.size, complete = excluded.complete,
+         pieces = excluded.pieces`,
+      [h.digest, h.node, h.size, h.complete, h.pieces],
+    );
+  }
+
+  async dropBlob(node: string, digest: string): Promise<void> {
+    await this.pool.query('DELETE FROM peer_blobs WHERE node = $1 AND digest = $2', [node, digest]);
+  }
+
+  async blobHolders(
+    digest: string,
+    except: string,
+    now: number,
+  ): Promise<Array<BlobHolding & { url: string }>> {
+    const { rows } = await this.pool.query<HolderRow>(
+      `SELECT b.*, p.url FROM peer_blobs b JOIN peers p ON p.node = b.node
+       WHERE b.digest = $1 AND b.node <> $2 AND p.alive_until > $3 AND p.url IS NOT NULL`,
+      [digest, except, now],
+    );
+    return rows.map(toHolder);
+  }
+
+  async claimPiece(
+    digest: string,
+    index: number,
+    node: string,
+    now: number,
+    staleMs: number,
+  ): Promise<boolean> {
+    const r = await this.pool.query(
+      `INSERT INTO peer_pieces (digest, idx, node, claimed_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (digest, idx) DO UPDATE SET node = excluded.node, claimed_at = excluded.claimed_at
+       WHERE peer_pieces.node = excluded.node
+          OR NOT EXISTS (SELECT 1 FROM peers WHERE peers.node = peer_pieces.node AND peers.alive_until > $4)
+          OR (peer_pieces.sha256 IS NULL AND peer_pieces.claimed_at < $5)`,
+      [digest, index, node, now, now - staleMs],
+    );
+    return r.rowCount === 1;
+  }
+
+  async pieceFetched(digest: string, index: number, node: string, sha256: string): Promise<void> {
+    await this.pool.query('UPDATE peer_pieces SET sha256 = $1 WHERE digest = $2 AND idx = $3 AND node = $4', [
+      sha256,
+      digest,
+      index,
+      node,
+    ]);
+  }
+
+  async pieceClaims(digest: string): Promise<PieceClaim[]> {
+    const { rows } = await this.pool.query<PieceRow>(
+      'SELECT * FROM peer_pieces WHERE digest = $1 ORDER BY idx',
+      [digest],
+    );
+    return rows.map(toPieceClaim);
   }
 
   async close(): Promise<void> {

@@ -112,4 +112,28 @@ export const MIGRATIONS: string[] = [
      error TEXT
    );
    CREATE INDEX deliveries_by_state ON deliveries (state, received_at);`,
+  // Peer-to-peer image transfers: peers, what each holds, who fetches which piece from the registry.
+  `CREATE TABLE peers (
+     node TEXT PRIMARY KEY,
+     url TEXT,
+     token_hash TEXT NOT NULL,
+     alive_until INTEGER NOT NULL
+   );
+   CREATE TABLE peer_blobs (
+     digest TEXT NOT NULL,
+     node TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     complete INTEGER NOT NULL,
+     pieces TEXT NOT NULL,
+     PRIMARY KEY (digest, node)
+   );
+   CREATE INDEX peer_blobs_by_node ON peer_blobs (node);
+   CREATE TABLE peer_pieces (
+     digest TEXT NOT NULL,
+     idx INTEGER NOT NULL,
+     node TEXT NOT NULL,
+     claimed_at INTEGER NOT NULL,
+     sha256 TEXT,
+     PRIMARY KEY (digest, idx)
+   );`,
 ];

@@ -7,6 +7,9 @@ import type { TaskHandle } from '../../jobs/handle.js';
 import { nextAuditRecord } from '../audit-chain.js';
 import {
   type ApiToken,
+  type BlobHolding,
+  type Peer,
+  type PieceClaim,
   type AuditEntry,
   type AuditFilter,
   type AuditRecord,
@@ -25,6 +28,15 @@ import {
   type Store,
   type Usage,
 } from '../store.js';
+import {
+  PEER_FORGET_MS,
+  toHolder,
+  toPeer,
+  toPieceClaim,
+  type HolderRow,
+  type PeerRow,
+  type PieceRow,
+} from '../peer-row.js';
 import {
   INSERT_JOB_COLUMNS,
   LIVE,
@@ -504,6 +516,107 @@ export class SqliteStore implements Store {
 
   async pruneDeliveries(before: number): Promise<number> {
     return this.sql('DELETE FROM deliveries WHERE received_at < ?').run(before).changes;
+  }
+
+  async popularImages(since: number, limit: number): Promise<string[]> {
+    const rows = this.sql(
+      `SELECT json_extract(spec, '$.image') AS image FROM jobs
+       WHERE (created_at >= ? OR state = 'queued') AND json_extract(spec, '$.image') LIKE '%@sha256:%'
+       GROUP BY image ORDER BY SUM(state = 'queued') > 0 DESC, COUNT(*) DESC, MAX(created_at) DESC LIMIT ?`,
+    ).all(since, limit) as Array<{ image: string }>;
+    return rows.map((r) => r.image);
+  }
+
+  async announcePeer(p: Peer): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.sql(
+          `INSERT INTO peers (node, url, token_hash, alive_until) VALUES (?, ?, ?, ?)
+           ON CONFLICT (node) DO UPDATE SET url = excluded.url, token_hash = excluded.token_hash,
+             alive_until = excluded.alive_until`,
+        ).run(p.node, p.url, p.tokenHash, p.aliveUntil);
+        // Peers gone for a day leave with what they held.
+        const gone = Date.now() - PEER_FORGET_MS;
+        this.sql('DELETE FROM peer_blobs WHERE node IN (SELECT node FROM peers WHERE alive_until < ?)').run(
+          gone,
+        );
+        this.sql('DELETE FROM peers WHERE alive_until < ?').run(gone);
+        this.sql('DELETE FROM peer_pieces WHERE claimed_at < ?').run(gone);
+      })
+      .immediate();
+  }
+
+  async livePeer(node: string, now: number): Promise<Peer | undefined> {
+    const r = this.sql('SELECT * FROM peers WHERE node = ? AND alive_until > ?').get(node, now) as
+      PeerRow | undefined;
+    return r && toPeer(r);
+  }
+
+  async withdrawPeer(node: string): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.sql('DELETE FROM peer_blobs WHERE node = ?').run(node);
+        this.sql('DELETE FROM peer_pieces WHERE node = ? AND sha256 IS NULL').run(node);
+        this.sql('DELETE FROM peers WHERE node = ?').run(node);
+      })
+      .immediate();
+  }
+
+  async holdBlob(h: BlobHolding): Promise<void> {
+    this.sql(
+      `INSERT INTO peer_blobs (digest, node, size, complete, pieces) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (digest, node) DO UPDATE SET size = excluded.size, complete = excluded.complete,
+         pieces = excluded.pieces`,
+    ).run(h.digest, h.node, h.size, h.complete ? 1 : 0, h.pieces);
+  }
+
+  async dropBlob(node: string, digest: string): Promise<void> {
+    this.sql('DELETE FROM peer_blobs WHERE node = ? AND digest = ?').run(node, digest);
+  }
+
+  async blobHolders(
+    digest: string,
+    except: string,
+    now: number,
+  ): Promise<Array<BlobHolding & { url: string }>> {
+    const rows = this.sql(
+      `SELECT b.*, p.url FROM peer_blobs b JOIN peers p ON p.node = b.node
+       WHERE b.digest = ? AND b.node <> ? AND p.alive_until > ? AND p.url IS NOT NULL`,
+    ).all(digest, except, now) as HolderRow[];
+    return rows.map(toHolder);
+  }
+
+  async claimPiece(
+    digest: string,
+    index: number,
+    node: string,
+    now: number,
+    staleMs: number,
+  ): Promise<boolean> {
+    const r = this.sql(
+      `INSERT INTO peer_pieces (digest, idx, node, claimed_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (digest, idx) DO UPDATE SET node = excluded.node, claimed_at = excluded.claimed_at
+       WHERE peer_pieces.node = excluded.node
+          OR NOT EXISTS (SELECT 1 FROM peers WHERE peers.node = peer_pieces.node AND peers.alive_until > ?)
+          OR (peer_pieces.sha256 IS NULL AND peer_pieces.claimed_at < ?)`,
+    ).run(digest, index, node, now, now, now - staleMs);
+    return r.changes === 1;
+  }
+
+  async pieceFetched(digest: string, index: number, node: string, sha256: string): Promise<void> {
+    this.sql('UPDATE peer_pieces SET sha256 = ? WHERE digest = ? AND idx = ? AND node = ?').run(
+      sha256,
+      digest,
+      index,
+      node,
+    );
+  }
+
+  async pieceClaims(digest: string): Promise<PieceClaim[]> {
+    const rows = this.sql('SELECT * FROM peer_pieces WHERE digest = ? ORDER BY idx').all(
+      digest,
+    ) as PieceRow[];
+    return rows.map(toPieceClaim);
   }
 
   async close(): Promise<void> {
