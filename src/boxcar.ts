@@ -17,6 +17,7 @@ import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
 import { openStore, storeIsShared } from './store/open-store.js';
 import type { Store } from './store/store.js';
+import { RegistryLogins } from './tenants/registry-logins.js';
 import { Secrets } from './tenants/secrets.js';
 
 /** One local Boxcar: its state directory, store, images, runtime drivers and routing policy. */
@@ -35,6 +36,8 @@ export interface Boxcar {
   logger: Logger;
   /** Tenants' secrets: sealed in the store, opened only for trusted jobs. */
   secrets: Secrets;
+  /** Tenants' own registry credentials, sealed beside their secrets. */
+  registryLogins: RegistryLogins;
   close(): Promise<void>;
 }
 
@@ -85,6 +88,7 @@ export async function openBoxcar(
     credentials: (registry) =>
       registries.auth[registry] ?? dockerConfigCredentials(registry, registries.docker_config),
   });
+  const secrets = new Secrets(store, config.secretsKeyFile ?? path.join(paths.root, 'secrets.key'));
   const puller = new ImagePuller(images, client, logger, {
     maxBytes: config.images.cache_max,
     inUse: () => imagesInUse(store),
@@ -108,7 +112,8 @@ export async function openBoxcar(
     prices: config.prices,
     config,
     logger,
-    secrets: new Secrets(store, config.secretsKeyFile ?? path.join(paths.root, 'secrets.key')),
+    secrets,
+    registryLogins: new RegistryLogins(secrets),
     close: async () => {
       await peers?.node.stop();
       await runtimes.close();

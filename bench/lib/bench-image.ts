@@ -10,6 +10,7 @@ import { writeLayout, type TestEntry } from '../../src/testing/oci-images.js';
  * the same digest.
  */
 const CACHE = '/var/cache/boxcar/bench-image-v1';
+
 const LAYERS = 4;
 const FILES_PER_LAYER = 1500;
 const FILE_BYTES = 32 * 1024;
@@ -24,8 +25,8 @@ function prng(seed: number): () => number {
   };
 }
 
-function layer(n: number): TestEntry[] {
-  const rand = prng(n + 1);
+function layer(n: number, variant: number): TestEntry[] {
+  const rand = prng(variant * 1000 + n + 1);
   const text = Buffer.from('the quick brown fox jumps over the lazy dog; '.repeat(FILE_BYTES / 45 + 1));
   const entries: TestEntry[] = [{ name: `layer${n}/`, type: 'directory' }];
   for (let d = 0; d < 30; d++) entries.push({ name: `layer${n}/d${d}/`, type: 'directory' });
@@ -38,12 +39,16 @@ function layer(n: number): TestEntry[] {
   return entries;
 }
 
-/** The image's OCI layout directory (tag `app`) and its total compressed size. */
-export async function benchImage(): Promise<{ layout: string; bytes: number }> {
-  if (!existsSync(path.join(CACHE, 'index.json'))) {
-    const tmp = `${CACHE}.${process.pid}.tmp`;
+/**
+ * The image's OCI layout directory (tag `app`) and its total compressed size. Each `variant`
+ * has other bytes, so other layer digests: an image no node holds yet.
+ */
+export async function benchImage(variant = 0): Promise<{ layout: string; bytes: number }> {
+  const dir = variant ? `${CACHE}-${variant}` : CACHE;
+  if (!existsSync(path.join(dir, 'index.json'))) {
+    const tmp = `${dir}.${process.pid}.tmp`;
     await rm(tmp, { recursive: true, force: true });
-    await mkdir(path.dirname(CACHE), { recursive: true });
+    await mkdir(path.dirname(dir), { recursive: true });
     await writeLayout(
       tmp,
       'app',
@@ -54,17 +59,17 @@ export async function benchImage(): Promise<{ layout: string; bytes: number }> {
           { name: 'bin/sh', type: 'symlink', linkname: 'busybox' },
           { name: 'bin/true', type: 'symlink', linkname: 'busybox' },
         ],
-        ...Array.from({ length: LAYERS }, (_, n) => layer(n)),
+        ...Array.from({ length: LAYERS }, (_, n) => layer(n, variant)),
       ],
       { compression: 'gzip', cmd: ['/bin/sh'] },
     );
-    await rename(tmp, CACHE);
+    await rename(tmp, dir);
   }
-  const index = JSON.parse(await readFile(path.join(CACHE, 'index.json'), 'utf8')) as {
+  const index = JSON.parse(await readFile(path.join(dir, 'index.json'), 'utf8')) as {
     manifests: Array<{ digest: string }>;
   };
   const manifest = JSON.parse(
-    await readFile(path.join(CACHE, 'blobs', 'sha256', (index.manifests[0]?.digest ?? '').slice(7)), 'utf8'),
+    await readFile(path.join(dir, 'blobs', 'sha256', (index.manifests[0]?.digest ?? '').slice(7)), 'utf8'),
   ) as { layers: Array<{ size: number }> };
-  return { layout: CACHE, bytes: manifest.layers.reduce((n, l) => n + l.size, 0) };
+  return { layout: dir, bytes: manifest.layers.reduce((n, l) => n + l.size, 0) };
 }

@@ -19,13 +19,14 @@ export interface ShapedRegistry {
   stop(): Promise<void>;
 }
 
-const SUBNET = '10.213.0';
+/** Apart from jobs' own network (10.213.0.0/16, host interfaces bxh*), which the host firewalls. */
+const SUBNET = '10.199.77';
 
 export async function startShapedRegistry(rateMbit: number): Promise<ShapedRegistry> {
   const tag = String(process.pid % 100000);
-  const ns = `bxbench${tag}`;
-  const hostIf = `bxh${tag}`;
-  const regIf = `bxr${tag}`;
+  const ns = `bqbench${tag}`;
+  const hostIf = `bqh${tag}`;
+  const regIf = `bqr${tag}`;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-shaped-'));
   const inNs = (cmd: string, args: string[]) => run('ip', ['netns', 'exec', ns, cmd, ...args]);
   let child: ChildProcess | undefined;
@@ -74,7 +75,7 @@ export async function startShapedRegistry(rateMbit: number): Promise<ShapedRegis
       stdio: ['ignore', 'ignore', openSync(log, 'a')],
     });
     for (let i = 0; ; i++) {
-      const up = await fetch(`http://${SUBNET}.2:5000/v2/`).then(
+      const up = await fetch(`http://${SUBNET}.2:5000/v2/`, { signal: AbortSignal.timeout(1000) }).then(
         (r) => r.ok,
         () => false,
       );

@@ -11,6 +11,8 @@ export function jobView(r: JobRecord) {
     state: r.state,
     runtime: r.runtime,
     decision: r.decision,
+    // The image as pinned at acceptance; once pulled for the job, its digest and the pull's figures.
+    image: r.handle?.attributes.image ?? (r.spec.image ? { ref: r.spec.image } : null),
     priority: r.priority,
     exitCode: r.exitCode,
     oomKilled: r.oomKilled,

@@ -16,12 +16,13 @@ const REPO = path.resolve(path.dirname(MAIN), '../../..');
 
 describe('boxcar CLI', () => {
   let state: Awaited<ReturnType<typeof tempState>>;
-  const boxcar = (args: string[], opts: { uid?: number } = {}) => {
+  const boxcar = (args: string[], opts: { uid?: number; input?: string } = {}) => {
     const r = spawnSync(process.execPath, [MAIN, '--state', state.root, ...args], {
       encoding: 'utf8',
       timeout: 60_000,
       uid: opts.uid,
       cwd: REPO,
+      input: opts.input,
     });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
@@ -200,6 +201,27 @@ describe('boxcar CLI', () => {
       `boxcar: job needs-image: image 127.0.0.1:${port}/debian:bookworm: cannot reach registry 127.0.0.1:${port} (ECONNREFUSED); check that it is up at that address`,
     );
     assert.equal((JSON.parse(boxcar(['jobs', '--json']).stdout) as unknown[]).length, before.length);
+  });
+
+  test('registry login stores a tenant’s credentials sealed, ls shows the registry only, logout forgets them', () => {
+    const login = boxcar(['registry', 'login', 'ghcr.io', '--tenant', 'acme', '--username', 'bot'], {
+      input: 'ghp_secret-token-value\n',
+    });
+    assert.equal(login.code, 0, login.stderr);
+    const listed = boxcar(['registry', 'ls', '--tenant', 'acme', '--json']);
+    assert.deepEqual(
+      (JSON.parse(listed.stdout) as Array<{ registry: string }>).map((l) => l.registry),
+      ['ghcr.io'],
+    );
+    assert.doesNotMatch(listed.stdout + boxcar(['secret', 'ls', '--tenant', 'acme']).stdout, /ghp_secret/);
+    assert.doesNotMatch(boxcar(['audit']).stdout, /ghp_secret/);
+    const bad = boxcar(['registry', 'login', 'not a host', '--tenant', 'acme', '--username', 'bot'], {
+      input: 'x',
+    });
+    assert.equal(bad.code, 125);
+    assert.match(bad.stderr, /^boxcar: registry not a host: give its host\[:port\]/);
+    assert.equal(boxcar(['registry', 'logout', 'ghcr.io', '--tenant', 'acme']).code, 0);
+    assert.deepEqual(JSON.parse(boxcar(['registry', 'ls', '--tenant', 'acme', '--json']).stdout), []);
   });
 
   test('policy explain: the real pull_request example is trusted, its fork by a first-time contributor is not', async () => {

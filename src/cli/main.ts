@@ -8,6 +8,7 @@ import { createLogger } from '../observability/logger.js';
 import { registerAudit } from './commands/audit.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerImages } from './commands/images.js';
+import { registerRegistry } from './commands/registry.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPipeline } from './commands/pipeline.js';
 import { registerPolicy } from './commands/policy.js';
@@ -48,6 +49,7 @@ async function main(argv: string[]): Promise<void> {
   registerSecret(program, logger);
   registerAudit(program, logger);
   registerImages(program, logger);
+  registerRegistry(program, logger);
   registerSubmit(program);
   registerRemoteJobCommands(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

@@ -10,6 +10,7 @@ import { RegistryFetcher, type BlobDescriptor, type BlobFetcher } from './blob-f
 import type { ImageStore, Manifest } from './image-store.js';
 import type { PullFigures, ResolvedImage } from './image.js';
 import { formatReference, parseReference, type ImageReference } from './reference.js';
+import type { RegistryIdentity } from './registry-auth.js';
 import { MANIFEST_TYPES, RegistryError, type RegistryClient } from './registry-client.js';
 
 /**
@@ -39,6 +40,8 @@ export interface PullOptions {
   progress?: PullProgress;
   /** A prefetch: paced to a bandwidth cap, and holding still while jobs' pulls run. */
   background?: Pace;
+  /** Whose credentials reach the registry (a tenant's); default: the node's. */
+  identity?: RegistryIdentity;
 }
 
 export class ImagePuller {
@@ -58,11 +61,15 @@ export class ImagePuller {
     this.fetcher = new RegistryFetcher(client);
   }
 
-  /** `host/repo:tag` → `host/repo:tag@sha256:…`: what the job will run, fixed now. */
-  async pin(text: string): Promise<string> {
+  /**
+   * `host/repo:tag` → `host/repo:tag@sha256:…`: what the job will run, fixed now. With a
+   * tenant's `identity` the registry is asked even for a reference by digest: a tenant may run
+   * a cached private image only once its own credentials have fetched its manifest.
+   */
+  async pin(text: string, identity?: RegistryIdentity): Promise<string> {
     const ref = parseReference(text);
-    if (ref.digest) return formatReference(ref);
-    const m = await this.client.manifest(ref);
+    if (ref.digest && !identity) return formatReference(ref);
+    const m = await this.client.as(identity).manifest(ref);
     return formatReference({ ...ref, digest: m.digest });
   }
 
@@ -87,32 +94,39 @@ export class ImagePuller {
     const ref = parseReference(text);
     const bytes = { origin: 0, peers: 0, cache: 0 };
     await this.store.init();
-    const manifestDigest = await this.manifest(ref, bytes);
+    const manifestDigest = await this.manifest(ref, bytes, opts.identity);
     const manifest = await this.store.readJson<Manifest>(manifestDigest);
     if (!manifest.config || !Array.isArray(manifest.layers))
       throw new RegistryError(`${formatReference(ref)}: its manifest has no config or layers`);
     await this.blob(ref, manifest.config, bytes, opts);
-    // Every layer downloads at once, and each is unpacked as its bytes arrive (in layer order):
-    // a pull takes about as long as its download or its unpack, not both.
+    // Layers download one after another in layer order, each unpacked (in that order too) as
+    // its bytes arrive: the unpack never waits on a layer sharing the link with the ones above
+    // it, and a pull takes about as long as the longer of its download and its unpack.
     const sources = new Map<string, Promise<string | Readable>>();
     const readers: Readable[] = [];
+    let previous: Promise<unknown> = Promise.resolve();
     const fetched = manifest.layers.map((layer) => {
       let following: ((reader: Readable) => void) | undefined;
       const followed = new Promise<Readable>((resolve) => (following = resolve));
       // `done` is only read by the reader once the fetch below has started.
-      const done: Promise<boolean> = this.blob(ref, layer, bytes, opts, async (file, written) => {
-        const reader = await growingFile(file, done, layer.digest, written);
-        readers.push(reader);
-        following?.(reader);
-      }).then((cached) => {
-        progress?.({ layer: layer.digest, size: layer.size, done: layer.size, cached });
-        return cached;
-      });
+      const done: Promise<boolean> = previous
+        .then(() =>
+          this.blob(ref, layer, bytes, opts, async (file, written) => {
+            const reader = await growingFile(file, done, layer.digest, written);
+            readers.push(reader);
+            following?.(reader);
+          }),
+        )
+        .then((cached) => {
+          progress?.({ layer: layer.digest, size: layer.size, done: layer.size, cached });
+          return cached;
+        });
       const source = Promise.race([done.then(() => this.store.blobPath(layer.digest)), followed]);
       // A layer the unpack never reached (it failed before) is never awaited: its download's
       // failure is reported through `fetched`, not as an unhandled rejection.
       source.catch(() => undefined);
       sources.set(layer.digest, source);
+      previous = done;
       return done;
     });
     const unpacked = await this.store
@@ -155,12 +169,16 @@ export class ImagePuller {
   }
 
   /** The manifest's digest, fetched unless the store has it (by digest). */
-  private async manifest(ref: ImageReference, bytes: PullFigures['bytes']): Promise<string> {
+  private async manifest(
+    ref: ImageReference,
+    bytes: PullFigures['bytes'],
+    identity: RegistryIdentity | undefined,
+  ): Promise<string> {
     if (ref.digest && (await this.store.hasBlob(ref.digest))) {
       bytes.cache += (await this.store.blobSize(ref.digest)) ?? 0;
       return ref.digest;
     }
-    const m = await this.client.manifest(ref);
+    const m = await this.client.as(identity).manifest(ref);
     if (!MANIFEST_MEDIA.includes(m.mediaType as (typeof MANIFEST_MEDIA)[number]))
       throw new RegistryError(
         `${formatReference(ref)} is a ${m.mediaType || 'document of no media type'}, not an image manifest`,
@@ -220,16 +238,14 @@ export class ImagePuller {
           await writeFile(file, '', { mode: 0o600 });
           let written = 0;
           await reading?.(file, () => written);
-          const got = await this.fetcher.fetch(
-            ref,
-            desc,
-            file,
-            (n) => {
+          const got = await this.fetcher.fetch(ref, desc, file, {
+            available: (n) => {
               written = n;
               progress?.({ layer: desc.digest, size: desc.size, done: n, cached: false });
             },
             pace,
-          );
+            identity: opts.identity,
+          });
           await this.store.putVerifiedBlob(file, desc.digest);
           stored = true;
           this.logger.debug({ digest: desc.digest, size: desc.size, ...got }, 'blob pulled');

@@ -13,6 +13,27 @@ export interface Credentials {
   password: string;
 }
 
+/**
+ * Whose credentials a request carries: the node's own (the config file, a Docker config.json),
+ * or a tenant's. Tokens a registry gives one identity are never sent for another.
+ */
+export interface RegistryIdentity {
+  id: string;
+  credentials(registry: string): Promise<Credentials | undefined>;
+  /** How this identity is given credentials for `registry`: the fix a refusal names. */
+  howToLogIn(registry: string): string;
+}
+
+/** The node's own identity, from the config file or a Docker config.json. */
+export function nodeIdentity(credentials: (registry: string) => Credentials | undefined): RegistryIdentity {
+  return {
+    id: 'node',
+    credentials: async (registry) => credentials(registry),
+    howToLogIn: (registry) =>
+      `give credentials for ${registry} under registries.auth in the config file or in a Docker config.json`,
+  };
+}
+
 export interface Challenge {
   scheme: 'basic' | 'bearer';
   params: Record<string, string>;

@@ -3,7 +3,13 @@ import { open } from 'node:fs/promises';
 import { errnoCode, errorMessage, UserError } from '../lib/errors.js';
 import { sleep } from '../lib/exec.js';
 import { PaceCancelled } from '../lib/pace.js';
-import { basicAuth, parseChallenge, type Credentials } from './registry-auth.js';
+import {
+  basicAuth,
+  nodeIdentity,
+  parseChallenge,
+  type Credentials,
+  type RegistryIdentity,
+} from './registry-auth.js';
 import { formatReference, registryHost, registryScheme, type ImageReference } from './reference.js';
 
 /**
@@ -81,9 +87,21 @@ export function hostPlatform(): Platform {
 }
 
 export class RegistryClient {
-  private readonly tokens = new Map<string, { header: string; until: number }>();
+  private readonly identity: RegistryIdentity;
 
-  constructor(private readonly opts: RegistryClientOptions) {}
+  constructor(
+    private readonly opts: RegistryClientOptions,
+    identity?: RegistryIdentity,
+    /** Authorization headers per identity, registry and scope, shared by every `as` view. */
+    private readonly tokens = new Map<string, { header: string; until: number }>(),
+  ) {
+    this.identity = identity ?? nodeIdentity(opts.credentials);
+  }
+
+  /** This client with `identity`'s credentials (a tenant's) instead of the node's. */
+  as(identity: RegistryIdentity | undefined): RegistryClient {
+    return identity ? new RegistryClient(this.opts, identity, this.tokens) : this;
+  }
 
   private base(registry: string): string {
     return `${registryScheme(registry, this.opts.insecure)}://${registryHost(registry)}`;
@@ -271,7 +289,7 @@ export class RegistryClient {
     if (res.status === 404) return new RegistryError(`${what} was not found on ${ref.registry} (404)`, 404);
     if (res.status === 401 || res.status === 403)
       return new RegistryError(
-        `${ref.registry} refused access to ${what} (${res.status}); give credentials under registries.auth in the config file or in a Docker config.json`,
+        `${ref.registry} refused access to ${what} (${res.status}); ${this.identity.howToLogIn(ref.registry)}`,
         res.status,
       );
     return new RegistryError(`${ref.registry} answered ${res.status} for ${what}: ${text}`, res.status);
@@ -284,7 +302,7 @@ export class RegistryClient {
     headers: Record<string, string>,
   ): Promise<Response> {
     const scope = `repository:${ref.repository}:pull`;
-    const key = `${ref.registry} ${scope}`;
+    const key = `${this.identity.id} ${ref.registry} ${scope}`;
     const cached = this.tokens.get(key);
     const auth = cached && cached.until > Date.now() ? cached.header : undefined;
     const first = await this.follow(url, { ...headers, ...(auth ? { authorization: auth } : {}) });
@@ -292,7 +310,7 @@ export class RegistryClient {
     const challenge = parseChallenge(first.headers.get('www-authenticate'));
     await first.body?.cancel();
     if (!challenge) return this.follow(url, headers); // a 401 with no challenge: nothing to answer
-    const creds = this.opts.credentials(ref.registry);
+    const creds = await this.identity.credentials(ref.registry);
     let header: string | undefined;
     let until = Date.now() + 5 * 60_000;
     if (challenge.scheme === 'basic') {

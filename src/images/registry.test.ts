@@ -289,7 +289,7 @@ describe('pulling from a registry', () => {
     try {
       await assert.rejects(
         anon.puller.pull(ref),
-        /refused access to image .* \(401\); give credentials under registries\.auth/,
+        /refused access to image .* \(401\); give credentials for \S+ under registries\.auth/,
       );
     } finally {
       await anon.state.cleanup();

@@ -5,6 +5,7 @@ import { isWasmModule } from '../jobs/spec.js';
 import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
 import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
 import type { ImagePuller } from './pull.js';
+import type { RegistryIdentity } from './registry-auth.js';
 import { RegistryError } from './registry-client.js';
 import { isLocalReference } from './reference.js';
 
@@ -40,6 +41,8 @@ export async function resolveImage(
   store: ImageStore,
   ref: string | undefined,
   puller?: ImagePuller,
+  /** Whose credentials pull it (a tenant's); default: the node's. */
+  identity?: RegistryIdentity,
 ): Promise<ResolvedImage> {
   if (ref && isWasmModule(ref)) return wasmModule(store, ref);
   const name = normalizeRef(ref ?? BASE_IMAGE_REF);
@@ -56,14 +59,18 @@ export async function resolveImage(
     return store.open(name, entry.digest);
   }
   if (!puller) throw new UserError(`image "${ref}" is in a registry, and this command cannot pull`);
-  return puller.pull(name);
+  return puller.pull(name, { identity });
 }
 
 /** A registry image's reference with its digest fixed (a tag resolved now); others as they are. */
-export async function pinImage(ref: string | undefined, puller: ImagePuller): Promise<string | undefined> {
+export async function pinImage(
+  ref: string | undefined,
+  puller: ImagePuller,
+  identity?: RegistryIdentity,
+): Promise<string | undefined> {
   if (!ref || isWasmModule(ref) || isLocalReference(ref)) return ref;
   try {
-    return await puller.pin(ref);
+    return await puller.pin(ref, identity);
   } catch (err) {
     if (err instanceof RegistryError) throw new RegistryError(`image ${ref}: ${err.message}`, err.status);
     throw err;

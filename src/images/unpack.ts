@@ -8,6 +8,7 @@ import { Decompress } from 'fzstd';
 import tar from 'tar-stream';
 import { errnoCode, errorMessage, ifExists, UserError, withContext } from '../lib/errors.js';
 import { ExecError } from '../lib/exec.js';
+import { processUmask } from '../lib/proc.js';
 import { isWhiteout, lookup, type StackedLayer } from './layer-stack.js';
 import { markOpaque, Whiteouts } from './overlay-marks.js';
 
@@ -208,6 +209,17 @@ function bombGuard(limits: UnpackLimits, totals: UnpackTotals, layerName: string
   });
 }
 
+const UMASK = processUmask();
+/** Whether creating an entry with `mode` gives it exactly that mode (no special bits, none masked). */
+const unmasked = (mode: number) => (mode & ~0o777) === 0 && (mode & UMASK) === 0;
+const ROOT = process.getuid?.() === 0;
+
+/** Sets an entry's owner, unless it is root's and root made it: the commonest case, for free. */
+async function ownedBy(full: string, uid: number, gid: number): Promise<void> {
+  if (ROOT && uid === 0 && gid === 0) return;
+  await lchown(full, uid, gid);
+}
+
 /** The parent of a relative path ('' for the root). */
 const parentOf = (rel: string) => rel.slice(0, Math.max(0, rel.lastIndexOf('/')));
 const within = (p: string, rel: string) => p === rel || p.startsWith(`${rel}/`);
@@ -280,12 +292,13 @@ class LayerWriter {
     switch (type) {
       case 'directory':
         if (!existing?.isDirectory()) {
-          await mkdir(full);
+          await mkdir(full, mode & 0o777);
           // In place of what this layer had there (a whiteout, a file): an empty directory, as
           // when the layers are applied one onto the other; nothing under it shows through.
           if (existing) await this.hideLower(rel);
         }
-        await chmod(full, mode);
+        // Made with its mode when the umask left it whole and it has no special bits; else set.
+        if (existing?.isDirectory() || !unmasked(mode)) await chmod(full, mode);
         break;
       case 'file':
       case 'contiguous-file':
@@ -301,7 +314,7 @@ class LayerWriter {
       default:
         return; // pax and GNU headers are read by the parser; anything else carries nothing to keep
     }
-    await lchown(full, h.uid ?? 0, h.gid ?? 0);
+    await ownedBy(full, h.uid ?? 0, h.gid ?? 0);
   }
 
   private countBytes(name: string, n: number): void {
@@ -311,17 +324,19 @@ class LayerWriter {
   }
 
   private async file(name: string, full: string, mode: number, body: Readable): Promise<void> {
+    // Created with its mode when the umask leaves it whole (most files): one call fewer each.
+    const direct = unmasked(mode);
     const fh = await open(
       full,
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      0o600,
+      direct ? mode : 0o600,
     );
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         this.countBytes(name, chunk.length);
         await fh.write(chunk);
       }
-      await fh.chmod(mode); // on the descriptor: no path, no symlink to follow
+      if (!direct) await fh.chmod(mode); // on the descriptor: no path, no symlink to follow
     } finally {
       await fh.close();
     }

@@ -78,6 +78,12 @@ export interface MountEntry {
 const unescapeMountField = (field: string) =>
   field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 
+/** This process's umask (from /proc: asking process.umask() means setting it, for a moment). */
+export function processUmask(): number {
+  const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? parseInt(m[1] as string, 8) : 0o022;
+}
+
 /** The mounts this process sees, in the order they were made. */
 export function mountTable(): MountEntry[] {
   return readFileSync('/proc/self/mounts', 'utf8')

@@ -13,6 +13,7 @@ import type { OutputChunk } from '../lib/follow.js';
 import { newHandle, type TaskHandle } from '../jobs/handle.js';
 import { IllegalTransition, type JobRecord, type Store } from '../store/store.js';
 import { OutputMasker } from '../tenants/masking.js';
+import type { RegistryLogins } from '../tenants/registry-logins.js';
 import type { Secrets } from '../tenants/secrets.js';
 import { jobLogPath, JobLogWriter } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
@@ -27,6 +28,7 @@ export interface ExecuteDeps {
   logger: Logger;
   prices: Prices;
   secrets: Pick<Secrets, 'forJob'>;
+  registryLogins: Pick<RegistryLogins, 'identity'>;
 }
 
 export interface ExecuteOptions {
@@ -84,7 +86,9 @@ export async function executeJob(
   }
   try {
     driver = deps.runtimes.get(job.runtime);
-    const image = await resolveImage(deps.images, job.spec.image, deps.puller);
+    // The operator's own jobs pull with the node's credentials; a tenant's with its own.
+    const identity = job.origin.via === 'cli' ? undefined : deps.registryLogins.identity(job.tenant);
+    const image = await resolveImage(deps.images, job.spec.image, deps.puller, identity);
     const sandboxId = randomUUID();
     handle = newHandle({
       runtime: job.runtime,

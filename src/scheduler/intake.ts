@@ -54,8 +54,10 @@ export async function acceptJob(box: Boxcar, placement: Placement, input: Submis
     throw new QueueFull(
       `tenant ${tenant.name} has ${queued} jobs waiting, its most (max_queued ${tenant.maxQueued}); submit again once some have started`,
     );
-  // A tag means what it means now: every attempt of the job runs this digest.
-  const spec = { ...input.spec, image: await pinImage(input.spec.image, box.puller) };
+  // A tag means what it means now: every attempt of the job runs this digest, and the
+  // tenant's own credentials must reach it (a cached private image is no one else's).
+  const identity = box.registryLogins.identity(tenant.name);
+  const spec = { ...input.spec, image: await pinImage(input.spec.image, box.puller, identity) };
   const id = randomUUID();
   const ceiling = ceilingOf(tenant);
   const trust = input.classifier

@@ -58,6 +58,13 @@ export class Secrets {
     return this.store.listSecrets(tenant);
   }
 
+  /** One secret's value, exactly that scope's; undefined when it is not set. */
+  async reveal(scope: SecretScope): Promise<string | undefined> {
+    const sealed = await this.store.secretsFor(scope.tenant, [scope.repository], [scope.name]);
+    const own = sealed.find((s) => s.repository === scope.repository);
+    return own && (await this.box(false)).unseal(own);
+  }
+
   /** The names a job of this tenant (and repository) asks for that are not set. */
   async missing(tenant: string, repository: string | undefined, names: string[]): Promise<string[]> {
     const found = await this.store.secretsFor(tenant, repository ? [repository] : [], names);

@@ -6,6 +6,7 @@ import type { SecretScope } from '../../store/store.js';
 import { TENANT_NAME } from '../../tenants/tenant-config.js';
 import { operatorOrigin } from '../../runner/local.js';
 import { formatTable } from '../table.js';
+import { readStdin } from '../stdin.js';
 
 interface ScopeFlags {
   tenant: string;
@@ -20,16 +21,6 @@ function scope(flags: ScopeFlags, name: string): SecretScope {
   if (flags.repo !== undefined && !REPO.test(flags.repo))
     throw new UserError(`--repo ${flags.repo}: use owner/name, e.g. org/app`);
   return { tenant: flags.tenant, repository: flags.repo ?? '', name };
-}
-
-async function readStdin(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write('enter the value, then Ctrl-D on a line of its own:\n');
-  const parts: Buffer[] = [];
-  for await (const chunk of process.stdin) parts.push(chunk as Buffer);
-  // `echo value | boxcar secret set …` adds a newline that is not part of the value.
-  return Buffer.concat(parts)
-    .toString('utf8')
-    .replace(/\r?\n$/, '');
 }
 
 /**

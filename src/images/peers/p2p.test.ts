@@ -200,6 +200,25 @@ describe('peer-to-peer image pulls between nodes', () => {
     assert.ok(Date.now() - t0 < 10_000);
   });
 
+  test('a peer that stalls is dropped within its stall time: the pull goes on from the registry', async () => {
+    // A node whose advertised address accepts connections and then says nothing, ever.
+    const silent = http.createServer(() => undefined);
+    servers.push(silent);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const stalled = await startNode({
+      advertise: `http://127.0.0.1:${(silent.address() as { port: number }).port}`,
+    });
+    const image = await pushImage(2);
+    assert.equal((await pull(stalled, image.ref)).bytes.origin, image.bytes);
+    const other = await startNode();
+    const t0 = Date.now();
+    const pulled = await pull(other, image.ref);
+    assert.deepEqual(pulled.bytes, { origin: image.bytes, peers: 0, cache: 0 });
+    // One stall (1 s) per blob at most, not a hang.
+    assert.ok(Date.now() - t0 < 8000, `${Date.now() - t0} ms`);
+    silent.closeAllConnections();
+  });
+
   test('only nodes may ask a node for pieces: no credential, or a tenant’s token, is refused', async () => {
     const node = nodes.find((n) => n.child.exitCode === null && n.child.signalCode === null) as Node;
     const url = `${node.url}/peer/v1/blobs/sha256:${'0'.repeat(64)}`;

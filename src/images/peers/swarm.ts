@@ -6,7 +6,7 @@ import { sleep } from '../../lib/exec.js';
 import { PaceCancelled } from '../../lib/pace.js';
 import type { Logger } from '../../observability/logger.js';
 import type { BlobHolding, PeerDirectory, PieceClaim } from '../../store/store.js';
-import type { BlobDescriptor, BlobFetcher, FetchedBytes } from '../blob-fetcher.js';
+import type { BlobDescriptor, BlobFetcher, FetchedBytes, FetchOptions } from '../blob-fetcher.js';
 import type { ImageReference } from '../reference.js';
 import { RegistryError, type RegistryClient } from '../registry-client.js';
 import type { PeerNode } from './peer-node.js';
@@ -60,24 +60,9 @@ export class PeerSwarm implements BlobFetcher {
     readonly opts: SwarmOptions = DEFAULT_SWARM,
   ) {}
 
-  fetch(
-    ref: ImageReference,
-    blob: BlobDescriptor,
-    file: string,
-    available: (bytes: number) => void,
-    pace?: (bytes: number) => Promise<void>,
-  ): Promise<FetchedBytes> {
-    return new BlobTransfer(
-      this,
-      this.directory,
-      this.client,
-      this.logger,
-      ref,
-      blob,
-      file,
-      available,
-      pace,
-    ).run();
+  fetch(ref: ImageReference, blob: BlobDescriptor, file: string, opts: FetchOptions): Promise<FetchedBytes> {
+    const client = this.client.as(opts.identity);
+    return new BlobTransfer(this, this.directory, client, this.logger, ref, blob, file, opts).run();
   }
 
   /** The blob is in the store (its peers may take it from there now), or its pull failed. */
@@ -138,8 +123,7 @@ class BlobTransfer {
     private readonly ref: ImageReference,
     private readonly blob: BlobDescriptor,
     private readonly file: string,
-    private readonly available: (bytes: number) => void,
-    private readonly pace?: (bytes: number) => Promise<void>,
+    private readonly opts: FetchOptions,
   ) {
     this.pieces = new PieceMap(blob.size, swarm.opts.pieceSize);
   }
@@ -176,7 +160,7 @@ class BlobTransfer {
         }
       }
       await this.fh.sync();
-      this.available(this.blob.size);
+      this.opts.available(this.blob.size);
       return this.bytes;
     } finally {
       await Promise.allSettled(this.inflight.values());
@@ -279,7 +263,7 @@ class BlobTransfer {
       at += chunk.length;
       this.t.writing.set(i, at - start);
       this.t.events.emit('change');
-      await this.pace?.(chunk.length);
+      await this.opts.pace?.(chunk.length);
     };
     if (source.kind === 'origin') await this.fromOrigin(i, write);
     else await this.fromPeer(source, i, write);
@@ -292,7 +276,7 @@ class BlobTransfer {
     this.t.writing.delete(i);
     this.t.events.emit('change');
     this.bytes[source.kind === 'origin' ? 'origin' : 'peers'] += end - start;
-    this.available(this.pieces.contiguousBytes);
+    this.opts.available(this.pieces.contiguousBytes);
     if (source.kind === 'origin' && source.claimed)
       await this.directory.pieceFetched(this.blob.digest, i, this.me, sha);
     this.publish();
