@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ImageStore } from '../src/images/image-store.js';
 import { statePaths } from '../src/lib/state-paths.js';
+import { pushLayout } from '../src/testing/oci-images.js';
 import { benchImage } from './lib/bench-image.js';
 import { startShapedRegistry } from './lib/shaped-registry.js';
 import { median, row, timeCommand } from './lib/stats.js';
@@ -26,13 +27,7 @@ async function main() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-bench-pull-'));
   try {
     const ref = `${registry.host}/bench/app:1`;
-    timeCommand('skopeo', [
-      'copy',
-      '--quiet',
-      '--dest-tls-verify=false',
-      `oci:${layout}:app`,
-      `docker://${ref}`,
-    ]);
+    await pushLayout(layout, 'app', ref);
     const config = path.join(root, 'config.yaml');
     await writeFile(config, `registries:\n  insecure: ['${registry.host}']\n`);
     const boxcar = (state: string, args: string[]) =>

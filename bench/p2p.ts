@@ -14,9 +14,10 @@ import { performance } from 'node:perf_hooks';
 import { startPostgres } from '../src/testing/postgres.js';
 import { startRegistry } from '../src/testing/registry.js';
 import { BOXCAR_MAIN, boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
+import { pushLayout } from '../src/testing/oci-images.js';
 import { benchImage } from './lib/bench-image.js';
 import { startShapedRegistry, type ShapedRegistry } from './lib/shaped-registry.js';
-import { row, timeCommand } from './lib/stats.js';
+import { row } from './lib/stats.js';
 
 const NODES = 5;
 const RATE_MBIT = 200;
@@ -39,13 +40,7 @@ async function main() {
   const freshImage = async (): Promise<string> => {
     const ref = `${origin.host}/bench/app-${next}:1`;
     const { layout } = images[next++] as { layout: string };
-    timeCommand('skopeo', [
-      'copy',
-      '--quiet',
-      '--dest-tls-verify=false',
-      `oci:${layout}:app`,
-      `docker://${ref}`,
-    ]);
+    await pushLayout(layout, 'app', ref);
     return ref;
   };
   try {

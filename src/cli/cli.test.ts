@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { leftovers, tempState } from '../testing/harness.js';
+import { freePort } from '../testing/ports.js';
 
 /** The `boxcar` command as a user runs it: a real process, real exit codes, real containers. */
 const require = createRequire(import.meta.url);
@@ -176,12 +176,7 @@ describe('boxcar CLI', () => {
   });
 
   test('a pipeline whose image cannot be pulled fails before any job runs, naming the job and the registry', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(port)); // free again: nothing answers there
-      });
-    });
+    const port = await freePort(); // free: nothing answers there
     const file = path.join(state.root, 'unreachable.yaml');
     await writeFile(
       file,

@@ -39,6 +39,17 @@ const inImage = (image: ResolvedImage, p: string) => {
   return paths.find((f) => existsSync(f)) ?? (paths[0] as string);
 };
 
+/** `boxcar run --json --image IMAGE -- sh -c SCRIPT` in a state directory; its result. */
+function boxcarRun<T>(state: string, image: string, script: string): T {
+  const r = spawnSync(
+    process.execPath,
+    [BOXCAR_MAIN, '--state', state, 'run', '--json', '--image', image, '--', 'sh', '-c', script],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  return JSON.parse(r.stdout) as T;
+}
+
 describe('pulling from a registry', () => {
   let registry: TestRegistry;
   let secured: TestRegistry;
@@ -97,30 +108,11 @@ describe('pulling from a registry', () => {
     await pushLayout(layout, 'v', `${registry.host}/team/app:1`);
     const state = await tempState();
     try {
-      const run = () => {
-        const r = spawnSync(
-          process.execPath,
-          [
-            BOXCAR_MAIN,
-            '--state',
-            state.root,
-            'run',
-            '--json',
-            '--image',
-            `${registry.host}/team/app:1`,
-            '--',
-            'sh',
-            '-c',
-            'ls /etc; cat /etc/new',
-          ],
-          { encoding: 'utf8' },
-        );
-        assert.equal(r.status, 0, r.stderr);
-        return JSON.parse(r.stdout) as {
+      const run = () =>
+        boxcarRun<{
           output: string;
           image: { ref: string; digest: string; bytes: { origin: number; cache: number } };
-        };
-      };
+        }>(state.root, `${registry.host}/team/app:1`, 'ls /etc; cat /etc/new');
       const first = run();
       assert.equal(first.output, 'kept\nnew\nnew\n', 'etc/old whited out by the upper layer');
       assert.match(first.image.ref, new RegExp(`^${registry.host}/team/app:1@sha256:[0-9a-f]{64}$`));
@@ -141,27 +133,8 @@ describe('pulling from a registry', () => {
     ]);
     const state = await tempState();
     try {
-      const run = (script: string) => {
-        const r = spawnSync(
-          process.execPath,
-          [
-            BOXCAR_MAIN,
-            '--state',
-            state.root,
-            'run',
-            '--json',
-            '--image',
-            `${registry.host}/team/writable:1`,
-            '--',
-            'sh',
-            '-c',
-            script,
-          ],
-          { encoding: 'utf8' },
-        );
-        assert.equal(r.status, 0, r.stderr + r.stdout);
-        return (JSON.parse(r.stdout) as { output: string }).output;
-      };
+      const run = (script: string) =>
+        boxcarRun<{ output: string }>(state.root, `${registry.host}/team/writable:1`, script).output;
       assert.equal(
         run('echo x > /etc/x && cat /etc/x && echo more >> /etc/kept && rm /etc/new && ls /etc'),
         'x\nkept\nx\n',

@@ -1,9 +1,9 @@
 import { chownSync, existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../lib/exec.js';
+import { freePort } from './ports.js';
 
 export interface TestPostgres {
   url: string;
@@ -18,17 +18,6 @@ function pgBin(tool: string): string {
     if (existsSync(p)) return p;
   }
   throw new Error(`PostgreSQL's ${tool} is not installed; scripts/setup.sh installs the postgresql package`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /**
