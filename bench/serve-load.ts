@@ -26,7 +26,9 @@ async function main() {
   const config = path.join(root, 'config.yaml');
   writeFileSync(config, 'tenants:\n  load: { trust: trusted }\n');
   const token = boxcarSync(['--state', root, 'token', 'create', '--tenant', 'load', '--operator']);
-  const { child, url } = await startServe(['--state', root, '--config', config, '--drain', '1s']);
+  // At the end the node drains until every cancelled job's sandbox is destroyed (its root
+  // unmounted), so that the state directory can go.
+  const { child, url } = await startServe(['--state', root, '--config', config, '--drain', '5m']);
   const auth = { authorization: `Bearer ${token}` };
   const headers = { ...auth, 'content-type': 'application/json' };
   const timed = async (p: string, init: RequestInit = {}) => {

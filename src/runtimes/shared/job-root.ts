@@ -1,7 +1,8 @@
-import { chmod, mkdir, rmdir } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import { ifExists, withContext } from '../../lib/errors.js';
-import { mountOverlay, mountTmpfs, unmount } from './mounts.js';
+import { errnoCode, ifExists, withContext } from '../../lib/errors.js';
+import { run, sleep } from '../../lib/exec.js';
+import { overlayOptions, tmpfsOptions, unmount } from './mounts.js';
 
 /**
  * A container job's root: the image's layers, shared read-only, under an overlay whose upper
@@ -21,7 +22,11 @@ function rootPaths(sandboxDir: string) {
   };
 }
 
-/** Mounts the job's root; returns where it is. */
+/**
+ * Mounts the job's root; returns where it is. One shell does the whole sequence (the tmpfs,
+ * the upper and work directories in it, the overlay): a process started from Boxcar costs
+ * more than the mounts themselves, and a job's start waits for it.
+ */
 export async function mountJobRoot(
   sandboxDir: string,
   layers: readonly string[],
@@ -29,12 +34,25 @@ export async function mountJobRoot(
 ): Promise<string> {
   const p = rootPaths(sandboxDir);
   try {
-    await mountTmpfs(p.rw, { bytes, mode: 0o700 });
+    const overlay = overlayOptions(p.root, { lower: layers, upper: { dir: p.upper, work: p.work } }, [
+      'nodev',
+      'nosuid',
+    ]);
+    await mkdir(p.rw);
+    await mkdir(p.root);
     // The merged root takes the upper directory's mode: 0755, as every layer's root has.
-    await mkdir(p.upper);
-    await chmod(p.upper, 0o755);
-    await mkdir(p.work);
-    await mountOverlay(p.root, { lower: layers, upper: { dir: p.upper, work: p.work } }, ['nodev', 'nosuid']);
+    await run('sh', [
+      '-ec',
+      'mount -t tmpfs -o "$1" tmpfs "$2"; mkdir -m 0755 "$3"; mkdir "$4"; cd "$5"; mount -t overlay -o "$6" overlay "$7"',
+      'sh',
+      tmpfsOptions({ bytes, mode: 0o700 }),
+      p.rw,
+      p.upper,
+      p.work,
+      overlay.cwd,
+      overlay.options,
+      p.root,
+    ]);
   } catch (err) {
     throw withContext(`mounting the job's root at ${p.root}`, err);
   }
@@ -44,9 +62,27 @@ export async function mountJobRoot(
 /** Unmounts the job's root and its tmpfs and removes their mount points; nothing when they are gone. */
 export async function unmountJobRoot(sandboxDir: string): Promise<void> {
   const p = rootPaths(sandboxDir);
-  for (const dir of [p.root, p.rw]) {
-    await unmount(dir);
-    // rmdir, not rm: it never walks into a mount, and what is left under a mount point is a bug.
-    await ifExists(rmdir(dir));
+  await unmount(p.root, p.rw);
+  for (const dir of [p.root, p.rw]) await removeMountPoint(dir);
+}
+
+/**
+ * rmdir, not rm: it never walks into a mount, and what is left under a mount point is a bug.
+ * The job's own mount namespace held a private copy of its root (see `rootfsPropagation` in
+ * oci-spec.ts): until the kernel has finished tearing that namespace down, a moment after the
+ * job's last process exits, the directory is still a mount point there (EBUSY).
+ */
+async function removeMountPoint(dir: string): Promise<void> {
+  for (let waited = 0; ; waited += BUSY_STEP_MS) {
+    try {
+      await ifExists(rmdir(dir));
+      return;
+    } catch (err) {
+      if (errnoCode(err) !== 'EBUSY' || waited >= BUSY_WAIT_MS) throw withContext(`removing ${dir}`, err);
+      await sleep(BUSY_STEP_MS);
+    }
   }
 }
+
+const BUSY_STEP_MS = 20;
+const BUSY_WAIT_MS = 5000;

@@ -17,31 +17,46 @@ export async function mountTmpfs(
   opts: { bytes: number; mode: number; noexec?: boolean },
 ): Promise<void> {
   await mkdir(target, { recursive: true });
+  await run('mount', ['-t', 'tmpfs', '-o', tmpfsOptions(opts), 'tmpfs', target]);
+}
+
+export function tmpfsOptions(opts: { bytes: number; mode: number; noexec?: boolean }): string {
   const flags = ['nosuid', 'nodev', ...(opts.noexec ? ['noexec'] : [])];
-  const options = [`size=${opts.bytes}`, `mode=${opts.mode.toString(8)}`, ...flags].join(',');
-  await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', target]);
+  return [`size=${opts.bytes}`, `mode=${opts.mode.toString(8)}`, ...flags].join(',');
 }
 
 /**
  * An overlay of `lower` (top first) at `target`: read-only, or writable into `upper.dir` (with
- * overlayfs' `upper.work` beside it, on the same filesystem). The lower layers are named
- * relative to their common parent, mount running there, so an image of many layers still fits
- * in the options.
+ * overlayfs' `upper.work` beside it, on the same filesystem).
  */
 export async function mountOverlay(
   target: string,
   layers: { lower: readonly string[]; upper?: { dir: string; work: string } },
   flags: readonly string[] = [],
 ): Promise<void> {
+  const { options, cwd } = overlayOptions(target, layers, flags);
+  await mkdir(target, { recursive: true });
+  await run('mount', ['-t', 'overlay', '-o', options, 'overlay', target], { cwd });
+}
+
+/**
+ * mount(8)'s options for an overlay, and the directory to run it in: the lower layers are
+ * named relative to their common parent, so an image of many layers still fits in the options.
+ */
+export function overlayOptions(
+  target: string,
+  layers: { lower: readonly string[]; upper?: { dir: string; work: string } },
+  flags: readonly string[] = [],
+): { options: string; cwd: string } {
   const { lower, upper } = layers;
   const least = upper ? 1 : 2; // overlayfs' own rule
   if (lower.length < least)
     throw new Error(`an overlay at ${target} needs ${least} lower layers or more, not ${lower.length}`);
   const odd = [...lower, ...(upper ? [upper.dir, upper.work] : [])].find((p) => /[,:\\]/.test(p));
   if (odd) throw new Error(`overlayfs cannot take the path ${odd}: it holds ",", ":" or "\\"`);
-  const base = commonParent(lower);
+  const cwd = commonParent(lower);
   const options = [
-    `lowerdir=${lower.map((l) => path.relative(base, l)).join(':')}`,
+    `lowerdir=${lower.map((l) => path.relative(cwd, l)).join(':')}`,
     ...(upper ? [`upperdir=${upper.dir}`, `workdir=${upper.work}`] : []),
     ...flags,
   ].join(',');
@@ -49,8 +64,7 @@ export async function mountOverlay(
     throw new Error(
       `an overlay of ${lower.length} layers is past what one mount takes (${options.length} bytes of options, at most ${MOUNT_OPTIONS_MAX})`,
     );
-  await mkdir(target, { recursive: true });
-  await run('mount', ['-t', 'overlay', '-o', options, 'overlay', target], { cwd: base });
+  return { options, cwd };
 }
 
 /** The deepest directory holding every one of `dirs`. */
@@ -63,11 +77,16 @@ function commonParent(dirs: readonly string[]): string {
 }
 
 /**
- * Detaches whatever is mounted at `target` (MNT_DETACH: a process still inside does not keep
- * it in place); nothing when nothing is.
+ * Detaches whatever is mounted at each of `targets` (MNT_DETACH: a process still inside does
+ * not keep it in place), in one umount(8); nothing for those where nothing is.
  */
-export async function unmount(target: string): Promise<void> {
-  for (const m of mountTable().reverse()) if (m.target === target) await run('umount', ['--lazy', target]);
+export async function unmount(...targets: string[]): Promise<void> {
+  // A target named once for each mount stacked on it, the last made first.
+  const doomed = mountTable()
+    .reverse()
+    .filter((m) => targets.includes(m.target))
+    .map((m) => m.target);
+  if (doomed.length) await run('umount', ['--lazy', ...doomed]);
 }
 
 /** Mounts at or under `dir`. */

@@ -192,6 +192,9 @@ export function ociSpec(input: OciSpecInput): Record<string, unknown> {
         { type: 'cgroup' },
       ],
       seccomp: seccompProfile(),
+      // Mounts the host makes later (other jobs' roots) stay out of this job's mount namespace:
+      // as a slave of the host's, every job would hold a copy of every later job's mounts.
+      rootfsPropagation: 'rprivate',
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
     },
