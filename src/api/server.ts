@@ -260,9 +260,9 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
       v1.post('/images/pull', async (req) => {
         requireOperator(req.token as ApiToken);
         const { image } = parseOrThrow(ImagePullBody, req.body, 'body');
-        const pinned = await box.puller.pin(image);
-        const pulled = await box.puller.pull(pinned);
-        return { ref: pinned, digest: pulled.digest, ...pulled.pull };
+        const { ref } = await box.puller.pin(image);
+        const pulled = await box.puller.pull(ref);
+        return { ref, digest: pulled.digest, ...pulled.pull };
       });
     },
     { prefix: '/v1' },

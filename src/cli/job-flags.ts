@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { loadYamlFile } from '../lib/yaml.js';
 import { UserError } from '../lib/errors.js';
-import { isWasmModule, JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
+import { commandGiven, JobSpec, RUNTIME_NAMES, SOURCES } from '../jobs/spec.js';
 import { parseOrThrow, yamlPath, type FieldNamer } from '../lib/validation.js';
 
 /** The flags that describe a job, shared by `run` (and later `submit`). */
@@ -146,7 +146,12 @@ export async function jobSpecFromFlags(
     base.env = env;
   }
   if (command.length) base.command = command;
-  if (base.command === undefined && !isWasmModule(typeof base.image === 'string' ? base.image : undefined)) {
+  if (
+    !commandGiven({
+      command: base.command as string[] | undefined,
+      image: typeof base.image === 'string' ? base.image : undefined,
+    })
+  ) {
     throw new UserError('missing command: give it after --, e.g. boxcar run -- make test');
   }
   return { spec: parseOrThrow(JobSpec, base, file ?? 'boxcar run', flagName), input: base };

@@ -29,6 +29,9 @@ export interface PullFigures {
 
 export const BASE_IMAGE_REF = 'boxcar/base:latest';
 
+/** A WASM module's config: no environment of its own, its arguments the job's command. */
+export const WASM_CONFIG: ImageConfig = { env: [], entrypoint: [], cmd: [], workingDir: '/workspace' };
+
 /** The layer directories of an OCI image, top first; a WASM module has none. */
 export function imageLayers(image: ResolvedImage): string[] {
   if ('layers' in image.content) return image.content.layers;

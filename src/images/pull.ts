@@ -1,14 +1,16 @@
 import path from 'node:path';
 import { rm, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { errorMessage } from '../lib/errors.js';
 import { withLock } from '../lib/fs-util.js';
 import { growingFile } from '../lib/growing-file.js';
 import type { Pace } from '../lib/pace.js';
 import type { Logger } from '../observability/logger.js';
 import type { Store } from '../store/store.js';
 import { RegistryFetcher, type BlobDescriptor, type BlobFetcher } from './blob-fetcher.js';
-import type { ImageStore, Manifest } from './image-store.js';
-import type { PullFigures, ResolvedImage } from './image.js';
+import type { Descriptor, ImageStore, Manifest } from './image-store.js';
+import { WASM_CONFIG, type PullFigures, type ResolvedImage } from './image.js';
+import { wasmLayer } from './wasm-artifact.js';
 import { formatReference, parseReference, type ImageReference } from './reference.js';
 import type { RegistryIdentity } from './registry-auth.js';
 import { MANIFEST_TYPES, RegistryError, type RegistryClient } from './registry-client.js';
@@ -35,6 +37,12 @@ export interface CachePolicy {
 
 /** Told of the file a blob is fetched into and how much of it is written, to follow it. */
 type Reading = (file: string, written: () => number) => Promise<void>;
+
+/** A reference with its digest fixed, and what it is: an image, or a WASM module. */
+export interface PinnedImage {
+  ref: string;
+  kind: 'oci' | 'wasm';
+}
 
 export interface PullOptions {
   progress?: PullProgress;
@@ -66,11 +74,22 @@ export class ImagePuller {
    * tenant's `identity` the registry is asked even for a reference by digest: a tenant may run
    * a cached private image only once its own credentials have fetched its manifest.
    */
-  async pin(text: string, identity?: RegistryIdentity): Promise<string> {
+  async pin(text: string, identity?: RegistryIdentity): Promise<PinnedImage> {
     const ref = parseReference(text);
-    if (ref.digest && !identity) return formatReference(ref);
-    const m = await this.client.as(identity).manifest(ref);
-    return formatReference({ ...ref, digest: m.digest });
+    let manifest: Manifest;
+    let digest: string;
+    if (ref.digest && !identity && (await this.store.hasBlob(ref.digest))) {
+      digest = ref.digest;
+      manifest = await this.store.readJson<Manifest>(digest);
+    } else {
+      const fetched = await this.client.as(identity).manifest(ref);
+      digest = fetched.digest;
+      manifest = JSON.parse(fetched.body.toString('utf8')) as Manifest;
+    }
+    return {
+      ref: formatReference({ ...ref, digest }),
+      kind: this.wasmModule(ref, manifest) ? 'wasm' : 'oci',
+    };
   }
 
   /** Pulls of jobs (not prefetch) under way: background pulls hold still while there are any. */
@@ -89,7 +108,6 @@ export class ImagePuller {
   }
 
   private async pullImage(text: string, opts: PullOptions): Promise<ResolvedImage> {
-    const { progress } = opts;
     const t0 = Date.now();
     const ref = parseReference(text);
     const bytes = { origin: 0, peers: 0, cache: 0 };
@@ -98,7 +116,31 @@ export class ImagePuller {
     const manifest = await this.store.readJson<Manifest>(manifestDigest);
     if (!manifest.config || !Array.isArray(manifest.layers))
       throw new RegistryError(`${formatReference(ref)}: its manifest has no config or layers`);
+    const module = this.wasmModule(ref, manifest);
     await this.blob(ref, manifest.config, bytes, opts);
+    const image = module
+      ? await this.blobOnly(ref, manifestDigest, module, bytes, opts)
+      : await this.layers(ref, manifestDigest, manifest, bytes, opts);
+    if (ref.tag)
+      await this.store.tag(formatReference({ ...ref, digest: undefined }), {
+        mediaType: manifest.mediaType ?? MANIFEST_TYPES.ociManifest,
+        digest: manifestDigest,
+        size: (await this.store.blobSize(manifestDigest)) ?? 0,
+      });
+    const pull = { pullMs: Date.now() - t0, bytes };
+    if (this.cache && bytes.origin > 0) await this.keepWithinCap(this.cache, manifestDigest);
+    return { ...image, pull };
+  }
+
+  /** An OCI image's layers, downloaded and unpacked. */
+  private async layers(
+    ref: ImageReference,
+    manifestDigest: string,
+    manifest: Manifest,
+    bytes: PullFigures['bytes'],
+    opts: PullOptions,
+  ): Promise<ResolvedImage> {
+    const { progress } = opts;
     // Layers download one after another in layer order, each unpacked (in that order too) as
     // its bytes arrive: the unpack never waits on a layer sharing the link with the ones above
     // it, and a pull takes about as long as the longer of its download and its unpack.
@@ -141,23 +183,39 @@ export class ImagePuller {
       );
     for (const reader of readers) reader.destroy(); // the unread ones: their files close
     await Promise.all(fetched); // a failed download fails the pull, whatever the unpack made of it
-    let image: ResolvedImage;
-    if ('image' in unpacked) image = unpacked.image;
-    else if (readers.length > 0)
+    if ('image' in unpacked) return unpacked.image;
+    if (readers.length > 0)
       // Bytes read while downloading are checked only at the end: a download that started over
       // under its reader (a registry ignoring a resume) fails the unpack with whatever it read.
       // The blobs are whole and verified now; an image that is truly bad fails again here.
-      image = await this.store.open(formatReference(ref), manifestDigest);
-    else throw unpacked.failed;
-    if (ref.tag)
-      await this.store.tag(formatReference({ ...ref, digest: undefined }), {
-        mediaType: manifest.mediaType ?? MANIFEST_TYPES.ociManifest,
-        digest: manifestDigest,
-        size: (await this.store.blobSize(manifestDigest)) ?? 0,
-      });
-    const pull = { pullMs: Date.now() - t0, bytes };
-    if (this.cache && bytes.origin > 0) await this.keepWithinCap(this.cache, manifestDigest);
-    return { ...image, pull };
+      return this.store.open(formatReference(ref), manifestDigest);
+    throw unpacked.failed;
+  }
+
+  /** The module layer of a WASM artifact; undefined for an image. */
+  private wasmModule(ref: ImageReference, manifest: Manifest): Descriptor | undefined {
+    try {
+      return wasmLayer(manifest);
+    } catch (err) {
+      throw new RegistryError(`${formatReference(ref)}: ${errorMessage(err)}`);
+    }
+  }
+
+  /** A WASM artifact: its module is a blob, run as it is. */
+  private async blobOnly(
+    ref: ImageReference,
+    manifestDigest: string,
+    module: Descriptor,
+    bytes: PullFigures['bytes'],
+    opts: PullOptions,
+  ): Promise<ResolvedImage> {
+    await this.blob(ref, module, bytes, opts);
+    return {
+      ref: formatReference(ref),
+      digest: manifestDigest,
+      content: { module: this.store.blobPath(module.digest) },
+      config: WASM_CONFIG,
+    };
   }
 
   private async keepWithinCap(cache: CachePolicy, justPulled: string): Promise<void> {

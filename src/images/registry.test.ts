@@ -5,9 +5,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../observability/logger.js';
 import { leftovers, tempState } from '../testing/harness.js';
-import { pushLayout, writeLayout, type TestEntry } from '../testing/oci-images.js';
+import { pushArtifact, pushLayout, writeLayout, type TestEntry } from '../testing/oci-images.js';
 import { startRegistry, type TestRegistry } from '../testing/registry.js';
 import { RegistryProxy } from '../testing/registry-proxy.js';
 import { BOXCAR_MAIN } from '../testing/serve-process.js';
@@ -153,11 +154,55 @@ describe('pulling from a registry', () => {
     }
   });
 
+  test('a WASM module published as an OCI artifact runs on the wasm runtime, as its file does', async () => {
+    const file = fileURLToPath(new URL('../../wasm/hello.wasm', import.meta.url));
+    const digest = await pushArtifact(registry.host, 'tools/hello:1', {
+      config: { mediaType: 'application/vnd.wasm.config.v0+json', data: Buffer.from('{}') },
+      layers: [{ mediaType: 'application/wasm', data: readFileSync(file) }],
+    });
+    const state = await tempState();
+    try {
+      const run = (image: string) => {
+        const r = spawnSync(
+          process.execPath,
+          [BOXCAR_MAIN, '--state', state.root, 'run', '--json', '--image', image, '--'],
+          {
+            encoding: 'utf8',
+          },
+        );
+        return {
+          code: r.status,
+          result: JSON.parse(r.stdout) as { runtime: string; output: string; image?: { digest: string } },
+        };
+      };
+      const fromRegistry = run(`${registry.host}/tools/hello:1`);
+      const fromFile = run(file);
+      assert.equal(fromRegistry.result.runtime, 'wasm');
+      assert.equal(fromRegistry.code, fromFile.code);
+      assert.equal(fromRegistry.result.output, fromFile.result.output);
+      assert.equal(fromRegistry.result.image?.digest, digest);
+      // An image (not a module) still needs its command.
+      const noCommand = spawnSync(
+        process.execPath,
+        [BOXCAR_MAIN, '--state', state.root, 'run', '--image', `${registry.host}/team/app:1`],
+        { encoding: 'utf8' },
+      );
+      assert.equal(noCommand.status, 125);
+      assert.match(
+        noCommand.stderr,
+        /^boxcar: command is required: .* \(\S+\/team\/app:1 is an image, not a WASM module\)\n$/,
+      );
+      assert.deepEqual(await leftovers(state), []);
+    } finally {
+      await state.cleanup();
+    }
+  });
+
   test('a tag is pinned to a digest once: pushing the tag again does not change what the job runs', async () => {
     await push(registry.host, 'team/pinned:1', [[...base, { name: 'version', content: 'one\n' }]]);
     const { state, puller } = await newPuller();
     try {
-      const pinned = await puller.pin(`${registry.host}/team/pinned:1`);
+      const { ref: pinned } = await puller.pin(`${registry.host}/team/pinned:1`);
       await push(registry.host, 'team/pinned:1', [[...base, { name: 'version', content: 'two\n' }]]);
       const image = await puller.pull(pinned);
       assert.equal(readFileSync(inImage(image, 'version'), 'utf8'), 'one\n');

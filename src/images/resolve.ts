@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { UserError, errnoCode, errorMessage } from '../lib/errors.js';
 import { ensureBaseImage } from './base-image.js';
-import { isWasmModule } from '../jobs/spec.js';
-import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
+import { COMMAND_MISSING, isWasmModule, type JobSpec } from '../jobs/spec.js';
+import { BASE_IMAGE_REF, WASM_CONFIG, type ResolvedImage } from './image.js';
 import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
 import type { ImagePuller } from './pull.js';
 import type { RegistryIdentity } from './registry-auth.js';
@@ -28,7 +28,7 @@ async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImag
     ref: file,
     digest: blob.digest,
     content: { module: store.blobPath(blob.digest) },
-    config: { env: [], entrypoint: [], cmd: [], workingDir: '/workspace' },
+    config: WASM_CONFIG,
   };
 }
 
@@ -62,15 +62,22 @@ export async function resolveImage(
   return puller.pull(name, { identity });
 }
 
-/** A registry image's reference with its digest fixed (a tag resolved now); others as they are. */
-export async function pinImage(
-  ref: string | undefined,
+/**
+ * The job with its registry image's digest fixed (a tag resolved now) and its kind known (an
+ * image, or a WASM module published as an artifact); other images as they are.
+ */
+export async function pinSpec(
+  spec: JobSpec,
   puller: ImagePuller,
   identity?: RegistryIdentity,
-): Promise<string | undefined> {
-  if (!ref || isWasmModule(ref) || isLocalReference(ref)) return ref;
+): Promise<JobSpec> {
+  const ref = spec.image;
+  if (!ref || isWasmModule(ref) || isLocalReference(ref)) return spec;
   try {
-    return await puller.pin(ref, identity);
+    const pinned = await puller.pin(ref, identity);
+    if (pinned.kind === 'oci' && spec.command.length === 0)
+      throw new UserError(`command ${COMMAND_MISSING} (${ref} is an image, not a WASM module)`);
+    return { ...spec, image: pinned.ref, imageKind: pinned.kind };
   } catch (err) {
     if (err instanceof RegistryError) throw new RegistryError(`image ${ref}: ${err.message}`, err.status);
     throw err;

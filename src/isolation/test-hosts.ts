@@ -22,6 +22,8 @@ export async function createTestHost(
 ): Promise<TestHost> {
   const ns = `bxt-${name}`;
   const hostIf = `bxt${name}h`;
+  // A run killed before its cleanup leaves the namespace behind; the same address twice would not route.
+  await removeTestHost(ns, hostIf);
   await run('ip', ['netns', 'add', ns]);
   await run('ip', ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
   await run('ip', ['addr', 'add', `${hostSideIp}/${prefix}`, 'dev', hostIf]);
@@ -44,12 +46,18 @@ export async function createTestHost(
     },
     remove: async () => {
       for (const s of servers) s.kill('SIGKILL');
-      await run('ip', ['netns', 'del', ns]);
-      await run('ip', ['link', 'del', hostIf]).catch((err: Error) => {
-        if (!/Cannot find device/.test(err.message)) throw err;
-      });
+      await removeTestHost(ns, hostIf);
     },
   };
+}
+
+async function removeTestHost(ns: string, hostIf: string): Promise<void> {
+  await run('ip', ['netns', 'del', ns]).catch((err: Error) => {
+    if (!/No such file/.test(err.message)) throw err;
+  });
+  await run('ip', ['link', 'del', hostIf]).catch((err: Error) => {
+    if (!/Cannot find device/.test(err.message)) throw err;
+  });
 }
 
 /** A server answering every connection with `text`. */

@@ -122,18 +122,25 @@ export const JobSpecInput = z.strictObject({
 
 export type JobSpecInput = z.output<typeof JobSpecInput>;
 
-/** A job runs a command in an image, except a WASM module, whose command is its arguments. */
+/**
+ * A job runs a command in an image, except a WASM module, whose command is its arguments. A
+ * registry reference may name a module published as an artifact: whether it needs a command is
+ * known once it is pinned (see images/resolve.ts).
+ */
 export const commandGiven = (s: Pick<JobSpecInput, 'command' | 'image'>) =>
-  s.command !== undefined || isWasmModule(s.image);
-export const COMMAND_REQUIRED = {
-  message: 'is required: give the command to run, e.g. "make test"',
-  path: ['command'],
-};
+  s.command !== undefined ||
+  isWasmModule(s.image) ||
+  (s.image !== undefined && !s.image.startsWith('boxcar/'));
+export const COMMAND_MISSING = 'is required: give the command to run, e.g. "make test"';
+/** zod's refinement parameters (zod takes the object over: read the text from COMMAND_MISSING). */
+export const COMMAND_REQUIRED = { message: COMMAND_MISSING, path: ['command'] };
 
 /** From the file's vocabulary to the normalized job (camelCase, bytes, millicores, ms). */
 export const normalizeJobSpec = (s: JobSpecInput) => ({
   name: s.name,
   image: s.image,
+  /** A WASM module (a file, or an artifact in a registry, known once pinned) or an OCI image. */
+  imageKind: (isWasmModule(s.image) ? 'wasm' : 'oci') as 'wasm' | 'oci',
   command: s.command ?? [],
   env: s.env,
   secrets: s.secrets,

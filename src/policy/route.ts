@@ -1,5 +1,5 @@
 import { UserError } from '../lib/errors.js';
-import { isWasmModule, type JobSpec, type RuntimeName } from '../jobs/spec.js';
+import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { BreakerState, Health } from './breaker.js';
 import { conditionsHolding } from './breaker.js';
 import { canaryBucket } from './canary.js';
@@ -40,7 +40,7 @@ export function trustFromSpec(spec: JobSpec): TrustInputs {
     source: spec.source,
     userGroup: spec.userGroup,
     repository: spec.repository,
-    imageKind: isWasmModule(spec.image) ? 'wasm' : 'oci',
+    imageKind: spec.imageKind,
     evidence: [],
   };
 }

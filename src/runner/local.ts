@@ -3,7 +3,7 @@ import { userInfo } from 'node:os';
 import { executeJob, type ExecuteDeps, type ExecuteOptions, type ExecuteResult } from './execute.js';
 import { currentOwner } from '../lib/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { pinImage } from '../images/resolve.js';
+import { pinSpec } from '../images/resolve.js';
 import { decide, requireRunnable, type DecideDeps } from './decide.js';
 import type { Decision } from '../jobs/decision.js';
 import type { HealthOverride } from '../policy/health.js';
@@ -62,7 +62,7 @@ export async function runLocalJob(
   input: JobSpec,
   opts: ExecuteOptions,
 ): Promise<ExecuteResult> {
-  const spec = { ...input, image: await pinImage(input.image, box.puller) };
+  const spec = await pinSpec(input, box.puller);
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);

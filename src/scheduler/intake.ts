@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../lib/errors.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { pinImage } from '../images/resolve.js';
+import { pinSpec } from '../images/resolve.js';
 import { decide, requireRunnable } from '../runner/decide.js';
 import { trustFromSpec, webhookClaims } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
@@ -57,7 +57,7 @@ export async function acceptJob(box: Boxcar, placement: Placement, input: Submis
   // A tag means what it means now: every attempt of the job runs this digest, and the
   // tenant's own credentials must reach it (a cached private image is no one else's).
   const identity = box.registryLogins.identity(tenant.name);
-  const spec = { ...input.spec, image: await pinImage(input.spec.image, box.puller, identity) };
+  const spec = await pinSpec(input.spec, box.puller, identity);
   const id = randomUUID();
   const ceiling = ceilingOf(tenant);
   const trust = input.classifier

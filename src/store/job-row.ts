@@ -3,7 +3,7 @@
  * already decoded) to a record.
  */
 
-import { JobSpec, type RuntimeName } from '../jobs/spec.js';
+import { isWasmModule, JobSpec, type RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../jobs/decision.js';
 import { readHandle } from '../jobs/handle.js';
@@ -75,7 +75,7 @@ const PATCH_COLUMNS: Record<keyof JobPatch, string> = {
 
 export const LIVE = `state IN ('queued', 'starting', 'running')`;
 
-/** A job stored before a limit existed (`rootfs`, say) gets that limit's default. */
+/** A job stored before a field existed (a limit such as `rootfs`, its image's kind) gets its default. */
 const DEFAULT_LIMITS = JobSpec.parse({ command: ['true'] }).limits;
 
 export function toRecord(r: JobRow): JobRecord {
@@ -85,7 +85,11 @@ export function toRecord(r: JobRow): JobRecord {
     name: r.name,
     state: r.state as JobState,
     runtime: r.runtime as RuntimeName,
-    spec: { ...r.spec, limits: { ...DEFAULT_LIMITS, ...r.spec.limits } },
+    spec: {
+      ...r.spec,
+      imageKind: r.spec.imageKind ?? (isWasmModule(r.spec.image) ? 'wasm' : 'oci'),
+      limits: { ...DEFAULT_LIMITS, ...r.spec.limits },
+    },
     decision: r.decision,
     origin: r.origin,
     handle: r.handle ? readHandle(r.handle) : null,

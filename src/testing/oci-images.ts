@@ -156,3 +156,50 @@ export async function pushLayout(dir: string, tag: string, dest: string, creds?:
     { timeoutMs: 120_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir } },
   );
 }
+
+/**
+ * Pushes an OCI artifact (a config and layers of any media type, e.g. a WASM module) to
+ * `host/repo:tag` over the distribution API, as `oras push` would: skopeo copies images only.
+ * Returns the manifest's digest.
+ */
+export async function pushArtifact(
+  host: string,
+  repoTag: string,
+  artifact: {
+    config: { mediaType: string; data: Buffer };
+    layers: Array<{ mediaType: string; data: Buffer }>;
+  },
+): Promise<string> {
+  const [repo, tag] = repoTag.split(':') as [string, string];
+  const put = async (data: Buffer) => {
+    const digest = sha(data);
+    const start = await fetch(`http://${host}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+    if (start.status !== 202) throw new Error(`starting an upload to ${host}: ${start.status}`);
+    const location = new URL(start.headers.get('location') ?? '', `http://${host}`);
+    location.searchParams.set('digest', digest);
+    const done = await fetch(location, {
+      method: 'PUT',
+      body: new Uint8Array(data),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    if (done.status !== 201) throw new Error(`uploading ${digest} to ${host}: ${done.status}`);
+    return { digest, size: data.length };
+  };
+  const config = { mediaType: artifact.config.mediaType, ...(await put(artifact.config.data)) };
+  const layers = [];
+  for (const l of artifact.layers) layers.push({ mediaType: l.mediaType, ...(await put(l.data)) });
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config,
+    layers,
+  });
+  const res = await fetch(`http://${host}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    body: manifest,
+    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
+  if (res.status !== 201)
+    throw new Error(`pushing the manifest to ${host}: ${res.status} ${await res.text()}`);
+  return sha(manifest);
+}

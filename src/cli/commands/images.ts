@@ -58,7 +58,7 @@ export function registerImages(program: Command, logger: Logger): void {
       const box = await open();
       try {
         const progress = flags.json ? undefined : progressPrinter();
-        const pinned = await box.puller.pin(ref);
+        const { ref: pinned } = await box.puller.pin(ref);
         const image = await box.puller.pull(pinned, { progress: progress?.onProgress });
         progress?.finish();
         const b = image.pull?.bytes ?? { origin: 0, peers: 0, cache: 0 };

@@ -3,7 +3,7 @@ import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { loadYamlFile } from '../../lib/yaml.js';
 import { UserError } from '../../lib/errors.js';
 import { PipelineSpec, pipelineJobs, type PipelineJob } from '../../jobs/pipeline.js';
-import { pinImage } from '../../images/resolve.js';
+import { pinSpec } from '../../images/resolve.js';
 import { formatBytes } from '../../lib/quantity.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
 import { jobResultJson } from '../../runner/result.js';
@@ -33,10 +33,10 @@ export function registerPipeline(program: Command, logger: Logger): void {
         // found fails now, naming its job, not halfway through with jobs already run.
         const jobs: PipelineJob[] = [];
         for (const job of pipelineJobs(pipeline)) {
-          const image = await pinImage(job.spec.image, box.puller).catch((err: unknown) => {
+          const spec = await pinSpec(job.spec, box.puller).catch((err: unknown) => {
             throw err instanceof UserError ? new UserError(`job ${job.spec.name}: ${err.message}`) : err;
           });
-          jobs.push({ ...job, spec: { ...job.spec, image } });
+          jobs.push({ ...job, spec });
         }
         say(`pipeline ${pipeline.name}: ${pipeline.jobs.length} jobs\n`);
         for (const job of jobs) {
