@@ -1,18 +1,20 @@
 /**
- * WASM jobs: startupMs of a cached module (in a running node, as `serve` will run them), jobs
- * per second over 1,000 small jobs, memory per concurrent instance; beside the same module run
- * by a bare `node` process with node:wasi, and the same program built natively and run by raw
- * `runc run`. Run: node dist/bench/wasm.js [jobs]   (root; needs dist/wasm from set-up)
+ * WASM jobs: startupMs of a cached module (in a running node, as `serve` will run them: a warm
+ * pool of confined worker processes), jobs per second over 1,000 small jobs, memory per
+ * concurrent instance and per worker process; beside the same module run by a bare `node`
+ * process with node:wasi, and the same program built natively and run by raw `runc run`.
+ * Run: node dist/bench/wasm.js [jobs]   (root; needs dist/wasm from set-up)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openBoxcar } from '../src/boxcar.js';
+import { importWasmModule } from '../src/images/wasm-artifact.js';
 import { decideLocally, operatorOrigin } from '../src/runner/local.js';
 import { executeJob } from '../src/runner/execute.js';
 import { currentOwner } from '../src/lib/owner.js';
@@ -30,7 +32,8 @@ async function main() {
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-wasm-bench-'));
   const box = await openBoxcar({ state: root }, silentLogger());
   try {
-    const spec = JobSpec.parse({ runtime: 'wasm', image: HELLO });
+    // As `boxcar run` does with a local file: jobs run modules from the image store.
+    const spec = JobSpec.parse({ runtime: 'wasm', image: await importWasmModule(box.images, HELLO) });
     const runOne = async (signal?: AbortSignal) => {
       const id = randomUUID();
       const job = await box.store.createJob({
@@ -55,6 +58,10 @@ async function main() {
     const all = await Promise.all(Array.from({ length: N }, () => runOne(ac.signal)));
     const secs = (Date.now() - t0) / 1000;
     const rssGrowth = process.memoryUsage().rss - rss0;
+    const { workers } = (await box.runtimes.get('wasm').status?.()) as { workers: Array<{ cgroup: string }> };
+    const workerBytes = workers.map((w) =>
+      Number(readFileSync(`/sys/fs/cgroup/memory${w.cgroup}/memory.max_usage_in_bytes`, 'utf8')),
+    );
     const ok = all.filter((r) => r.record.exitCode === 7).length;
     const linear = median(all.map((r) => r.record.peakMemoryBytes ?? 0));
 
@@ -107,7 +114,9 @@ process.exitCode = wasi.start(inst) === 7 ? 0 : 1;`,
     }
     cpSync(HELLO, path.join(root, 'kept.wasm'));
 
-    console.log(`wasm jobs (hello.wasm: prints a line, exits 7), ${os.availableParallelism()} threads`);
+    console.log(
+      `wasm jobs (hello.wasm: prints a line, exits 7), up to ${os.availableParallelism()} worker processes`,
+    );
     console.log(row(['what', 'median ms', 'p95 ms']));
     console.log(
       row(['boxcar startupMs, cached module (accepted → _start)', median(startup), percentile(startup, 95)]),
@@ -121,6 +130,9 @@ process.exitCode = wasi.start(inst) === 7 ? 0 : 1;`,
     );
     console.log(
       `memory per instance: ${(linear / 1024).toFixed(0)} KiB linear memory; boxcar RSS grew ${(rssGrowth / 2 ** 20).toFixed(1)} MiB over ${N} jobs (${(rssGrowth / N / 1024).toFixed(1)} KiB per job, store and logs included)`,
+    );
+    console.log(
+      `worker processes: ${workers.length}, peak ${workerBytes.map((b) => (b / 2 ** 20).toFixed(1)).join(', ')} MiB each in their cgroups`,
     );
   } finally {
     await box.close();

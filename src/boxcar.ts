@@ -75,7 +75,12 @@ export async function openBoxcar(
     );
   }
   const store = await openStore(opts.store, paths);
-  const runtimes = parts.runtimes?.(paths) ?? hostRuntimes(paths, logger, config.microvm.warm_pool);
+  const runtimes =
+    parts.runtimes?.(paths) ??
+    hostRuntimes(paths, logger, {
+      warmPool: config.microvm.warm_pool,
+      allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
+    });
   const images = new ImageStore(paths, {
     ...DEFAULT_UNPACK_LIMITS,
     maxBytes: config.images.max_unpacked,

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { jobLogPath } from '../runner/job-log.js';
 import { Scheduler } from '../scheduler/scheduler.js';
-import { leftovers, testBoxcar } from '../testing/harness.js';
+import { leftovers, TEST_CONFIG, testBoxcar } from '../testing/harness.js';
 import { DeliveryWorker } from './github-webhook.js';
 import type { JobView } from './job-view.js';
 import { buildApi } from './server.js';
@@ -28,6 +28,7 @@ type Box = Awaited<ReturnType<typeof testBoxcar>>;
 const WEBHOOK_SECRET = 'a-webhook-secret-of-some-length';
 const TOKEN_VALUE = 'tok-3f9a7c21e5d84b06'; // team-a's secret: it must never be seen
 const CONFIG = `
+${TEST_CONFIG}
 tenants:
   team-a: { trust: trusted }
   partners: { trust: untrusted }

@@ -16,13 +16,17 @@ const REPO = path.resolve(path.dirname(MAIN), '../../..');
 
 describe('boxcar CLI', () => {
   let state: Awaited<ReturnType<typeof tempState>>;
-  const boxcar = (args: string[], opts: { uid?: number; input?: string } = {}) => {
+  const boxcar = (
+    args: string[],
+    opts: { uid?: number; input?: string; env?: Record<string, string> } = {},
+  ) => {
     const r = spawnSync(process.execPath, [MAIN, '--state', state.root, ...args], {
       encoding: 'utf8',
       timeout: 60_000,
       uid: opts.uid,
       cwd: REPO,
       input: opts.input,
+      env: { ...process.env, ...opts.env },
     });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
@@ -236,8 +240,8 @@ describe('boxcar CLI', () => {
     forked.pull_request.head.repo.full_name = 'stranger/Hello-World';
     forked.pull_request.author_association = 'FIRST_TIME_CONTRIBUTOR';
     await writeFile(fork, JSON.stringify(forked));
-    const explainAs = (...args: string[]) => {
-      const r = boxcar(['policy', 'explain', '--json', ...args]);
+    const explainWith = (env: Record<string, string>, ...args: string[]) => {
+      const r = boxcar(['policy', 'explain', '--json', ...args], { env });
       assert.equal(r.code, 0, r.stderr);
       return JSON.parse(r.stdout) as {
         trust: string;
@@ -246,6 +250,7 @@ describe('boxcar CLI', () => {
         reasons: string[];
       };
     };
+    const explainAs = (...args: string[]) => explainWith({}, ...args);
     // The webhook's tenant (github by default) is not listed: its ceiling keeps even a member's
     // pull request untrusted, and says so.
     const unlisted = explainAs('--github-event', 'pull_request', '--payload', same);
@@ -255,7 +260,8 @@ describe('boxcar CLI', () => {
       /lowered by the tenant's ceiling: tenant github is not listed under tenants in the config/,
     );
     const config = path.join(state.root, 'tenants.yaml');
-    await writeFile(config, 'tenants:\n  github: { trust: trusted }\n  partners: { trust: untrusted }\n');
+    const tenants = 'tenants:\n  github: { trust: trusted }\n  partners: { trust: untrusted }\n';
+    await writeFile(config, `${tenants}microvm:\n  allow_tcg_for_untrusted: true\n`);
     const explain = (...args: string[]) => explainAs('--config', config, ...args);
     const a = explain('--github-event', 'pull_request', '--payload', same);
     assert.deepEqual([a.trust, a.runtime, a.fallback], ['trusted', 'runc', null]);
@@ -277,9 +283,47 @@ describe('boxcar CLI', () => {
       assert.equal(c.runtime, 'gvisor', health);
       assert.match(c.reasons.at(-1) ?? '', /falling back to gvisor/);
     }
-    // Judged locally: this node runs microVMs (QEMU, KVM or TCG), so untrusted code stays on firecracker.
+    // Judged locally: this node runs microVMs (QEMU, KVM or TCG, here opted in), so untrusted code stays on firecracker.
     const local = explain('--github-event', 'pull_request', '--payload', fork, '--local');
     assert.deepEqual([local.runtime, local.fallback], ['firecracker', 'gvisor']);
+    // On TCG without the opt-in, the microVM is no boundary: untrusted code goes to gvisor, and the reasons say why.
+    const strict = path.join(state.root, 'strict.yaml');
+    await writeFile(strict, tenants);
+    const tcg = explainWith(
+      { BOXCAR_VM_ACCEL: 'tcg' },
+      '--config',
+      strict,
+      '--github-event',
+      'pull_request',
+      '--payload',
+      fork,
+    );
+    assert.deepEqual([tcg.runtime, tcg.fallback], ['gvisor', null]);
+    assert.match(
+      tcg.reasons.at(-1) ?? '',
+      /firecracker is no boundary for untrusted code on this node: QEMU runs guests with TCG/,
+    );
+    const optIn = explainWith(
+      { BOXCAR_VM_ACCEL: 'tcg' },
+      '--config',
+      config,
+      '--github-event',
+      'pull_request',
+      '--payload',
+      fork,
+    );
+    assert.equal(optIn.runtime, 'firecracker');
+    assert.ok(optIn.reasons.some((r) => r.includes('microvm.allow_tcg_for_untrusted is set')));
+    const kvm = explainWith(
+      { BOXCAR_VM_ACCEL: 'kvm' },
+      '--config',
+      strict,
+      '--github-event',
+      'pull_request',
+      '--payload',
+      fork,
+    );
+    assert.deepEqual([kvm.runtime, kvm.fallback], ['firecracker', 'gvisor']);
   });
 
   test('a policy naming runtime firecrackr is refused, naming it; untrusted code may not ask for runc', async () => {

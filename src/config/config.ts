@@ -35,6 +35,13 @@ const Microvm = z.strictObject({
    * takes one. 0: every job restores its own.
    */
   warm_pool: z.number().int().min(0).max(64).default(0),
+  /**
+   * Lets untrusted jobs run in microVMs on a host where KVM does not boot guests and QEMU
+   * emulates with TCG. TCG is no security boundary (QEMU's security policy), so without this
+   * untrusted jobs go to the fallback. For development and Boxcar's own tests; every decision
+   * and audit record that uses it says so.
+   */
+  allow_tcg_for_untrusted: z.boolean().default(false),
 });
 export type MicrovmConfig = z.output<typeof Microvm>;
 

@@ -1,40 +1,27 @@
-import { readFile } from 'node:fs/promises';
-import { UserError, errnoCode, errorMessage } from '../lib/errors.js';
+import { UserError } from '../lib/errors.js';
 import { ensureBaseImage } from './base-image.js';
 import { COMMAND_MISSING, isWasmModule, type JobSpec } from '../jobs/spec.js';
-import { BASE_IMAGE_REF, WASM_CONFIG, type ResolvedImage } from './image.js';
-import { type ImageStore, MEDIA, normalizeRef } from './image-store.js';
+import { BASE_IMAGE_REF, type ResolvedImage } from './image.js';
+import { type ImageStore, normalizeRef } from './image-store.js';
+import { importWasmModule, storedWasmModule } from './wasm-artifact.js';
 import type { ImagePuller } from './pull.js';
 import type { RegistryIdentity } from './registry-auth.js';
 import { RegistryError } from './registry-client.js';
 import { isLocalReference } from './reference.js';
 
 /**
- * A `.wasm` file given as the image: copied into the store under its digest (media type
- * application/wasm), so the module a job ran is the one recorded, whatever happens to the file.
+ * The job of a local run (the operator's own command line) with its `.wasm` file, if it names
+ * one, imported into the store: the job names the stored module from then on.
  */
-async function wasmModule(store: ImageStore, file: string): Promise<ResolvedImage> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (err) {
-    throw new UserError(
-      `cannot read the WASM module ${file} (${errnoCode(err) ?? errorMessage(err)}); check the --image path`,
-    );
-  }
-  await store.init();
-  const blob = await store.putBlob(bytes, MEDIA.wasm);
-  return {
-    ref: file,
-    digest: blob.digest,
-    content: { module: store.blobPath(blob.digest) },
-    config: WASM_CONFIG,
-  };
+export async function importLocalModule(store: ImageStore, spec: JobSpec): Promise<JobSpec> {
+  if (!spec.image || !isWasmModule(spec.image) || isLocalReference(spec.image)) return spec;
+  return { ...spec, image: await importWasmModule(store, spec.image) };
 }
 
 /**
  * Turns a job's image reference into an unpacked, runnable image: none is the built-in base,
- * `boxcar/…` an image Boxcar built here, a `.wasm` file a module, anything else a registry's
+ * `boxcar/…` an image Boxcar built here, `boxcar/wasm/….wasm` a module imported here (never a
+ * path on the node), anything else a registry's
  * image, pulled (`puller`) into the store.
  */
 export async function resolveImage(
@@ -44,7 +31,7 @@ export async function resolveImage(
   /** Whose credentials pull it (a tenant's); default: the node's. */
   identity?: RegistryIdentity,
 ): Promise<ResolvedImage> {
-  if (ref && isWasmModule(ref)) return wasmModule(store, ref);
+  if (ref && isWasmModule(ref)) return storedWasmModule(store, ref);
   const name = normalizeRef(ref ?? BASE_IMAGE_REF);
   if (name === BASE_IMAGE_REF) {
     const { manifestDigest } = await ensureBaseImage(store);

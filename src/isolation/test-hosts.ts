@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { run } from '../lib/exec.js';
+import { enableForwarding } from '../runtimes/shared/firewall.js';
 
 /**
  * Targets in network namespaces Boxcar creates itself (for `verify-isolation` and the tests),
@@ -14,11 +15,17 @@ export interface TestHost {
   remove(): Promise<void>;
 }
 
+/**
+ * `forward: true` (the default) makes the host forward packets coming from this network, as a
+ * router attached to it would: replies to jobs come in here, and IPv4 forwards by incoming
+ * interface. Off, only Boxcar's own uplink handling can make replies come back.
+ */
 export async function createTestHost(
   name: string,
   hostSideIp: string,
   ip: string,
   prefix: number,
+  opts: { forward?: boolean } = {},
 ): Promise<TestHost> {
   const ns = `bxt-${name}`;
   const hostIf = `bxt${name}h`;
@@ -28,6 +35,7 @@ export async function createTestHost(
   await run('ip', ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
   await run('ip', ['addr', 'add', `${hostSideIp}/${prefix}`, 'dev', hostIf]);
   await run('ip', ['link', 'set', hostIf, 'up']);
+  if (opts.forward ?? true) await enableForwarding(hostIf);
   await run('ip', ['-n', ns, 'addr', 'add', `${ip}/${prefix}`, 'dev', 'eth0']);
   await run('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
   await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
@@ -63,6 +71,23 @@ async function removeTestHost(ns: string, hostIf: string): Promise<void> {
 /** A server answering every connection with `text`. */
 export const answerScript = (text: string) =>
   `require('net').createServer((s) => s.end(${JSON.stringify(text)} + '\\n')).listen(+process.env.PORT, () => console.log('listening'));`;
+
+/** A UDP server printing `<payload, printable bytes only> from <source address>` for each datagram. */
+export const datagramScript = `require('dgram').createSocket('udp4').on('message', (m, r) => console.log(m.toString('latin1').replace(/[^ -~]/g, '.') + ' from ' + r.address)).bind(+process.env.PORT, () => console.log('listening'));`;
+
+/**
+ * Sends one UDP datagram per `label=address` to `target:port`, each from that source address
+ * (bound explicitly, so the kernel uses exactly it), from inside network namespace `ns`.
+ */
+export async function sendDatagramsFrom(
+  ns: string,
+  target: string,
+  port: number,
+  sends: string[],
+): Promise<void> {
+  const script = `const d = require('dgram'); const [target, port, ...sends] = process.argv.slice(1); (async () => { for (const s of sends) { const [label, address] = s.split('='); await new Promise((res) => { const k = d.createSocket('udp4'); k.bind({ address }, () => k.send(label, +port, target, () => { k.close(); res(); })); }); } })();`;
+  await run('ip', ['netns', 'exec', ns, process.execPath, '-e', script, target, String(port), ...sends]);
+}
 
 /** A sink printing `bytes ms` for each connection, from its first byte to its end. */
 export const sinkScript = `require('net').createServer((s) => { let n = 0, t0 = 0; s.on('data', (d) => { if (!t0) t0 = Date.now(); n += d.length; }); s.on('end', () => { console.log(n + ' ' + (Date.now() - t0)); s.end(); }); }).listen(+process.env.PORT, () => console.log('listening'));`;

@@ -32,9 +32,20 @@ test('boxcar verify-isolation: every probe blocked on runc, gvisor and wasm; sys
     for (const p of mine) assert.equal(p.verdict, 'blocked', `${runtime} ${p.probe}: ${p.detail}`);
     for (const name of SYSCALL_PROBES)
       assert.equal(mine.find((x) => x.probe === name)?.detail, 'EPERM', `${runtime} ${name}`);
+    // The network fails closed: metadata, a changed firewall, forged sources.
+    for (const name of ['metadata_address', 'firewall_tampered', 'spoofed_source'])
+      assert.ok(
+        mine.some((x) => x.probe === name),
+        `${runtime}: no ${name} probe`,
+      );
   }
   const wasm = results.filter((x) => x.runtime === 'wasm');
-  assert.ok(wasm.length >= 10, `wasm: ${wasm.length} probes`);
+  assert.ok(wasm.length >= 13, `wasm: ${wasm.length} probes`);
+  for (const name of ['symlink_dotdot', 'table_growth', 'worker_process'])
+    assert.ok(
+      wasm.some((p) => p.probe === name),
+      `wasm probe ${name}`,
+    );
   for (const p of wasm) assert.equal(p.verdict, 'blocked', `wasm ${p.probe}: ${p.detail}`);
   assert.deepEqual(await leftovers(state), []);
 });

@@ -8,13 +8,22 @@ import { decideLocally, operatorOrigin } from '../runner/local.js';
 import { executeJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner } from '../lib/owner.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
-import { sleep } from '../lib/exec.js';
+import { run, sleep } from '../lib/exec.js';
 import { errorMessage, ifExistsSync } from '../lib/errors.js';
-import { leaseFor } from '../runtimes/shared/network.js';
+import { FIREWALL_TABLE, ensureFirewall, readTableHash } from '../runtimes/shared/firewall.js';
+import { leaseFor, recordedSlot, type NetworkLease } from '../runtimes/shared/network.js';
 import { ensureProbeImage } from './probe-image.js';
 import type { Capabilities } from '../runtimes/runtime.js';
-import { ensureWasiProbe } from './wasi-probe-module.js';
-import { answerScript, createTestHost, waitForOutput } from './test-hosts.js';
+import { ensureTableProbe, ensureWasiProbe } from './wasi-probe-module.js';
+import { workerCgroup, workerConfinementProblems } from '../runtimes/wasm/inspect.js';
+import { vmmProbes } from './vmm-probes.js';
+import {
+  answerScript,
+  createTestHost,
+  datagramScript,
+  sendDatagramsFrom,
+  waitForOutput,
+} from './test-hosts.js';
 
 export type Verdict = 'blocked' | 'ESCAPED' | 'error';
 
@@ -52,7 +61,11 @@ export async function runOn(
   signal?: AbortSignal,
 ): Promise<ExecuteResult> {
   const caps = box.runtimes.get(runtime).capabilities;
-  const spec = JobSpec.parse({ timeout: '60s', ...input, ...jobTrustFields(caps), runtime });
+  // A runtime that is no boundary for untrusted code here (a microVM on TCG) is probed with
+  // trusted jobs: the sandbox is the same, only the routing differs (the untrusted_on_tcg probe).
+  const untrusted = (await box.runtimes.fingerprint(runtime)).untrustedCode?.allowed ?? true;
+  const trust = jobTrustFields(untrusted ? caps : { sharedKernel: true });
+  const spec = JobSpec.parse({ timeout: '60s', ...input, ...trust, runtime });
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   const job = await box.store.createJob({
@@ -229,15 +242,32 @@ async function crossJobProbes(box: Boxcar, runtime: RuntimeName, image: string):
   }
 }
 
+/** The network of the verifier's running job whose command holds `mark`, once it has one. */
+async function runningJobLease(box: Boxcar, mark: string): Promise<NetworkLease | undefined> {
+  for (let i = 0; i < 100; i++) {
+    const running = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 5 });
+    const job = running.find((j) => j.spec.command.join(' ').includes(mark));
+    const slot = job?.handle
+      ? await recordedSlot(path.join(box.paths.sandboxes, job.handle.sandboxId, 'network.json'))
+      : undefined;
+    if (slot !== undefined) return leaseFor(slot);
+    await sleep(100);
+  }
+  return undefined;
+}
+
 /**
  * For jobs with network: the host side of the job's own veth (a host service listening on every
- * address), an internal range (a target this verifier creates on 10.254.253.2), and another
- * network job's address. A public target (198.51.100.0/24) is the control: it must answer.
+ * address), an internal range (a target this verifier creates on 10.254.253.2), the link-local
+ * range of cloud metadata services (169.254.169.254 itself, and a target of the verifier's on
+ * 169.254.253.2 so that a missing rule shows even where no metadata service answers), and
+ * another network job's address. A public target (198.51.100.0/24) is the control: it must answer.
  */
 async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
   const suffix = randomBytes(2).toString('hex');
   const internal = await createTestHost(`vi${suffix}`, '10.254.253.1', '10.254.253.2', 30);
   const pub = await createTestHost(`vp${suffix}`, '198.51.100.129', '198.51.100.130', 25);
+  const linkLocal = await createTestHost(`vl${suffix}`, '169.254.253.1', '169.254.253.2', 30);
   let hostConnections = 0;
   const hostServer = net.createServer((s) => {
     hostConnections++;
@@ -248,6 +278,7 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
   try {
     await waitForOutput(internal.serve(8080, answerScript('internal-ok')), /listening/);
     await waitForOutput(pub.serve(8080, answerScript('public-ok')), /listening/);
+    await waitForOutput(linkLocal.serve(80, answerScript('metadata-ok')), /listening/);
     await new Promise<void>((resolve) => hostServer.listen(0, '0.0.0.0', resolve));
     const hostPort = (hostServer.address() as net.AddressInfo).port;
     const mark = `victim-${randomBytes(6).toString('hex')}`;
@@ -257,15 +288,7 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
       { image, network: true, command: ['sh', '-c', `nc -l -p 7777 -e echo ${mark} & sleep 60`] },
       stopVictim.signal,
     );
-    let victimIp: string | undefined;
-    for (let i = 0; i < 100 && !victimIp; i++) {
-      const running = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 5 });
-      const v = running.find((j) => j.spec.command.join(' ').includes(mark));
-      const file = v?.handle ? path.join(box.paths.sandboxes, v.handle.sandboxId, 'network.json') : undefined;
-      if (file && existsSync(file))
-        victimIp = leaseFor((JSON.parse(readFileSync(file, 'utf8')) as { slot: number }).slot).jobIp;
-      else await sleep(100);
-    }
+    const victimIp = (await runningJobLease(box, mark))?.jobIp;
     await sleep(300);
     const script = [
       `gw=$(ip route | awk '/default/ {print $3}')`,
@@ -276,20 +299,24 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
       ),
       verdict('internal_network', `nc -w 3 ${internal.ip} 8080 </dev/null 2>/dev/null | grep -q internal-ok`),
       verdict(
+        'metadata_address',
+        `nc -w 3 169.254.169.254 80 </dev/null 2>/dev/null | grep -q . || nc -w 3 ${linkLocal.ip} 80 </dev/null 2>/dev/null | grep -q metadata-ok`,
+      ),
+      verdict(
         'other_job_ip',
         `nc -w 3 ${victimIp ?? '10.213.0.2'} 7777 </dev/null 2>/dev/null | grep -q victim-`,
       ),
     ].join('\n');
     const r = await runOn(box, runtime, { image, network: true, command: ['sh', '-c', script] });
-    const results = verdictLines(runtime, r, ['host_veth_service', 'internal_network', 'other_job_ip']).map(
-      (p) =>
-        p.probe === 'host_veth_service' && hostConnections > 0
-          ? {
-              ...p,
-              verdict: 'ESCAPED' as const,
-              detail: `the host service saw ${hostConnections} connection(s)`,
-            }
-          : p,
+    const expected = ['host_veth_service', 'internal_network', 'metadata_address', 'other_job_ip'];
+    const results = verdictLines(runtime, r, expected).map((p) =>
+      p.probe === 'host_veth_service' && hostConnections > 0
+        ? {
+            ...p,
+            verdict: 'ESCAPED' as const,
+            detail: `the host service saw ${hostConnections} connection(s)`,
+          }
+        : p,
     );
     // Without a working public path the blocked verdicts would prove nothing.
     const control = /control_public public-ok/.test(r.output);
@@ -308,6 +335,152 @@ async function networkProbes(box: Boxcar, runtime: RuntimeName, image: string): 
     hostServer.close();
     await internal.remove();
     await pub.remove();
+    await linkLocal.remove();
+  }
+}
+
+/**
+ * The node's firewall changed behind its back: a rule letting jobs reach an internal target
+ * (the verifier's own, 10.254.252.2) is slipped into Boxcar's table. The next network job must
+ * be refused, or start only once the table is back as installed; either way it reaches nothing.
+ * (Deleting the whole table, as the tests do, would leave the node's running jobs unguarded
+ * until that job starts; this change opens only the verifier's own target.)
+ */
+async function firewallProbe(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const internal = await createTestHost(
+    `vf${randomBytes(2).toString('hex')}`,
+    '10.254.252.1',
+    '10.254.252.2',
+    30,
+  );
+  const result = (verdict: Verdict, detail: string): ProbeResult[] => [
+    { probe: 'firewall_tampered', runtime, verdict, detail },
+  ];
+  try {
+    await waitForOutput(internal.serve(8080, answerScript('internal-ok')), /listening/);
+    await ensureFirewall(box.logger);
+    const installed = await readTableHash();
+    await run('nft', ['insert', 'rule', ...FIREWALL_TABLE, 'forward', 'ip', 'daddr', internal.ip, 'accept']);
+    const r = await runOn(box, runtime, {
+      image,
+      network: true,
+      command: ['sh', '-c', `echo "reached=$(nc -w 3 ${internal.ip} 8080 </dev/null 2>/dev/null)"`],
+    });
+    const restored = (await readTableHash()) === installed;
+    if (/reached=internal-ok/.test(r.output))
+      return result('ESCAPED', 'the job reached the target the changed table let through');
+    if (!restored) return result('ESCAPED', 'the changed table was still in place after the job started');
+    if (r.record.state !== 'succeeded')
+      return result('blocked', `the job was refused (${r.record.state}: ${r.record.error ?? ''})`);
+    return result('blocked', 'the change was found and the table reinstalled before the job started');
+  } finally {
+    await ensureFirewall(box.logger); // never leave the change behind, whatever happened above
+    await internal.remove();
+  }
+}
+
+/**
+ * Forged source addresses, from the job's own position: the job tries to take another address
+ * itself (it needs CAP_NET_ADMIN in its stack: a container's, gVisor's netstack or a microVM
+ * guest's kernel), then the verifier sends a datagram from that address out of the job's
+ * namespace, onto its veth, as a job that could would. The target logs each datagram's source;
+ * the forged address is outside the job subnet, so no NAT hides it: whatever arrives from it got
+ * through. (Another job's address is dropped by the same rules; the tests cover that one.) The
+ * job's own address is the control.
+ */
+async function spoofingProbe(box: Boxcar, runtime: RuntimeName, image: string): Promise<ProbeResult[]> {
+  const pub = await createTestHost(
+    `vs${randomBytes(2).toString('hex')}`,
+    '198.51.100.65',
+    '198.51.100.66',
+    26,
+  );
+  const mark = `spoof-${randomBytes(6).toString('hex')}`;
+  const forged = '203.0.113.77';
+  const result = (verdict: Verdict, detail: string): ProbeResult[] => [
+    { probe: 'spoofed_source', runtime, verdict, detail },
+  ];
+  try {
+    const server = pub.serve(53, datagramScript);
+    let seen = '';
+    server.stdout?.on('data', (d: Buffer) => (seen += d.toString()));
+    await waitForOutput(server, /listening/);
+    const script = [
+      `dev=$(ip -o -4 addr | awk '$2 != "lo" {print $2; exit}'); gw=$(ip route | awk '/default/ {print $3}')`,
+      // The control, sent a few times: one datagram may be lost while the job's veth comes up.
+      `(for i in 1 2 3 4 5; do nslookup own-${mark} ${pub.ip} >/dev/null 2>&1; sleep 0.3; done) & sleep 1`,
+      `if ip addr add ${forged}/32 dev $dev 2>/dev/null && ip route replace default via $gw dev $dev src ${forged} 2>/dev/null; then`,
+      `  echo spoof_by_job; nslookup forged-job-${mark} ${pub.ip} >/dev/null 2>&1 &`,
+      'fi',
+      'sleep 4',
+    ].join('\n');
+    const job = runOn(box, runtime, { image, network: true, command: ['sh', '-c', script] });
+    let injected: string | undefined;
+    try {
+      const lease = await runningJobLease(box, mark);
+      for (let i = 0; i < 50 && !seen.includes(`own-${mark}`); i++) await sleep(100);
+      if (!lease) injected = 'the job had no network namespace to send from';
+      else if ((await sendFromJobNamespace(lease, forged, pub.ip, `forged-ns-${mark}`)) === 0)
+        injected = `the datagram from ${forged} never reached the host's veth`;
+    } catch (err) {
+      injected = `could not send from the job's namespace: ${errorMessage(err)}`;
+    }
+    const r = await job;
+    await sleep(500);
+    const byJob = /spoof_by_job/.test(r.output)
+      ? 'the job took the address itself'
+      : 'the job could not take another address';
+    if (seen.split('\n').some((l) => l.includes(`forged-`) && l.endsWith(` from ${forged}`)))
+      return result('ESCAPED', `a datagram from the forged source ${forged} reached ${pub.ip} (${byJob})`);
+    if (!seen.includes(`own-${mark}`))
+      return result(
+        'error',
+        `the control from the job's own address never arrived (${r.output.trim().slice(0, 200)})`,
+      );
+    if (injected) return result('error', `${byJob}; ${injected}`);
+    return result(
+      'blocked',
+      `${byJob}; a datagram from ${forged} sent out of its namespace reached the host's veth and was dropped`,
+    );
+  } finally {
+    await pub.remove();
+  }
+}
+
+/**
+ * One datagram from `forged`, out of the job's namespace onto its veth (or the bridge a VM's
+ * veth is a port of); a host route to `target` only, so the job's own traffic is untouched.
+ */
+async function sendFromJobNamespace(
+  lease: NetworkLease,
+  forged: string,
+  target: string,
+  label: string,
+): Promise<number> {
+  const inNs = (...args: string[]) => run('ip', ['-n', lease.netns, ...args]);
+  const { stdout } = await inNs('-j', 'link', 'show', lease.jobIf);
+  const dev = (JSON.parse(stdout) as { master?: string }[])[0]?.master ?? lease.jobIf;
+  await inNs('addr', 'add', `${forged}/32`, 'dev', dev);
+  await inNs('route', 'add', `${target}/32`, 'via', lease.hostIp, 'dev', dev, 'onlink', 'src', forged);
+  // A table of the verifier's own (Boxcar's is left as it is) counts what reaches the host's
+  // veth before Boxcar's rules see it: a datagram that never left would prove nothing.
+  const table = ['inet', `boxcar_verify_${lease.slot}`];
+  const counter = `iifname "${lease.hostIf}" ip saddr ${forged} counter`;
+  await run('nft', ['-f', '-'], {
+    input: `table ${table.join(' ')} {\n chain seen { type filter hook prerouting priority -400; ${counter}; }\n}\n`,
+  });
+  try {
+    await sendDatagramsFrom(lease.netns, target, 53, [`${label}=${forged}`]);
+    let seen = 0;
+    // It may wait for ARP to resolve the gateway first.
+    for (let i = 0; i < 20 && seen === 0; i++) {
+      const { stdout } = await run('nft', ['list', 'table', ...table]);
+      seen = Number(/counter packets (\d+)/.exec(stdout)?.[1] ?? 0);
+      if (seen === 0) await sleep(100);
+    }
+    return seen;
+  } finally {
+    await run('nft', ['delete', 'table', ...table]);
   }
 }
 
@@ -430,8 +603,10 @@ async function memoryAndDiskProbes(box: Boxcar, runtime: RuntimeName, image: str
 
 /**
  * The wasm runtime's probes, as a WASI program: host files (directly, by path traversal, by
- * symlink), another job's workspace file, /proc, devices, sockets, then a disk fill and a
- * memory bomb that must stop at the job's limits; and a spinning module that must be stopped.
+ * symlink, through a symlink to ".."), another job's workspace file, /proc, devices, sockets,
+ * then a disk fill and a memory bomb that must stop at the job's limits; a table that must
+ * stop growing at the job's limit; and a spinning module that must be stopped, whose process,
+ * seen from the host meanwhile, must be a confined worker and not boxcar itself.
  */
 async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResult[]> {
   const probe = await ensureWasiProbe(box.images);
@@ -449,6 +624,7 @@ async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResul
       'host_processes',
       'raw_devices',
       'symlink_escape',
+      'symlink_dotdot',
       'sockets',
     ]).map((p) => (p.probe === 'host_secret_file' ? { ...p, probe: 'other_job_files' } : p));
     const wrote = Number(/^disk_fill wrote (\d+)/m.exec(r.output)?.[1] ?? NaN);
@@ -465,7 +641,21 @@ async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResul
       verdict: mib <= 32 ? 'blocked' : 'ESCAPED',
       detail: `allocated ${mib} MiB, limit 32 MiB`,
     });
-    const spin = await runOn(box, runtime, { image: probe, command: ['spin'], timeout: '1s' });
+    const table = await runOn(box, runtime, {
+      image: await ensureTableProbe(box.images),
+      resources: { memory: '16Mi' },
+    });
+    const batches = table.record.exitCode ?? NaN;
+    results.push({
+      probe: 'table_growth',
+      runtime,
+      verdict: batches <= 64 ? 'blocked' : 'ESCAPED',
+      detail: `a table of no maximum grew to ${batches >= 255 ? '255 or more' : batches} × 1024 elements; limit 64 × 1024 (16 MiB)`,
+    });
+    // While the module spins: the process running it, seen from the host.
+    const spinning = runOn(box, runtime, { image: probe, command: ['spin'], timeout: '1s' });
+    results.push(await wasmWorkerProbe(box, runtime));
+    const spin = await spinning;
     results.push({
       probe: 'cpu_bomb',
       runtime,
@@ -476,6 +666,43 @@ async function wasmProbes(box: Boxcar, runtime: RuntimeName): Promise<ProbeResul
   } finally {
     await rm(path.dirname(otherJob), { recursive: true, force: true });
   }
+}
+
+/** The process running a wasm job (the one running now) must be a confined worker, not boxcar. */
+async function wasmWorkerProbe(box: Boxcar, runtime: RuntimeName): Promise<ProbeResult> {
+  const driver = box.runtimes.get(runtime);
+  for (let i = 0; i < 50; i++) {
+    const status = (await driver.status?.()) as { running?: Array<{ pid: number }> } | undefined;
+    const pid = status?.running?.[0]?.pid;
+    if (pid !== undefined) {
+      let problems: string[];
+      try {
+        problems = workerConfinementProblems(pid);
+      } catch (err) {
+        return {
+          probe: 'worker_process',
+          runtime,
+          verdict: 'error',
+          detail: `worker ${pid}: ${errorMessage(err)}`,
+        };
+      }
+      return {
+        probe: 'worker_process',
+        runtime,
+        verdict: problems.length ? 'ESCAPED' : 'blocked',
+        detail: problems.length
+          ? `worker ${pid} ${problems.join('; ')}`
+          : `pid ${pid} (boxcar ${process.pid}): not root, no capabilities, seccomp, cgroup ${workerCgroup(pid)}, own mount/network/IPC/UTS namespaces`,
+      };
+    }
+    await sleep(20);
+  }
+  return {
+    probe: 'worker_process',
+    runtime,
+    verdict: 'error',
+    detail: 'no worker process was seen running the job',
+  };
 }
 
 /**
@@ -493,9 +720,22 @@ export async function verifyIsolation(
   const image = runtimes.some((r) => !runsModule(r)) ? await ensureProbeImage(box.images) : '';
   const all: ProbeResult[] = [];
   for (const runtime of runtimes) {
+    // A runtime whose jobs' memory is their VMM's has a VMM to probe from the host side.
+    const vmm = box.runtimes.get(runtime).capabilities.memoryMeasure === 'vmm-process';
+    const vmmGroup = (b: Boxcar, r: RuntimeName, i: string) =>
+      vmmProbes(b, r, (input) => runOn(b, r, { image: i, ...input }));
     const groups = runsModule(runtime)
       ? [() => wasmProbes(box, runtime)]
-      : [syscallProbes, hostProbes, crossJobProbes, networkProbes, limitProbes];
+      : [
+          syscallProbes,
+          hostProbes,
+          crossJobProbes,
+          networkProbes,
+          firewallProbe,
+          spoofingProbe,
+          limitProbes,
+          ...(vmm ? [vmmGroup] : []),
+        ];
     for (const group of groups) {
       let results: ProbeResult[];
       try {

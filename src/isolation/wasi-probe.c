@@ -41,6 +41,10 @@ int main(int argc, char **argv) {
   if (symlink("/etc/passwd", "/workspace/escape") == 0) open_probe("symlink_escape", "/workspace/escape");
   else printf("symlink_escape blocked %s\n", strerror(errno));
 
+  /* path_symlink to "..", then an open through it: must not reach the parent of the workspace. */
+  if (symlink("..", "/workspace/up") == 0) open_probe("symlink_dotdot", "/workspace/up/etc/passwd");
+  else printf("symlink_dotdot blocked %s\n", strerror(errno));
+
   /* WASI preview1 can only accept on sockets it was given; it was given none. */
   __wasi_fd_t conn;
   __wasi_errno_t e = __wasi_sock_accept(3, 0, &conn);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { open, readFile, rename, rm, mkdir, stat } from 'node:fs/promises';
+import { lchown, open, readdir, readFile, rename, rm, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, ifExists } from './errors.js';
 
@@ -57,5 +57,15 @@ export async function readJsonCache<T>(file: string): Promise<T | undefined> {
     return JSON.parse(text) as T;
   } catch {
     return undefined; // damaged (a write cut short): recomputed by the caller
+  }
+}
+
+/** Gives `dir` and everything in it to `uid:gid`; symlinks themselves, never what they point to. */
+export async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await lchown(dir, uid, gid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid, gid);
+    else await lchown(p, uid, gid);
   }
 }

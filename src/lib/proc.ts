@@ -94,3 +94,13 @@ export function mountTable(): MountEntry[] {
       return { source, target, type };
     });
 }
+
+/** The uid a process runs as (its real uid); undefined when it is gone. */
+export function processUid(pid: number): number | undefined {
+  try {
+    return Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESRCH') return undefined;
+    throw err;
+  }
+}

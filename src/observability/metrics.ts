@@ -98,6 +98,11 @@ export function gauge(name: string, help: string, collect: () => number): void {
   });
 }
 
+/** A counter other modules increment as events happen (firewall repairs, …). */
+export function counter(name: string, help: string): client.Counter {
+  return new client.Counter({ name, help, registers: [registry] });
+}
+
 export function observeFinishedJob(job: JobRecord): void {
   if (!isTerminal(job.state)) return; // requeued for another attempt
   const runtime = job.runtime;

@@ -51,17 +51,12 @@ export class RuntimeHealthBook {
     this.breakers.get(runtime)?.record(ok, at);
   }
 
-  /**
-   * Views of every runtime at `now`. `overrides` replace measured health (`policy explain
-   * --health`); `assumeUsable` judges the policy for the fleet rather than this node.
-   */
-  async views(now: number, overrides: HealthOverride[] = [], assumeUsable = false): Promise<RuntimeViews> {
+  /** Views of every runtime at `now`; `overrides` replace measured health (`policy explain --health`). */
+  async views(now: number, overrides: HealthOverride[] = []): Promise<RuntimeViews> {
     const out = new Map<RuntimeName, RuntimeView>();
-    const fingerprints = assumeUsable
-      ? undefined
-      : await Promise.all(RUNTIME_NAMES.map((r) => this.fingerprint(r)));
+    const fingerprints = await Promise.all(RUNTIME_NAMES.map((r) => this.fingerprint(r)));
     for (const [i, r] of RUNTIME_NAMES.entries()) {
-      const fp = fingerprints?.[i] ?? { usable: true, reason: 'assumed usable (not judged on this node)' };
+      const fp = fingerprints[i] as Fingerprint;
       const breaker = this.breakers.get(r) as Breaker;
       const health = breaker.health(fp.usable ? 1 : 0);
       let state = breaker.stateAt(now);
@@ -80,7 +75,14 @@ export class RuntimeHealthBook {
         breakerReason = holding.join(', ');
       }
       const usable = fp.usable || mine.some((o) => o.metric === 'available' && o.value > 0);
-      out.set(r, { usable, reason: fp.reason, health, breaker: state, breakerReason });
+      out.set(r, {
+        usable,
+        reason: fp.reason,
+        health,
+        breaker: state,
+        breakerReason,
+        untrustedCode: fp.untrustedCode ?? { allowed: true },
+      });
     }
     return (r) => out.get(r) as RuntimeView;
   }

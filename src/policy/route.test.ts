@@ -22,6 +22,7 @@ const healthy: RuntimeView = {
   health: { failureRate: 0, available: 1, samples: 0 },
   breaker: 'closed',
   breakerReason: '',
+  untrustedCode: { allowed: true },
 };
 const allHealthy: RuntimeViews = () => healthy;
 /** A tenant whose ceiling lets its jobs' own claims decide. */
@@ -185,6 +186,7 @@ test('property: whatever the job and the runtimes’ health, untrusted code neve
     }),
     breaker: fc.constantFrom('closed' as const, 'open' as const, 'half-open' as const),
     breakerReason: fc.constant(''),
+    untrustedCode: fc.record({ allowed: fc.boolean(), why: fc.constant('TCG') }),
   });
   fc.assert(
     fc.property(
@@ -200,11 +202,19 @@ test('property: whatever the job and the runtimes’ health, untrusted code neve
       fc.uuid(),
       (fields, views, id) => {
         const clean = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+        const v = (r: RuntimeName) => views[r] ?? healthy;
         try {
-          const d = decide(p, clean, (r: RuntimeName) => views[r] ?? healthy, id);
-          return d.trust === 'trusted' || (d.runtime !== 'runc' && d.fallback !== 'runc');
+          const d = decide(p, clean, v, id);
+          // Neither runc nor a runtime that is no boundary here (a microVM on TCG).
+          const holds = (r: RuntimeName | null) => r !== 'runc' && (r === null || v(r).untrustedCode.allowed);
+          return d.trust === 'trusted' || (holds(d.runtime) && holds(d.fallback));
         } catch (err) {
-          return err instanceof PolicyRefusal && clean.runtime === 'runc';
+          return (
+            err instanceof PolicyRefusal &&
+            (clean.runtime === 'runc' ||
+              (clean.runtime !== undefined && !v(clean.runtime as RuntimeName).untrustedCode.allowed) ||
+              !v('gvisor').untrustedCode.allowed)
+          );
         }
       },
     ),
@@ -254,6 +264,34 @@ test('fallback: an unusable primary, low availability or an open breaker send un
   const probe = decide(p, { source: 'external_pr' }, views({ breaker: 'half-open' }));
   assert.equal(probe.runtime, 'firecracker');
   assert.ok(probe.reasons.some((r) => r.includes('probe')));
+});
+
+test('a microVM on TCG is no boundary: untrusted jobs go to gvisor and say why, unless the operator opted in', async () => {
+  const p = await loadPolicy();
+  const tcg = 'QEMU runs guests with TCG here (no KVM), and TCG is no security boundary';
+  const views =
+    (untrustedCode: RuntimeView['untrustedCode']): RuntimeViews =>
+    (r) =>
+      r === 'firecracker' ? { ...healthy, untrustedCode } : healthy;
+  const refused = views({ allowed: false, why: tcg });
+  const moved = decide(p, { source: 'external_pr' }, refused);
+  assert.deepEqual([moved.runtime, moved.fallback], ['gvisor', null]);
+  assert.match(moved.reasons.at(-1) ?? '', /falling back to gvisor: firecracker is no boundary .*TCG/);
+  assert.throws(
+    () => decide(p, { source: 'external_pr', runtime: 'firecracker' }, refused),
+    (err: Error) =>
+      err instanceof PolicyRefusal && /no boundary for untrusted code on this node: .*TCG/.test(err.message),
+  );
+  const trusted = decide(
+    p,
+    { source: 'internal_repo', user_group: 'internal_team', runtime: 'firecracker' },
+    refused,
+  );
+  assert.equal(trusted.runtime, 'firecracker', 'trusted jobs may ask for a microVM on TCG');
+  const optIn = 'firecracker runs untrusted code on TCG: microvm.allow_tcg_for_untrusted is set';
+  const allowed = decide(p, { source: 'external_pr' }, views({ allowed: true, why: optIn }));
+  assert.deepEqual([allowed.runtime, allowed.fallback], ['firecracker', 'gvisor']);
+  assert.ok(allowed.reasons.includes(optIn), 'the opt-in is written in the decision');
 });
 
 test('breaker: trips past 1% failures, half-opens after the cool-down, closes after good probes, reopens on a bad one', async () => {

@@ -21,6 +21,8 @@ export interface RuntimeView {
   health: Health;
   breaker: BreakerState;
   breakerReason: string;
+  /** Whether it may run untrusted code here, and the caveat to record when that is an opt-in. */
+  untrustedCode: { allowed: boolean; why?: string };
 }
 
 export type RuntimeViews = (runtime: RuntimeName) => RuntimeView;
@@ -84,7 +86,13 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
   const requested = req.spec.runtime;
 
   const light = policy.lightweight;
-  if (!requested && light && light.conditions.every((c) => conditionHolds(c, req.trust.claim))) {
+  const lightHolds = (r: RuntimeName) => cls.trust === 'trusted' || views(r).untrustedCode.allowed;
+  if (
+    !requested &&
+    light &&
+    light.conditions.every((c) => conditionHolds(c, req.trust.claim)) &&
+    lightHolds(light.runtime)
+  ) {
     return decide(
       light.runtime,
       null,
@@ -111,12 +119,20 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
       `this job is untrusted (${cls.unmet.join('; ')}), so it may not run on runc, a shared kernel; drop --runtime or choose gvisor, firecracker or wasm`,
     );
   }
-  if (requested)
+  if (requested) {
+    const boundary = views(requested).untrustedCode;
+    if (!boundary.allowed)
+      throw new PolicyRefusal(
+        `this job is untrusted (${cls.unmet.join('; ')}) and ${requested} is no boundary for untrusted code on this node: ${boundary.why}; drop --runtime or choose another sandbox`,
+      );
+    if (boundary.why) reasons.push(boundary.why);
     return decide(requested, null, `runtime ${requested} requested (a sandbox, allowed for untrusted code)`);
+  }
 
   const u = policy.untrusted_code;
   const primary = u.runtime;
-  const fallback = u.fallback ?? null;
+  // A fallback that is no boundary here (a microVM on TCG) is no fallback for untrusted code.
+  const fallback = u.fallback && views(u.fallback).untrustedCode.allowed ? u.fallback : null;
   if (fallback && u.canary_percent < 100) {
     const bucket = canaryBucket(req.jobId);
     if (bucket >= u.canary_percent) {
@@ -136,12 +152,18 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
     u.fallback_conditions.filter((c) => c.runtime === primary && c.metric === 'available'),
   );
   if (problem) {
+    if (!fallback && !view.untrustedCode.allowed)
+      throw new PolicyRefusal(
+        `this job is untrusted and no runtime here can hold it: ${problem}${u.fallback ? `, and ${u.fallback}: ${views(u.fallback).untrustedCode.why}` : ''}`,
+      );
     if (!fallback)
       return decide(primary, null, `${problem}; no fallback configured, so it stays on ${primary}`);
     const fb = views(fallback);
+    if (fb.untrustedCode.why) reasons.push(fb.untrustedCode.why);
     const also = fb.usable ? '' : ` (${fallback} is not usable here either: ${fb.reason})`;
     return decide(fallback, null, `falling back to ${fallback}: ${problem}${also}`);
   }
+  if (view.untrustedCode.why) reasons.push(view.untrustedCode.why);
   if (view.breaker === 'half-open') reasons.push(`${primary} breaker is half-open: this job is a probe`);
   return decide(
     primary,
@@ -156,6 +178,8 @@ function primaryProblem(
   availability: Parameters<typeof conditionsHolding>[0],
 ): string | undefined {
   if (!view.usable) return `${primary} is not usable on this node (${view.reason})`;
+  if (!view.untrustedCode.allowed)
+    return `${primary} is no boundary for untrusted code on this node: ${view.untrustedCode.why}`;
   const unavailable = conditionsHolding(availability, view.health);
   if (unavailable.length) return unavailable.join(', ');
   if (view.breaker === 'open') return `${primary} breaker is open: ${view.breakerReason}`;

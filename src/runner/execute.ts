@@ -103,6 +103,8 @@ export async function executeJob(
       sandboxId,
       spec: job.spec,
       image,
+      tenant: job.tenant,
+      trust: job.decision.trust,
       secrets,
       logPath: handle.logPath,
     });
@@ -159,14 +161,24 @@ export async function executeJob(
   return superviseJob(deps, record, driver, handle, { ...opts, secrets });
 }
 
-/** The audit record of the sandbox a job runs in. */
+/**
+ * The audit record of the sandbox a job runs in. Untrusted code in a microVM on TCG (the
+ * operator's `microvm.allow_tcg_for_untrusted`: no security boundary) is flagged in it.
+ */
 export function startedAudit(job: JobRecord, handle: TaskHandle, extra: Record<string, unknown> = {}) {
+  const untrustedOnTcg = job.decision.trust === 'untrusted' && handle.attributes.vm?.accel === 'tcg';
   return {
     tenant: job.tenant,
     actor: `node:${job.owner ?? 'unknown'}`,
     action: 'job.started',
     subject: job.id,
-    detail: { runtime: handle.runtime, sandbox: handle.sandboxId, ...extra },
+    detail: {
+      runtime: handle.runtime,
+      sandbox: handle.sandboxId,
+      trust: job.decision.trust,
+      ...(untrustedOnTcg ? { untrustedOnTcg: 'microvm.allow_tcg_for_untrusted' } : {}),
+      ...extra,
+    },
   };
 }
 

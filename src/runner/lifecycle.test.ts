@@ -158,6 +158,8 @@ describe('reconciling orphans (mock runtime)', () => {
             content: { layers: [] },
             config: { env: [], entrypoint: [], cmd: [], workingDir: '/' },
           },
+          tenant: job.tenant,
+          trust: job.decision.trust,
           secrets: {},
           logPath: path.join(box.paths.sandboxes, `${sandboxId}.log`),
         });
@@ -274,6 +276,8 @@ describe('the scheduler (mock runtime)', () => {
             content: { layers: [] },
             config: { env: [], entrypoint: [], cmd: [], workingDir: '/' },
           },
+          tenant: job.tenant,
+          trust: job.decision.trust,
           secrets: {},
           logPath,
         });

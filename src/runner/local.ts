@@ -3,7 +3,7 @@ import { userInfo } from 'node:os';
 import { executeJob, type ExecuteDeps, type ExecuteOptions, type ExecuteResult } from './execute.js';
 import { currentOwner } from '../lib/owner.js';
 import type { JobSpec } from '../jobs/spec.js';
-import { pinSpec } from '../images/resolve.js';
+import { importLocalModule, pinSpec } from '../images/resolve.js';
 import { decide, requireRunnable, type DecideDeps } from './decide.js';
 import type { Decision } from '../jobs/decision.js';
 import type { HealthOverride } from '../policy/health.js';
@@ -54,15 +54,15 @@ export function decideLocally(
 
 /**
  * Accepts a job on this machine (recorded before anything else) and runs it in the foreground.
- * The chosen runtime is made ready first (a warm thread for WASM), as a serving node is before
- * it takes a job, so `startupMs` measures the job and not the node's own start.
+ * The chosen runtime is made ready first (a warm worker process for WASM), as a serving node
+ * is before it takes a job, so `startupMs` measures the job and not the node's own start.
  */
 export async function runLocalJob(
   box: ExecuteDeps & DecideDeps,
   input: JobSpec,
   opts: ExecuteOptions,
 ): Promise<ExecuteResult> {
-  const spec = await pinSpec(input, box.puller);
+  const spec = await pinSpec(await importLocalModule(box.images, input), box.puller);
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);

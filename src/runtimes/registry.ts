@@ -5,6 +5,8 @@ import type { Logger } from '../observability/logger.js';
 import type { Fingerprint, Runtime } from './runtime.js';
 import { GvisorDriver } from './gvisor/driver.js';
 import { MicrovmDriver } from './microvm/driver.js';
+import { knownAccel } from './microvm/qemu/accel.js';
+import { tcgVerdict } from './microvm/vm-host.js';
 import { RuncDriver } from './runc/driver.js';
 import { WasmDriver } from './wasm/driver.js';
 
@@ -60,16 +62,45 @@ export class RuntimeRegistry {
   }
 }
 
-/** The drivers of this host; `microvmWarmPool` is the config's `microvm.warm_pool`. */
-export function hostRuntimes(paths: StatePaths, logger: Logger, microvmWarmPool?: number): RuntimeRegistry {
+/** The config's `microvm` section, as the drivers take it. */
+export interface MicrovmSettings {
+  warmPool?: number;
+  allowTcgForUntrusted?: boolean;
+}
+
+/** The drivers of this host. */
+export function hostRuntimes(
+  paths: StatePaths,
+  logger: Logger,
+  microvm: MicrovmSettings = {},
+): RuntimeRegistry {
   return new RuntimeRegistry([
     new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
     new MicrovmDriver({
       paths,
       logger: logger.child({ runtime: 'firecracker' }),
-      warmPool: microvmWarmPool,
+      ...microvm,
     }),
     new WasmDriver({ paths, logger: logger.child({ runtime: 'wasm' }) }),
   ]);
+}
+
+/**
+ * A runtime's fingerprint in the fleet's view (`policy explain` without `--local`): assumed
+ * usable, with what this host knows without starting anything, i.e. whether its microVMs are a
+ * boundary for untrusted code (TCG is none).
+ */
+export async function assumedFingerprint(
+  runtime: RuntimeName,
+  microvm: MicrovmSettings,
+): Promise<Fingerprint> {
+  const accel = runtime === 'firecracker' ? await knownAccel() : undefined;
+  return {
+    runtime,
+    usable: true,
+    reason: 'assumed usable (not judged on this node; --local judges it)',
+    details: {},
+    untrustedCode: accel ? tcgVerdict(accel, microvm.allowTcgForUntrusted ?? false) : undefined,
+  };
 }

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { TaskHandle } from '../jobs/handle.js';
 import type { JobLimits, JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { ResolvedImage } from '../images/image.js';
+import type { Trust } from '../jobs/decision.js';
 import type { OutputChunk } from '../lib/follow.js';
 
 /**
@@ -49,6 +50,11 @@ export interface Fingerprint {
   reason: string;
   /** Versions, paths and modes the driver detected. */
   details: Record<string, string>;
+  /**
+   * Whether this runtime is a boundary for untrusted code on this node, where that can differ
+   * from usable (a microVM on TCG is no boundary). Absent: it is, whenever it is usable.
+   */
+  untrustedCode?: { allowed: boolean; why: string };
 }
 
 export interface SandboxRequest {
@@ -57,6 +63,9 @@ export interface SandboxRequest {
   sandboxId: string;
   spec: JobSpec;
   image: ResolvedImage;
+  /** Whose job it is and how far it is trusted: a driver that reuses processes never mixes them. */
+  tenant: string;
+  trust: Trust;
   /** Secret values for a trusted job, added to its environment; never persisted. */
   secrets: Record<string, string>;
   /**

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -11,9 +11,11 @@ import { JobSpec } from '../jobs/spec.js';
 import { silentLogger } from '../observability/logger.js';
 import { decideLocally, operatorOrigin } from '../runner/local.js';
 import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
+import { claimsUnder } from '../runtimes/microvm/vmm-jail.js';
 import { mountsUnder, unmount } from '../runtimes/shared/mounts.js';
 import { run } from '../lib/exec.js';
 import { errnoCode } from '../lib/errors.js';
+import { importLocalModule } from '../images/resolve.js';
 
 /** A fresh state directory for one test file, removed (with anything it holds) afterwards. */
 export async function tempState(prefix = 'bx-'): Promise<StatePaths & { cleanup: () => Promise<void> }> {
@@ -46,6 +48,7 @@ export async function leftovers(paths: StatePaths): Promise<string[]> {
     }
   }
   for (const p of processesUsing(paths.root)) found.push(`process ${p.pid} ${p.command}`);
+  found.push(...(await claimsUnder(paths.root)));
   return found;
 }
 
@@ -79,6 +82,9 @@ async function forceCleanSandboxes(paths: StatePaths): Promise<void> {
   for (const m of mountsUnder(paths.root).reverse()) await unmount(m.target);
 }
 
+/** The config of a test Boxcar that is given none; tests with a config of their own add it. */
+export const TEST_CONFIG = 'microvm:\n  allow_tcg_for_untrusted: true';
+
 /** A whole local Boxcar over a temporary state directory, with a `run` helper for one job. */
 export async function testBoxcar(opts: { config?: string } & BoxcarParts = {}): Promise<
   Boxcar & {
@@ -87,11 +93,17 @@ export async function testBoxcar(opts: { config?: string } & BoxcarParts = {}): 
   }
 > {
   const state = await tempState();
-  const box = await openBoxcar({ state: state.root, config: opts.config }, silentLogger(), opts);
+  let config = opts.config;
+  if (!config) {
+    // This project's own tests run untrusted jobs in microVMs on TCG hosts too (the opt-in).
+    config = path.join(state.root, 'config.yaml');
+    await writeFile(config, `${TEST_CONFIG}\n`);
+  }
+  const box = await openBoxcar({ state: state.root, config }, silentLogger(), opts);
   return {
     ...box,
     runJob: async (input, opts = {}) => {
-      const spec = JobSpec.parse(input);
+      const spec = await importLocalModule(box.images, JobSpec.parse(input));
       const id = randomUUID();
       const decision = await decideLocally(box, id, spec);
       const job = await box.store.createJob({

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { statePaths } from '../../lib/state-paths.js';
 import { hostRuntimes } from '../../runtimes/registry.js';
+import { loadConfig } from '../../config/config.js';
 import type { Logger } from '../../observability/logger.js';
 import { formatTable } from '../table.js';
 
@@ -10,7 +11,11 @@ export function registerDoctor(program: Command, logger: Logger): void {
     .description('say, per runtime, whether it can run jobs on this machine and why not')
     .option('--json', 'print the fingerprints as JSON')
     .action(async (opts: { json?: boolean }) => {
-      const runtimes = hostRuntimes(statePaths(program.opts<{ state?: string }>().state), logger);
+      const globals = program.opts<{ state?: string; config?: string }>();
+      const config = await loadConfig(globals);
+      const runtimes = hostRuntimes(statePaths(globals.state), logger, {
+        allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
+      });
       const fps = await runtimes.fingerprintAll();
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(fps, null, 2)}\n`);

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { Option, type Command } from 'commander';
 import { loadConfig, type Config } from '../../config/config.js';
+import { assumedFingerprint } from '../../runtimes/registry.js';
 import { UserError, errnoCode, errorMessage } from '../../lib/errors.js';
 import { RUNTIME_NAMES, type JobSpec, type RuntimeName } from '../../jobs/spec.js';
 import type { Logger } from '../../observability/logger.js';
@@ -132,10 +133,10 @@ export function registerPolicy(program: Command, logger: Logger): void {
       }
     } else {
       const rules = await loadPolicy(config.policyFile);
-      const book = new RuntimeHealthBook(rules, () =>
-        Promise.reject(new Error('fingerprints are not read without --local')),
+      const book = new RuntimeHealthBook(rules, (runtime) =>
+        assumedFingerprint(runtime, { allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted }),
       );
-      decision = route(rules, { jobId, spec, trust }, await book.views(Date.now(), overrides, true));
+      decision = route(rules, { jobId, spec, trust }, await book.views(Date.now(), overrides));
     }
     if (flags.json) {
       process.stdout.write(

@@ -10,6 +10,27 @@ import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 import type { SeccompProfile } from '../shared/seccomp.js';
 import { choosePlatform, type Platform } from './platform.js';
 
+/**
+ * runsc inside the job's namespace, where this runsc build's "root namespace" check (does
+ * /proc/sys/net/core/rmem_default exist? — it does in every namespace on kernels ≥ 5.x) is
+ * answered no: a private mount namespace hides that directory under an empty tmpfs. /proc/sys/net
+ * shows the namespace of whoever looks, so the mount is made from inside the job's namespace.
+ */
+export function netstackWrapper(netnsPath: string): string[] {
+  return [
+    '/usr/bin/nsenter',
+    `--net=${netnsPath}`,
+    '/usr/bin/unshare',
+    '--mount',
+    '--propagation',
+    'private',
+    '/bin/sh',
+    '-c',
+    'mount -t tmpfs -o size=4k,mode=0555 boxcar-netstack /proc/sys/net/core && exec "$@"',
+    'runsc-netstack',
+  ];
+}
+
 /** Host tasks gVisor's own processes need (measured ≈ 54 idle), with headroom for load. */
 export const SANDBOX_TASKS = 128;
 
@@ -47,15 +68,13 @@ export class GvisorDriver extends ConmonDriver {
         '--root',
         this.opts.paths.runscRoot,
         `--platform=${this.platform ?? 'ptrace'}`,
-        // none: loopback only. With network, `sandbox` (gVisor's own stack) would be the choice,
-        // but this runsc build's root-namespace check misfires on kernels ≥ 5.x (it looks for
-        // /proc/sys/net/core/rmem_default, now present in every namespace): so runsc starts
-        // inside the job's namespace and uses its veth as its "host" network.
-        `--network=${opts.netnsPath ? 'host' : 'none'}`,
+        // none: loopback only. With network, gVisor's own stack (netstack) takes the namespace's
+        // interfaces and routes, so the job's sockets never reach the host kernel's.
+        `--network=${opts.netnsPath ? 'sandbox' : 'none'}`,
         // Apply the job's own seccomp profile inside the sandbox too, so blocked calls fail alike.
         '--oci-seccomp',
       ],
-      wrapper: opts.netnsPath ? ['/usr/bin/nsenter', `--net=${opts.netnsPath}`] : undefined,
+      wrapper: opts.netnsPath ? netstackWrapper(opts.netnsPath) : undefined,
     };
   }
 
@@ -84,6 +103,7 @@ export class GvisorDriver extends ConmonDriver {
     const choice = await choosePlatform(this.binary, version);
     this.platform = choice.platform;
     details.platform = choice.platform;
+    details.network = 'netstack (--network=sandbox)';
     return {
       runtime: this.name,
       usable: true,

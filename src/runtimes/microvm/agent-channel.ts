@@ -1,4 +1,5 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, statSync } from 'node:fs';
+import { ifExistsSync } from '../../lib/errors.js';
 import type net from 'node:net';
 import { connectVmmSocket, NotReadyYet } from './vmm-socket.js';
 import { encodeFrame, FRAME, FrameDecoder, type Frame } from './protocol.js';
@@ -9,9 +10,13 @@ export interface ChannelOptions {
   vsockPort?: number;
   /** Firecracker: where output frames are appended (the job's log). */
   outFile?: string;
+  /** Firecracker: the log's size cap; output frames past it are dropped here, whatever the guest does. */
+  outCapBytes?: number;
 }
 
 const OUTPUT_FRAMES: string[] = [FRAME.stdout, FRAME.stderr, FRAME.notice, FRAME.exit];
+/** Replies the host has not asked for yet; an agent only ever has a few in flight. */
+const QUEUED_FRAMES_MAX = 64;
 
 /**
  * The host end of the agent's control channel: hello, run, kill. Under QEMU it is a
@@ -29,29 +34,42 @@ export class AgentChannel {
 
   private constructor(
     private readonly socket: net.Socket,
-    outFile?: string,
+    relay?: LogRelay,
   ) {
-    socket.on('data', (d: Buffer) => {
-      for (const f of this.decoder.push(d)) {
-        // Appended as the agent framed them, so the log reads the same under both VMMs.
-        if (outFile && OUTPUT_FRAMES.includes(f.type))
-          appendFileSync(outFile, encodeFrame(f.type, f.payload));
-        else this.frames.push(f);
-      }
-      this.waiter?.();
-    });
     const end = (err?: Error) => {
       this.ended ??= err ?? new Error('the VM closed its control channel');
       this.waiter?.();
     };
+    socket.on('data', (d: Buffer) => {
+      try {
+        for (const f of this.decoder.push(d)) {
+          if (relay && OUTPUT_FRAMES.includes(f.type)) relay.append(f);
+          else if (this.frames.length >= QUEUED_FRAMES_MAX)
+            throw new Error(
+              `the VM sent over ${QUEUED_FRAMES_MAX} frames nobody asked for: its channel is closed`,
+            );
+          else this.frames.push(f);
+        }
+      } catch (err) {
+        // A guest that breaks the protocol is cut off; the job fails with this reason.
+        end(err as Error);
+        socket.destroy();
+        return;
+      }
+      this.waiter?.();
+    });
     socket.on('error', end);
     socket.on('close', () => end());
+    socket.resume();
   }
 
   static connect(socketPath: string, opts: ChannelOptions = {}): Promise<AgentChannel> {
     return connectVmmSocket(socketPath, opts.timeoutMs ?? 10_000, "the VM's agent", async (socket) => {
       if (opts.vsockPort !== undefined) await vsockHandshake(socket, opts.vsockPort);
-      return new AgentChannel(socket, opts.outFile);
+      return new AgentChannel(
+        socket,
+        opts.outFile ? new LogRelay(opts.outFile, opts.outCapBytes) : undefined,
+      );
     });
   }
 
@@ -103,6 +121,29 @@ export class AgentChannel {
   }
 }
 
+/**
+ * Firecracker's output relay: frames appended to the job's log as the agent framed them (so the
+ * log reads the same under both VMMs), up to the cap; past it only the exit frame still lands.
+ * The count starts from the file's size, so a re-attached relay keeps the same cap.
+ */
+class LogRelay {
+  private written: number;
+
+  constructor(
+    private readonly file: string,
+    private readonly capBytes = Infinity,
+  ) {
+    this.written = ifExistsSync(() => statSync(file).size) ?? 0;
+  }
+
+  append(f: Frame): void {
+    const bytes = encodeFrame(f.type, f.payload);
+    if (f.type !== FRAME.exit && this.written + bytes.length > this.capBytes) return;
+    appendFileSync(this.file, bytes);
+    this.written += bytes.length;
+  }
+}
+
 /** Firecracker's host-initiated vsock: `CONNECT <port>\n`, answered by `OK <host port>\n`. */
 function vsockHandshake(socket: net.Socket, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -112,6 +153,8 @@ function vsockHandshake(socket: net.Socket, port: number): Promise<void> {
       const nl = reply.indexOf('\n');
       if (nl < 0) return;
       socket.off('data', onData);
+      // Paused until the channel listens: a flowing socket would drop what arrives meanwhile.
+      socket.pause();
       const rest = Buffer.from(reply.slice(nl + 1), 'latin1');
       if (!reply.startsWith('OK ')) {
         socket.destroy();

@@ -14,6 +14,7 @@ import { withLock } from '../../lib/fs-util.js';
 import { imageLayers, type ResolvedImage } from '../../images/image.js';
 import { run } from '../../lib/exec.js';
 import { withMergedLayers } from '../shared/mounts.js';
+import type { JobLimits } from '../../jobs/spec.js';
 
 export const DISK_VIRTUAL_BYTES = 64 * 2 ** 30;
 /** Room for ext4's own metadata above the files themselves. */
@@ -69,4 +70,15 @@ export async function createJobDisk(format: 'qcow2' | 'raw', file: string, backi
   const args = ['create', '-q', '-f', 'qcow2'];
   if (backing) args.push('-b', backing, '-F', 'raw');
   await run('qemu-img', [...args, file, String(DISK_VIRTUAL_BYTES)], { timeoutMs: 30_000 });
+}
+
+const DISK_METADATA_BYTES = 16 * 2 ** 20;
+
+/**
+ * The largest file a job's VMM may write (its RLIMIT_FSIZE): the job's disk limit (what it may
+ * write over its image) or its log cap, whichever is larger, plus room for qcow2's own tables.
+ * A guest that writes its disk further is stopped by the kernel (SIGXFSZ).
+ */
+export function vmFileBytes(limits: Pick<JobLimits, 'rootfsBytes'>, logCapBytes: number): number {
+  return Math.max(limits.rootfsBytes, logCapBytes) + DISK_METADATA_BYTES;
 }

@@ -1,14 +1,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { sandboxDriverSuite } from '../../testing/sandbox-suite.js';
 import { sleep } from '../../lib/exec.js';
 import { jobTrustFields } from '../../isolation/verify.js';
-import { leftovers, testBoxcar } from '../../testing/harness.js';
+import { leftovers, TEST_CONFIG, testBoxcar } from '../../testing/harness.js';
 import { GUEST_OVERHEAD_MIB, MicrovmDriver, vmShape } from './driver.js';
+import { VMM_UID_BASE } from './vmm-jail.js';
+import { QmpClient } from './qemu/qmp.js';
 import { JobSpec } from '../../jobs/spec.js';
 import type { TaskHandle, VmAttributes } from '../../jobs/handle.js';
 import { jobLogPath } from '../../runner/job-log.js';
@@ -138,13 +140,97 @@ describe('microVM driver (QEMU microvm, for real)', () => {
     const { record } = await running;
     assert.equal(record.exitCode, 3);
   });
+
+  /** The handle of the one job running now, once it runs. */
+  const runningHandle = async (): Promise<TaskHandle> => {
+    for (let i = 0; i < 200; i++) {
+      const [job] = await box.store.listJobs({ states: ['running'], limit: 1 });
+      if (job?.handle) return job.handle;
+      await sleep(50);
+    }
+    throw new Error('no job ran');
+  };
+
+  test('the VMM is jailed: its own uid and cgroup, no BOXCAR_ variable, a root holding only its files', async () => {
+    process.env.BOXCAR_PROBE_SECRET = 'must-not-reach-the-vmm';
+    try {
+      const running = runJob({ command: ['sh', '-c', 'sleep 2; echo done'] });
+      const handle = await runningHandle();
+      const pid = handle.attributes.hostPid as number;
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
+      assert.ok(uid >= VMM_UID_BASE, `the VMM runs as uid ${uid}`);
+      assert.match(status, /^CapEff:\s+0+$/m, 'no capabilities');
+      assert.match(status, /^NoNewPrivs:\s+1$/m);
+      assert.match(status, /^Seccomp:\s+2$/m, 'QEMU’s own seccomp sandbox');
+      const cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      assert.match(cgroups, new RegExp(`:memory:/boxcar/vmm-${uid}$`, 'm'));
+      assert.match(cgroups, new RegExp(`:pids:/boxcar/vmm-${uid}$`, 'm'));
+      const limit = Number(
+        readFileSync(`/sys/fs/cgroup/memory/boxcar/vmm-${uid}/memory.limit_in_bytes`, 'utf8'),
+      );
+      const guest = vmShape(JobSpec.parse({ command: ['true'] }).limits).memoryMiB * 2 ** 20;
+      assert.ok(
+        limit > guest && limit <= guest + 256 * 2 ** 20,
+        `memory limit ${limit} for a ${guest}-byte guest`,
+      );
+      const pids = Number(readFileSync(`/sys/fs/cgroup/pids/boxcar/vmm-${uid}/pids.max`, 'utf8'));
+      assert.ok(pids <= 64, `pids.max ${pids}`);
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
+      assert.deepEqual(
+        environ.filter((e) => e.startsWith('BOXCAR_')),
+        [],
+      );
+      assert.equal(readlinkSync(`/proc/${pid}/root`), '/run/boxcar/vmm-stage', 'chrooted');
+      const mounts = readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(' ')[4] as string);
+      const own = path.join(box.paths.sandboxes, handle.sandboxId);
+      for (const m of mounts)
+        assert.ok(
+          ['/', '/usr', '/proc'].includes(m) ||
+            m.startsWith('/dev/') ||
+            m.startsWith(own) ||
+            m === handle.logPath ||
+            m.startsWith(box.paths.vm),
+          `the VMM sees ${m}`,
+        );
+      assert.ok(!mounts.includes(box.paths.db), 'not the database');
+      const { record } = await running;
+      assert.equal(record.state, 'succeeded');
+    } finally {
+      delete process.env.BOXCAR_PROBE_SECRET;
+    }
+  });
+
+  test('a guest writing its disk past the job’s limit is stopped, and the job says why', async () => {
+    const running = runJob({ command: ['sleep', '30'], resources: { rootfs: '8Mi' } });
+    const handle = await runningHandle();
+    const dir = path.join(box.paths.sandboxes, handle.sandboxId);
+    // Writes through QEMU's block layer, as a guest kernel writing /dev/vda directly would.
+    const qmp = await QmpClient.connect(path.join(dir, 'api.sock'));
+    try {
+      await qmp
+        .execute('human-monitor-command', { 'command-line': 'qemu-io root "write 0 256M"' })
+        .catch(() => undefined); // QEMU dies mid-write
+    } finally {
+      qmp.close();
+    }
+    const { record, output } = await running;
+    assert.equal(record.state, 'failed');
+    assert.equal(record.exitCode, 128 + 25, 'as if killed by SIGXFSZ');
+    assert.match(output, /wrote its disk up to the job's limit .*resources\.rootfs\): the VM was stopped/);
+    const disk = path.join(dir, 'disk.qcow2');
+    assert.ok(!existsSync(disk), 'the sandbox is gone');
+  });
 });
 
 describe('microVM warm pool', () => {
   let box: Box;
   before(async () => {
     const config = path.join(os.tmpdir(), `bx-pool-${process.pid}.yaml`);
-    await writeFile(config, 'microvm:\n  warm_pool: 1\n');
+    await writeFile(config, `${TEST_CONFIG}\n  warm_pool: 1\n`);
     box = await testBoxcar({ config });
     await rm(config);
   });

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { link, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ImageStore } from '../../images/image-store.js';
@@ -8,6 +8,7 @@ import { newHandle, type TaskHandle, type VmAttributes } from '../../jobs/handle
 import { JobSpec, type JobLimits } from '../../jobs/spec.js';
 import { followFile, type OutputChunk } from '../../lib/follow.js';
 import { processAlive, processFootprint } from '../../lib/proc.js';
+import { ifExists } from '../../lib/errors.js';
 import type { StatePaths } from '../../lib/state-paths.js';
 import type { Logger } from '../../observability/logger.js';
 import {
@@ -23,14 +24,21 @@ import {
   type TaskStats,
 } from '../runtime.js';
 import { releaseRecordedNetwork } from '../shared/network.js';
-import { createJobDisk, imageDisk } from './disk.js';
-import { VmLauncher } from './launcher.js';
-import { encodeRunRequest, vmLogDecoder, type GuestExit } from './protocol.js';
-import { QEMU_RSS_MAX } from './qemu/vmm.js';
+import { createJobDisk, imageDisk, vmFileBytes } from './disk.js';
+import { VmLauncher, VMM_OVERHEAD_BYTES } from './launcher.js';
+import {
+  encodeFrame,
+  encodeRunRequest,
+  FRAME,
+  LogOverCap,
+  vmLogDecoder,
+  type GuestExit,
+} from './protocol.js';
 import { jobRunRequest } from './run-request.js';
 import { VmTask } from './task.js';
 import { VmHost } from './vm-host.js';
-import { killVmm, pidFromFile } from './vmm-process.js';
+import { endVm, killVmm, pidFromFile } from './vmm-process.js';
+import { moveJail, recordedJail } from './vmm-jail.js';
 import { vmDiagnostics, vmFiles, type VmFiles, type VmLaunch, type VmShape } from './vmm.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
@@ -41,16 +49,27 @@ export interface MicrovmDriverOptions {
   logSizeMax?: number;
   /** Idle VMs kept ready per VM shape and image (config `microvm.warm_pool`). */
   warmPool?: number;
+  /** Untrusted code may run on TCG (config `microvm.allow_tcg_for_untrusted`). */
+  allowTcgForUntrusted?: boolean;
 }
 
 /** Guest memory beyond the job's limit: the guest kernel, page cache of its disk, the agent. */
 export const GUEST_OVERHEAD_MIB = 96;
 const DEFAULT_LIMITS = JobSpec.parse({ command: ['true'] }).limits;
 const START_TIMEOUT_MS = 30_000;
+/** How near its file size limit a VM's disk counts as full (qcow2 grows by clusters). */
+const DISK_LIMIT_MARGIN = 2 * 2 ** 20;
+/** The marker of a VM stopped at a limit (its log, its disk), with the reason. */
+const LIMIT_STOP = 'stopped-at-limit';
+/** A job whose VM was stopped at a limit exits as a process killed by SIGXFSZ would. */
+const EXIT_LIMIT_STOP = 128 + 25;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
 
-/** What a microVM's handle keeps for this driver: the VMM's pid. */
-const VmState = z.object({ pid: z.number().int().positive() });
+/** What a microVM's handle keeps for this driver: the VMM's pid, and the largest file it may write. */
+const VmState = z.object({
+  pid: z.number().int().positive(),
+  fileBytes: z.number().int().positive().optional(),
+});
 
 export function vmShape(limits: JobLimits): VmShape {
   return {
@@ -74,7 +93,8 @@ export class MicrovmDriver implements Runtime {
     sharedKernel: false,
     workload: 'image',
     memoryMeasure: 'vmm-process',
-    memoryOverheadBytes: (limits) => vmShape(limits).memoryMiB * 2 ** 20 - limits.memoryBytes + QEMU_RSS_MAX,
+    memoryOverheadBytes: (limits) =>
+      vmShape(limits).memoryMiB * 2 ** 20 - limits.memoryBytes + VMM_OVERHEAD_BYTES,
     gracefulStop: true,
     hostCgroup: false,
     network: true,
@@ -88,7 +108,7 @@ export class MicrovmDriver implements Runtime {
   private readonly images: ImageStore;
 
   constructor(private readonly opts: MicrovmDriverOptions) {
-    this.host = new VmHost(opts.paths, opts.logger);
+    this.host = new VmHost(opts.paths, opts.logger, this.outputCap);
     this.launcher = new VmLauncher(path.join(opts.paths.vm, 'snapshots'), opts.logger);
     this.images = new ImageStore(opts.paths);
     this.pool = new WarmPool(
@@ -129,7 +149,7 @@ export class MicrovmDriver implements Runtime {
   }
 
   fingerprint(): Promise<Fingerprint> {
-    return this.host.fingerprint(this.name);
+    return this.host.fingerprint(this.name, this.opts.allowTcgForUntrusted ?? false);
   }
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
@@ -138,35 +158,52 @@ export class MicrovmDriver implements Runtime {
     const { vmm, guest } = await this.host.ready();
     const shape = vmShape(req.spec.limits);
     const task = this.task(req.sandboxId);
-    // A restore-from-snapshot job without network may take a pooled VM.
-    if (this.pool.enabled && !req.spec.coldBoot && !req.spec.network.enabled) {
+    // A restore-from-snapshot job without network may take a pooled VM (jailed for the default disk limit).
+    const poolable = req.spec.limits.rootfsBytes === DEFAULT_LIMITS.rootfsBytes;
+    if (this.pool.enabled && poolable && !req.spec.coldBoot && !req.spec.network.enabled) {
       task.refillKey = this.pool.key(shape, req.image);
       const pooled = this.pool.take(task.refillKey);
       if (pooled) return this.adopt(pooled, req, task, { vmm: vmm.name, accel: vmm.accel });
     }
     await mkdir(f.dir, { recursive: true });
-    await createJobDisk(vmm.diskFormat, f.disk, await imageDisk(this.opts.paths.vm, req.image));
+    const disk = await imageDisk(this.opts.paths.vm, req.image);
+    await createJobDisk(vmm.diskFormat, f.disk, disk);
+    const confinement = await this.launcher.confine(
+      vmm,
+      { files: f, guest, shape },
+      { readable: [disk], fileBytes: vmFileBytes(req.spec.limits, this.outputCap) },
+    );
     const net = req.spec.network.enabled
-      ? await this.launcher.network(req.sandboxId, req.spec.network, this.networkFile(req.sandboxId))
+      ? await this.launcher.network(
+          req.sandboxId,
+          req.spec.network,
+          this.networkFile(req.sandboxId),
+          confinement.jail.uid,
+        )
       : undefined;
-    const launch: VmLaunch = { shape, files: f, guest, network: net?.vm };
+    const launch: VmLaunch = { shape, files: f, guest, network: net?.vm, confinement };
     const t0 = Date.now();
     const restored = req.spec.coldBoot ? undefined : await this.launcher.restore(vmm, launch);
     const { pid, channel } = restored ?? (await this.launcher.coldBoot(vmm, launch));
     task.channel = channel;
     task.request = jobRunRequest(req, net?.lease, this.outputCap);
-    return this.handle(req, pid, {
-      vmm: vmm.name,
-      accel: vmm.accel,
-      restoredFromSnapshot: restored !== undefined,
-      bootMs: Date.now() - t0,
-    });
+    return this.handle(
+      req,
+      pid,
+      {
+        vmm: vmm.name,
+        accel: vmm.accel,
+        restoredFromSnapshot: restored !== undefined,
+        bootMs: Date.now() - t0,
+      },
+      confinement.limits.fileBytes,
+    );
   }
 
-  private handle(req: SandboxRequest, pid: number, vm: VmAttributes): TaskHandle {
+  private handle(req: SandboxRequest, pid: number, vm: VmAttributes, fileBytes?: number): TaskHandle {
     return {
       ...newHandle({ runtime: this.name, jobId: req.jobId, sandboxId: req.sandboxId, logPath: req.logPath }),
-      driverState: { pid } satisfies z.output<typeof VmState>,
+      driverState: { pid, fileBytes } satisfies z.output<typeof VmState>,
       attributes: { hostPid: pid, vm },
     };
   }
@@ -185,16 +222,18 @@ export class MicrovmDriver implements Runtime {
     const t0 = Date.now();
     const f = this.files(req.sandboxId, req.logPath);
     await rename(vm.launch.files.dir, f.dir);
+    const jail = vm.launch.confinement?.jail;
+    if (jail) await moveJail(jail, f.dir);
     await link(path.join(f.dir, 'out'), req.logPath);
     task.deflate = { ...vm.launch, files: f };
     task.channel = vm.channel;
     task.request = jobRunRequest(req, undefined, this.outputCap);
-    return this.handle(req, vm.pid, {
-      ...vmm,
-      restoredFromSnapshot: true,
-      bootMs: Date.now() - t0,
-      fromWarmPool: true,
-    });
+    return this.handle(
+      req,
+      vm.pid,
+      { ...vmm, restoredFromSnapshot: true, bootMs: Date.now() - t0, fromWarmPool: true },
+      vm.launch.confinement?.limits.fileBytes,
+    );
   }
 
   /**
@@ -247,9 +286,8 @@ export class MicrovmDriver implements Runtime {
 
   private vmmPid(handle: TaskHandle): number | undefined {
     // A handle saved before prepare returned: the VMM's pid file says where it is.
-    return (
-      driverState(handle, VmState)?.pid ?? pidFromFile(this.files(handle.sandboxId, handle.logPath).pidFile)
-    );
+    const f = this.files(handle.sandboxId, handle.logPath);
+    return driverState(handle, VmState)?.pid ?? pidFromFile(f.pidFile, recordedJail(f.dir));
   }
 
   private vmAlive(handle: TaskHandle): boolean {
@@ -260,13 +298,48 @@ export class MicrovmDriver implements Runtime {
   /** The exit frame in the sandbox's log, reading it from the start (or following it with `follow`). */
   private async guestExit(handle: TaskHandle, follow: boolean): Promise<GuestExit | undefined> {
     let exit: GuestExit | undefined;
-    const decoder = vmLogDecoder((e) => (exit = e));
+    const decoder = vmLogDecoder((e) => (exit = e), this.outputCap);
     const watching = followFile(handle.logPath, () => decoder, {
       follow,
-      isDone: async () => exit !== undefined || !this.vmAlive(handle),
+      isDone: async () =>
+        exit !== undefined || !this.vmAlive(handle) || (follow && (await this.diskAtLimit(handle))),
     });
-    for await (const chunk of watching) void chunk; // only the exit matters here
+    try {
+      for await (const chunk of watching) void chunk; // only the exit matters here
+    } catch (err) {
+      if (!(err instanceof LogOverCap)) throw err;
+      await this.stopAtLimit(handle, 'log', err.message);
+    }
     return exit;
+  }
+
+  /**
+   * Whether the VM's disk reached its file size limit: the kernel refuses it more (EFBIG), and
+   * since a job's root is read-only in the guest, only a guest writing its device directly gets
+   * there. Such a VM is stopped at once, with a marker saying why.
+   */
+  private async diskAtLimit(handle: TaskHandle): Promise<boolean> {
+    const fileBytes = driverState(handle, VmState)?.fileBytes;
+    const f = this.files(handle.sandboxId, handle.logPath);
+    const disk = fileBytes ? await ifExists(stat(f.disk)) : undefined;
+    if (!fileBytes || !disk || disk.size <= fileBytes - DISK_LIMIT_MARGIN) return false;
+    await this.stopAtLimit(
+      handle,
+      'disk',
+      `the VM wrote its disk up to the job's limit (${fileBytes} bytes, resources.rootfs)`,
+    );
+    return true;
+  }
+
+  /**
+   * Stops a VM that went past a limit the host enforces (its log, its disk): the VMM is killed
+   * and a marker records why, which `wait` turns into the job's exit (SIGXFSZ's) and a notice.
+   */
+  private async stopAtLimit(handle: TaskHandle, limit: 'log' | 'disk', why: string): Promise<void> {
+    const f = this.files(handle.sandboxId, handle.logPath);
+    await writeFile(path.join(f.dir, LIMIT_STOP), JSON.stringify({ limit, why }));
+    const pid = this.vmmPid(handle);
+    if (pid !== undefined) await killVmm(pid);
   }
 
   async wait(handle: TaskHandle): Promise<ExitStatus> {
@@ -283,6 +356,13 @@ export class MicrovmDriver implements Runtime {
     }
     const f = this.files(handle.sandboxId, handle.logPath);
     if (existsSync(path.join(f.dir, 'killed'))) return { exitCode: 128 + 9, oomKilled: false };
+    const stopped = await ifExists(readFile(path.join(f.dir, LIMIT_STOP), 'utf8'));
+    if (stopped) {
+      // The VMM is gone, so the host may write the job's log: the reason goes where its output is.
+      const { why } = JSON.parse(stopped) as { why: string };
+      await appendFile(handle.logPath, encodeFrame(FRAME.notice, `${why}: the VM was stopped`));
+      return { exitCode: EXIT_LIMIT_STOP, oomKilled: false };
+    }
     throw new Error(`the VM ended without reporting the job's exit${await vmDiagnostics(f)}`);
   }
 
@@ -316,8 +396,7 @@ export class MicrovmDriver implements Runtime {
   async destroy(handle: TaskHandle): Promise<void> {
     this.tasks.get(handle.sandboxId)?.close();
     this.tasks.delete(handle.sandboxId);
-    const pid = this.vmmPid(handle);
-    if (pid !== undefined) await killVmm(pid);
+    await endVm(this.files(handle.sandboxId, handle.logPath), this.vmmPid(handle));
     await releaseRecordedNetwork(this.networkFile(handle.sandboxId));
     await rm(this.files(handle.sandboxId, handle.logPath).dir, { recursive: true, force: true });
     await rm(handle.logPath, { force: true });
@@ -336,7 +415,7 @@ export class MicrovmDriver implements Runtime {
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
     let ended = false;
     const dir = this.files(handle.sandboxId, handle.logPath).dir;
-    return followFile(handle.logPath, () => vmLogDecoder(() => (ended = true)), {
+    return followFile(handle.logPath, () => vmLogDecoder(() => (ended = true), this.outputCap, 'drop'), {
       follow: opts.follow,
       signal: opts.signal,
       ended: opts.ended,

@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { rm } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { chmod, rm, writeFile } from 'node:fs/promises';
 import { JobSpec, type JobNetwork } from '../../jobs/spec.js';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
@@ -16,6 +17,8 @@ import { createJobDisk } from './disk.js';
 import type { GuestImage } from './guest/guest.js';
 import { Snapshots } from './snapshots.js';
 import { cleanVmFiles, killVmm } from './vmm-process.js';
+import { claimJail, grantFiles, releaseJail, type JailFiles, type JailLimits } from './vmm-jail.js';
+import { chownTree } from '../../lib/fs-util.js';
 import {
   RestoreFailed,
   vmDiagnostics,
@@ -23,6 +26,7 @@ import {
   type Vmm,
   type VmLaunch,
   type VmNetwork,
+  type VmConfinement,
   type VmShape,
 } from './vmm.js';
 
@@ -35,6 +39,10 @@ export interface RunningVm {
 const VM_MAC = '02:bc:00:00:00:01';
 const DEFAULT_NETWORK = JobSpec.parse({ command: ['true'], network: true }).network;
 const BOOT_TIMEOUT_MS = 30_000;
+/** The VMM's own memory above its guest's (code, TCG translation cache, device state), measured ≈ 60-90 MiB. */
+export const VMM_OVERHEAD_BYTES = 128 * 2 ** 20;
+/** QEMU's threads: main loop, RCU, I/O pool (capped by `thread-pool-max`), and one per vCPU. */
+const VMM_PIDS_BASE = 32;
 
 /**
  * Bringing a VM up until its agent answers: restored from the snapshot of its shape (built
@@ -44,18 +52,55 @@ const BOOT_TIMEOUT_MS = 30_000;
 export class VmLauncher {
   readonly snapshots: Snapshots;
 
-  constructor(snapshotsDir: string, logger: Logger) {
+  constructor(
+    snapshotsDir: string,
+    private readonly logger: Logger,
+  ) {
     this.snapshots = new Snapshots(snapshotsDir, logger);
   }
 
-  /** The job's own namespace, veth and egress rules as a container gets, bridged to a tap. */
+  /**
+   * Claims the VM's jail (its own uid and cgroup, see vmm-jail.ts) and hands it its files: the
+   * directory, the disk and the log are its own, the guest and `readable` are read-only. Its
+   * memory limit is the guest's size plus the VMM's own measured overhead. `endVm` gives the
+   * jail back once the VMM is gone.
+   */
+  async confine(
+    vmm: Vmm,
+    l: Pick<VmLaunch, 'files' | 'guest' | 'shape'>,
+    opts: { readable?: string[]; fileBytes?: number } = {},
+  ): Promise<VmConfinement> {
+    const f = l.files;
+    const limits: JailLimits = {
+      memoryBytes: l.shape.memoryMiB * 2 ** 20 + VMM_OVERHEAD_BYTES,
+      pids: VMM_PIDS_BASE + l.shape.vcpus,
+      fileBytes: opts.fileBytes,
+    };
+    const outside = !f.out.startsWith(`${f.dir}/`);
+    if (outside) await writeFile(f.out, '', { flag: 'a' }); // the VMM could not create it there
+    const files: JailFiles = {
+      dir: f.dir,
+      owned: [f.disk, ...(outside ? [f.out] : [])],
+      readable: [l.guest.kernel, l.guest.initrd, ...(opts.readable ?? [])],
+    };
+    const jail = await claimJail(f.dir, limits);
+    await grantFiles(jail, files);
+    const kvmGid = vmm.accel === 'kvm' ? statSync('/dev/kvm').gid : undefined;
+    return { jail, files, limits, kvmGid };
+  }
+
+  /**
+   * The job's own namespace, veth and egress rules as a container gets, bridged to a tap that
+   * only the VM's jailed VMM (`tapOwner`) may open.
+   */
   async network(
     id: string,
     spec: JobNetwork,
     slotFile: string,
+    tapOwner: number,
   ): Promise<{ vm: VmNetwork; lease: NetworkLease }> {
-    const lease = await setupNetwork(id, spec, recordSlotIn(slotFile));
-    await bridgeForVm(lease);
+    const lease = await setupNetwork(id, spec, recordSlotIn(slotFile), this.logger);
+    await bridgeForVm(lease, tapOwner);
     return { lease, vm: { tap: VM_TAP, mac: VM_MAC, netnsPath: lease.netnsPath, rate: spec.egress } };
   }
 
@@ -107,12 +152,18 @@ export class VmLauncher {
   ): Promise<void> {
     const files = vmFiles(dir);
     await createJobDisk(vmm.diskFormat, files.disk);
-    // A VM with a NIC is snapshotted with one: it needs a tap of its own while it boots.
-    const net = network
-      ? await this.network(path.basename(dir), DEFAULT_NETWORK, path.join(dir, 'network.json'))
-      : undefined;
+    let net: Awaited<ReturnType<VmLauncher['network']>> | undefined;
     try {
-      const launch: VmLaunch = { shape, guest, files, network: net?.vm };
+      const confinement = await this.confine(vmm, { files, guest, shape });
+      // A VM with a NIC is snapshotted with one: it needs a tap of its own while it boots.
+      if (network)
+        net = await this.network(
+          path.basename(dir),
+          DEFAULT_NETWORK,
+          path.join(dir, 'network.json'),
+          confinement.jail.uid,
+        );
+      const launch: VmLaunch = { shape, guest, files, network: net?.vm, confinement };
       const { pid, channel } = await this.coldBoot(vmm, launch);
       try {
         await vmm.snapshot(launch, dir); // the channel stays connected: restored guests see a host there
@@ -122,8 +173,12 @@ export class VmLauncher {
       }
     } finally {
       if (net) await teardownNetwork(net.lease);
+      await releaseJail(dir);
       await cleanVmFiles(files);
       await rm(files.disk, { force: true });
+      // The snapshot is the node's from now on: no VMM uid may write it.
+      await chownTree(dir, 0, 0);
+      await chmod(dir, 0o755);
     }
   }
 }

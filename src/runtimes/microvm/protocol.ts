@@ -1,6 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import type { OutputChunk } from '../../lib/follow.js';
 import type { LogDecoder } from '../../lib/follow.js';
+import { UserError } from '../../lib/errors.js';
 
 /**
  * The wire format between Boxcar and its guest agent (guest/agent.c), on both virtio-serial
@@ -30,6 +31,15 @@ export interface Frame {
 }
 
 const HEADER = 5;
+/**
+ * The largest frame either side accepts (the agent's `MAX_FRAME`): output travels in frames of
+ * 32 KiB at most and a run request is far smaller, so a bigger length can only be a broken or
+ * hostile peer, and buffering what it announces would let a guest grow the host's memory.
+ */
+export const FRAME_MAX_BYTES = 1024 * 1024;
+
+/** A peer announced a frame over FRAME_MAX_BYTES: the channel is closed and the job fails. */
+export class FrameTooLarge extends Error {}
 
 export function encodeFrame(type: string, payload: Buffer | string): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
@@ -39,7 +49,11 @@ export function encodeFrame(type: string, payload: Buffer | string): Buffer {
   return Buffer.concat([head, body]);
 }
 
-/** Splits a byte stream into frames; partial frames wait for the next bytes. */
+/**
+ * Splits a byte stream into frames; a partial frame waits for the next bytes. It holds at most
+ * one partial frame, and refuses (throws FrameTooLarge) a length over FRAME_MAX_BYTES as soon as
+ * its header arrives, before buffering any of it.
+ */
 export class FrameDecoder {
   private pending: Buffer = Buffer.alloc(0);
 
@@ -48,6 +62,12 @@ export class FrameDecoder {
     const frames: Frame[] = [];
     while (this.pending.length >= HEADER) {
       const len = this.pending.readUInt32BE(1);
+      if (len > FRAME_MAX_BYTES) {
+        this.pending = Buffer.alloc(0);
+        throw new FrameTooLarge(
+          `the VM sent a frame of ${len} bytes, over the ${FRAME_MAX_BYTES}-byte maximum: its channel is closed`,
+        );
+      }
       if (this.pending.length < HEADER + len) break;
       frames.push({
         type: String.fromCharCode(this.pending[0] as number),
@@ -108,7 +128,7 @@ export function encodeRunRequest(r: RunRequest): Buffer {
   const fields = Object.values(RUN_REQUEST_FIELDS).map((f) => f(r));
   for (const s of [...r.argv, ...r.env])
     if (s.includes('\0')) throw new Error('a command argument or environment value contains a NUL byte');
-  return Buffer.concat(
+  const request = Buffer.concat(
     fields.map((f) => {
       const body = typeof f === 'string' ? Buffer.from(f) : f;
       const len = Buffer.alloc(4);
@@ -116,6 +136,11 @@ export function encodeRunRequest(r: RunRequest): Buffer {
       return Buffer.concat([len, body]);
     }),
   );
+  if (request.length > FRAME_MAX_BYTES)
+    throw new UserError(
+      `the job's command and environment take ${request.length} bytes; a microVM job takes at most ${FRAME_MAX_BYTES}: shorten them or pass data through the workspace`,
+    );
+  return request;
 }
 
 export interface GuestExit {
@@ -138,12 +163,35 @@ export function parseExit(payload: Buffer): GuestExit {
   };
 }
 
-/** The job's log (output-port frames) as output chunks; the exit frame goes to `onExit`. */
-export function vmLogDecoder(onExit: (e: GuestExit) => void): LogDecoder {
+/** What an honest agent writes past the log cap: its notice and its exit frame. */
+const LOG_CAP_SLACK = 4096;
+
+/** A guest wrote its log past the cap it was given (an honest agent stops there itself). */
+export class LogOverCap extends Error {}
+
+/**
+ * The job's log (output-port frames) as output chunks; the exit frame goes to `onExit`. The
+ * agent stops at `capBytes` itself, so a log that grows further is a guest ignoring the cap:
+ * `overCap: 'throw'` raises LogOverCap (the driver then stops the VM), `'drop'` ends the
+ * output there with a notice (a reader of that log).
+ */
+export function vmLogDecoder(
+  onExit: (e: GuestExit) => void,
+  capBytes = Infinity,
+  overCap: 'throw' | 'drop' = 'throw',
+): LogDecoder {
   const frames = new FrameDecoder();
   const text = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+  let read = 0;
   return {
     push(bytes) {
+      const before = read;
+      read += bytes.length;
+      if (read > capBytes + LOG_CAP_SLACK) {
+        const why = `the VM wrote over ${capBytes} bytes to the job's log, past its size cap`;
+        if (overCap === 'throw') throw new LogOverCap(why);
+        return before > capBytes + LOG_CAP_SLACK ? [] : [{ stream: 'stderr', text: `[boxcar: ${why}]\n` }];
+      }
       const out: OutputChunk[] = [];
       for (const f of frames.push(bytes)) {
         if (f.type === FRAME.exit) onExit(parseExit(f.payload));

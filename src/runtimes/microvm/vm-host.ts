@@ -32,6 +32,7 @@ export class VmHost {
   constructor(
     private readonly paths: StatePaths,
     private readonly logger: Logger,
+    private readonly outputCapBytes: number,
   ) {}
 
   /** The VMMs' versions (or why they cannot run), asked once per process. */
@@ -50,7 +51,10 @@ export class VmHost {
       const accel = await chooseAccel(`${guest.key}:${qemu.ok ? qemu.version : ''}`, () =>
         this.kvmBoots(guest),
       );
-      const vmm: Vmm = fc.ok && accel.accel === 'kvm' ? new FirecrackerVmm() : new QemuVmm(accel.accel);
+      const vmm: Vmm =
+        fc.ok && accel.accel === 'kvm'
+          ? new FirecrackerVmm({ outputCapBytes: this.outputCapBytes })
+          : new QemuVmm(accel.accel);
       return { guest, accel, vmm };
     })();
     this.setup.catch(() => (this.setup = undefined)); // a failure is not cached
@@ -58,7 +62,7 @@ export class VmHost {
   }
 
   /** Whether VMs run here, with what, and if not, why. Never throws. */
-  async fingerprint(runtime: RuntimeName): Promise<Fingerprint> {
+  async fingerprint(runtime: RuntimeName, allowTcgForUntrusted: boolean): Promise<Fingerprint> {
     const details: Record<string, string> = {};
     const unusable = (reason: string): Fingerprint => ({
       runtime,
@@ -85,11 +89,15 @@ export class VmHost {
           ? ''
           : '; Firecracker is installed but needs KVM'
         : '; Firecracker not installed';
+      const untrustedCode = tcgVerdict(accel, allowTcgForUntrusted);
+      if (untrustedCode)
+        details.untrustedCode = untrustedCode.allowed ? 'allowed on TCG (opt-in)' : 'refused';
       return {
         runtime,
         usable: true,
-        reason: `QEMU microvm (${qemu.version.replace(/^QEMU emulator version /, '')}), ${accel.accel}: ${accel.why}; guest ${guest.release}${fcNote}`,
+        reason: `QEMU microvm (${qemu.version.replace(/^QEMU emulator version /, '')}), ${accel.accel}: ${accel.why}; guest ${guest.release}${fcNote}${untrustedCode ? `; untrusted code: ${untrustedCode.why}` : ''}`,
         details,
+        untrustedCode,
       };
     } catch (err) {
       if (err instanceof GuestMissing) return unusable(err.message);
@@ -121,4 +129,21 @@ export class VmHost {
       await rm(files.dir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Under TCG the guest is emulated by QEMU itself, which QEMU's security policy does not count
+ * as a boundary (only KVM guests are): untrusted code goes elsewhere unless the operator opted in.
+ */
+export function tcgVerdict(accel: AccelChoice, optIn: boolean): Fingerprint['untrustedCode'] {
+  if (accel.accel !== 'tcg') return undefined;
+  return optIn
+    ? {
+        allowed: true,
+        why: 'firecracker runs untrusted code on TCG, which is no security boundary: microvm.allow_tcg_for_untrusted is set',
+      }
+    : {
+        allowed: false,
+        why: `QEMU runs guests with TCG here (${accel.why}), and TCG is no security boundary; untrusted jobs go to the fallback (opt in with microvm.allow_tcg_for_untrusted: true)`,
+      };
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { AgentChannel } from './agent-channel.js';
 import type { GuestImage } from './guest/guest.js';
 import { ifExists } from '../../lib/errors.js';
+import { jailedCommand, type ClaimedJail, type JailFiles, type JailLimits } from './vmm-jail.js';
 
 export interface VmShape {
   memoryMiB: number;
@@ -51,6 +52,16 @@ export interface VmLaunch {
   files: VmFiles;
   guest: GuestImage;
   network?: VmNetwork;
+  /** How the VMM is jailed; absent only for the host's own KVM probe (no job code in it). */
+  confinement?: VmConfinement;
+}
+
+export interface VmConfinement {
+  jail: ClaimedJail;
+  files: JailFiles;
+  limits: JailLimits;
+  /** /dev/kvm's group, under KVM. */
+  kvmGid?: number;
 }
 
 /**
@@ -118,8 +129,19 @@ export function kernelCommandLine(): string {
   ].join(' ');
 }
 
-/** The VMM's command: inside the job's network namespace when it has a NIC (its tap lives there). */
-export function inJobNetns(l: VmLaunch, binary: string, args: string[]): [string, string[]] {
+/**
+ * The VMM's command: jailed (see vmm-jail.ts), inside the job's network namespace when it has a
+ * NIC (its tap lives there).
+ */
+export function vmmCommand(l: VmLaunch, binary: string, args: string[]): [string, string[]] {
+  const c = l.confinement;
+  if (c)
+    return jailedCommand(
+      c.jail,
+      { files: c.files, limits: c.limits, netnsPath: l.network?.netnsPath, kvmGid: c.kvmGid },
+      binary,
+      args,
+    );
   return l.network ? ['nsenter', [`--net=${l.network.netnsPath}`, binary, ...args]] : [binary, args];
 }
 

@@ -9,13 +9,13 @@ import { sleep } from '../../lib/exec.js';
 import { processAlive, processFootprint } from '../../lib/proc.js';
 import type { Logger } from '../../observability/logger.js';
 import type { AgentChannel } from './agent-channel.js';
-import { createJobDisk, imageDisk } from './disk.js';
+import { createJobDisk, imageDisk, vmFileBytes } from './disk.js';
 import type { VmLauncher } from './launcher.js';
 import { VmPool } from './pool.js';
 import { encodeRunRequest } from './protocol.js';
 import { runRequest } from './run-request.js';
 import type { VmHost } from './vm-host.js';
-import { killVmm, pidFromFile } from './vmm-process.js';
+import { endVm } from './vmm-process.js';
 import { vmFiles, type VmLaunch, type VmShape } from './vmm.js';
 
 export interface PooledVm {
@@ -95,8 +95,14 @@ export class WarmPool {
     const files = vmFiles(path.join(this.opts.sandboxes, id));
     await mkdir(files.dir, { recursive: true });
     try {
-      await createJobDisk(vmm.diskFormat, files.disk, await imageDisk(this.opts.vmDir, what.image));
-      const launch: VmLaunch = { shape: what.shape, files, guest };
+      const disk = await imageDisk(this.opts.vmDir, what.image);
+      await createJobDisk(vmm.diskFormat, files.disk, disk);
+      const confinement = await this.launcher.confine(
+        vmm,
+        { files, guest, shape: what.shape },
+        { readable: [disk], fileBytes: vmFileBytes(this.opts.limits, this.opts.outputCapBytes) },
+      );
+      const launch: VmLaunch = { shape: what.shape, files, guest, confinement };
       const vm = await this.launcher.restore(vmm, launch);
       if (!vm) throw new Error('the snapshot did not restore');
       const pooled: PooledVm = { id, launch, ...vm };
@@ -121,6 +127,7 @@ export class WarmPool {
       }
       return pooled;
     } catch (err) {
+      await endVm(files);
       await rm(files.dir, { recursive: true, force: true });
       throw err;
     }
@@ -128,7 +135,7 @@ export class WarmPool {
 
   private async dispose(vm: PooledVm): Promise<void> {
     vm.channel.close();
-    await killVmm(vm.pid);
+    await endVm(vm.launch.files, vm.pid);
     await rm(vm.launch.files.dir, { recursive: true, force: true });
   }
 
@@ -139,8 +146,7 @@ export class WarmPool {
       const owner = /^pool-(\d+)-/.exec(name)?.[1];
       if (!owner || Number(owner) === process.pid || processAlive(Number(owner))) continue;
       const f = vmFiles(path.join(this.opts.sandboxes, name));
-      const pid = pidFromFile(f.pidFile);
-      if (pid !== undefined) await killVmm(pid);
+      await endVm(f);
       await rm(f.dir, { recursive: true, force: true });
     }
   }

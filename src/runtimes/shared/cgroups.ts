@@ -4,9 +4,10 @@
  */
 
 import { existsSync } from 'node:fs';
-import { readFile, rmdir } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ifExists, errnoCode } from '../../lib/errors.js';
+import { sleep } from '../../lib/exec.js';
 
 const ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = [
@@ -108,4 +109,60 @@ export async function removeCgroup(cgroupsPath: string): Promise<string[]> {
 
 export function existingCgroupDirs(cgroupsPath: string): string[] {
   return cgroupDirs(cgroupsPath).filter((d) => existsSync(d));
+}
+
+export interface CgroupLimits {
+  memoryBytes: number;
+  pids: number;
+}
+
+/**
+ * A cgroup with a memory limit (no swap beyond it where swap is accounted) and a pids limit, for
+ * a process Boxcar starts itself rather than through an OCI runtime (a VMM). Created, or reused
+ * with fresh limits when a previous holder left it. Returns the `cgroup.procs` files the process
+ * writes its pid to before it execs (one per controller on v1), so all its memory is counted.
+ */
+export async function createLimitedCgroup(cgroupsPath: string, limits: CgroupLimits): Promise<string[]> {
+  const set = (dir: string, file: string, value: number | string) =>
+    writeFile(path.join(dir, file), String(value));
+  if (cgroupMode() === 'v2') {
+    const dir = path.join(ROOT, cgroupsPath);
+    // Controllers are handed down level by level in v2.
+    let parent = ROOT;
+    for (const part of path.dirname(cgroupsPath).split('/').filter(Boolean)) {
+      await set(parent, 'cgroup.subtree_control', '+memory +pids');
+      parent = path.join(parent, part);
+      await mkdir(parent, { recursive: true });
+    }
+    await set(parent, 'cgroup.subtree_control', '+memory +pids');
+    await mkdir(dir, { recursive: true });
+    await set(dir, 'memory.max', limits.memoryBytes);
+    await set(dir, 'memory.swap.max', 0);
+    await set(dir, 'pids.max', limits.pids);
+    return [path.join(dir, 'cgroup.procs')];
+  }
+  const memory = path.join(ROOT, 'memory', cgroupsPath);
+  const pids = path.join(ROOT, 'pids', cgroupsPath);
+  const cpuacct = path.join(ROOT, 'cpuacct', cgroupsPath);
+  for (const dir of [memory, pids, cpuacct]) await mkdir(dir, { recursive: true });
+  // memsw is memory plus swap, and may never be below memory: lower it last, raise it first.
+  const memsw = swapAccounting();
+  const current = Number((await readFile(path.join(memory, 'memory.limit_in_bytes'), 'utf8')).trim());
+  if (memsw && limits.memoryBytes > current)
+    await set(memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+  await set(memory, 'memory.limit_in_bytes', limits.memoryBytes);
+  if (memsw) await set(memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+  await set(pids, 'pids.max', limits.pids);
+  return [memory, pids, cpuacct].map((d) => path.join(d, 'cgroup.procs'));
+}
+
+/** Removes a cgroup whose process was just killed: an exiting process holds it for a moment. */
+export async function removeCgroupOfKilled(cgroupsPath: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    const left = await removeCgroup(cgroupsPath);
+    if (!left.length) return;
+    if (i >= 200 || !left.every((l) => l.endsWith('EBUSY')))
+      throw new Error(`cannot remove cgroup ${cgroupsPath}: ${left.join(', ')}`);
+    await sleep(10);
+  }
 }

@@ -127,7 +127,7 @@ export abstract class ConmonDriver implements Runtime {
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const rootPath = await mountJobRoot(f.dir, imageLayers(req.image), req.spec.limits.rootfsBytes);
     const network = req.spec.network.enabled
-      ? await setupNetwork(req.sandboxId, req.spec.network, recordSlotIn(f.networkFile))
+      ? await setupNetwork(req.sandboxId, req.spec.network, recordSlotIn(f.networkFile), this.opts.logger)
       : undefined;
     const spec = this.adjustSpec(
       ociSpec({

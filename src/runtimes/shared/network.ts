@@ -4,18 +4,10 @@ import { createHash } from 'node:crypto';
 import type { JobNetwork } from '../../jobs/spec.js';
 import { ExecError, run } from '../../lib/exec.js';
 import { ifExists } from '../../lib/errors.js';
+import type { Logger } from '../../observability/logger.js';
+import { enableForwarding, ensureFirewall, HOST_IF_PREFIX, JOB_SUBNET } from './firewall.js';
 
-export const JOB_SUBNET = '10.213.0.0/16';
 const SLOTS = 16_384; // /30 subnets in JOB_SUBNET
-const BLOCKED_RANGES = [
-  '10.0.0.0/8',
-  '172.16.0.0/12',
-  '192.168.0.0/16',
-  '169.254.0.0/16',
-  '100.64.0.0/10',
-  '127.0.0.0/8',
-];
-const HOST_IF_PREFIX = 'bxh';
 
 export interface NetworkLease {
   slot: number;
@@ -41,39 +33,6 @@ export function leaseFor(slot: number): NetworkLease {
   };
 }
 
-const RULES = `
-table inet boxcar {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    iifname "${HOST_IF_PREFIX}*" drop comment "jobs never reach the host itself"
-  }
-  chain forward {
-    type filter hook forward priority 0; policy accept;
-    iifname "${HOST_IF_PREFIX}*" meta nfproto ipv6 drop
-    iifname "${HOST_IF_PREFIX}*" ip daddr { ${BLOCKED_RANGES.join(', ')} } drop comment "no internal networks, no other jobs"
-    oifname "${HOST_IF_PREFIX}*" ct state established,related accept
-    oifname "${HOST_IF_PREFIX}*" drop comment "nothing connects to a job"
-  }
-}
-table ip boxcar_nat {
-  chain postrouting {
-    type nat hook postrouting priority 100; policy accept;
-    ip saddr ${JOB_SUBNET} oifname != "${HOST_IF_PREFIX}*" masquerade
-  }
-}
-`;
-
-let rulesInstalled = false;
-
-/** Installs (or replaces, atomically) Boxcar's nftables tables and enables IPv4 forwarding. */
-export async function ensureFirewall(): Promise<void> {
-  if (rulesInstalled) return;
-  const replace = `add table inet boxcar\ndelete table inet boxcar\nadd table ip boxcar_nat\ndelete table ip boxcar_nat\n${RULES}`;
-  await run('nft', ['-f', '-'], { input: replace });
-  await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
-  rulesInstalled = true;
-}
-
 /** tc tbf parameters from the seed's token bucket: `size` bytes refilled every `refillMs`. */
 export function tbfArgs(bucket: { sizeBytes: number; refillMs: number }): string[] {
   const bitsPerSecond = Math.max(8, Math.round((bucket.sizeBytes * 8 * 1000) / bucket.refillMs));
@@ -84,9 +43,10 @@ export function tbfArgs(bucket: { sizeBytes: number; refillMs: number }): string
 /**
  * Network for a job that asks for it (none by default): its own network namespace, a veth
  * pair to the host, egress shaped by a token bucket (tc tbf, the seed's `bandwidth.size` bytes
- * per `refill_time` ms), and one nftables table for all jobs that drops whatever a job sends to
- * the host itself, to internal ranges or to other jobs, and any connection opened towards a job.
- * Public destinations are reached through NAT.
+ * per `refill_time` ms), and one nftables table for all jobs (see firewall.ts), checked before
+ * each job, that drops whatever a job sends to the host itself, to internal ranges or to other
+ * jobs, from any address but its own, and any connection opened towards a job. Public
+ * destinations are reached through NAT.
  *
  * Claims a free /30 (creating the namespace is the claim: it fails if the name is taken).
  * `recordSlot` is told each candidate before it is claimed, so a crash between the claim and
@@ -96,8 +56,9 @@ export async function setupNetwork(
   sandboxId: string,
   net: JobNetwork,
   recordSlot: (slot: number) => Promise<void>,
+  log: Logger,
 ): Promise<NetworkLease> {
-  await ensureFirewall();
+  await ensureFirewall(log);
   const start = createHash('sha256').update(sandboxId).digest().readUInt32BE(0) % SLOTS;
   for (let i = 0; i < SLOTS; i++) {
     const lease = leaseFor((start + i) % SLOTS);
@@ -124,6 +85,7 @@ async function configure(l: NetworkLease, net: JobNetwork): Promise<void> {
   const inNs = (...args: string[]) => run('ip', ['-n', l.netns, ...args]);
   await run('ip', ['link', 'add', l.hostIf, 'type', 'veth', 'peer', 'name', l.jobIf, 'netns', l.netns]);
   await run('ip', ['addr', 'add', `${l.hostIp}/30`, 'dev', l.hostIf]);
+  await enableForwarding(l.hostIf); // only where the job's packets come in, not host-wide
   await run('ip', ['link', 'set', l.hostIf, 'up']);
   await inNs('addr', 'add', `${l.jobIp}/30`, 'dev', l.jobIf);
   await inNs('link', 'set', l.jobIf, 'up');
@@ -168,13 +130,25 @@ const VM_BRIDGE = 'br0';
  * Turns a job's namespace into a bridge for a microVM: the veth and a tap join one bridge and
  * the guest takes the job's address itself, so the host sees the same veth, the same address,
  * the same nftables rules and the same egress shaping (tbf on the veth) as for a container.
+ * Only `tapOwner` (the VM's jailed VMM) may open the tap.
  */
-export async function bridgeForVm(l: NetworkLease): Promise<void> {
+export async function bridgeForVm(l: NetworkLease, tapOwner: number): Promise<void> {
   const inNs = (...args: string[]) => run('ip', ['-n', l.netns, ...args]);
   await inNs('addr', 'flush', 'dev', l.jobIf);
   await inNs('link', 'add', VM_BRIDGE, 'type', 'bridge');
   await inNs('link', 'set', l.jobIf, 'master', VM_BRIDGE);
-  await inNs('tuntap', 'add', 'dev', VM_TAP, 'mode', 'tap');
+  await inNs(
+    'tuntap',
+    'add',
+    'dev',
+    VM_TAP,
+    'mode',
+    'tap',
+    'user',
+    String(tapOwner),
+    'group',
+    String(tapOwner),
+  );
   await inNs('link', 'set', VM_TAP, 'master', VM_BRIDGE);
   await inNs('link', 'set', VM_TAP, 'up');
   await inNs('link', 'set', VM_BRIDGE, 'up');

@@ -3,7 +3,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatePaths } from '../../lib/state-paths.js';
-import { UserError } from '../../lib/errors.js';
+import { UserError, errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import type {
   Capabilities,
@@ -20,35 +20,49 @@ import type { OutputChunk } from '../../lib/follow.js';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { imageModule } from '../../images/image.js';
 import { followFile, rawDecoder } from '../../lib/follow.js';
-import { capMemory, nonWasiImports, PAGE } from './module.js';
+import { toolVersion } from '../shared/fingerprint.js';
+import { capResources, moduleLimits, nonWasiImports } from './module.js';
 import { WasmPool, type Running } from './pool.js';
-import { Workspaces } from './workspaces.js';
+import { prepareConfinement, WORKER_USER, type Confinement } from './launcher.js';
+import { sweepWorkerCgroups, WORKER_OVERHEAD_BYTES, type JobExit } from './worker-process.js';
 import { DEFAULT_RESOURCES } from '../../jobs/spec.js';
+
+/** The most output a job keeps (as conmon's --log-size-max for containers): past it, it is stopped. */
+const LOG_SIZE_MAX = 16 * 2 ** 20;
 
 interface Task {
   running?: Running;
-  module: WebAssembly.Module;
+  key: string;
+  bytes: Uint8Array<ArrayBuffer>;
   args: string[];
   env: Record<string, string>;
-  workspace: string;
+  memoryBytes: number;
+  workspaceBytes: number;
+  affinity: string;
   outputFd?: number;
-  exit?: { exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
+  exit?: JobExit;
 }
 
 /**
- * Lightweight jobs as WebAssembly (WASI preview1) on a pool of threads in this process: no
- * container, no process per job. The module sees only its own /workspace (a preopen: a tmpfs
- * of the job's workspace size, see workspaces.ts), has no sockets (WASI preview1 has none), and its linear memory is capped at the job's memory limit.
- * Modules are compiled once per digest and memory cap and shared by every instance.
+ * Lightweight jobs as WebAssembly (WASI preview1) in a warm pool of worker processes, each
+ * confined by launcher.c: the unprivileged user boxcar-wasm, a cgroup of its own (memory:
+ * the job's limit plus the worker's overhead; pids), its own mount namespace (Boxcar's state,
+ * /proc, /sys, home directories hidden; its workspace a tmpfs of the job's workspace size that
+ * nothing else sees), an empty network namespace, and a seccomp filter that refuses sockets,
+ * signals to other processes, and the container jobs' list of escapes. The module sees only
+ * its /workspace (a WASI preopen) and has no sockets (WASI preview1 has none); its linear
+ * memory and tables are capped at the job's limit inside the module itself. A worker serves
+ * one tenant and trust only. Modules are checked and capped once per digest and limit here,
+ * compiled in the worker (never in this process) and kept there for the tenant's next jobs.
  */
 export class WasmDriver implements Runtime {
   readonly name = 'wasm' as const;
-  /** A thread of this process runs the module: its memory is the module's, a stop kills the thread. */
+  /** A worker process runs the module: its memory figures are the module's, a stop kills the worker. */
   readonly capabilities: Capabilities = {
     sharedKernel: false,
     workload: 'wasm-module',
     memoryMeasure: 'module',
-    memoryOverheadBytes: () => 0,
+    memoryOverheadBytes: () => WORKER_OVERHEAD_BYTES,
     gracefulStop: false,
     hostCgroup: false,
     network: false,
@@ -56,72 +70,89 @@ export class WasmDriver implements Runtime {
     writableRoot: false,
   };
   private readonly pool: WasmPool;
-  private readonly compiled = new Map<string, Promise<WebAssembly.Module>>();
+  private readonly capped = new Map<string, Promise<Uint8Array<ArrayBuffer>>>();
   private readonly tasks = new Map<string, Task>();
-  private readonly workspaces: Workspaces;
+  private confinement: Promise<Confinement> | undefined;
 
-  constructor(private readonly opts: { paths: StatePaths; logger: Logger; threads?: number }) {
-    this.pool = new WasmPool(opts.threads ?? os.availableParallelism());
-    this.workspaces = new Workspaces(opts.paths.sandboxes, DEFAULT_RESOURCES.workspace);
+  constructor(private readonly opts: { paths: StatePaths; logger: Logger; workers?: number }) {
+    this.pool = new WasmPool({
+      size: opts.workers ?? os.availableParallelism(),
+      defaultWorkspaceBytes: DEFAULT_RESOURCES.workspace,
+      defaultMemoryBytes: DEFAULT_RESOURCES.memory,
+      confinement: () => this.confine(),
+      logger: opts.logger,
+    });
+  }
+
+  /** The launcher, the workers' seccomp program and their user: made once, on first need. */
+  private confine(): Promise<Confinement> {
+    this.confinement ??= (async () => {
+      await sweepWorkerCgroups();
+      return prepareConfinement(this.opts.paths.root, path.join(this.opts.paths.root, 'wasm'));
+    })();
+    this.confinement.catch(() => (this.confinement = undefined)); // retried on the next need
+    return this.confinement;
   }
 
   async fingerprint(): Promise<Fingerprint> {
     const details = {
       node: process.version,
-      threads: String(os.availableParallelism()),
+      workers: String(os.availableParallelism()),
       wasi: 'preview1 (node:wasi)',
+      user: WORKER_USER,
     };
+    const unusable = (reason: string) => ({ runtime: this.name, usable: false, reason, details });
     const major = Number(process.versions.node.split('.')[0]);
     if (major < 20)
-      return {
-        runtime: this.name,
-        usable: false,
-        reason: `node ${process.version} is too old for node:wasi preview1 jobs; use Node 20 or later`,
-        details,
-      };
+      return unusable(`node ${process.version} is too old for node:wasi preview1 jobs; use Node 20 or later`);
+    if (process.getuid?.() !== 0)
+      return unusable(
+        'wasm jobs run in confined worker processes that only root can set up; run boxcar as root',
+      );
+    const gcc = await toolVersion('gcc', ['--version']);
+    if (!gcc.ok)
+      return unusable(`the wasm workers' launcher is built with gcc (${gcc.why}); install gcc and libc6-dev`);
     return {
       runtime: this.name,
       usable: true,
-      reason: `WASI preview1 on ${details.threads} threads in this process (node ${process.version})`,
+      reason: `WASI preview1 in up to ${details.workers} confined worker processes (user ${WORKER_USER}, own cgroup, namespaces and seccomp; node ${process.version})`,
       details,
     };
   }
 
-  private compile(digest: string, file: string, maxPages: number): Promise<WebAssembly.Module> {
-    const key = `${digest}:${maxPages}`;
-    let mod = this.compiled.get(key);
-    if (!mod) {
-      mod = (async () => {
-        const m = await WebAssembly.compile(capMemory(await readFile(file), maxPages));
-        const bad = nonWasiImports(m);
-        if (bad.length)
-          throw new UserError(
-            `the module imports ${bad.join(', ')}: only WASI preview1 (wasi_snapshot_preview1) imports are allowed`,
-          );
-        return m;
+  /** The module's bytes, checked and capped to the job's limits; cached per digest and limits. */
+  private module(
+    digest: string,
+    file: string,
+    memoryBytes: number,
+  ): { key: string; bytes: Promise<Uint8Array<ArrayBuffer>> } {
+    const limits = moduleLimits(memoryBytes);
+    const key = `${digest}:${limits.maxPages}:${limits.maxTableElements}`;
+    let bytes = this.capped.get(key);
+    if (!bytes) {
+      bytes = (async () => {
+        const raw = await readFile(file);
+        try {
+          const bad = nonWasiImports(raw);
+          if (bad.length)
+            throw new UserError(
+              `the module imports ${bad.join(', ')}: only WASI preview1 (wasi_snapshot_preview1) imports are allowed`,
+            );
+          return capResources(raw, limits);
+        } catch (err) {
+          if (err instanceof UserError) throw err;
+          throw new UserError(`image ${digest}: ${errorMessage(err)}`); // the module's own fault
+        }
       })();
-      mod.catch(() => this.compiled.delete(key)); // a failure is not cached
-      this.compiled.set(key, mod);
+      bytes.catch(() => this.capped.delete(key)); // a failure is not cached
+      this.capped.set(key, bytes);
     }
-    return mod;
-  }
-
-  private dir(sandboxId: string): string {
-    return path.join(this.opts.paths.sandboxes, sandboxId);
+    return { key, bytes };
   }
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
-    const maxPages = Math.max(1, Math.floor(req.spec.limits.memoryBytes / PAGE));
-    // Compiling (cached per digest) and taking a workspace overlap: both are on the start
-    // path. Both are waited for even when one fails, so destroy never races a mount in flight.
-    const [compiled, mounted] = await Promise.allSettled([
-      this.compile(req.image.digest, imageModule(req.image), maxPages),
-      this.workspaces.take(this.dir(req.sandboxId), req.spec.limits.workspaceBytes),
-    ]);
-    if (compiled.status === 'rejected') throw compiled.reason;
-    if (mounted.status === 'rejected') throw mounted.reason;
-    const workspace = mounted.value;
-    const module = compiled.value;
+    const { memoryBytes, workspaceBytes } = req.spec.limits;
+    const { key, bytes } = this.module(req.image.digest, imageModule(req.image), memoryBytes);
     await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
       CI: 'true',
@@ -132,7 +163,15 @@ export class WasmDriver implements Runtime {
       ...req.secrets,
     };
     const name = path.basename(req.image.ref);
-    this.tasks.set(req.sandboxId, { module, args: [name, ...req.spec.command], env, workspace });
+    this.tasks.set(req.sandboxId, {
+      key,
+      bytes: await bytes,
+      args: [name, ...req.spec.command],
+      env,
+      memoryBytes,
+      workspaceBytes,
+      affinity: `${req.tenant}\0${req.trust}`,
+    });
     return newHandle({
       runtime: this.name,
       jobId: req.jobId,
@@ -149,13 +188,27 @@ export class WasmDriver implements Runtime {
 
   async start(handle: TaskHandle): Promise<void> {
     const t = this.task(handle);
-    t.outputFd = openSync(handle.logPath, 'a');
+    const fd = openSync(handle.logPath, 'a');
+    t.outputFd = fd;
+    let written = 0;
+    const output = (chunk: Buffer) => {
+      if (written >= LOG_SIZE_MAX) return;
+      const kept = chunk.subarray(0, LOG_SIZE_MAX - written);
+      writeSync(fd, kept);
+      written += kept.length;
+      if (written < LOG_SIZE_MAX) return;
+      writeSync(fd, `\n[boxcar: the job wrote more than ${LOG_SIZE_MAX / 2 ** 20} MiB of output: stopped]\n`);
+      t.running?.kill();
+    };
     t.running = this.pool.run({
-      module: t.module,
+      affinity: t.affinity,
+      workspaceBytes: t.workspaceBytes,
+      memoryBytes: t.memoryBytes,
+      key: t.key,
+      bytes: t.bytes,
       args: t.args,
       env: t.env,
-      preopens: { '/workspace': t.workspace },
-      outputFd: t.outputFd,
+      output,
     });
     t.running.done.then(
       (exit) => (t.exit = exit),
@@ -174,13 +227,13 @@ export class WasmDriver implements Runtime {
       closeSync(t.outputFd);
       t.outputFd = undefined;
     }
-    // V8 failing to reserve the instance's memory is the limit; an out-of-bounds access is a bug in the module.
-    const limitHit = /out of memory|Cannot allocate/i.test(exit.trap ?? '');
+    // The worker's cgroup, or V8 failing to reserve the instance's memory, is the limit; an out-of-bounds access is a bug in the module.
+    const limitHit = exit.oomKilled || /out of memory|Cannot allocate/i.test(exit.trap ?? '');
     return { exitCode: exit.exitCode, oomKilled: limitHit };
   }
 
   async stop(handle: TaskHandle, _signal: StopSignal): Promise<void> {
-    this.tasks.get(handle.sandboxId)?.running?.kill(); // a thread cannot be asked nicely: TERM is KILL
+    this.tasks.get(handle.sandboxId)?.running?.kill(); // WASI has no signals: TERM is KILL
   }
 
   async stats(handle: TaskHandle): Promise<TaskStats> {
@@ -198,26 +251,30 @@ export class WasmDriver implements Runtime {
     if (t?.running && !t.exit) t.running.kill();
     if (t?.outputFd !== undefined) closeSync(t.outputFd);
     this.tasks.delete(handle.sandboxId);
-    await this.workspaces.remove(this.dir(handle.sandboxId));
     await rm(handle.logPath, { force: true });
   }
 
-  /** A thread, V8's wasm engine and an empty workspace ready before the job is accepted. */
+  /** A confined worker process, its node:wasi loaded, ready before the job is accepted. */
   async warm(): Promise<void> {
-    await Promise.all([
-      this.pool.warm(1),
-      this.workspaces.fill(1),
-      WebAssembly.compile(Uint8Array.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00])),
-    ]);
+    await this.pool.warm();
   }
 
-  /** Stops the idle threads and unmounts the spare workspaces. */
+  /** Ends the worker processes. */
   async close(): Promise<void> {
-    await Promise.all([this.pool.close(), this.workspaces.close()]);
+    await this.pool.close();
+  }
+
+  /** The worker processes, and which sandbox each runs now. */
+  async status(): Promise<Record<string, unknown>> {
+    const running = [...this.tasks].flatMap(([sandboxId, t]) => {
+      const pid = t.exit ? undefined : t.running?.pid();
+      return pid === undefined ? [] : [{ sandboxId, pid }];
+    });
+    return { workers: this.pool.workers(), running };
   }
 
   async recover(_handle: TaskHandle): Promise<Recovered> {
-    return { state: 'gone', reason: 'wasm jobs run inside the boxcar process, which has restarted' };
+    return { state: 'gone', reason: 'wasm workers end with the boxcar process, which has restarted' };
   }
 
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {

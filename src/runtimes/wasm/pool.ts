@@ -1,158 +1,226 @@
-import { Worker } from 'node:worker_threads';
-import type { RunTask, WorkerMessage } from './worker.js';
+import type { Logger } from '../../observability/logger.js';
+import type { Confinement } from './launcher.js';
+import { WorkerProcess, type JobExit, type WorkerJob } from './worker-process.js';
+
+export interface PoolJob extends WorkerJob {
+  /**
+   * Who may share a worker process: a worker that has run a job of one tenant and trust never
+   * runs another's (a module that broke out of V8 would find the next tenant's job).
+   */
+  affinity: string;
+  workspaceBytes: number;
+}
 
 export interface Running {
   started: Promise<void>;
-  done: Promise<Extract<WorkerMessage, { type: 'exited' }>>;
+  done: Promise<JobExit>;
   kill(): void;
+  /** The worker process running the job, once it has one. */
+  pid(): number | undefined;
 }
 
-const WORKER = new URL('./worker.js', import.meta.url);
-
-/** `(module (func (export "_start")))`: run once by every new thread so node:wasi is loaded and hot. */
-const WARM_UP_MODULE = new WebAssembly.Module(
-  Uint8Array.from([
-    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 7, 10, 1, 6, 95, 115, 116, 97, 114, 116, 0, 0,
-    10, 4, 1, 2, 0, 11,
-  ]),
-);
-let nextTaskId = 1;
-
 /**
- * Threads that run WASM jobs, sized to the machine, so a job costs no thread or process start.
- * A job that must be stopped (timeout, cancel) has its thread terminated and replaced.
+ * Warm, confined worker processes that run WASM jobs, at most `size` at a time, so a job costs
+ * no process start: one unbound worker is kept ready ahead of jobs, a tenant's next job goes to
+ * a worker that already serves it. A worker with a workspace of another size than the default
+ * is started for its one job, and one that has compiled its share of modules is retired. A
+ * stopped job's worker is killed and replaced.
  */
 export class WasmPool {
-  private readonly idle: Worker[] = [];
-  /** Settles when the thread has run its warm-up module (or failed to start). */
-  private readonly ready = new WeakMap<Worker, Promise<void>>();
-  private readonly waiting: Array<(w: Worker) => void> = [];
-  private live = 0;
+  private readonly live = new Set<WorkerProcess>();
+  /** Ready and without a job. */
+  private readonly idle: WorkerProcess[] = [];
+  private readonly waiting: Array<() => void> = [];
+  /** Workers being set up (cgroup, spawn) and not yet in `live`; spares among them. */
+  private starting = 0;
+  private sparesStarting = 0;
+  private closed = false;
 
-  constructor(private readonly size: number) {}
+  constructor(
+    private readonly opts: {
+      size: number;
+      defaultWorkspaceBytes: number;
+      /** The memory a spare worker's cgroup is first made for (jobs change it). */
+      defaultMemoryBytes: number;
+      confinement: () => Promise<Confinement>;
+      logger: Logger;
+    },
+  ) {}
 
-  private spawn(): Worker {
-    this.live++;
-    // No ExperimentalWarning for node:wasi on the job's terminal.
-    // Nothing of boxcar's environment: the thread's own copy would hold the operator's secrets.
-    const w = new Worker(WORKER, { execArgv: ['--no-warnings'], env: {} });
-    w.postMessage({
-      id: 0,
-      module: WARM_UP_MODULE,
-      args: ['warm-up'],
-      env: {},
-      preopens: {},
-      outputFd: 1,
-    } satisfies RunTask);
-    this.ready.set(
-      w,
-      new Promise<void>((resolve) => {
-        const onMessage = (m: WorkerMessage) => m.id === 0 && m.type === 'exited' && done();
-        const done = () => {
-          w.off('message', onMessage);
-          w.off('error', done);
-          resolve();
-        };
-        w.on('message', onMessage);
-        w.once('error', done); // the job that gets this thread sees the error
-      }),
+  private wake(): void {
+    for (const w of this.waiting.splice(0)) w();
+  }
+
+  /** Workers alive or on their way: at most `size`. */
+  private get count(): number {
+    return this.live.size + this.starting;
+  }
+
+  private async start(workspaceBytes: number, memoryBytes: number): Promise<WorkerProcess> {
+    this.starting++;
+    let w: WorkerProcess;
+    try {
+      w = await WorkerProcess.start(
+        await this.opts.confinement(),
+        workspaceBytes,
+        memoryBytes,
+        this.opts.logger,
+      );
+    } finally {
+      this.starting--;
+    }
+    this.live.add(w);
+    let served = false;
+    w.ready.then(() => (served = true)).catch(() => undefined); // its job or warm() sees the failure
+    void w.gone.then(() => {
+      this.live.delete(w);
+      const i = this.idle.indexOf(w);
+      if (i >= 0) this.idle.splice(i, 1);
+      this.wake();
+      if (served) this.topUp(); // a worker that never started would fail again: not retried blindly
+    });
+    return w;
+  }
+
+  /** Keeps one unbound worker of the default workspace ready while there is room. */
+  private topUp(): void {
+    if (this.closed || this.count >= this.opts.size || this.sparesStarting > 0) return;
+    if (
+      [...this.live].some(
+        (w) => w.affinity === undefined && w.workspaceBytes === this.opts.defaultWorkspaceBytes,
+      )
+    )
+      return;
+    void this.spare().catch((err: unknown) =>
+      this.opts.logger.warn({ err }, 'wasm: a spare worker did not start'),
     );
-    return w;
   }
 
-  /**
-   * Starts threads ahead of jobs (a thread's first start costs ~20 ms of isolate boot);
-   * settles when the idle threads are ready.
-   */
-  async warm(count: number): Promise<void> {
-    const started: Worker[] = [];
-    while (this.live < Math.min(count, this.size)) started.push(this.spawn());
-    this.idle.push(...started);
-    await Promise.all(this.idle.map((w) => this.ready.get(w)));
-    // Booting threads keep the process alive (someone waits for them); idle ones do not.
-    for (const w of started) if (this.idle.includes(w)) w.unref();
-  }
-
-  /** A busy thread keeps the process alive (its job must finish); an idle one does not. */
-  private async acquire(): Promise<Worker> {
-    const w =
-      this.idle.pop() ??
-      (this.live < this.size
-        ? this.spawn()
-        : await new Promise<Worker>((resolve) => this.waiting.push(resolve)));
-    w.ref();
-    return w;
-  }
-
-  private release(w: Worker): void {
-    const next = this.waiting.shift();
-    if (next) return next(w);
-    w.unref();
+  private async spare(): Promise<WorkerProcess> {
+    this.sparesStarting++;
+    let w: WorkerProcess;
+    try {
+      w = await this.start(this.opts.defaultWorkspaceBytes, this.opts.defaultMemoryBytes);
+      await w.ready;
+    } finally {
+      this.sparesStarting--;
+    }
+    w.hold(false);
     this.idle.push(w);
+    this.wake();
+    return w;
   }
 
-  private replace(w: Worker): void {
-    this.live--;
-    void w.terminate();
-    const next = this.waiting.shift();
-    if (next) next(this.spawn());
-    else void this.warm(1); // keep one thread ready for the next job
+  /** Settles once an unbound worker is ready for the next job. */
+  async warm(): Promise<void> {
+    const unbound = () => this.idle.some((w) => w.affinity === undefined);
+    while (!unbound() && !this.closed) {
+      if (this.count < this.opts.size) await this.spare();
+      else await new Promise<void>((r) => this.waiting.push(r));
+    }
   }
 
-  run(task: Omit<RunTask, 'id'>): Running {
+  private async acquire(job: PoolJob): Promise<WorkerProcess> {
+    const fits = job.workspaceBytes === this.opts.defaultWorkspaceBytes;
+    for (;;) {
+      if (this.closed) throw new Error('wasm: the worker pool is closed');
+      const w = fits
+        ? (this.idle.find((x) => x.affinity === job.affinity) ??
+          this.idle.find((x) => x.affinity === undefined))
+        : undefined;
+      if (w) {
+        this.idle.splice(this.idle.indexOf(w), 1);
+        w.affinity = job.affinity;
+        this.topUp();
+        if (await w.limitMemory(job.memoryBytes)) return w;
+        w.kill(); // it holds more than the job's limit allows: a fresh worker instead
+        await w.gone;
+        continue;
+      }
+      if (this.count < this.opts.size) {
+        const fresh = await this.start(job.workspaceBytes, job.memoryBytes);
+        fresh.affinity = job.affinity;
+        this.topUp();
+        await fresh.ready;
+        return fresh;
+      }
+      // Full: a spare on its way is waited for; else an idle worker that cannot take this job
+      // makes room; else the job waits for a worker to finish.
+      const spareComing =
+        fits &&
+        (this.sparesStarting > 0 ||
+          [...this.live].some((x) => x.affinity === undefined && !this.idle.includes(x)));
+      const other = spareComing ? undefined : this.idle.find((x) => x.affinity !== job.affinity || !fits);
+      if (other) {
+        this.idle.splice(this.idle.indexOf(other), 1);
+        other.kill();
+        await other.gone;
+      } else {
+        await new Promise<void>((r) => this.waiting.push(r));
+      }
+    }
+  }
+
+  private release(w: WorkerProcess): void {
+    if (!w.usable || w.spent || w.workspaceBytes !== this.opts.defaultWorkspaceBytes || this.closed) {
+      w.kill();
+      return;
+    }
+    w.hold(false);
+    this.idle.push(w);
+    this.wake();
+  }
+
+  run(job: PoolJob): Running {
+    let worker: WorkerProcess | undefined;
     let killed = false;
-    let worker: Worker | undefined;
-    let onKill: (() => void) | undefined;
     let markStarted!: () => void;
     const started = new Promise<void>((r) => (markStarted = r));
-    const done = (async () => {
-      const w = await this.acquire();
-      worker = w;
-      if (killed) {
-        this.release(w);
-        markStarted();
-        return { id: 0, type: 'exited' as const, exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 };
-      }
-      return new Promise<Extract<WorkerMessage, { type: 'exited' }>>((resolve, reject) => {
-        const id = nextTaskId++;
-        const onMessage = (m: WorkerMessage) => {
-          if (m.id !== id) return; // the thread's warm-up, not this job
-          if (m.type === 'started') return markStarted();
-          cleanup();
+    const done = (async (): Promise<JobExit> => {
+      try {
+        const w = await this.acquire(job);
+        worker = w;
+        w.hold(true);
+        if (killed) {
           this.release(w);
-          resolve(m);
-        };
-        const onError = (err: Error) => {
-          cleanup();
-          this.replace(w);
-          reject(err);
-        };
-        onKill = () => {
-          cleanup();
-          this.replace(w);
-          markStarted();
-          resolve({ id, type: 'exited', exitCode: 137, trap: null, memoryBytes: 0, runNs: 0 });
-        };
-        const cleanup = () => {
-          w.off('message', onMessage);
-          w.off('error', onError);
-        };
-        w.on('message', onMessage);
-        w.on('error', onError);
-        w.postMessage({ ...task, id } satisfies RunTask);
-      });
+          return { exitCode: 137, trap: null, memoryBytes: 0, runNs: 0, oomKilled: false };
+        }
+        const running = await w.run(job);
+        void running.started.then(markStarted);
+        const exit = await running.done;
+        this.release(w);
+        return exit;
+      } finally {
+        markStarted();
+      }
     })();
     return {
       started,
       done,
       kill: () => {
         killed = true;
-        if (worker) onKill?.();
+        worker?.kill();
       },
+      pid: () => worker?.pid,
     };
   }
 
+  /** Each worker process: its pid, its cgroup, whom it serves (tenant and trust), whether it has a job. */
+  workers(): Array<{ pid: number | undefined; cgroup: string; serves: string | null; busy: boolean }> {
+    return [...this.live].map((w) => ({
+      pid: w.pid,
+      cgroup: w.cgroup,
+      serves: w.affinity?.replace('\0', '/') ?? null,
+      busy: !this.idle.includes(w),
+    }));
+  }
+
+  /** Ends every worker process and waits until they and their cgroups are gone. */
   async close(): Promise<void> {
-    await Promise.all(this.idle.splice(0).map((w) => w.terminate()));
+    this.closed = true;
+    this.wake();
+    const all = [...this.live];
+    for (const w of all) w.kill();
+    await Promise.all(all.map((w) => w.gone));
   }
 }

@@ -1,42 +1,68 @@
 /**
- * One pool thread: instantiates a compiled module with WASI preview1 and runs `_start`, one job
- * at a time. Output goes straight to the job's log file descriptor (the driver owns and closes it). A trap ends the job with
- * 134 (as for SIGABRT) and its message in the output.
+ * One WASM worker process, confined by launcher.c (its own uid, cgroup, namespaces, seccomp):
+ * compiles the modules it is sent (kept by key: a worker serves one tenant, whose modules come
+ * back), instantiates one with WASI preview1 and runs `_start`, one job at a time. The job's
+ * /workspace is this process's /tmp, a tmpfs of its own, emptied after every job. Output goes
+ * to fd 1, a pipe Boxcar reads, followed by the job's end marker. A trap ends the job with 134
+ * (as for SIGABRT) and its message in the result.
+ *
+ * Boxcar passes this file's text to `node -e`: it may import only Node's own modules.
  */
 
+import { readdirSync, rmSync, writeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { WASI } from 'node:wasi';
-import { parentPort } from 'node:worker_threads';
 
 export interface RunTask {
+  type: 'run';
   id: number;
-  module: WebAssembly.Module;
+  /** The module's cache key (digest and limits), and its bytes the first time this worker gets it. */
+  key: string;
+  bytes?: Uint8Array<ArrayBuffer>;
   args: string[];
   env: Record<string, string>;
-  preopens: Record<string, string>;
-  outputFd: number;
+  /** Written to fd 1 after the job's output: the job has nothing more to say. Unknown to the module. */
+  endMarker: string;
 }
 
 export type WorkerMessage =
+  | { id: number; type: 'ready' }
   | { id: number; type: 'started' }
   | { id: number; type: 'exited'; exitCode: number; trap: string | null; memoryBytes: number; runNs: number };
 
 const TRAP_EXIT = 134;
+const WORKSPACE = '/tmp';
+const OUTPUT_FD = 1;
 
-// One task at a time, in order: a message arriving mid-run waits for the run to finish.
-let queue = Promise.resolve();
-parentPort?.on('message', (task: RunTask) => {
-  queue = queue.then(() => runTask(task));
-});
+/** `(module (memory (export "memory") 0) (func (export "_start")))`: run at boot so node:wasi is loaded and hot. */
+const WARM_UP = Uint8Array.from([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 5, 3, 1, 0, 0, 7, 19, 2, 6, 109, 101, 109, 111,
+  114, 121, 2, 0, 6, 95, 115, 116, 97, 114, 116, 0, 0, 10, 4, 1, 2, 0, 11,
+]);
 
-async function runTask(task: RunTask): Promise<void> {
+const modules = new Map<string, Promise<WebAssembly.Module>>();
+const send = (m: WorkerMessage) => process.send?.(m);
+
+function compiled(task: RunTask): Promise<WebAssembly.Module> {
+  let mod = modules.get(task.key);
+  if (!mod) {
+    mod = task.bytes
+      ? WebAssembly.compile(task.bytes)
+      : Promise.reject(new Error(`module ${task.key} was never sent to this worker`));
+    mod.catch(() => modules.delete(task.key)); // a failure is not cached
+    modules.set(task.key, mod);
+  }
+  return mod;
+}
+
+async function run(task: RunTask): Promise<void> {
   const wasi = new WASI({
     version: 'preview1',
     args: task.args,
     env: task.env,
-    preopens: task.preopens,
-    stdout: task.outputFd,
-    stderr: task.outputFd,
+    preopens: { '/workspace': WORKSPACE },
+    stdout: OUTPUT_FD,
+    stderr: OUTPUT_FD,
     returnOnExit: true,
   });
   let instance: WebAssembly.Instance | undefined;
@@ -44,21 +70,40 @@ async function runTask(task: RunTask): Promise<void> {
   let trap: string | null = null;
   const t0 = performance.now();
   try {
-    instance = await WebAssembly.instantiate(task.module, wasi.getImportObject() as WebAssembly.Imports);
-    parentPort?.postMessage({ id: task.id, type: 'started' } satisfies WorkerMessage);
+    instance = await WebAssembly.instantiate(
+      await compiled(task),
+      wasi.getImportObject() as WebAssembly.Imports,
+    );
+    send({ id: task.id, type: 'started' });
     exitCode = wasi.start(instance);
   } catch (err) {
     trap = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     exitCode = TRAP_EXIT;
-    if (!instance) parentPort?.postMessage({ id: task.id, type: 'started' } satisfies WorkerMessage);
+    if (!instance) send({ id: task.id, type: 'started' });
   }
+  const runNs = Math.round((performance.now() - t0) * 1e6);
   const memory = instance?.exports.memory;
-  parentPort?.postMessage({
-    id: task.id,
-    type: 'exited',
-    exitCode,
-    trap,
-    memoryBytes: memory instanceof WebAssembly.Memory ? memory.buffer.byteLength : 0,
-    runNs: Math.round((performance.now() - t0) * 1e6),
-  } satisfies WorkerMessage);
+  const memoryBytes = memory instanceof WebAssembly.Memory ? memory.buffer.byteLength : 0;
+  instance = undefined;
+  writeSync(OUTPUT_FD, task.endMarker);
+  // The next job (the same tenant's) starts with an empty workspace and this one's memory freed.
+  for (const name of readdirSync(WORKSPACE)) rmSync(`${WORKSPACE}/${name}`, { recursive: true, force: true });
+  (globalThis as { gc?: () => void }).gc?.();
+  send({ id: task.id, type: 'exited', exitCode, trap, memoryBytes, runNs });
 }
+
+// One task at a time, in order: a message arriving mid-run waits for the run to finish.
+let queue = (async () => {
+  const wasi = new WASI({ version: 'preview1', args: ['warm-up'], env: {}, returnOnExit: true });
+  wasi.start(
+    await WebAssembly.instantiate(WARM_UP, wasi.getImportObject() as WebAssembly.Imports).then(
+      (r) => r.instance,
+    ),
+  );
+  send({ id: 0, type: 'ready' });
+})();
+process.on('message', (task: RunTask) => {
+  queue = queue.then(() => run(task));
+});
+// Boxcar gone (its end of the channel closed): nothing will ever come.
+process.on('disconnect', () => process.exit(0));

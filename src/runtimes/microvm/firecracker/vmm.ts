@@ -6,7 +6,7 @@ import { run, sleep, scrubbedEnv } from '../../../lib/exec.js';
 import { processAlive } from '../../../lib/proc.js';
 import { AgentChannel } from '../agent-channel.js';
 import {
-  inJobNetns,
+  vmmCommand,
   kernelCommandLine,
   type BalloonStats,
   type Vmm,
@@ -23,6 +23,8 @@ const API_TIMEOUT_MS = 10_000;
 
 export interface FirecrackerOptions {
   binary?: string;
+  /** The job log's size cap, which the host's relay of the agent's output keeps to. */
+  outputCapBytes?: number;
 }
 
 export const vsockPath = (files: VmFiles) => path.join(files.dir, 'vsock.sock');
@@ -56,7 +58,7 @@ export class FirecrackerVmm implements Vmm {
     const log = openSync(path.join(files.dir, 'vmm.log'), 'a');
     let child;
     try {
-      const [cmd, args] = inJobNetns(l, this.binary, [
+      const [cmd, args] = vmmCommand(l, this.binary, [
         '--api-sock',
         files.api,
         '--id',
@@ -85,6 +87,7 @@ export class FirecrackerVmm implements Vmm {
       timeoutMs,
       vsockPort: AGENT_VSOCK_PORT,
       outFile: files.out,
+      outCapBytes: this.opts.outputCapBytes,
     });
   }
 

@@ -56,6 +56,8 @@
 /* A warm-up run (W) has its own cgroup, so the job's peak memory is the job's alone. */
 #define WARM_CGROUP CGROUP "/warm"
 #define MAX_FIELDS 16
+/* The largest frame the host may send (protocol.ts FRAME_MAX_BYTES). */
+#define MAX_FRAME (1u << 20)
 
 static int ctl_fd = -1, out_fd = -1;
 /* Under Firecracker (no virtio-serial): one vsock connection carries both, re-accepted after a drop. */
@@ -175,7 +177,9 @@ static char *read_frame(char *type, uint32_t *len, int block) {
   }
   *type = (char)head[0];
   *len = ((uint32_t)head[1] << 24) | ((uint32_t)head[2] << 16) | ((uint32_t)head[3] << 8) | head[4];
-  char *data = malloc(*len + 1);
+  /* Bounded before the allocation: `*len + 1` would wrap to 0 for a length of 2^32-1. */
+  if (*len > MAX_FRAME) return NULL;
+  char *data = malloc((size_t)*len + 1);
   if (!data) return NULL;
   if (*len && read_exact(ctl_fd, data, *len) <= 0) {
     free(data);
@@ -547,14 +551,16 @@ static void forward(int fd, char type, long long *left, int *noted) {
   char buf[32768];
   ssize_t n = read(fd, buf, sizeof buf);
   if (n <= 0) return;
-  if (*left <= 0) {
-    if (!*noted) send_text(out_fd, 'n', "output exceeded the log size cap; later output dropped");
-    *noted = 1;
+  /* The cap counts whole frames, headers too: the host caps the log file by its size. */
+  if (n + 5 > *left) n = *left > 5 ? (ssize_t)(*left - 5) : 0;
+  if (n > 0) {
+    *left -= n + 5;
+    send_frame(out_fd, type, buf, (uint32_t)n);
     return;
   }
-  if (n > *left) n = (ssize_t)*left;
-  *left -= n;
-  send_frame(out_fd, type, buf, (uint32_t)n);
+  *left = 0;
+  if (!*noted) send_text(out_fd, 'n', "output exceeded the log size cap; later output dropped");
+  *noted = 1;
 }
 
 /*

@@ -16,6 +16,18 @@ function bootId(): string {
 }
 
 /**
+ * What is known of the accelerator without a probe boot: forced, no /dev/kvm, or this boot's
+ * cached verdict; undefined when only a probe could tell (`policy explain` without `--local`).
+ */
+export async function knownAccel(env = process.env): Promise<AccelChoice | undefined> {
+  const forced = env.BOXCAR_VM_ACCEL;
+  if (forced === 'kvm' || forced === 'tcg') return { accel: forced, why: 'set by BOXCAR_VM_ACCEL' };
+  if (!existsSync('/dev/kvm')) return { accel: 'tcg', why: 'no /dev/kvm' };
+  const cached = await readJsonCache<{ key: string; choice: AccelChoice }>(CACHE);
+  return cached?.key.startsWith(`${bootId()}:`) ? cached.choice : undefined;
+}
+
+/**
  * KVM or TCG. `/dev/kvm` existing is not enough (nested KVM here opens it, then the guest hangs
  * in early boot), so a real boot decides: `probe` boots the guest under KVM and reports
  * whether its agent answered in time. The verdict is kept per host boot in /run.

@@ -6,7 +6,7 @@ import { processAlive } from '../../../lib/proc.js';
 import type { GuestImage } from '../guest/guest.js';
 import { AgentChannel } from '../agent-channel.js';
 import {
-  inJobNetns,
+  vmmCommand,
   kernelCommandLine,
   RestoreFailed,
   vmDiagnostics,
@@ -24,14 +24,17 @@ export const QEMU = 'qemu-system-x86_64';
 const BOOT_TIMEOUT_MS = 20_000;
 const RESTORE_TIMEOUT_MS = 20_000;
 
-/** QEMU's own memory above its guest's (code, TCG translation cache, device state), measured ≈ 60-90 MiB. */
-export const QEMU_RSS_MAX = 128 * 2 ** 20;
+/** TCG's translation cache (MiB): QEMU's default (1 GiB) would not fit the VMM's memory limit. */
+const TCG_TB_MIB = 32;
+/** QEMU's I/O worker threads: bounded, so the VMM stays within its cgroup's pids limit. */
+const IO_THREADS_MAX = 8;
 
 export function qemuArgs(l: VmLaunch, accel: Accel, opts: { mayMigrateOut: boolean }): string[] {
   const f = l.files;
   const args = [
     '-M', 'microvm,x-option-roms=off,rtc=on,isa-serial=on',
-    '-accel', accel,
+    '-accel', accel === 'tcg' ? `tcg,tb-size=${TCG_TB_MIB}` : accel,
+    '-object', `main-loop,id=main-loop,thread-pool-max=${IO_THREADS_MAX}`,
     ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', `${l.shape.memoryMiB}M`,
     '-smp', String(l.shape.vcpus),
@@ -90,7 +93,7 @@ export class QemuVmm implements Vmm {
     try {
       const stdio: Array<'ignore' | number> = ['ignore', log, log];
       if (opts.stateFd !== undefined) stdio.push(opts.stateFd);
-      const [cmd, args] = inJobNetns(l, this.binary, [...qemuArgs(l, this.accel, opts), ...extra]);
+      const [cmd, args] = vmmCommand(l, this.binary, [...qemuArgs(l, this.accel, opts), ...extra]);
       const child = spawn(cmd, args, { detached: true, stdio, env: scrubbedEnv() });
       const failed = new Promise<never>((_, reject) => {
         child.once('error', (err) => reject(new Error(`cannot start ${this.binary}: ${err.message}`)));
