@@ -24,8 +24,14 @@ const files = testFiles('dist/src')
   .sort();
 const filter = process.env.BOXCAR_TEST_FILTER;
 const chosen = files.filter((f) => !filter || f.includes(filter));
-// These delete and tamper with the host's one job firewall: run alone, after the rest, so no
-// other file's network job runs without it meanwhile.
-const alone = chosen.filter((f) => f.endsWith('runtimes/shared/network.test.js'));
+// These delete and tamper with the host's one job firewall, and put test hosts on overlapping
+// documentation ranges (198.51.100.0/24): one at a time, after the rest, so no other file's
+// network job runs without the firewall and no two test hosts hold one address.
+const ALONE = [
+  'runtimes/shared/network.test.js',
+  'isolation/verify.test.js',
+  'isolation/verify-microvm.test.js',
+];
+const alone = chosen.filter((f) => ALONE.some((a) => f.endsWith(a)));
 step(process.execPath, ['--test', '--test-concurrency=2', ...chosen.filter((f) => !alone.includes(f))]);
 if (alone.length) step(process.execPath, ['--test', '--test-concurrency=1', ...alone]);

@@ -407,8 +407,7 @@ async function spoofingProbe(box: Boxcar, runtime: RuntimeName, image: string): 
     await waitForOutput(server, /listening/);
     const script = [
       `dev=$(ip -o -4 addr | awk '$2 != "lo" {print $2; exit}'); gw=$(ip route | awk '/default/ {print $3}')`,
-      // The control, sent a few times: one datagram may be lost while the job's veth comes up.
-      `(for i in 1 2 3 4 5; do nslookup own-${mark} ${pub.ip} >/dev/null 2>&1; sleep 0.3; done) & sleep 1`,
+      `nslookup own-${mark} ${pub.ip} >/dev/null 2>&1 & sleep 1`,
       `if ip addr add ${forged}/32 dev $dev 2>/dev/null && ip route replace default via $gw dev $dev src ${forged} 2>/dev/null; then`,
       `  echo spoof_by_job; nslookup forged-job-${mark} ${pub.ip} >/dev/null 2>&1 &`,
       'fi',
