@@ -109,7 +109,11 @@ export class MicrovmDriver implements Runtime {
 
   constructor(private readonly opts: MicrovmDriverOptions) {
     this.host = new VmHost(opts.paths, opts.logger, this.outputCap);
-    this.launcher = new VmLauncher(path.join(opts.paths.vm, 'snapshots'), opts.logger);
+    this.launcher = new VmLauncher(
+      path.join(opts.paths.vm, 'snapshots'),
+      opts.logger,
+      path.join(opts.paths.vm, 'bin'),
+    );
     this.images = new ImageStore(opts.paths);
     this.pool = new WarmPool(
       {

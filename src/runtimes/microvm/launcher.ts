@@ -17,7 +17,15 @@ import { createJobDisk } from './disk.js';
 import type { GuestImage } from './guest/guest.js';
 import { Snapshots } from './snapshots.js';
 import { cleanVmFiles, killVmm } from './vmm-process.js';
-import { claimJail, grantFiles, releaseJail, type JailFiles, type JailLimits } from './vmm-jail.js';
+import {
+  claimJail,
+  grantFiles,
+  JAILER_SOURCE,
+  releaseJail,
+  type JailFiles,
+  type JailLimits,
+} from './vmm-jail.js';
+import { builtCProgram } from '../../lib/c-program.js';
 import { chownTree } from '../../lib/fs-util.js';
 import {
   RestoreFailed,
@@ -52,9 +60,13 @@ const VMM_PIDS_BASE = 32;
 export class VmLauncher {
   readonly snapshots: Snapshots;
 
+  private jailer: Promise<string> | undefined;
+
   constructor(
     snapshotsDir: string,
     private readonly logger: Logger,
+    /** Where Boxcar's own helper programs are built. */
+    private readonly binDir: string,
   ) {
     this.snapshots = new Snapshots(snapshotsDir, logger);
   }
@@ -83,10 +95,13 @@ export class VmLauncher {
       owned: [f.disk, ...(outside ? [f.out] : [])],
       readable: [l.guest.kernel, l.guest.initrd, ...(opts.readable ?? [])],
     };
+    this.jailer ??= builtCProgram(JAILER_SOURCE, this.binDir, 'the microVM runtime');
+    this.jailer.catch(() => (this.jailer = undefined)); // a failure is not cached
+    const jailer = await this.jailer;
     const jail = await claimJail(f.dir, limits);
     await grantFiles(jail, files);
     const kvmGid = vmm.accel === 'kvm' ? statSync('/dev/kvm').gid : undefined;
-    return { jail, files, limits, kvmGid };
+    return { jailer, jail, files, limits, kvmGid };
   }
 
   /**

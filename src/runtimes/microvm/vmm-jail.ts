@@ -11,12 +11,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { errnoCode, ifExists, ifExistsSync } from '../../lib/errors.js';
 import { createLimitedCgroup, removeCgroupOfKilled } from '../shared/cgroups.js';
 
 /** Claims of VMM uids, host-wide (every Boxcar on the host shares the uid range). */
 const CLAIMS = '/run/boxcar/vmm-users';
-/** An empty directory each VMM's launcher mounts its root onto, in its own mount namespace. */
+/** An empty directory each VMM's jail mounts its root onto, in its own mount namespace. */
 const STAGE = '/run/boxcar/vmm-stage';
 /** uids (and gids) 1,700,000,000 and up: far from login users and from subuid ranges. */
 export const VMM_UID_BASE = 1_700_000_000;
@@ -117,79 +118,46 @@ export async function claimsUnder(root: string): Promise<string[]> {
   return out;
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-/** The device nodes a VMM opens; /dev/kvm is added under KVM. */
-const DEVICES = ['null', 'zero', 'urandom', 'random', 'net/tun'];
+/** The jailer's source, built once per source digest (vmm-jail.c says what it does). */
+export const JAILER_SOURCE = fileURLToPath(
+  new URL('../../../../src/runtimes/microvm/vmm-jail.c', import.meta.url),
+);
 
 /**
- * The command that runs `binary args` jailed, one process throughout (the pid the caller sees
- * is the VMM's): in the job's network namespace when it has one, it enters a private mount
- * namespace, joins its cgroup, and builds a root of its own on a tmpfs: /usr read-only (the
- * VMM and its libraries), a few device nodes, a /proc that shows only its own processes, and
- * its files at their own paths (the guest and image read-only). It then takes its file size
- * limit, chroots there, and drops to its uid with no capabilities and no_new_privs before it
- * execs the VMM.
+ * The command that runs `binary args` jailed by vmm-jail.c, one process throughout (the pid the
+ * caller sees is the VMM's): in its cgroup, in the job's network namespace when it has one, in a
+ * private mount namespace, chrooted into a tmpfs root holding /usr read-only, a few device
+ * nodes, a /proc showing only its own processes, and its own files at their own paths (the guest
+ * and the image read-only); with its file size limit, as its uid, with no capabilities,
+ * no_new_privs, and PATH alone in its environment.
  */
 export function jailedCommand(
+  jailer: string,
   jail: ClaimedJail,
-  opts: {
-    files: JailFiles;
-    limits: JailLimits;
-    netnsPath?: string;
-    kvmGid?: number;
-  },
+  opts: { files: JailFiles; limits: JailLimits; netnsPath?: string; kvmGid?: number },
   binary: string,
   args: string[],
 ): [string, string[]] {
-  const { dir, owned } = opts.files;
-  const root = STAGE;
-  const lines = ['set -e'];
-  for (const f of jail.procsFiles) lines.push(`echo $$ > ${q(f)}`);
-  lines.push(
-    `mount -t tmpfs -o size=1m,mode=0755,nosuid,nodev boxcar-vmm ${root}`,
-    `cd ${root}`,
-    'mkdir usr dev proc',
-    'for l in bin sbin lib lib32 lib64; do [ ! -e /$l ] || ln -s usr/$l $l; done',
-    'mount --bind /usr usr',
-    'mount -o remount,bind,ro,nosuid,nodev usr',
-    'mount -t proc -o hidepid=invisible,subset=pid,nosuid,nodev,noexec proc proc',
-  );
-  const bind = (p: string, ro: boolean) => {
-    const at = `${root}${p}`;
-    lines.push(
-      `mkdir -p ${q(path.dirname(at))}`,
-      `if [ -d ${q(p)} ]; then mkdir -p ${q(at)}; else : > ${q(at)}; fi`,
-      `mount --bind ${q(p)} ${q(at)}`,
-    );
-    if (ro) lines.push(`mount -o remount,bind,ro,nosuid,nodev ${q(at)}`);
-  };
-  for (const d of [...DEVICES, ...(opts.kvmGid === undefined ? [] : ['kvm'])]) bind(`/dev/${d}`, false);
-  for (const p of [dir, ...owned.filter((f) => !f.startsWith(`${dir}/`))]) bind(p, false);
-  for (const p of opts.files.readable) bind(p, true);
-  lines.push('ulimit -c 0'); // a core of the VMM would hold the guest's memory
-  // dash counts RLIMIT_FSIZE in 512-byte blocks.
-  if (opts.limits.fileBytes) lines.push(`ulimit -f ${Math.ceil(opts.limits.fileBytes / 512)}`);
-  // Under KVM the VMM needs /dev/kvm's group, and no other.
-  const groups = opts.kvmGid === undefined ? '--clear-groups' : `--groups ${opts.kvmGid}`;
-  lines.push(
-    // Nothing of the shell's or Boxcar's environment: a PATH inside the new root, and no more.
-    `exec env -i PATH=/usr/sbin:/usr/bin chroot ${root} setpriv --reuid ${jail.uid} --regid ${jail.uid} ${groups} --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
-  );
-  const inner = [
-    'unshare',
-    '--mount',
-    '--propagation',
-    'private',
-    '--',
-    '/bin/sh',
-    '-c',
-    lines.join('\n'),
-    'vmm-jail',
-    binary,
-    ...args,
+  const { dir, owned, readable } = opts.files;
+  const binds = [
+    ...[dir, ...owned.filter((f) => !f.startsWith(`${dir}/`))].map((p) => `rw:${p}`),
+    ...readable.map((p) => `ro:${p}`),
   ];
-  return opts.netnsPath
-    ? ['nsenter', [`--net=${opts.netnsPath}`, ...inner]]
-    : [inner[0] as string, inner.slice(1)];
+  return [
+    jailer,
+    [
+      String(jail.uid),
+      opts.kvmGid === undefined ? '-' : String(opts.kvmGid),
+      String(opts.limits.fileBytes ?? 0),
+      STAGE,
+      opts.netnsPath ?? '-',
+      '--',
+      ...jail.procsFiles,
+      '--',
+      ...binds,
+      '--',
+      binary,
+      ...args,
+    ],
+  ];
 }

@@ -57,6 +57,8 @@ export interface VmLaunch {
 }
 
 export interface VmConfinement {
+  /** The built vmm-jail.c. */
+  jailer: string;
   jail: ClaimedJail;
   files: JailFiles;
   limits: JailLimits;
@@ -137,6 +139,7 @@ export function vmmCommand(l: VmLaunch, binary: string, args: string[]): [string
   const c = l.confinement;
   if (c)
     return jailedCommand(
+      c.jailer,
       c.jail,
       { files: c.files, limits: c.limits, netnsPath: l.network?.netnsPath, kvmGid: c.kvmGid },
       binary,

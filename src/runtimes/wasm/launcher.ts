@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { digestHex, sha256 } from '../../lib/digest.js';
-import { withLock, writeFileAtomic } from '../../lib/fs-util.js';
-import { run } from '../../lib/exec.js';
+import { writeFileAtomic } from '../../lib/fs-util.js';
+import { builtCProgram } from '../../lib/c-program.js';
 import { ensureSystemUser, type SystemUser } from '../../lib/system-user.js';
 import { compileSeccomp } from '../shared/seccomp-bpf.js';
 import { seccompProfile, type SeccompProfile } from '../shared/seccomp.js';
@@ -85,26 +85,11 @@ export interface Confinement {
 }
 
 /**
- * Builds launcher.c (gcc, cached by source digest), compiles the workers' seccomp program, and
+ * Builds launcher.c (once per source digest), compiles the workers' seccomp program, and
  * creates the workers' system user if the host has none yet.
  */
 export async function prepareConfinement(stateRoot: string, dir: string): Promise<Confinement> {
-  const source = await readFile(LAUNCHER_SOURCE);
-  const launcher = path.join(dir, `launcher-${digestHex(sha256(source)).slice(0, 12)}`);
-  await mkdir(dir, { recursive: true });
-  if (!existsSync(launcher))
-    await withLock(`${launcher}.lock`, async () => {
-      if (existsSync(launcher)) return;
-      const tmp = `${launcher}.tmp`;
-      try {
-        await run('gcc', ['-O2', '-o', tmp, LAUNCHER_SOURCE], { timeoutMs: 120_000 });
-      } catch (err) {
-        throw new Error(`the wasm runtime builds its launcher with gcc: install gcc and libc6-dev`, {
-          cause: err,
-        });
-      }
-      await rename(tmp, launcher);
-    });
+  const launcher = await builtCProgram(LAUNCHER_SOURCE, dir, 'the wasm runtime');
   const bpf = compileSeccomp(workerSeccompProfile());
   const seccompFile = path.join(dir, `worker-seccomp-${digestHex(sha256(bpf)).slice(0, 12)}.bpf`);
   if (!existsSync(seccompFile)) await writeFileAtomic(seccompFile, bpf);

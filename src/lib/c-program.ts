@@ -1,0 +1,30 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { digestHex, sha256 } from './digest.js';
+import { withLock } from './fs-util.js';
+import { run } from './exec.js';
+
+/**
+ * A small C program of Boxcar's own (a launcher that confines a process before it execs it),
+ * built with gcc into `dir` the first time, once per source digest, so an upgraded source is
+ * rebuilt and two Boxcars never race on one file. `user` names what needs it in the error.
+ */
+export async function builtCProgram(source: string, dir: string, user: string): Promise<string> {
+  const text = await readFile(source);
+  const name = path.basename(source, '.c');
+  const binary = path.join(dir, `${name}-${digestHex(sha256(text)).slice(0, 12)}`);
+  if (existsSync(binary)) return binary;
+  await mkdir(dir, { recursive: true });
+  await withLock(`${binary}.lock`, async () => {
+    if (existsSync(binary)) return;
+    const tmp = `${binary}.tmp`;
+    try {
+      await run('gcc', ['-O2', '-o', tmp, source], { timeoutMs: 120_000 });
+    } catch (err) {
+      throw new Error(`${user} builds its ${name} with gcc: install gcc and libc6-dev`, { cause: err });
+    }
+    await rename(tmp, binary);
+  });
+  return binary;
+}
