@@ -199,6 +199,14 @@ describe('microVM driver (QEMU microvm, for real)', () => {
       assert.ok(!mounts.includes(box.paths.db), 'not the database');
       const { record } = await running;
       assert.equal(record.state, 'succeeded');
+      // Untrusted code on TCG runs by the operator's opt-in only, and the audit trail says so.
+      const started = (await box.store.auditRecords({ tenant: 'test', limit: 1000 })).find(
+        (a) => a.action === 'job.started' && a.subject === record.id,
+      );
+      const detail = JSON.parse(started?.detail ?? '{}') as Record<string, string>;
+      assert.equal(detail.trust, 'untrusted');
+      if (vmOf({ record }).accel === 'tcg')
+        assert.equal(detail.untrustedOnTcg, 'microvm.allow_tcg_for_untrusted');
     } finally {
       delete process.env.BOXCAR_PROBE_SECRET;
     }
