@@ -95,12 +95,21 @@ export async function assumedFingerprint(
   runtime: RuntimeName,
   microvm: MicrovmSettings,
 ): Promise<Fingerprint> {
-  const accel = runtime === 'firecracker' ? await knownAccel() : undefined;
-  return {
+  const base = {
     runtime,
     usable: true,
     reason: 'assumed usable (not judged on this node; --local judges it)',
     details: {},
-    untrustedCode: accel ? tcgVerdict(accel, microvm.allowTcgForUntrusted ?? false) : undefined,
+  };
+  if (runtime !== 'firecracker') return base;
+  const accel = await knownAccel();
+  return {
+    ...base,
+    untrustedCode: accel
+      ? tcgVerdict(accel, microvm.allowTcgForUntrusted ?? false)
+      : {
+          allowed: true,
+          why: 'whether KVM boots guests on this host is not probed yet on this boot (boxcar doctor probes it); on TCG untrusted jobs would go to the fallback',
+        },
   };
 }
