@@ -353,6 +353,36 @@ describe('boxcar CLI', () => {
     assert.equal(fps.find((f) => f.runtime === 'runc')?.usable, true);
     for (const f of fps) assert.ok(f.reason.length > 0);
   });
+
+  test('cost --scenario seed prints the seed’s four rows and its ROI; measured runs probe jobs on this node', () => {
+    const seed = boxcar(['cost', '--scenario', 'seed']);
+    assert.equal(seed.code, 0, seed.stderr);
+    for (const row of [
+      /all runc\s+\$5,000\.00\s+\$3,000\.00\s+\$8,000\.00/,
+      /all gVisor\s+\$15,000\.00\s+\$3,000\.00\s+\$18,000\.00\s+\+125\.00%/,
+      /mixed \(untrusted on gVisor\)\s+\$8,000\.00\s+\$3,000\.00\s+\$11,000\.00\s+\+37\.50%/,
+      /Firecracker for untrusted\s+\$4,100\.00\s+\$3,000\.00\s+\$7,100\.00\s+-11\.25%/,
+      /saves \$46,800\.00 a year, pays back in 1\.07 years, 3-year ROI 180\.8%/,
+    ])
+      assert.match(seed.stdout, row);
+    const bad = boxcar(['cost', '--scenario', 'guess']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--scenario.*guess.*(seed|measured)/);
+    const measured = boxcar(['cost', '--scenario', 'measured', '--json']);
+    assert.equal(measured.code, 0, measured.stderr);
+    const [s, m] = JSON.parse(measured.stdout) as Array<{
+      scenario: string;
+      inputs: { jobMiB: Record<string, number> };
+      measured?: Record<string, { mib: number; how: string }>;
+      rows: Array<{ total: number }>;
+    }>;
+    assert.equal(s?.scenario, 'seed');
+    assert.equal(m?.scenario, 'measured on this node');
+    const runc = m?.measured?.runc;
+    assert.ok(runc && runc.how.startsWith('measured') && runc.mib > 0 && runc.mib < 64, JSON.stringify(runc));
+    assert.equal(m?.rows.length, 4);
+    assert.ok(Number.isInteger(m?.rows[0]?.total), 'amounts are integer micro-dollars');
+  });
 });
 
 function waitForLine(stream: NodeJS.ReadableStream, text: string): Promise<void> {

@@ -6,6 +6,7 @@ import { defaultStateDir } from '../lib/state-paths.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { createLogger } from '../observability/logger.js';
 import { registerAudit } from './commands/audit.js';
+import { registerCost } from './commands/cost.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerImages } from './commands/images.js';
 import { registerRegistry } from './commands/registry.js';
@@ -48,6 +49,7 @@ async function main(argv: string[]): Promise<void> {
   registerToken(program, logger);
   registerSecret(program, logger);
   registerAudit(program, logger);
+  registerCost(program, logger);
   registerImages(program, logger);
   registerRegistry(program, logger);
   registerSubmit(program);

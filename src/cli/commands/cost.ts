@@ -1,0 +1,122 @@
+import { Option, type Command } from 'commander';
+import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
+import {
+  MICRO,
+  migrationRoi,
+  scenarioTable,
+  SEED_INPUTS,
+  type Micro,
+  type ScenarioInputs,
+} from '../../cost/scenarios.js';
+import { JobSpec } from '../../jobs/spec.js';
+import { UserError } from '../../lib/errors.js';
+import type { Logger } from '../../observability/logger.js';
+import { runLocalJob } from '../../runner/local.js';
+import { formatTable } from '../table.js';
+
+type PerJob = ScenarioInputs['jobMiB'];
+type Measured = { [R in keyof PerJob]: { mib: number; how: string } };
+
+const money = (m: Micro) =>
+  `${m < 0 ? '-' : ''}$${(Math.abs(m) / MICRO).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+
+/** The scenario table and the migration's ROI, as text. */
+function report(title: string, inputs: ScenarioInputs): string {
+  const rows = scenarioTable(inputs);
+  const roi = migrationRoi(rows, inputs.migration);
+  const pct = (f: number) => `${f >= 0 ? '+' : ''}${(f * 100).toFixed(2)}%`;
+  const m = inputs.jobMiB;
+  return [
+    `${title}: ${inputs.concurrentJobs.toLocaleString('en-US')} concurrent jobs, ${inputs.untrustedShare * 100}% untrusted, ${money(inputs.mibMonth)} per MiB a job holds a month; memory per job: runc ${m.runc} MiB, gVisor ${m.gvisor} MiB, Firecracker ${m.firecracker} MiB`,
+    formatTable(
+      ['MIX', 'MEMORY/MONTH', 'CPU/MONTH', 'TOTAL/MONTH', 'VS ALL RUNC'],
+      rows.map((r) => [r.name, money(r.memory), money(r.cpu), money(r.total), pct(r.vsBaseline)]),
+    ),
+    roi.annualSavings > 0
+      ? `Firecracker migration: ${money(inputs.migration)} once, saves ${money(roi.annualSavings)} a year, pays back in ${roi.paybackYears.toFixed(2)} years, 3-year ROI ${(roi.roi3Years * 100).toFixed(1)}%`
+      : `Firecracker migration: ${money(inputs.migration)} once, and it costs ${money(-roi.annualSavings)} more a year than the mixed row: it never pays back here`,
+  ].join('\n');
+}
+
+/**
+ * What an idle job holds on each runtime of this node: three `sleep 1` jobs each, their median
+ * peak memory (the job's cgroup, or a microVM's VMM process). A runtime that cannot run here
+ * keeps the seed's figure, and says so.
+ */
+async function measure(box: Awaited<ReturnType<typeof openBoxcar>>): Promise<Measured> {
+  const out = {} as Measured;
+  for (const runtime of ['runc', 'gvisor', 'firecracker'] as const) {
+    const fp = await box.runtimes.fingerprint(runtime);
+    if (!fp.usable) {
+      out[runtime] = { mib: SEED_INPUTS.jobMiB[runtime], how: `the seed's (not usable here: ${fp.reason})` };
+      continue;
+    }
+    const peaks: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await runLocalJob(box, JobSpec.parse({ runtime, command: ['sleep', '1'] }), {});
+      if (r.record.state !== 'succeeded' || !r.record.peakMemoryBytes)
+        throw new UserError(
+          `measuring ${runtime}: its probe job ${r.record.state} (${r.record.error ?? ''})`,
+        );
+      peaks.push(r.record.peakMemoryBytes);
+    }
+    const median = [...peaks].sort((a, b) => a - b)[1] as number;
+    out[runtime] = { mib: Math.round((median / 2 ** 20) * 10) / 10, how: 'measured: median of 3 idle jobs' };
+  }
+  return out;
+}
+
+/** `boxcar cost --scenario seed|measured`: the seed's section 6, from its inputs or from this node's. */
+export function registerCost(program: Command, logger: Logger): void {
+  program
+    .command('cost')
+    .description(
+      "what each runtime mix costs a month at the seed's scale, and the Firecracker migration's payback",
+    )
+    .addOption(
+      new Option('--scenario <name>', "seed: the seed's inputs; measured: this node's, beside the seed's")
+        .choices(['seed', 'measured'])
+        .makeOptionMandatory(),
+    )
+    .option('--json', 'print the inputs, rows and ROI as JSON (amounts in micro-dollars)')
+    .action(async (flags: { scenario: 'seed' | 'measured'; json?: boolean }) => {
+      const scenarios: Array<{ title: string; inputs: ScenarioInputs; how?: Measured }> = [
+        { title: 'seed', inputs: SEED_INPUTS },
+      ];
+      if (flags.scenario === 'measured') {
+        if (process.getuid?.() !== 0)
+          throw new UserError('boxcar cost --scenario measured runs probe jobs: run it as root');
+        const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+        try {
+          const how = await measure(box);
+          const jobMiB = { runc: how.runc.mib, gvisor: how.gvisor.mib, firecracker: how.firecracker.mib };
+          scenarios.push({ title: 'measured on this node', inputs: { ...SEED_INPUTS, jobMiB }, how });
+        } finally {
+          await box.close();
+        }
+      }
+      if (flags.json) {
+        const out = scenarios.map((s) => {
+          const rows = scenarioTable(s.inputs);
+          return {
+            scenario: s.title,
+            inputs: s.inputs,
+            measured: s.how,
+            rows,
+            roi: migrationRoi(rows, s.inputs.migration),
+          };
+        });
+        process.stdout.write(`${JSON.stringify(out)}\n`);
+        return;
+      }
+      const text = scenarios.map((s) => {
+        const how = s.how
+          ? `\n${Object.entries(s.how)
+              .map(([r, m]) => `  ${r}: ${m.mib} MiB, ${m.how}`)
+              .join('\n')}`
+          : '';
+        return `${report(s.title, s.inputs)}${how}`;
+      });
+      process.stdout.write(`${text.join('\n\n')}\n`);
+    });
+}
