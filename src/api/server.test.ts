@@ -131,6 +131,25 @@ describe('boxcar API', () => {
     assert.ok(!listB.some((j) => j.id === a.id));
     const listA = (await call('team-a', 'GET', '/v1/jobs')).body as unknown as JobView[];
     assert.ok(listA.some((j) => j.id === a.id));
+    // Its cost too: priced, summed, and only its own.
+    const costA = (await call('team-a', 'GET', '/v1/cost?by=tenant&since=1h')).body as unknown as Array<{
+      key: string;
+      jobs: number;
+      total: number;
+    }>;
+    assert.deepEqual(
+      costA.map((l) => l.key),
+      ['team-a'],
+    );
+    // A job of a few milliseconds costs well under one micro-dollar: the amount is whole, not positive.
+    assert.ok(costA[0] && costA[0].jobs >= 1 && Number.isInteger(costA[0].total) && costA[0].total >= 0);
+    const costB = (await call('team-b', 'GET', '/v1/cost?by=tenant')).body as unknown as Array<{
+      key: string;
+    }>;
+    assert.ok(costB.every((l) => l.key === 'team-b'));
+    const bad = await call('team-a', 'GET', '/v1/cost?by=planet');
+    assert.equal(bad.status, 400);
+    assert.match(JSON.stringify(bad.body), /by: \\"planet\\" is not a grouping; use one of tenant, repo/);
   });
 
   test('a missing or unknown token is 401 and queues nothing', async () => {

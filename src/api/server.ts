@@ -10,6 +10,7 @@ import type { Boxcar } from '../boxcar.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { parseYaml } from '../lib/yaml.js';
 import { parseDurationMs } from '../lib/quantity.js';
+import { COST_GROUPS, finishedJobsCost, type CostGroup } from '../cost/allocation.js';
 import { isTerminal, JOB_STATES, type JobState } from '../jobs/states.js';
 import { parseOrThrow } from '../lib/validation.js';
 import { metricsText } from '../observability/metrics.js';
@@ -179,6 +180,21 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
           throw new HttpError(400, `limit: "${req.query.limit}" must be a whole number from 1 to 10000`);
         const jobs = await box.store.listJobs({ tenant: tenantOf(req), states: states as JobState[], limit });
         return jobs.map(jobView);
+      });
+
+      // A tenant's own finished jobs, priced and summed (see `boxcar cost`).
+      v1.get<{ Querystring: { by?: string; since?: string } }>('/cost', async (req) => {
+        const by = req.query.by ?? 'runtime';
+        if (!(COST_GROUPS as readonly string[]).includes(by))
+          throw new HttpError(400, `by: "${by}" is not a grouping; use one of ${COST_GROUPS.join(', ')}`);
+        const since = parseDurationMs(req.query.since ?? '7d');
+        if (!since.ok) throw new HttpError(400, `since: ${since.message}`);
+        return finishedJobsCost(
+          box.store,
+          { by: by as CostGroup, sinceMs: since.value, tenant: tenantOf(req) },
+          (j) => box.runtimes.get(j.runtime).capabilities.memoryOverheadBytes(j.spec.limits),
+          box.prices,
+        );
       });
 
       v1.get<{ Params: { id: string }; Querystring: { wait?: string } }>('/jobs/:id', async (req) => {

@@ -289,40 +289,26 @@ describe('boxcar CLI', () => {
     // On TCG without the opt-in, the microVM is no boundary: untrusted code goes to gvisor, and the reasons say why.
     const strict = path.join(state.root, 'strict.yaml');
     await writeFile(strict, tenants);
-    const tcg = explainWith(
-      { BOXCAR_VM_ACCEL: 'tcg' },
-      '--config',
-      strict,
-      '--github-event',
-      'pull_request',
-      '--payload',
-      fork,
-    );
+    const forkOn = (accel: string, cfg: string) =>
+      explainWith(
+        { BOXCAR_VM_ACCEL: accel },
+        '--config',
+        cfg,
+        '--github-event',
+        'pull_request',
+        '--payload',
+        fork,
+      );
+    const tcg = forkOn('tcg', strict);
     assert.deepEqual([tcg.runtime, tcg.fallback], ['gvisor', null]);
     assert.match(
       tcg.reasons.at(-1) ?? '',
       /firecracker is no boundary for untrusted code on this node: QEMU runs guests with TCG/,
     );
-    const optIn = explainWith(
-      { BOXCAR_VM_ACCEL: 'tcg' },
-      '--config',
-      config,
-      '--github-event',
-      'pull_request',
-      '--payload',
-      fork,
-    );
+    const optIn = forkOn('tcg', config);
     assert.equal(optIn.runtime, 'firecracker');
     assert.ok(optIn.reasons.some((r) => r.includes('microvm.allow_tcg_for_untrusted is set')));
-    const kvm = explainWith(
-      { BOXCAR_VM_ACCEL: 'kvm' },
-      '--config',
-      strict,
-      '--github-event',
-      'pull_request',
-      '--payload',
-      fork,
-    );
+    const kvm = forkOn('kvm', strict);
     assert.deepEqual([kvm.runtime, kvm.fallback], ['firecracker', 'gvisor']);
   });
 
@@ -382,6 +368,24 @@ describe('boxcar CLI', () => {
     assert.ok(runc && runc.how.startsWith('measured') && runc.mib > 0 && runc.mib < 64, JSON.stringify(runc));
     assert.equal(m?.rows.length, 4);
     assert.ok(Number.isInteger(m?.rows[0]?.total), 'amounts are integer micro-dollars');
+    // The probe jobs are jobs like any other: priced, by runtime; a microVM's own memory on its own line.
+    const byRuntime = boxcar(['cost', '--by', 'runtime', '--since', '1h', '--json']);
+    assert.equal(byRuntime.code, 0, byRuntime.stderr);
+    const lines = JSON.parse(byRuntime.stdout) as Array<{
+      key: string;
+      jobs: number;
+      overhead: number;
+      total: number;
+    }>;
+    for (const r of ['runc', 'gvisor', 'firecracker'])
+      assert.ok((lines.find((l) => l.key === r)?.jobs ?? 0) >= 3, `${r}: ${byRuntime.stdout}`);
+    assert.ok((lines.find((l) => l.key === 'firecracker')?.overhead ?? 0) > 0, 'the VMM is priced');
+    const csv = boxcar(['cost', '--by', 'trust', '--csv']);
+    assert.match(csv.stdout, /^trust,jobs,memory,cpu,overhead,total,isolationPremium\n/);
+    assert.match(
+      boxcar(['cost', '--since', 'a week']).stderr,
+      /--since: "a week" is not a duration; use e\.g\..* 7d/,
+    );
   });
 });
 

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dollars, migrationRoi, scenarioTable, SEED_INPUTS } from './scenarios.js';
+import { dollars } from './money.js';
+import { migrationRoi, scenarioTable, SEED_INPUTS } from './scenarios.js';
 
 test('the seed’s inputs give its table: $8,000, $18,000, $11,000 and $7,100 a month', () => {
   const rows = scenarioTable(SEED_INPUTS);

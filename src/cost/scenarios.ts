@@ -6,9 +6,7 @@
  * Money is held in integer micro-dollars.
  */
 
-export type Micro = number;
-export const MICRO = 1_000_000;
-export const dollars = (d: number): Micro => Math.round(d * MICRO);
+import { dollars, type Micro } from './money.js';
 
 export interface ScenarioInputs {
   concurrentJobs: number;

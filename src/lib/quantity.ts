@@ -37,13 +37,13 @@ export function parseCpuMillis(input: string | number): Parsed<number> {
   return { ok: true, value: Math.round(millis) };
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Milliseconds from `10m`, `2s`, `1h30m`, `500ms`. A bare number means seconds. */
+/** Milliseconds from `10m`, `2s`, `1h30m`, `500ms`, `7d`. A bare number means seconds. */
 export function parseDurationMs(input: string | number): Parsed<number> {
   const text = String(input).trim();
   if (/^[0-9]+(\.[0-9]+)?$/.test(text)) return positive(Number(text) * 1000, text);
-  const part = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/g;
+  const part = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/g;
   let total = 0;
   let consumed = 0;
   for (const m of text.matchAll(part)) {
@@ -52,7 +52,7 @@ export function parseDurationMs(input: string | number): Parsed<number> {
     consumed += m[0].length;
   }
   if (consumed !== text.length || consumed === 0) {
-    return { ok: false, message: `"${text}" is not a duration; use e.g. 30s, 10m, 1h30m, 500ms` };
+    return { ok: false, message: `"${text}" is not a duration; use e.g. 30s, 10m, 1h30m, 500ms, 7d` };
   }
   return positive(total, text);
 }

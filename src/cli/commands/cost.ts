@@ -1,14 +1,10 @@
 import { Option, type Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
-import {
-  MICRO,
-  migrationRoi,
-  scenarioTable,
-  SEED_INPUTS,
-  type Micro,
-  type ScenarioInputs,
-} from '../../cost/scenarios.js';
+import { migrationRoi, scenarioTable, SEED_INPUTS, type ScenarioInputs } from '../../cost/scenarios.js';
+import { formatMoney as money } from '../../cost/money.js';
 import { JobSpec } from '../../jobs/spec.js';
+import { parseDurationMs } from '../../lib/quantity.js';
+import { COST_GROUPS, finishedJobsCost, type CostGroup, type CostLine } from '../../cost/allocation.js';
 import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { runLocalJob } from '../../runner/local.js';
@@ -16,9 +12,6 @@ import { formatTable } from '../table.js';
 
 type PerJob = ScenarioInputs['jobMiB'];
 type Measured = { [R in keyof PerJob]: { mib: number; how: string } };
-
-const money = (m: Micro) =>
-  `${m < 0 ? '-' : ''}$${(Math.abs(m) / MICRO).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 
 /** The scenario table and the migration's ROI, as text. */
 function report(title: string, inputs: ScenarioInputs): string {
@@ -66,57 +59,128 @@ async function measure(box: Awaited<ReturnType<typeof openBoxcar>>): Promise<Mea
   return out;
 }
 
-/** `boxcar cost --scenario seed|measured`: the seed's section 6, from its inputs or from this node's. */
+function printReport(lines: CostLine[], by: CostGroup, format: 'table' | 'json' | 'csv'): void {
+  if (format === 'json') {
+    process.stdout.write(`${JSON.stringify(lines)}\n`);
+    return;
+  }
+  const fields = ['jobs', 'memory', 'cpu', 'overhead', 'total', 'isolationPremium'] as const;
+  if (format === 'csv') {
+    // Micro-dollars as dollars with six decimals: exact, and what a spreadsheet reads.
+    const cell = (v: number, f: string) => (f === 'jobs' ? String(v) : (v / 1e6).toFixed(6));
+    const csvKey = (k: string) => (/[",\n]/.test(k) ? `"${k.replace(/"/g, '""')}"` : k);
+    const rows = lines.map((l) => [csvKey(l.key), ...fields.map((f) => cell(l[f], f))].join(','));
+    process.stdout.write(`${[[by, ...fields].join(','), ...rows].join('\n')}\n`);
+    return;
+  }
+  const sum = (f: (typeof fields)[number]) => lines.reduce((s, l) => s + l[f], 0);
+  const row = (key: string, get: (f: (typeof fields)[number]) => number) => [
+    key,
+    String(get('jobs')),
+    ...fields.slice(1).map((f) => money(get(f), 6)),
+  ];
+  process.stdout.write(
+    `${formatTable(
+      [by.toUpperCase(), 'JOBS', 'MEMORY', 'CPU', 'RUNTIME OVERHEAD', 'TOTAL', 'ISOLATION PREMIUM'],
+      [...lines.map((l) => row(l.key, (f) => l[f])), row('all', sum)],
+    )}\n`,
+  );
+}
+
+/**
+ * `boxcar cost`: what finished jobs cost, summed by tenant, repository, pipeline, runtime or
+ * trust; with `--scenario`, the seed's section 6 from its inputs or from this node's.
+ */
 export function registerCost(program: Command, logger: Logger): void {
   program
     .command('cost')
     .description(
-      "what each runtime mix costs a month at the seed's scale, and the Firecracker migration's payback",
+      "what finished jobs cost, by tenant, repo, pipeline, runtime or trust; --scenario: the seed's cost table and the Firecracker migration's payback",
     )
     .addOption(
-      new Option('--scenario <name>', "seed: the seed's inputs; measured: this node's, beside the seed's")
-        .choices(['seed', 'measured'])
-        .makeOptionMandatory(),
+      new Option(
+        '--scenario <name>',
+        "seed: the seed's inputs; measured: this node's, beside the seed's",
+      ).choices(['seed', 'measured']),
     )
-    .option('--json', 'print the inputs, rows and ROI as JSON (amounts in micro-dollars)')
-    .action(async (flags: { scenario: 'seed' | 'measured'; json?: boolean }) => {
-      const scenarios: Array<{ title: string; inputs: ScenarioInputs; how?: Measured }> = [
-        { title: 'seed', inputs: SEED_INPUTS },
-      ];
-      if (flags.scenario === 'measured') {
-        if (process.getuid?.() !== 0)
-          throw new UserError('boxcar cost --scenario measured runs probe jobs: run it as root');
-        const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
-        try {
-          const how = await measure(box);
-          const jobMiB = { runc: how.runc.mib, gvisor: how.gvisor.mib, firecracker: how.firecracker.mib };
-          scenarios.push({ title: 'measured on this node', inputs: { ...SEED_INPUTS, jobMiB }, how });
-        } finally {
-          await box.close();
+    .addOption(new Option('--by <group>', 'what to sum by').choices(COST_GROUPS).default('runtime'))
+    .option('--since <duration>', 'jobs finished this recently, e.g. 7d, 24h', '7d')
+    .option('--tenant <name>', "one tenant's jobs")
+    .option('--json', 'print JSON (amounts in micro-dollars)')
+    .option('--csv', 'print CSV (amounts in dollars)')
+    .action(
+      async (flags: {
+        scenario?: 'seed' | 'measured';
+        by: CostGroup;
+        since: string;
+        tenant?: string;
+        json?: boolean;
+        csv?: boolean;
+      }) => {
+        if (!flags.scenario) {
+          const since = parseDurationMs(flags.since);
+          if (!since.ok) throw new UserError(`--since: ${since.message}`);
+          const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+          try {
+            const lines = await finishedJobsCost(
+              box.store,
+              { by: flags.by, sinceMs: since.value, tenant: flags.tenant },
+              (j) => box.runtimes.get(j.runtime).capabilities.memoryOverheadBytes(j.spec.limits),
+              box.prices,
+            );
+            printReport(lines, flags.by, flags.json ? 'json' : flags.csv ? 'csv' : 'table');
+          } finally {
+            await box.close();
+          }
+          return;
         }
-      }
-      if (flags.json) {
-        const out = scenarios.map((s) => {
-          const rows = scenarioTable(s.inputs);
-          return {
-            scenario: s.title,
-            inputs: s.inputs,
-            measured: s.how,
-            rows,
-            roi: migrationRoi(rows, s.inputs.migration),
-          };
-        });
-        process.stdout.write(`${JSON.stringify(out)}\n`);
-        return;
-      }
-      const text = scenarios.map((s) => {
-        const how = s.how
-          ? `\n${Object.entries(s.how)
-              .map(([r, m]) => `  ${r}: ${m.mib} MiB, ${m.how}`)
-              .join('\n')}`
-          : '';
-        return `${report(s.title, s.inputs)}${how}`;
-      });
-      process.stdout.write(`${text.join('\n\n')}\n`);
+        await printScenarios(program, logger, flags.scenario, flags.json ?? false);
+      },
+    );
+}
+
+async function printScenarios(
+  program: Command,
+  logger: Logger,
+  scenario: 'seed' | 'measured',
+  json: boolean,
+): Promise<void> {
+  const scenarios: Array<{ title: string; inputs: ScenarioInputs; how?: Measured }> = [
+    { title: 'seed', inputs: SEED_INPUTS },
+  ];
+  if (scenario === 'measured') {
+    if (process.getuid?.() !== 0)
+      throw new UserError('boxcar cost --scenario measured runs probe jobs: run it as root');
+    const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+    try {
+      const how = await measure(box);
+      const jobMiB = { runc: how.runc.mib, gvisor: how.gvisor.mib, firecracker: how.firecracker.mib };
+      scenarios.push({ title: 'measured on this node', inputs: { ...SEED_INPUTS, jobMiB }, how });
+    } finally {
+      await box.close();
+    }
+  }
+  if (json) {
+    const out = scenarios.map((s) => {
+      const rows = scenarioTable(s.inputs);
+      return {
+        scenario: s.title,
+        inputs: s.inputs,
+        measured: s.how,
+        rows,
+        roi: migrationRoi(rows, s.inputs.migration),
+      };
     });
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    return;
+  }
+  const text = scenarios.map((s) => {
+    const how = s.how
+      ? `\n${Object.entries(s.how)
+          .map(([r, m]) => `  ${r}: ${m.mib} MiB, ${m.how}`)
+          .join('\n')}`
+      : '';
+    return `${report(s.title, s.inputs)}${how}`;
+  });
+  process.stdout.write(`${text.join('\n\n')}\n`);
 }
