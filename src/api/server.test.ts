@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -344,5 +345,10 @@ describe('boxcar API', () => {
     assert.match(res.body, /scheduler_job_startup_duration_seconds_count\{runtime="runc"\} [1-9]/);
     assert.match(res.body, /scheduler_job_memory_usage_bytes_bucket/);
     assert.match(res.body, /scheduler_job_cost_dollars_sum\{runtime="runc"\}/);
+    // Prometheus' own linter, on a node that has run jobs: nothing to say, process defaults included.
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: res.body, encoding: 'utf8' });
+    assert.equal(lint.error, undefined, 'promtool runs (Debian package prometheus)');
+    assert.equal(`${lint.stdout}${lint.stderr}`, '');
+    assert.equal(lint.status, 0);
   });
 });
