@@ -345,6 +345,8 @@ describe('boxcar API', () => {
     assert.match(res.body, /scheduler_job_startup_duration_seconds_count\{runtime="runc"\} [1-9]/);
     assert.match(res.body, /scheduler_job_memory_usage_bytes_bucket/);
     assert.match(res.body, /scheduler_job_cost_dollars_sum\{runtime="runc"\}/);
+    assert.match(res.body, /boxcar_sandbox_start_seconds_count\{runtime="runc",start_path="cold"\} [1-9]/);
+    assert.match(res.body, /boxcar_job_cost_dollars_total\{runtime="runc",trust="trusted"\} /);
     // Prometheus' own linter, on a node that has run jobs: nothing to say, process defaults included.
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: res.body, encoding: 'utf8' });
     assert.equal(lint.error, undefined, 'promtool runs (Debian package prometheus)');

@@ -83,6 +83,32 @@ const vmCpu = new client.Histogram({
   registers: [registry],
 });
 
+const sandboxStart = new client.Histogram({
+  name: 'boxcar_sandbox_start_seconds',
+  help: 'Time from a node taking a job to its process running, by how its sandbox started: cold, restored from a snapshot, or pooled',
+  labelNames: ['runtime', 'start_path'],
+  buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.125, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+const costByTrust = new client.Counter({
+  name: 'boxcar_job_cost_dollars_total',
+  help: 'What finished jobs cost, by runtime and trust',
+  labelNames: ['runtime', 'trust'],
+  registers: [registry],
+});
+const imageBytes = new client.Counter({
+  name: 'boxcar_image_bytes_total',
+  help: "Image bytes jobs' pulls took, by where they came from: the registry, peer nodes, or this node's cache",
+  labelNames: ['origin'],
+  registers: [registry],
+});
+
+/** How a job's sandbox came up: a VM from the warm pool or a snapshot; anything else cold. */
+function startPath(vm: VmAttributes | undefined): 'cold' | 'restored' | 'pooled' {
+  if (vm?.fromWarmPool) return 'pooled';
+  return vm?.restoredFromSnapshot ? 'restored' : 'cold';
+}
+
 function observeVm(job: JobRecord, vm: VmAttributes): void {
   (vm.restoredFromSnapshot ? restore : coldBoot).observe(vm.bootMs / 1000);
   const lifetimeMs = (job.startupMs ?? 0) + (job.durationMs ?? 0);
@@ -112,12 +138,20 @@ export function observeFinishedJob(job: JobRecord): void {
   if (!isTerminal(job.state)) return; // requeued for another attempt
   const runtime = job.runtime;
   finished.inc({ runtime, state: job.state });
-  if (job.startupMs !== null) startup.observe({ runtime }, job.startupMs / 1000);
+  const vm = job.handle?.attributes.vm;
+  if (job.startupMs !== null) {
+    startup.observe({ runtime }, job.startupMs / 1000);
+    sandboxStart.observe({ runtime, start_path: startPath(vm) }, job.startupMs / 1000);
+  }
   if (job.peakMemoryBytes !== null) memory.observe({ runtime }, job.peakMemoryBytes);
-  if (job.costDollars !== null) cost.observe({ runtime }, job.costDollars);
+  if (job.costDollars !== null) {
+    cost.observe({ runtime }, job.costDollars);
+    costByTrust.inc({ runtime, trust: job.decision.trust }, job.costDollars);
+  }
+  const image = job.handle?.attributes.image;
+  if (image) for (const [origin, bytes] of Object.entries(image.bytes)) imageBytes.inc({ origin }, bytes);
   if (job.startedAt !== null && job.startupMs !== null)
     queueWait.observe({ runtime }, Math.max(0, job.startedAt - job.startupMs - job.createdAt) / 1000);
-  const vm = job.handle?.attributes.vm;
   if (vm) observeVm(job, vm);
 }
 

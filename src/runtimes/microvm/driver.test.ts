@@ -124,6 +124,7 @@ describe('microVM driver (QEMU microvm, for real)', () => {
     ])
       assert.equal(count(m), 1, m);
     assert.match(text, /scheduler_job_startup_duration_seconds_count\{runtime="firecracker"\} 1/);
+    assert.match(text, /boxcar_sandbox_start_seconds_count\{runtime="firecracker",start_path="restored"\} 1/);
   });
 
   test('a restarted Boxcar finds a running VM, then its exit', async () => {
