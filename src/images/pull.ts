@@ -281,9 +281,10 @@ export class ImagePuller {
     const cached = { origin: 0, peers: 0, cache: desc.size };
     if (await this.store.hasBlob(desc.digest)) return cached;
     const { background, progress } = opts;
-    const pace = background
-      ? (n: number) => (this.urgent.has(desc.digest) ? Promise.resolve() : background.take(n))
-      : undefined;
+    // A job's pull waiting for this blob makes it urgent: a paced prefetch of it goes on unpaced,
+    // also one held because that very pull runs (a job waiting on a paused prefetch would never end).
+    const urgent = () => this.urgent.has(desc.digest);
+    const pace = background ? (n: number) => background.take(n, urgent) : undefined;
     // Another boxcar process on this node may be fetching it: one download, then a cache hit.
     return withLock(
       this.store.lockPath(`blob-${desc.digest.slice(7, 23)}`),

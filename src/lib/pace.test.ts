@@ -29,3 +29,16 @@ test('a paused pace holds still until it is not, and a cancelled one fails', asy
   await assert.rejects(held, PaceCancelled);
   await assert.rejects(pace.take(1), PaceCancelled);
 });
+
+test('a transfer held by a pause goes on, unpaced, once it becomes urgent', async () => {
+  const pace = new Pace(1, () => true); // paused for good, and one byte a second
+  let urgent = false;
+  let passed = false;
+  const taking = pace.take(1_000_000, () => urgent).then(() => (passed = true));
+  await sleep(150);
+  assert.equal(passed, false, 'held while paused');
+  urgent = true;
+  const t0 = Date.now();
+  await taking;
+  assert.ok(Date.now() - t0 < 500, 'not held, and not paced at one byte a second');
+});

@@ -29,9 +29,14 @@ export class Pace {
     this.cancelled = true;
   }
 
-  async take(n: number): Promise<void> {
-    while (this.paused() && !this.cancelled) await sleep(50);
+  /**
+   * `urgent`: this transfer no longer yields (something urgent now waits for it), also when
+   * that happens while it is held: it goes on at once, unpaced.
+   */
+  async take(n: number, urgent: () => boolean = () => false): Promise<void> {
+    while (this.paused() && !this.cancelled && !urgent()) await sleep(50);
     if (this.cancelled) throw new PaceCancelled();
+    if (urgent()) return;
     this.refill();
     this.tokens -= n;
     // In debt: wait until the bucket is back at zero (a chunk larger than a second's worth
