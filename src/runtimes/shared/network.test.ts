@@ -212,8 +212,10 @@ for (const runtime of ['runc', 'gvisor'] as const) {
       assert.match(output, /sent/);
       const [bytes, ms] = (await measured).split(' ').map(Number);
       assert.equal(bytes, 2_097_152);
-      // A full bucket (512 KiB) passes at once, the other 1.5 MiB at 512 KiB/s.
-      assert.ok((ms ?? 0) >= 2000 && (ms ?? 0) <= 6000, `took ${ms} ms`);
+      // A full bucket (512 KiB) passes at once, the other 1.5 MiB at 512 KiB/s. gVisor's own
+      // TCP stack recovers from tbf's drops more slowly than Linux's: seen up to 14 s.
+      const most = runtime === 'gvisor' ? 20_000 : 6000;
+      assert.ok((ms ?? 0) >= 2000 && (ms ?? 0) <= most, `took ${ms} ms`);
     });
 
     test('every network namespace and veth is gone after the jobs', async () => {
