@@ -360,6 +360,8 @@ export class MicrovmDriver implements Runtime {
     }
     const f = this.files(handle.sandboxId, handle.logPath);
     if (existsSync(path.join(f.dir, 'killed'))) return { exitCode: 128 + 9, oomKilled: false };
+    // The kernel may have ended the VMM itself (SIGXFSZ) before the host saw its disk full.
+    await this.diskAtLimit(handle);
     const stopped = await ifExists(readFile(path.join(f.dir, LIMIT_STOP), 'utf8'));
     if (stopped) {
       // The VMM is gone, so the host may write the job's log: the reason goes where its output is.
