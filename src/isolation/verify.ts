@@ -15,7 +15,8 @@ import { leaseFor, recordedSlot, type NetworkLease } from '../runtimes/shared/ne
 import { ensureProbeImage } from './probe-image.js';
 import type { Capabilities } from '../runtimes/runtime.js';
 import { ensureTableProbe, ensureWasiProbe } from './wasi-probe-module.js';
-import { workerCgroup, workerConfinementProblems } from '../runtimes/wasm/inspect.js';
+import { workerConfinementProblems } from '../runtimes/wasm/inspect.js';
+import { processCgroup } from '../runtimes/shared/confinement.js';
 import { vmmProbes } from './vmm-probes.js';
 import {
   answerScript,
@@ -691,7 +692,7 @@ async function wasmWorkerProbe(box: Boxcar, runtime: RuntimeName): Promise<Probe
         verdict: problems.length ? 'ESCAPED' : 'blocked',
         detail: problems.length
           ? `worker ${pid} ${problems.join('; ')}`
-          : `pid ${pid} (boxcar ${process.pid}): not root, no capabilities, seccomp, cgroup ${workerCgroup(pid)}, own mount/network/IPC/UTS namespaces`,
+          : `pid ${pid} (boxcar ${process.pid}): not root, no capabilities, seccomp, cgroup ${processCgroup(pid)}, own mount/network/IPC/UTS namespaces`,
       };
     }
     await sleep(20);

@@ -11,6 +11,8 @@ import type { ExecuteResult } from '../runner/execute.js';
 import { oversizedFrameRefused } from '../runtimes/microvm/hostile-guest.js';
 import { QmpClient } from '../runtimes/microvm/qemu/qmp.js';
 import { VMM_UID_BASE } from '../runtimes/microvm/vmm-jail.js';
+import { confinementProblems, processCgroup } from '../runtimes/shared/confinement.js';
+import { processUid } from '../lib/proc.js';
 import type { ProbeResult } from './verify.js';
 
 type RunJob = (input: Record<string, unknown>) => Promise<ExecuteResult>;
@@ -24,8 +26,6 @@ async function runningHandle(box: Boxcar): Promise<TaskHandle> {
   }
   throw new Error('the probe job did not start within 30 s');
 }
-
-const field = (status: string, name: string) => new RegExp(`^${name}:\\s+(.*)$`, 'm').exec(status)?.[1] ?? '';
 
 /**
  * The host side of a microVM, from outside, as a guest that broke out of its kernel into the
@@ -55,16 +55,17 @@ export async function vmmProbes(box: Boxcar, runtime: RuntimeName, runJob: RunJo
     const job = runJob({ command: ['sleep', '3'] });
     const handle = await runningHandle(box);
     const pid = handle.attributes.hostPid as number;
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const uid = Number(field(status, 'Uid').split(/\s+/)[0]);
-    const caps = field(status, 'CapEff');
+    const uid = processUid(pid) ?? 0;
+    // Its own uid from the VMM range, no capabilities, no_new_privs, seccomp (QEMU's), its own
+    // cgroup and mount namespace.
+    const problems = confinementProblems(pid, { cgroupPrefix: `/boxcar/vmm-${uid}`, namespaces: ['mnt'] });
+    if (uid < VMM_UID_BASE) problems.push(`uid ${uid} is not a VMM uid`);
     push(
       'vmm_privileges',
-      uid >= VMM_UID_BASE && /^0+$/.test(caps) && field(status, 'NoNewPrivs') === '1',
-      `uid ${uid}, CapEff ${caps}, NoNewPrivs ${field(status, 'NoNewPrivs')}, Seccomp ${field(status, 'Seccomp')}`,
+      problems.length === 0,
+      problems.join('; ') || `uid ${uid}, no capabilities, no_new_privs, seccomp`,
     );
-    const cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-    const memory = /:memory:(\S+)$/m.exec(cgroups)?.[1] ?? '?';
+    const memory = processCgroup(pid) ?? '?';
     const pidsMax = readFileSync(`/sys/fs/cgroup/pids${memory}/pids.max`, 'utf8').trim();
     const limit = Number(readFileSync(`/sys/fs/cgroup/memory${memory}/memory.limit_in_bytes`, 'utf8'));
     push(

@@ -12,7 +12,8 @@ import { decideLocally, operatorOrigin } from '../../runner/local.js';
 import { executeJob } from '../../runner/execute.js';
 import { sleep } from '../../lib/exec.js';
 import { WORKER_OVERHEAD_BYTES } from './worker-process.js';
-import { workerCgroup, workerConfinementProblems } from './inspect.js';
+import { workerConfinementProblems } from './inspect.js';
+import { processCgroup } from '../shared/confinement.js';
 
 /** WASM jobs for real: the sample modules built by set-up from examples/wasm/*.c. */
 const WASM = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../wasm');
@@ -213,7 +214,7 @@ describe('wasm driver', () => {
       assert.ok(pid !== undefined, 'a worker process runs the job');
       assert.deepEqual(workerConfinementProblems(pid), []);
       const limit = Number(
-        readFileSync(`/sys/fs/cgroup/memory${workerCgroup(pid)}/memory.limit_in_bytes`, 'utf8'),
+        readFileSync(`/sys/fs/cgroup/memory${processCgroup(pid)}/memory.limit_in_bytes`, 'utf8'),
       );
       assert.equal(limit, 64 * 2 ** 20 + WORKER_OVERHEAD_BYTES, 'the job’s memory and the worker’s overhead');
       // Its mount namespace: no Boxcar state, no host processes; the workspace a tmpfs of the job's size.
