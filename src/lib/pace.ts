@@ -35,8 +35,8 @@ export class Pace {
    */
   async take(n: number, urgent: () => boolean = () => false): Promise<void> {
     while (this.paused() && !this.cancelled && !urgent()) await sleep(50);
+    if (urgent()) return; // a job waits for it: not even a cancelled prefetch stops it
     if (this.cancelled) throw new PaceCancelled();
-    if (urgent()) return;
     this.refill();
     this.tokens -= n;
     // In debt: wait until the bucket is back at zero (a chunk larger than a second's worth
