@@ -81,6 +81,56 @@ const NetworkInput = z.union([
   }),
 ]);
 
+/** Names a job's workspace may hold: relative, inside it, no `..` (globs allowed, as in GitLab CI). */
+const WorkspacePath = z
+  .string()
+  .min(1)
+  .refine(
+    (p) => !p.startsWith('/') && !p.split('/').includes('..'),
+    'must be a path inside the workspace, relative and without "..", e.g. dist/ or coverage/*.xml',
+  );
+
+const COMMIT = /^[0-9a-f]{40}$/;
+
+/**
+ * The code a job runs on: one commit of a git repository, put into its /workspace before it
+ * starts. The URL's transport must be allowed (https and ssh; file only where the config says).
+ */
+const Checkout = z.strictObject({
+  url: z.string().min(1, 'give the repository to clone, e.g. https://github.com/org/repo.git'),
+  commit: z.string().regex(COMMIT, 'must be a full 40-character commit id, e.g. from `git rev-parse HEAD`'),
+  /** Off unless asked: a submodule is more code from another repository. */
+  submodules: z.boolean().default(false),
+});
+
+/** Files kept from the job's workspace when it ends, for later jobs (`needs`) and for download. */
+const Artifacts = z.strictObject({
+  paths: z.array(WorkspacePath).min(1, 'name at least one path, e.g. [dist/]'),
+  expire_in: parsedField(parseDurationMs).prefault('7d'),
+  /** Also kept when the job fails (as GitLab's `artifacts:when: always`). */
+  when: z.enum(['on_success', 'on_failure', 'always']).default('on_success'),
+});
+
+/**
+ * Files restored into the workspace before the job and saved after it, per tenant, repository
+ * and key; untrusted jobs read and write caches of their own.
+ */
+const Cache = z.strictObject({
+  key: z
+    .union([
+      z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'use 1-64 letters, digits, ".", "_" or "-"'),
+      z.strictObject({
+        /** The key is the digest of these files' contents (as GitLab's `cache:key:files`). */
+        files: z.array(WorkspacePath).min(1).max(2, 'at most two files, as in GitLab CI'),
+        prefix: z.string().regex(/^[A-Za-z0-9._-]{1,32}$/).optional(),
+      }),
+    ])
+    .default('default'),
+  paths: z.array(WorkspacePath).min(1, 'name at least one path, e.g. [node_modules/]'),
+  /** pull-push (default), pull (restore only) or push (save only), as in GitLab CI. */
+  policy: z.enum(['pull-push', 'pull', 'push']).default('pull-push'),
+});
+
 /**
  * A job as written in a YAML job file (snake_case like the seed's policy) or assembled from
  * CLI flags. `command` as a string is a shell script run by `sh -c`.
@@ -118,6 +168,9 @@ export const JobSpecInput = z.strictObject({
   network: NetworkInput.default(false as never),
   /** MicroVM jobs only: boot the VM from scratch instead of restoring a snapshot (to measure). */
   cold_boot: z.boolean().default(false),
+  checkout: Checkout.optional(),
+  artifacts: Artifacts.optional(),
+  cache: Cache.optional(),
 });
 
 export type JobSpecInput = z.output<typeof JobSpecInput>;
@@ -163,6 +216,13 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
   priority: s.priority,
   timeoutMs: s.timeout,
   coldBoot: s.cold_boot,
+  checkout: s.checkout,
+  artifacts: s.artifacts && {
+    paths: s.artifacts.paths,
+    expireInMs: s.artifacts.expire_in,
+    when: s.artifacts.when,
+  },
+  cache: s.cache,
   network: {
     enabled: s.network.enabled,
     egress: {
@@ -197,3 +257,6 @@ export const JobSpec = JobSpecInput.refine(commandGiven, COMMAND_REQUIRED)
 export type JobSpec = z.output<typeof JobSpec>;
 export type JobLimits = JobSpec['limits'];
 export type JobNetwork = JobSpec['network'];
+export type JobCheckout = NonNullable<JobSpec['checkout']>;
+export type JobArtifacts = NonNullable<JobSpec['artifacts']>;
+export type JobCache = NonNullable<JobSpec['cache']>;

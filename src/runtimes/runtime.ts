@@ -73,6 +73,14 @@ export interface SandboxRequest {
    * masked, into the job's stored log. `destroy` removes it with the rest of the sandbox.
    */
   logPath: string;
+  /**
+   * A host directory the job sees as its /workspace, given when the job starts with files (its
+   * checkout, the artifacts of the jobs it needs, a restored cache) or leaves some behind
+   * (artifacts, a cache to save). It is on a tmpfs of the job's workspace size that Boxcar
+   * mounts and removes, never the driver, and holds nothing but the job's own files. Absent:
+   * the driver gives the job an empty workspace of its own.
+   */
+  workspaceDir?: string;
 }
 
 /** What a driver's sandboxes are and can do: what callers ask instead of a runtime's name. */
@@ -98,6 +106,12 @@ export interface Capabilities {
    * `resources.rootfs`); otherwise its root is read-only.
    */
   writableRoot: boolean;
+  /**
+   * What the job left in its workspace is in the request's `workspaceDir` once `wait` has
+   * resolved (the job sees the directory itself, or the driver copies it back): where
+   * artifacts and caches are collected from. Otherwise the job's files stay in its sandbox.
+   */
+  workspaceReturned: boolean;
 }
 
 /** A driver's own state from a handle, through the driver's schema; undefined before its sandbox existed. */

@@ -52,6 +52,7 @@ export class GvisorDriver extends ConmonDriver {
     network: true,
     survivesRestart: true,
     writableRoot: true,
+    workspaceReturned: true,
   };
   private readonly binary: string;
   private platform: Platform | undefined;

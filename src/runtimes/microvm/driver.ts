@@ -100,6 +100,7 @@ export class MicrovmDriver implements Runtime {
     network: true,
     survivesRestart: true,
     writableRoot: false,
+    workspaceReturned: false,
   };
   private readonly host: VmHost;
   private readonly launcher: VmLauncher;

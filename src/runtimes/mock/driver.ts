@@ -81,6 +81,7 @@ export class MockRuntime implements Runtime {
     network: false,
     survivesRestart: true,
     writableRoot: true,
+    workspaceReturned: true,
   };
 
   constructor(

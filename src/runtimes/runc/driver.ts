@@ -15,6 +15,7 @@ export class RuncDriver extends ConmonDriver {
     network: true,
     survivesRestart: true,
     writableRoot: true,
+    workspaceReturned: true,
   };
   private readonly binary: string;
 

@@ -138,6 +138,7 @@ export abstract class ConmonDriver implements Runtime {
         secrets: req.secrets,
         cgroupsPath: this.cgroupsPath(req.sandboxId),
         netnsPath: network?.netnsPath,
+        workspaceDir: req.workspaceDir,
       }),
     );
     // It holds the job's environment, secrets included: only root may read it, and it is gone

@@ -67,6 +67,8 @@ export interface OciSpecInput {
   secrets?: Record<string, string>;
   /** The job's own network namespace (with a veth); absent: a new one with only loopback. */
   netnsPath?: string;
+  /** A host directory filled for the job (SandboxRequest.workspaceDir); absent: an empty tmpfs. */
+  workspaceDir?: string;
 }
 
 /** A hostname that names the job and is valid (RFC 1123 label). */
@@ -164,12 +166,19 @@ export function ociSpec(input: OciSpecInput): Record<string, unknown> {
         source: 'tmpfs',
         options: ['nosuid', 'nodev', 'mode=1777', `size=${l.tmpBytes}`],
       },
-      {
-        destination: WORKSPACE_DIR,
-        type: 'tmpfs',
-        source: 'tmpfs',
-        options: ['nosuid', 'nodev', 'mode=0755', `size=${l.workspaceBytes}`],
-      },
+      input.workspaceDir
+        ? {
+            destination: WORKSPACE_DIR,
+            type: 'bind',
+            source: input.workspaceDir,
+            options: ['rbind', 'nosuid', 'nodev', 'rw'],
+          }
+        : {
+            destination: WORKSPACE_DIR,
+            type: 'tmpfs',
+            source: 'tmpfs',
+            options: ['nosuid', 'nodev', 'mode=0755', `size=${l.workspaceBytes}`],
+          },
     ],
     linux: {
       cgroupsPath: input.cgroupsPath,

@@ -68,6 +68,7 @@ export class WasmDriver implements Runtime {
     network: false,
     survivesRestart: false,
     writableRoot: false,
+    workspaceReturned: false,
   };
   private readonly pool: WasmPool;
   private readonly capped = new Map<string, Promise<Uint8Array<ArrayBuffer>>>();
