@@ -38,7 +38,11 @@ const PullRequestEvent = z.object({
   repository: z.object({ full_name: z.string() }),
 });
 
-/** What a delivery keeps for its worker: the few fields it needs and the classifier's verdict. */
+/**
+ * What a delivery keeps for its worker: the few fields it needs and the classifier's verdict.
+ * Every forge's intake stores this shape (GitLab: `number` is the merge request's iid); fields
+ * of a forge's own (where its statuses go) ride along and are read by src/forge.
+ */
 const DeliveryEvent = z.object({
   number: z.number(),
   repository: z.string(),
@@ -51,7 +55,7 @@ const DeliveryEvent = z.object({
     evidence: z.array(z.string()),
   }),
 });
-type DeliveryEvent = z.output<typeof DeliveryEvent>;
+export type DeliveryEvent = z.output<typeof DeliveryEvent>;
 
 export function signatureValid(secret: string, body: Buffer, header: string | undefined): boolean {
   const expected = Buffer.from(`sha256=${createHmac('sha256', secret).update(body).digest('hex')}`);
@@ -184,7 +188,7 @@ export class DeliveryWorker {
       `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`,
       pipelineSpecFor(tenant),
     );
-    const actor = `webhook:github:${d.id}`;
+    const actor = `webhook:${d.forge}:${d.id}`;
     // A new push makes the jobs of the pull request's earlier pushes moot (GitLab's and
     // GitHub's "auto-cancel redundant pipelines").
     const live = await box.store.listJobs({
@@ -205,6 +209,7 @@ export class DeliveryWorker {
         BOXCAR_REPOSITORY: ev.repository,
         BOXCAR_SHA: ev.headSha,
         BOXCAR_PULL_REQUEST: String(ev.number),
+        BOXCAR_PIPELINE: pipeline.name,
       };
       try {
         const job: JobRecord = await acceptJob(box, scheduler.placement, {
@@ -214,8 +219,12 @@ export class DeliveryWorker {
           classifier: ev.classifier,
         });
         jobs.push(job.id);
+        scheduler.announce(job.id); // queued: forge statuses go pending
       } catch (err) {
-        if (err instanceof JobRefused) jobs.push(err.job.id);
+        if (err instanceof JobRefused) {
+          jobs.push(err.job.id);
+          scheduler.announce(err.job.id); // refused: its status says so
+        }
         if (!(err instanceof UserError)) throw err;
         refused.push(`${spec.name}: ${err.message}`);
       }
