@@ -102,6 +102,11 @@ const Images = z.strictObject({
   prefetch: Prefetch.prefault({}),
 });
 
+const HttpUrl = z.url({ protocol: /^https?$/, error: 'use http://HOST[:PORT][/PATH] or https://…' });
+const Repositories = z
+  .record(z.string().regex(/^[^/\s]+\/[^/\s]+$/, 'use owner/name or owner/*'), TenantName)
+  .default({});
+
 const ConfigFile = z.strictObject({
   /** Tenants: trust ceilings, weights, LimitRange-style limits (see tenants/tenant-config.ts). */
   tenants: TenantsConfig,
@@ -131,6 +136,8 @@ const ConfigFile = z.strictObject({
     .prefault({}),
   webhooks: z
     .strictObject({
+      /** Boxcar's API as the forge's users reach it: statuses link to `<public_url>/v1/jobs/ID/logs` (default: the address `serve --listen` got). */
+      public_url: HttpUrl.optional(),
       github: z
         .strictObject({
           /** The webhook's secret (or BOXCAR_GITHUB_WEBHOOK_SECRET). */
@@ -138,14 +145,57 @@ const ConfigFile = z.strictObject({
           /** The tenant that jobs from GitHub belong to, unless `repositories` maps their repository. */
           tenant: TenantName.default('github'),
           /** Repository (`owner/name`, or `owner/*`) → tenant. */
-          repositories: z
-            .record(z.string().regex(/^[^/\s]+\/[^/\s]+$/, 'use owner/name or owner/*'), TenantName)
-            .default({}),
+          repositories: Repositories,
+          /** GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3). */
+          api_url: HttpUrl.default('https://api.github.com'),
+          /** A token that may write commit statuses (or BOXCAR_GITHUB_TOKEN); or `app`. */
+          token: z.string().min(1).optional(),
+          /** A GitHub App installed on the repositories: statuses with its installation tokens. */
+          app: z
+            .strictObject({
+              id: z.number().int().positive(),
+              /** The App's private key (PEM), as GitHub gave it. */
+              private_key_file: z.string().min(1),
+            })
+            .optional(),
+        })
+        .prefault({}),
+      gitlab: z
+        .strictObject({
+          /** The webhook's secret token, sent back as X-Gitlab-Token (or BOXCAR_GITLAB_WEBHOOK_SECRET). */
+          secret: z.string().min(16, 'use a random secret of at least 16 characters').optional(),
+          /** The tenant that jobs from GitLab belong to, unless `repositories` maps their project. */
+          tenant: TenantName.default('gitlab'),
+          /** Project path (`group/name`, or `group/*`) → tenant. */
+          repositories: Repositories,
+          /** The GitLab instance. */
+          api_url: HttpUrl.default('https://gitlab.com'),
+          /** A token with the api scope, for commit statuses (or BOXCAR_GITLAB_TOKEN). */
+          token: z.string().min(1).optional(),
         })
         .prefault({}),
     })
     .prefault({}),
 });
+
+export interface WebhooksConfig {
+  publicUrl: string | undefined;
+  github: {
+    secret?: string;
+    tenant: string;
+    repositories: Record<string, string>;
+    apiUrl: string;
+    token?: string;
+    app?: { id: number; privateKeyFile: string };
+  };
+  gitlab: {
+    secret?: string;
+    tenant: string;
+    repositories: Record<string, string>;
+    apiUrl: string;
+    token?: string;
+  };
+}
 
 export interface Config {
   policyFile: string;
@@ -159,7 +209,7 @@ export interface Config {
   images: z.output<typeof Images>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
-  webhooks: { github: { secret?: string; tenant: string; repositories: Record<string, string> } };
+  webhooks: WebhooksConfig;
 }
 
 /**
@@ -185,13 +235,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     registries: c.registries,
     images: c.images,
     secretsKeyFile: c.secrets.key_file,
-    webhooks: {
-      github: {
-        secret: c.webhooks.github.secret ?? process.env.BOXCAR_GITHUB_WEBHOOK_SECRET,
-        tenant: c.webhooks.github.tenant,
-        repositories: c.webhooks.github.repositories,
-      },
-    },
+    webhooks: webhooksConfig(c.webhooks),
     policyFile: opts.policy ?? c.policy ?? DEFAULT_POLICY_FILE,
     prices: c.prices
       ? {
@@ -199,5 +243,29 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
           dollarsPerCoreHour: c.prices.dollars_per_core_hour,
         }
       : SEED_PRICES,
+  };
+}
+
+/** The file's webhooks section, secrets and tokens filled in from the environment where not given. */
+function webhooksConfig(w: z.output<typeof ConfigFile>['webhooks']): WebhooksConfig {
+  const { github, gitlab } = w;
+  const env = process.env;
+  return {
+    publicUrl: w.public_url,
+    github: {
+      secret: github.secret ?? env.BOXCAR_GITHUB_WEBHOOK_SECRET,
+      tenant: github.tenant,
+      repositories: github.repositories,
+      apiUrl: github.api_url,
+      token: github.token ?? env.BOXCAR_GITHUB_TOKEN,
+      app: github.app && { id: github.app.id, privateKeyFile: github.app.private_key_file },
+    },
+    gitlab: {
+      secret: gitlab.secret ?? env.BOXCAR_GITLAB_WEBHOOK_SECRET,
+      tenant: gitlab.tenant,
+      repositories: gitlab.repositories,
+      apiUrl: gitlab.api_url,
+      token: gitlab.token ?? env.BOXCAR_GITLAB_TOKEN,
+    },
   };
 }

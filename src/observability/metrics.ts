@@ -129,9 +129,13 @@ export function gauge(name: string, help: string, collect: () => number): void {
   });
 }
 
-/** A counter other modules increment as events happen (firewall repairs, …). */
-export function counter(name: string, help: string): client.Counter {
-  return new client.Counter({ name, help, registers: [registry] });
+/** A counter other modules increment as events happen (firewall repairs, …); labels bounded. */
+export function counter<L extends string = never>(
+  name: string,
+  help: string,
+  labelNames: readonly L[] = [],
+): client.Counter<L> {
+  return new client.Counter({ name, help, labelNames, registers: [registry] });
 }
 
 export function observeFinishedJob(job: JobRecord): void {

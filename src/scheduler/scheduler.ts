@@ -19,6 +19,8 @@ const PER_TENANT_WINDOW = 200;
  */
 const STARTS_PER_CORE = 4;
 const IDLE_POLL_MS = 500;
+/** The event every announced change is also emitted as (job ids are the other events). */
+const ANY_JOB = Symbol('any job');
 
 interface Active {
   job: JobRecord;
@@ -77,6 +79,13 @@ export class Scheduler {
   /** Tells waiters on this node that a job changed. */
   announce(id: string): void {
     this.changes.emit(id);
+    this.changes.emit(ANY_JOB, id);
+  }
+
+  /** Calls `listener` with the id of every job this node announces; returns how to stop. */
+  onJobChange(listener: (id: string) => void): () => void {
+    this.changes.on(ANY_JOB, listener);
+    return () => this.changes.off(ANY_JOB, listener);
   }
 
   /** Settles when this node sees the job change, or after `timeoutMs` (another node may run it). */
