@@ -19,6 +19,10 @@ import { openStore, storeIsShared } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { RegistryLogins } from './tenants/registry-logins.js';
 import { Secrets } from './tenants/secrets.js';
+import { Mirrors } from './checkout/mirror.js';
+import { Artifacts } from './workspace/artifacts.js';
+import { Caches } from './workspace/caches.js';
+import { Workspaces } from './workspace/workspaces.js';
 
 /** One local Boxcar: its state directory, store, images, runtime drivers and routing policy. */
 export interface Boxcar {
@@ -38,6 +42,10 @@ export interface Boxcar {
   secrets: Secrets;
   /** Tenants' own registry credentials, sealed beside their secrets. */
   registryLogins: RegistryLogins;
+  /** Repository mirrors, shared by jobs' checkouts and webhooks' job files. */
+  mirrors: Mirrors;
+  /** Jobs' workspaces on the host: checkouts, artifacts, caches. */
+  workspaces: Workspaces;
   close(): Promise<void>;
 }
 
@@ -98,6 +106,16 @@ export async function openBoxcar(
     maxBytes: config.images.cache_max,
     inUse: () => imagesInUse(store),
   });
+  const mirrors = new Mirrors({ dir: paths.mirrors, protocols: config.workspaces.checkout_protocols, logger });
+  const workspaces = new Workspaces({
+    dir: paths.workspaces,
+    mirrors,
+    artifacts: new Artifacts(paths.artifacts, config.workspaces.artifacts_max),
+    caches: new Caches(paths.caches, config.workspaces.caches_max, logger),
+    protocols: config.workspaces.checkout_protocols,
+    logger,
+    getJob: (id) => store.getJob(id),
+  });
   const p2p = config.images.p2p;
   let peers: PeerSwarm | undefined;
   if (p2p.enabled ?? storeIsShared(opts.store)) {
@@ -119,6 +137,8 @@ export async function openBoxcar(
     logger,
     secrets,
     registryLogins: new RegistryLogins(secrets),
+    mirrors,
+    workspaces,
     close: async () => {
       await peers?.node.stop();
       await runtimes.close();

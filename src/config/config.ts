@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { DEFAULT_PROTOCOLS, GIT_PROTOCOLS } from '../checkout/git.js';
 import { SEED_PRICES, type Prices } from '../cost/model.js';
 import { DEFAULT_POLICY_FILE } from '../policy/load-policy.js';
 import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js';
@@ -102,6 +103,19 @@ const Images = z.strictObject({
   prefetch: Prefetch.prefault({}),
 });
 
+/** What jobs start with and leave behind: checkouts, artifacts, caches (see src/workspace). */
+const Workspaces = z.strictObject({
+  /** Transports a job's `checkout.url` may use (`file` for tests and local repositories). */
+  checkout_protocols: z
+    .array(z.enum(GIT_PROTOCOLS))
+    .min(1)
+    .default([...DEFAULT_PROTOCOLS]),
+  /** The most one job may keep as artifacts. */
+  artifacts_max: parsedField(parseBytes).prefault('1Gi'),
+  /** All caches of this node together; past it the least recently used go. */
+  caches_max: parsedField(parseBytes).prefault('10Gi'),
+});
+
 const HttpUrl = z.url({ protocol: /^https?$/, error: 'use http://HOST[:PORT][/PATH] or https://…' });
 const Repositories = z
   .record(z.string().regex(/^[^/\s]+\/[^/\s]+$/, 'use owner/name or owner/*'), TenantName)
@@ -125,6 +139,7 @@ const ConfigFile = z.strictObject({
   api: Api.prefault({}),
   registries: Registries.prefault({}),
   images: Images.prefault({}),
+  workspaces: Workspaces.prefault({}),
   secrets: z
     .strictObject({
       /**
@@ -207,6 +222,7 @@ export interface Config {
   api: ApiConfig;
   registries: RegistriesConfig;
   images: z.output<typeof Images>;
+  workspaces: z.output<typeof Workspaces>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
   webhooks: WebhooksConfig;
@@ -234,6 +250,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     api: c.api,
     registries: c.registries,
     images: c.images,
+    workspaces: c.workspaces,
     secretsKeyFile: c.secrets.key_file,
     webhooks: webhooksConfig(c.webhooks),
     policyFile: opts.policy ?? c.policy ?? DEFAULT_POLICY_FILE,

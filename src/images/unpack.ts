@@ -1,23 +1,15 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { chmod, copyFile, lchown, link, lstat, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { Decompress } from 'fzstd';
+import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { errnoCode, errorMessage, ifExists, UserError, withContext } from '../lib/errors.js';
-import { ExecError } from '../lib/exec.js';
+import { ifExists } from '../lib/errors.js';
+import { readTarEntries, TarRefused, type UnpackLimits, type UnpackTotals } from '../lib/tar-read.js';
 import { processUmask } from '../lib/proc.js';
 import { isWhiteout, lookup, type StackedLayer } from './layer-stack.js';
 import { markOpaque, Whiteouts } from './overlay-marks.js';
 
-export interface UnpackLimits {
-  /** Bytes the layers may expand to, all together. */
-  maxBytes: number;
-  maxEntries: number;
-  maxPathLength: number;
-}
+export type { UnpackLimits, UnpackTotals };
 
 export const DEFAULT_UNPACK_LIMITS: UnpackLimits = {
   maxBytes: 16 * 2 ** 30,
@@ -25,21 +17,15 @@ export const DEFAULT_UNPACK_LIMITS: UnpackLimits = {
   maxPathLength: 4096,
 };
 
-export class UnsafeLayer extends UserError {
+export class UnsafeLayer extends TarRefused {
   constructor(layer: string, entry: string, why: string) {
-    super(`layer ${layer} refused: entry "${entry}" ${why}`);
+    super(`layer ${layer}`, entry, why);
     this.name = 'UnsafeLayer';
   }
 }
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
-
-/** What the layers applied so far hold against the limits. */
-export interface UnpackTotals {
-  bytes: number;
-  entries: number;
-}
 
 export interface LayerTarget {
   /** The empty directory the layer's own files go to. */
@@ -76,137 +62,13 @@ export async function applyLayer(
 ): Promise<{ opaque: string[] }> {
   const writer = new LayerWriter(target, layerName, limits, totals);
   try {
-    await readEntries(layer, layerName, limits, totals, (h, body) => writer.apply(h, body));
+    await readTarEntries(layer, `layer ${layerName}`, limits, totals, (h, body) => writer.apply(h, body));
     const opaque = writer.opaqueDirs();
     await markOpaque(opaque.map((rel) => path.join(target.dir, rel)));
     return { opaque };
   } finally {
     await writer.whiteouts.dispose();
   }
-}
-
-/** Failures of this host (a full disk, a missing tool), whatever the layer holds. */
-const HOST_ERRNOS = new Set([
-  'ENOSPC',
-  'EDQUOT',
-  'EIO',
-  'EROFS',
-  'EMFILE',
-  'ENFILE',
-  'ENOMEM',
-  'EACCES',
-  'EPERM',
-]);
-const isHostFailure = (err: unknown) => err instanceof ExecError || HOST_ERRNOS.has(errnoCode(err) ?? '');
-
-/** Each entry of a layer's tar to `apply`, through decompression and the bomb guard. */
-async function readEntries(
-  layer: string | Readable,
-  layerName: string,
-  limits: UnpackLimits,
-  totals: UnpackTotals,
-  apply: (h: tar.Headers, body: Readable) => Promise<void>,
-): Promise<void> {
-  const extract = tar.extract();
-  let hostFailure: unknown;
-  const done = (async () => {
-    for await (const entry of extract) {
-      try {
-        await apply(entry.header, entry);
-      } catch (err) {
-        if (isHostFailure(err)) hostFailure = err;
-        throw err;
-      } finally {
-        entry.resume(); // drain what an entry left unread (a dropped device, a refused entry)
-      }
-    }
-  })();
-  const piping = pipeline(
-    typeof layer === 'string' ? createReadStream(layer) : layer,
-    decompressor(layerName),
-    bombGuard(limits, totals, layerName),
-    extract,
-  );
-  const settled = await Promise.allSettled([done, piping]);
-  const reasons = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
-  // A refusal says why; a stream torn down by it only echoes it.
-  const refusal = reasons.find((r) => r instanceof UserError);
-  if (refusal) throw refusal;
-  // Writing failed on this host (a full disk, a missing tool): not the layer's fault.
-  if (hostFailure) throw withContext(`unpacking layer ${layerName}`, hostFailure);
-  if (reasons.length)
-    throw new UserError(`layer ${layerName} is not a readable tar archive: ${errorMessage(reasons[0])}`);
-}
-
-/** gzip, zstd or plain, told apart by their first bytes rather than the media type a registry sent. */
-function decompressor(layerName: string): Transform {
-  let kind: 'gzip' | 'zstd' | 'plain' | undefined;
-  let inner: Transform | undefined;
-  let zstd: Decompress | undefined;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      if (!kind) {
-        kind =
-          chunk[0] === 0x1f && chunk[1] === 0x8b
-            ? 'gzip'
-            : chunk.readUInt32LE(0) === 0xfd2fb528
-              ? 'zstd'
-              : 'plain';
-        if (kind === 'gzip') {
-          inner = createGunzip();
-          inner.on('data', (d: Buffer) => this.push(d));
-          inner.on('error', (e) => this.destroy(e));
-        } else if (kind === 'zstd') zstd = new Decompress((d) => this.push(Buffer.from(d)));
-      }
-      try {
-        if (kind === 'gzip') (inner as Transform).write(chunk, cb);
-        else if (kind === 'zstd') {
-          (zstd as Decompress).push(chunk);
-          cb();
-        } else cb(null, chunk);
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-    flush(cb) {
-      try {
-        if (kind === 'gzip') {
-          (inner as Transform).end();
-          (inner as Transform).once('end', () => cb());
-          (inner as Transform).once('error', cb);
-        } else {
-          if (kind === 'zstd') (zstd as Decompress).push(new Uint8Array(0), true);
-          cb();
-        }
-      } catch (err) {
-        cb(new Error(`${layerName}: ${errorMessage(err)}`));
-      }
-    },
-  });
-}
-
-/** Stops a layer that expands past what all the layers may take together. */
-function bombGuard(limits: UnpackLimits, totals: UnpackTotals, layerName: string): Transform {
-  let seen = 0;
-  // Tar headers and padding ride on top of file contents: allow them, not a second image.
-  const cap = limits.maxBytes + 512 * limits.maxEntries;
-  // The layers under this one; this one's own bytes are `seen` (its files are counted again in
-  // `totals` as they are written).
-  const before = totals.bytes;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (before + seen > cap)
-        return cb(
-          new UnsafeLayer(
-            layerName,
-            '(archive)',
-            `expands past ${limits.maxBytes} bytes: a decompression bomb?`,
-          ),
-        );
-      cb(null, chunk);
-    },
-  });
 }
 
 const UMASK = processUmask();

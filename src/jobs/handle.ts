@@ -11,7 +11,35 @@ export interface SandboxAttributes {
   vm?: VmAttributes;
   /** The registry image the sandbox runs, and how it was pulled for the job. */
   image?: ImageAttributes;
+  /** What the job's workspace started with and what was kept of it. */
+  workspace?: WorkspaceAttributes;
 }
+
+const Workspace = z.object({
+  checkout: z
+    .object({
+      url: z.string(),
+      commit: z.string(),
+      /** The node's mirror had the commit: nothing was fetched. */
+      warm: z.boolean(),
+      fetchMs: z.number(),
+      checkoutMs: z.number(),
+      submodules: z.number(),
+    })
+    .optional(),
+  /** Jobs whose artifacts were put into the workspace. */
+  artifactsFrom: z.array(z.string()).optional(),
+  /** The cache restored (hit) or looked for (miss), by key and namespace. */
+  cache: z.object({ key: z.string(), namespace: z.string(), hit: z.boolean(), bytes: z.number() }).optional(),
+  /** The artifacts kept when the job ended (a tar, by digest). */
+  artifacts: z
+    .object({ digest: z.string(), bytes: z.number(), files: z.number(), expiresAt: z.number() })
+    .optional(),
+  cacheSaved: z.object({ key: z.string(), namespace: z.string(), bytes: z.number() }).optional(),
+  /** Why collecting artifacts or saving the cache failed, when it did. */
+  error: z.string().optional(),
+});
+export type WorkspaceAttributes = z.output<typeof Workspace>;
 
 export interface ImageAttributes {
   ref: string;
@@ -84,6 +112,7 @@ const V2 = z.object({
         bytes: z.object({ origin: z.number(), peers: z.number(), cache: z.number() }),
       })
       .optional(),
+    workspace: Workspace.optional(),
   }),
 });
 

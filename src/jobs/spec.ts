@@ -223,6 +223,11 @@ export const normalizeJobSpec = (s: JobSpecInput) => ({
     when: s.artifacts.when,
   },
   cache: s.cache,
+  /**
+   * Jobs of the same pipeline whose artifacts go into this job's workspace (its `needs`):
+   * set by the pipeline when it queues the job, never by a job file or an API body.
+   */
+  artifactsFrom: [] as Array<{ jobId: string; name: string }>,
   network: {
     enabled: s.network.enabled,
     egress: {

@@ -18,6 +18,14 @@ export interface StatePaths {
   runscRoot: string;
   /** MicroVM artefacts: guest kernel and initramfs, image disks, snapshots. */
   vm: string;
+  /** Bare git mirrors, one per repository, written by Boxcar alone. */
+  mirrors: string;
+  /** Jobs' workspaces on the host (a tmpfs each), for jobs that start with files or leave some. */
+  workspaces: string;
+  /** Artifacts jobs kept, by digest. */
+  artifacts: string;
+  /** Dependency caches, in a trusted and an untrusted namespace. */
+  caches: string;
 }
 
 export function defaultStateDir(): string {
@@ -36,5 +44,9 @@ export function statePaths(root: string = defaultStateDir()): StatePaths {
     runcRoot: path.join(abs, 'runc'),
     runscRoot: path.join(abs, 'runsc'),
     vm: path.join(abs, 'vm'),
+    mirrors: path.join(abs, 'git'),
+    workspaces: path.join(abs, 'workspaces'),
+    artifacts: path.join(abs, 'artifacts'),
+    caches: path.join(abs, 'caches'),
   };
 }

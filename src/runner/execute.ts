@@ -18,6 +18,7 @@ import type { Secrets } from '../tenants/secrets.js';
 import { jobLogPath, JobLogWriter } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
 import { finalState } from '../jobs/states.js';
+import { wantsWorkspace, type Workspaces } from '../workspace/workspaces.js';
 
 export interface ExecuteDeps {
   paths: StatePaths;
@@ -29,6 +30,7 @@ export interface ExecuteDeps {
   prices: Prices;
   secrets: Pick<Secrets, 'forJob'>;
   registryLogins: Pick<RegistryLogins, 'identity'>;
+  workspaces: Workspaces;
 }
 
 export interface ExecuteOptions {
@@ -98,6 +100,7 @@ export async function executeJob(
     });
     await store.saveHandle(job.id, handle);
     secrets = await deps.secrets.forJob(job);
+    const workspace = wantsWorkspace(job.spec) ? await deps.workspaces.prepare(job) : undefined;
     handle = await driver.prepare({
       jobId: job.id,
       sandboxId,
@@ -107,12 +110,15 @@ export async function executeJob(
       trust: job.decision.trust,
       secrets,
       logPath: handle.logPath,
+      workspaceDir: workspace?.dir,
     });
+    if (workspace) handle.attributes.workspace = workspace.attributes;
     // Which image it ran, and (pulled for it) how it came: part of the job's result.
     if (image.pull) handle.attributes.image = { ref: image.ref, digest: image.digest, ...image.pull };
     await store.saveHandle(job.id, handle);
     if (opts.signal?.aborted) {
       await destroyQuietly(driver, handle, log);
+      await removeWorkspace(deps, job, log);
       record = await store.transition(
         job.id,
         'cancelled',
@@ -130,6 +136,7 @@ export async function executeJob(
     if (infraFailure) log.error({ err }, 'job failed to start');
     else log.info({ why: errorMessage(err) }, 'job refused: its own input');
     if (driver && handle) await destroyQuietly(driver, handle, log);
+    await removeWorkspace(deps, job, log);
     const why = errorMessage(err);
     // Only a job whose process never started is run again: nothing of it has run yet.
     const retryable = infraFailure && record.state === 'starting';
@@ -219,8 +226,11 @@ export async function superviseJob(
     const [ended] = await Promise.all([waiting, stored]);
     const stats = await driver.stats(handle);
     const durationMs = finishedAt - startedAt;
-    const state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
+    let state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
+    const kept = await keepWorkspace(deps, job, driver, handle, state === 'succeeded');
+    if (kept && state === 'succeeded') state = 'failed'; // artifacts it should have kept were refused
     record = await store.transition(job.id, state, {
+      ...(kept ? { error: kept } : {}),
       exitCode: ended.exit.exitCode,
       oomKilled: ended.exit.oomKilled,
       timedOut: ended.timedOut,
@@ -244,8 +254,46 @@ export async function superviseJob(
     );
   } finally {
     await destroyQuietly(driver, handle, log);
+    await removeWorkspace(deps, job, log);
   }
   return { record, output: capture.text() };
+}
+
+/**
+ * What the job leaves in its workspace is kept: its artifacts and its cache (see
+ * Workspaces.finish), recorded in its handle. Returns why artifacts it asked for could not be
+ * kept, which fails the job.
+ */
+async function keepWorkspace(
+  deps: ExecuteDeps,
+  job: JobRecord,
+  driver: Runtime,
+  handle: TaskHandle,
+  succeeded: boolean,
+): Promise<string | undefined> {
+  const { artifacts, cache } = job.spec;
+  if (!artifacts && !cache) return undefined;
+  const before = handle.attributes.workspace ?? {};
+  if (!driver.capabilities.workspaceReturned) {
+    const why = `the ${driver.name} runtime does not return a job's workspace yet: artifacts and caches are not kept`;
+    handle.attributes.workspace = { ...before, error: why };
+    await deps.store.saveHandle(job.id, handle);
+    return artifacts ? why : undefined;
+  }
+  const after = await deps.workspaces.finish(job, succeeded, before);
+  handle.attributes.workspace = after;
+  await deps.store.saveHandle(job.id, handle);
+  return after.error;
+}
+
+/** Removes a job's workspace, if it had one; a failure is logged (the mount stays for reconcile). */
+async function removeWorkspace(deps: ExecuteDeps, job: JobRecord, log: Logger): Promise<void> {
+  if (!wantsWorkspace(job.spec)) return;
+  try {
+    await deps.workspaces.remove(job.id);
+  } catch (err) {
+    log.error({ err }, "removing the job's workspace failed");
+  }
 }
 
 async function destroyQuietly(driver: Runtime, handle: TaskHandle, log: Logger): Promise<void> {

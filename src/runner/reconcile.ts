@@ -5,7 +5,10 @@ import { storeOutput, type ExecuteDeps } from './execute.js';
 import { ownerAlive } from '../lib/owner.js';
 import { finalState } from '../jobs/states.js';
 
-type ReconcileDeps = Pick<ExecuteDeps, 'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets'>;
+type ReconcileDeps = Pick<
+  ExecuteDeps,
+  'paths' | 'store' | 'runtimes' | 'logger' | 'prices' | 'secrets' | 'workspaces'
+>;
 
 /**
  * Gives every job whose owning boxcar process died (kill -9, power loss) its final status, so
@@ -25,6 +28,10 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
       logger.error({ err, jobId: job.id }, 'could not settle an orphaned job');
     }
   }
+  // Workspaces of jobs that ended while their cleanup did not run (a crash in between).
+  const unfinished = new Set(live.map((j) => j.id));
+  const removed = await deps.workspaces.removeLeftovers((id) => unfinished.has(id));
+  if (removed.length) logger.info({ jobs: removed }, 'removed workspaces of finished jobs');
   return settled;
 }
 
@@ -100,5 +107,8 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
     await driver
       .destroy(job.handle)
       .catch((err: unknown) => logger.error({ err, jobId: job.id }, 'destroying an orphaned sandbox failed'));
+    await deps.workspaces
+      .remove(job.id)
+      .catch((err: unknown) => logger.error({ err, jobId: job.id }, "removing an orphaned job's workspace failed"));
   }
 }
