@@ -20,6 +20,7 @@ import type { ApiToken, JobRecord } from '../store/store.js';
 import { jobSpecFor } from '../tenants/limits.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 import { registerGithubWebhook, type DeliveryWorker } from './github-webhook.js';
+import { registerGitlabWebhook } from './gitlab-webhook.js';
 import { jobView } from './job-view.js';
 import { registerPeerBlobs } from './peer-blobs.js';
 import { streamLogs, readLogs } from './logs.js';
@@ -133,7 +134,10 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
   );
 
   app.get('/healthz', async () => ({ ok: true }));
-  if (deliveries) registerGithubWebhook(app, box, deliveries);
+  if (deliveries) {
+    registerGithubWebhook(app, box, deliveries);
+    registerGitlabWebhook(app, box, deliveries);
+  }
   if (box.peers) registerPeerBlobs(app, box.images, box.peers);
   app.get('/metrics', async (req, reply) => {
     requireOperator(await authenticate(box, req));

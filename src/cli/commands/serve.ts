@@ -2,12 +2,17 @@ import type { Command } from 'commander';
 import { DeliveryWorker } from '../../api/github-webhook.js';
 import { buildApi } from '../../api/server.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
+import { reportJobChanges } from '../../forge/job-changes.js';
+import { forgeReporter } from '../../forge/reporter.js';
 import { Prefetcher } from '../../images/prefetch.js';
 import { UserError } from '../../lib/errors.js';
 import { parseDurationMs } from '../../lib/quantity.js';
 import { gauge } from '../../observability/metrics.js';
 import type { Logger } from '../../observability/logger.js';
 import { Scheduler } from '../../scheduler/scheduler.js';
+
+/** How long statuses of the last jobs may take to reach the forges at shutdown. */
+const FORGE_GRACE_MS = 5000;
 
 /** `host:port`, IPv6 as `[::1]:port`. */
 function parseListen(value: string): { host: string; port: number } {
@@ -45,6 +50,11 @@ export function registerServe(program: Command, logger: Logger): void {
       deliveries.start();
       const app = buildApi(box, scheduler, deliveries);
       const address = await app.listen(listen);
+      // Commit statuses for the jobs of forges' webhooks, when this node has credentials for one.
+      const forge = forgeReporter(box.config.webhooks, box.store, logger, {
+        publicUrl: box.config.webhooks.publicUrl ?? address,
+      });
+      const unwatch = forge && reportJobChanges(scheduler, box.store, forge, logger);
       if (box.peers) {
         await box.peers.node.serveAt(box.config.images.p2p.advertise ?? address);
         await box.peers.publish(await box.images.blobs());
@@ -74,6 +84,8 @@ export function registerServe(program: Command, logger: Logger): void {
       await prefetcher?.stop();
       await deliveries.stop();
       const { drained, left } = await scheduler.stop(drain.value);
+      unwatch?.();
+      await forge?.stop(FORGE_GRACE_MS);
       if (left) {
         // Their sandboxes keep running, unwatched; the next start of this node re-attaches them.
         logger.info({ drained, left }, 'stopped; jobs left running are re-attached at the next start');
