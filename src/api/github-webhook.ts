@@ -1,27 +1,21 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { Boxcar } from '../boxcar.js';
 import { errorMessage, UserError } from '../lib/errors.js';
 import { parseYaml } from '../lib/yaml.js';
-import { pipelineJobs } from '../jobs/pipeline.js';
+import { JOB_FILE, planOf } from '../pipelines/plan.js';
 import { githubPullRequestTrust } from '../policy/webhooks.js';
-import { run, scrubbedEnv } from '../lib/exec.js';
-import { acceptJob, JobRefused } from '../scheduler/intake.js';
+import type { PipelineRunner } from '../scheduler/pipelines.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import type { Delivery, JobRecord } from '../store/store.js';
+import type { Delivery } from '../store/store.js';
 import { pipelineSpecFor } from '../tenants/limits.js';
 import { tenantForRepository, tenantSettings } from '../tenants/tenant-config.js';
 
-export const JOB_FILE = '.boxcar.yml';
 const RUN_ON = ['opened', 'reopened', 'synchronize'];
 /** GitHub retries a delivery for up to three days; a week covers it and manual redeliveries. */
 export const DELIVERY_RETENTION_MS = 8 * 24 * 3600_000;
 const FETCH_CONCURRENCY = 4;
-const FETCH_TIMEOUT_MS = 60_000;
 const DELIVERY_LEASE_MS = 5 * 60_000;
 const SWEEP_MS = 1000;
 const PRUNE_EVERY_MS = 3600_000;
@@ -64,37 +58,6 @@ export function signatureValid(secret: string, body: Buffer, header: string | un
 }
 
 /**
- * The job file at one commit of a repository, fetched with git (shallow, that commit only),
- * with nothing of the host's or the repository's configuration: no hooks, no system or user
- * config, only the https, ssh and file transports.
- */
-async function jobFileAt(cloneUrl: string, sha: string): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-fetch-'));
-  const git = (args: string[], timeoutMs?: number) =>
-    run(
-      'git',
-      [
-        '-c', 'core.hooksPath=/dev/null',
-        '-c', 'protocol.allow=never',
-        '-c', 'protocol.https.allow=always',
-        '-c', 'protocol.ssh.allow=always',
-        '-c', 'protocol.file.allow=always',
-        ...args,
-      ], // prettier-ignore
-      { timeoutMs, env: scrubbedEnv({ GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', HOME: dir }) },
-    );
-  try {
-    await git(['init', '-q', '--bare', dir]);
-    await git(['-C', dir, 'fetch', '-q', '--depth', '1', '--no-tags', cloneUrl, sha], FETCH_TIMEOUT_MS);
-    return (await git(['-C', dir, 'show', `${sha}:${JOB_FILE}`])).stdout;
-  } catch (err) {
-    throw new UserError(`cannot read ${JOB_FILE} at ${sha} from ${cloneUrl}: ${errorMessage(err)}`);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/**
  * Turns remembered deliveries into jobs. Any node sharing the store may take a pending
  * delivery (held by lease, so one that died mid-way is taken up again); deliveries of one pull
  * request are handled one after the other on a node, in the order they came.
@@ -112,6 +75,7 @@ export class DeliveryWorker {
   constructor(
     private readonly box: Boxcar,
     private readonly scheduler: Scheduler,
+    private readonly pipelines: PipelineRunner,
   ) {
     this.owner = scheduler.owner;
   }
@@ -182,53 +146,43 @@ export class DeliveryWorker {
   ): Promise<{ jobs: string[]; refused: string[] }> {
     const { box, scheduler } = this;
     const tenant = tenantSettings(box.config.tenants, d.tenant);
-    const text = await jobFileAt(ev.cloneUrl, ev.headSha);
-    const pipeline = parseYaml(
-      text,
-      `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`,
-      pipelineSpecFor(tenant),
-    );
+    const text = await box.mirrors.show(ev.cloneUrl, ev.headSha, JOB_FILE).catch((err: unknown) => {
+      throw err instanceof UserError ? new UserError(`cannot read ${JOB_FILE}: ${err.message}`) : err;
+    });
+    const file = parseYaml(text, `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`, pipelineSpecFor(tenant));
     const actor = `webhook:${d.forge}:${d.id}`;
-    // A new push makes the jobs of the pull request's earlier pushes moot (GitLab's and
+    // A new push makes the pipelines of the pull request's earlier pushes moot (GitLab's and
     // GitHub's "auto-cancel redundant pipelines").
     const live = await box.store.listJobs({
       group,
       states: ['queued', 'starting', 'running'],
       limit: 10_000,
     });
+    const why = `superseded by a newer push (${ev.headSha.slice(0, 12)})`;
     for (const old of live.filter((j) => j.origin.commit !== ev.headSha && j.createdAt < d.receivedAt)) {
-      await box.store.requestCancel(old.id, actor, `superseded by a newer push (${ev.headSha.slice(0, 12)})`);
+      if (old.origin.pipeline) await this.pipelines.cancel(old.origin.pipeline, actor);
+      await box.store.requestCancel(old.id, actor, why);
       scheduler.cancelLocal(old.id);
       scheduler.announce(old.id);
     }
-    const jobs: string[] = [];
-    const refused: string[] = [];
-    for (const { spec } of pipelineJobs(pipeline)) {
-      spec.env = {
-        ...spec.env,
+    // Every job checks out the pull request's head commit, unless it names its own checkout.
+    const plan = planOf({ ...file, checkout: file.checkout ?? { url: ev.cloneUrl, commit: ev.headSha, submodules: false } });
+    for (const job of plan.jobs)
+      job.spec.env = {
+        ...job.spec.env,
         BOXCAR_REPOSITORY: ev.repository,
         BOXCAR_SHA: ev.headSha,
         BOXCAR_PULL_REQUEST: String(ev.number),
-        BOXCAR_PIPELINE: pipeline.name,
+        BOXCAR_PIPELINE: plan.name,
       };
-      try {
-        const job: JobRecord = await acceptJob(box, scheduler.placement, {
-          tenant: tenant.name,
-          spec,
-          origin: { via: 'webhook', actor, repository: ev.repository, group, commit: ev.headSha },
-          classifier: ev.classifier,
-        });
-        jobs.push(job.id);
-        scheduler.announce(job.id); // queued: forge statuses go pending
-      } catch (err) {
-        if (err instanceof JobRefused) {
-          jobs.push(err.job.id);
-          scheduler.announce(err.job.id); // refused: its status says so
-        }
-        if (!(err instanceof UserError)) throw err;
-        refused.push(`${spec.name}: ${err.message}`);
-      }
-    }
+    const p = await this.pipelines.submit({
+      tenant: tenant.name,
+      plan,
+      origin: { via: 'webhook', actor, repository: ev.repository, group, commit: ev.headSha },
+      classifier: ev.classifier,
+    });
+    const jobs = Object.values(p.jobs).flatMap((s) => s.attempts);
+    const refused = Object.entries(p.jobs).flatMap(([name, s]) => (s.error ? [`${name}: ${s.error}`] : []));
     return { jobs, refused };
   }
 }

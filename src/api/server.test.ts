@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { leftovers, testBoxcar } from '../testing/harness.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { DeliveryWorker } from './github-webhook.js';
+import { PipelineRunner } from '../scheduler/pipelines.js';
 import { buildApi } from './server.js';
 import { createToken } from './tokens.js';
 import type { JobView } from './job-view.js';
@@ -46,6 +47,7 @@ describe('boxcar API', () => {
   let scheduler: Scheduler;
   let app: FastifyInstance;
   let deliveries: DeliveryWorker;
+  let pipelines: PipelineRunner;
   const token: Record<string, string> = {};
   const trusted = { source: 'internal_repo', user_group: 'internal_team' };
 
@@ -96,15 +98,18 @@ describe('boxcar API', () => {
     box = await testBoxcar({ config });
     scheduler = new Scheduler(box, { pollMs: 100 });
     await scheduler.start();
-    deliveries = new DeliveryWorker(box, scheduler);
+    pipelines = new PipelineRunner(box, scheduler);
+    pipelines.start();
+    deliveries = new DeliveryWorker(box, scheduler, pipelines);
     deliveries.start();
-    app = buildApi(box, scheduler, deliveries);
+    app = buildApi(box, scheduler, deliveries, pipelines);
     for (const t of ['team-a', 'team-b'])
       token[t] = (await createToken(box.store, { tenant: t, role: 'tenant' }, 'operator:test')).token;
   });
   after(async () => {
     await app.close();
     await deliveries.stop();
+    await pipelines.stop();
     await scheduler.stop(10_000);
     const left = await leftovers(box.paths);
     await box.cleanup();

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { z } from 'zod';
 import Fastify, {
   type FastifyError,
@@ -16,12 +17,15 @@ import { parseOrThrow } from '../lib/validation.js';
 import { metricsText } from '../observability/metrics.js';
 import { acceptJob, JobRefused, QueueFull } from '../scheduler/intake.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import type { ApiToken, JobRecord } from '../store/store.js';
-import { jobSpecFor } from '../tenants/limits.js';
+import type { PipelineRunner } from '../scheduler/pipelines.js';
+import { PIPELINE_STATES, type PipelineState } from '../pipelines/dag.js';
+import { planOf } from '../pipelines/plan.js';
+import type { ApiToken, JobRecord, PipelineRecord } from '../store/store.js';
+import { jobSpecFor, pipelineSpecFor } from '../tenants/limits.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 import { registerGithubWebhook, type DeliveryWorker } from './github-webhook.js';
 import { registerGitlabWebhook } from './gitlab-webhook.js';
-import { jobView } from './job-view.js';
+import { jobView, pipelineJobs, pipelineView } from './job-view.js';
 import { registerPeerBlobs } from './peer-blobs.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
@@ -78,7 +82,12 @@ function requireOperator(token: ApiToken): void {
  * a client sends can take the server down, and a failure of the server's own says no more than
  * a reference to its log. Authenticated requests that are refused go to the audit trail.
  */
-export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: DeliveryWorker): FastifyInstance {
+export function buildApi(
+  box: Boxcar,
+  scheduler: Scheduler,
+  deliveries?: DeliveryWorker,
+  pipelines?: PipelineRunner,
+): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false });
   app.decorateRequest('token', undefined);
   const follows = new Map<string, number>();
@@ -249,6 +258,77 @@ export function buildApi(box: Boxcar, scheduler: Scheduler, deliveries?: Deliver
           }
         },
       );
+
+      // A job's artifacts, as the tar they were kept in, until they expire.
+      v1.get<{ Params: { id: string } }>('/jobs/:id/artifacts', async (req, reply) => {
+        const job = await ownJob(req);
+        const kept = job.handle?.attributes.workspace?.artifacts;
+        if (!kept) throw new HttpError(404, `job ${job.id} kept no artifacts`);
+        if (kept.expiresAt < Date.now() || !(await box.workspaces.artifacts.blobs.has(kept.digest)))
+          throw new HttpError(410, `the artifacts of job ${job.id} expired`);
+        return reply
+          .type('application/x-tar')
+          .header('content-disposition', `attachment; filename="${job.name}-artifacts.tar"`)
+          .header('digest', `sha-256=${Buffer.from(kept.digest.slice(7), 'hex').toString('base64')}`)
+          .send(createReadStream(box.workspaces.artifacts.blobs.path(kept.digest)));
+      });
+
+      if (pipelines) {
+        /** The tenant's own pipeline, or 404. */
+        const ownPipeline = async (req: FastifyRequest<{ Params: { id: string } }>) => {
+          const p = await box.store.getPipeline(req.params.id);
+          if (!p || p.tenant !== tenantOf(req)) throw new HttpError(404, `no pipeline ${req.params.id}`);
+          return p;
+        };
+        const view = async (p: PipelineRecord) => pipelineView(p, await pipelineJobs(p, (id) => box.store.getJob(id)));
+
+        v1.post('/pipelines', async (req, reply) => {
+          const tenant = tenantSettings(box.config.tenants, tenantOf(req));
+          const schema = pipelineSpecFor(tenant);
+          const file =
+            typeof req.body === 'string'
+              ? parseYaml(req.body, 'pipeline', schema)
+              : parseOrThrow(schema, req.body ?? {}, 'pipeline');
+          const p = await pipelines.submit({
+            tenant: tenant.name,
+            plan: planOf(file),
+            origin: { via: 'api', actor: `token:${req.token?.id}` },
+          });
+          return reply.code(201).send(await view(p));
+        });
+
+        v1.get<{ Querystring: { state?: string; limit?: string } }>('/pipelines', async (req) => {
+          const states = req.query.state?.split(',').filter(Boolean);
+          for (const st of states ?? [])
+            if (!(PIPELINE_STATES as readonly string[]).includes(st))
+              throw new HttpError(400, `state: "${st}" is not a pipeline state; use one of ${PIPELINE_STATES.join(', ')}`);
+          const limit = req.query.limit === undefined ? 50 : Number(req.query.limit);
+          if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+            throw new HttpError(400, `limit: "${req.query.limit}" must be a whole number from 1 to 1000`);
+          const list = await box.store.listPipelines({ tenant: tenantOf(req), states: states as PipelineState[], limit });
+          return Promise.all(list.map(view));
+        });
+
+        v1.get<{ Params: { id: string }; Querystring: { wait?: string } }>('/pipelines/:id', async (req) => {
+          let p = await ownPipeline(req);
+          if (req.query.wait !== undefined) {
+            const wait = parseDurationMs(req.query.wait);
+            if (!wait.ok) throw new HttpError(400, `wait: ${wait.message}`);
+            const deadline = Date.now() + Math.min(wait.value, MAX_WAIT_MS);
+            while (p.state === 'running' && Date.now() < deadline) {
+              await new Promise((r) => setTimeout(r, 200));
+              p = (await box.store.getPipeline(p.id)) as PipelineRecord;
+            }
+          }
+          return view(p);
+        });
+
+        v1.post<{ Params: { id: string } }>('/pipelines/:id/cancel', async (req, reply) => {
+          const p = await ownPipeline(req);
+          const after = await pipelines.cancel(p.id, `token:${req.token?.id}`);
+          return reply.code(202).send(await view(after ?? p));
+        });
+      }
 
       /** A webhook delivery of the tenant's: pending, or the jobs it queued (or why it queued none). */
       v1.get<{ Params: { id: string } }>('/deliveries/:id', async (req) => {

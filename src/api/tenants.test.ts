@@ -11,6 +11,7 @@ import { jobLogPath } from '../runner/job-log.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { leftovers, TEST_CONFIG, testBoxcar } from '../testing/harness.js';
 import { DeliveryWorker } from './github-webhook.js';
+import { PipelineRunner } from '../scheduler/pipelines.js';
 import type { JobView } from './job-view.js';
 import { buildApi } from './server.js';
 import { createToken } from './tokens.js';
@@ -57,6 +58,7 @@ describe('tenants, trust and secrets, tried by hostile tenants', () => {
   let box: Box;
   let scheduler: Scheduler;
   let deliveries: DeliveryWorker;
+  let pipelines: PipelineRunner;
   let app: FastifyInstance;
   let base: string;
   const token: Record<string, string> = {};
@@ -104,9 +106,11 @@ describe('tenants, trust and secrets, tried by hostile tenants', () => {
     box = await testBoxcar({ config });
     scheduler = new Scheduler(box, { pollMs: 100 });
     await scheduler.start();
-    deliveries = new DeliveryWorker(box, scheduler);
+    pipelines = new PipelineRunner(box, scheduler);
+    pipelines.start();
+    deliveries = new DeliveryWorker(box, scheduler, pipelines);
     deliveries.start();
-    app = buildApi(box, scheduler, deliveries);
+    app = buildApi(box, scheduler, deliveries, pipelines);
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     for (const t of ['team-a', 'partners', 'capped', 'hostile'])
       token[t] = (await createToken(box.store, { tenant: t, role: 'tenant' }, 'operator:test')).token;
@@ -115,6 +119,7 @@ describe('tenants, trust and secrets, tried by hostile tenants', () => {
   after(async () => {
     await app.close();
     await deliveries.stop();
+    await pipelines.stop();
     await scheduler.stop(10_000);
     const left = await leftovers(box.paths);
     await box.cleanup();

@@ -61,9 +61,11 @@ export async function runLocalJob(
   box: ExecuteDeps & DecideDeps,
   input: JobSpec,
   opts: ExecuteOptions,
+  /** A pipeline's job: the id its pipeline reserved, and the pipeline. */
+  as: { id?: string; pipeline?: string } = {},
 ): Promise<ExecuteResult> {
   const spec = await pinSpec(await importLocalModule(box.images, input), box.puller);
-  const id = randomUUID();
+  const id = as.id ?? randomUUID();
   const decision = await decideLocally(box, id, spec);
   await requireRunnable(box, decision);
   await box.runtimes.get(decision.runtime).warm?.();
@@ -72,7 +74,7 @@ export async function runLocalJob(
     tenant: 'local',
     spec,
     decision,
-    origin: operatorOrigin(),
+    origin: { ...operatorOrigin(), ...(as.pipeline ? { pipeline: as.pipeline } : {}) },
     owner: currentOwner(),
   });
   return executeJob(box, job, opts);

@@ -31,6 +31,8 @@ export class QueueFull extends UserError {
 }
 
 export interface Submission {
+  /** Chosen by the caller (a pipeline reserves its jobs' ids); default: a new one. */
+  id?: string;
   tenant: string;
   spec: JobSpec;
   origin: JobOrigin;
@@ -58,7 +60,7 @@ export async function acceptJob(box: Boxcar, placement: Placement, input: Submis
   // tenant's own credentials must reach it (a cached private image is no one else's).
   const identity = box.registryLogins.identity(tenant.name);
   const spec = await pinSpec(input.spec, box.puller, identity);
-  const id = randomUUID();
+  const id = input.id ?? randomUUID();
   const ceiling = ceilingOf(tenant);
   const trust = input.classifier
     ? webhookClaims(spec, input.classifier, ceiling)

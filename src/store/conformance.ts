@@ -273,6 +273,39 @@ export function storeConformance(
         );
       }));
 
+    test('pipelines: one of two racing updates wins, the other reads again; newest first, by tenant and state', () =>
+      withStore(async (s) => {
+        const tenant = `pipe-${name}-${n++}`;
+        const plan = { name: 'ci', stages: ['test'], jobs: [] };
+        const p = await s.createPipeline({
+          id: `${tenant}-1`,
+          tenant,
+          name: 'ci',
+          plan,
+          origin: { ...origin, commit: 'c'.repeat(40) },
+          classifier: { source: 'external_pr', evidence: ['a fork'] },
+          createdAt: 1000,
+        });
+        assert.equal(p.state, 'running');
+        assert.deepEqual(p.jobs, {});
+        assert.equal(p.classifier?.source, 'external_pr');
+        const [a, b] = await Promise.all([
+          s.updatePipeline(p.id, p.version, { jobs: { x: { attempts: ['j1'] } } }),
+          s.updatePipeline(p.id, p.version, { jobs: { x: { attempts: ['j2'] } } }),
+        ]);
+        assert.equal([a, b].filter(Boolean).length, 1, 'exactly one write from one read wins');
+        const now = (await s.getPipeline(p.id)) as NonNullable<typeof a>;
+        assert.equal(now.version, p.version + 1);
+        const done = await s.updatePipeline(p.id, now.version, { state: 'succeeded', finishedAt: 2000, cancelRequested: true });
+        assert.equal(done?.state, 'succeeded');
+        assert.equal(done?.finishedAt, 2000);
+        assert.equal(done?.cancelRequested, true);
+        assert.deepEqual(done?.jobs, now.jobs, 'what a patch leaves out stays');
+        await s.createPipeline({ id: `${tenant}-2`, tenant, name: 'ci', plan, origin, createdAt: 3000 });
+        assert.deepEqual((await s.listPipelines({ tenant })).map((x) => x.id), [`${tenant}-2`, `${tenant}-1`]);
+        assert.deepEqual((await s.listPipelines({ tenant, states: ['running'] })).map((x) => x.id), [`${tenant}-2`]);
+      }));
+
     test('popular images: those of queued jobs first, then the most used, registry images only', () =>
       withStore(async (s) => {
         const img = (c: string) => `127.0.0.1:5000/${name}/${c}@sha256:${c.repeat(64)}`;

@@ -2,6 +2,9 @@ import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
 import type { Decision } from '../jobs/decision.js';
 import type { TaskHandle } from '../jobs/handle.js';
+import type { PipelineJobStatus, PipelineState } from '../pipelines/dag.js';
+import type { PipelinePlan } from '../pipelines/plan.js';
+import type { TrustInputs } from '../policy/trust.js';
 
 /**
  * The one persistence seam: `sqlite` (embedded, the default) and later `postgres` (several
@@ -107,6 +110,17 @@ export interface Store extends PeerDirectory {
   /** Forgets deliveries received before `before`; returns how many. */
   pruneDeliveries(before: number): Promise<number>;
 
+  /** Records a pipeline, running, with none of its jobs queued yet. */
+  createPipeline(p: NewPipeline): Promise<PipelineRecord>;
+  getPipeline(id: string): Promise<PipelineRecord | undefined>;
+  /** Newest first. */
+  listPipelines(filter?: PipelineFilter): Promise<PipelineRecord[]>;
+  /**
+   * Writes a pipeline's progress unless someone else did since it was read at `version`
+   * (undefined then: read it again and re-evaluate). Several nodes advance one pipeline safely.
+   */
+  updatePipeline(id: string, version: number, patch: PipelinePatch): Promise<PipelineRecord | undefined>;
+
   close(): Promise<void>;
 }
 
@@ -200,6 +214,8 @@ export interface JobOrigin {
   group?: string;
   /** The commit the jobs of `group` run at. */
   commit?: string;
+  /** The pipeline the job is part of. */
+  pipeline?: string;
 }
 
 export interface JobResultFields {
@@ -336,6 +352,35 @@ export interface AuditFilter {
 }
 
 /** A webhook delivery, remembered so a replay queues nothing. */
+export interface NewPipeline {
+  id: string;
+  tenant: string;
+  name: string;
+  plan: PipelinePlan;
+  origin: JobOrigin;
+  /** For webhook pipelines: what the payload says of the code, for every job queued later. */
+  classifier?: TrustInputs;
+  createdAt: number;
+}
+
+export interface PipelineRecord extends NewPipeline {
+  state: PipelineState;
+  /** Each job's attempts (job ids, the last current) or why it was skipped, by name. */
+  jobs: Record<string, PipelineJobStatus>;
+  cancelRequested: boolean;
+  /** Bumped by every update: a write made from an older read is refused. */
+  version: number;
+  finishedAt: number | null;
+}
+
+export type PipelinePatch = Partial<Pick<PipelineRecord, 'state' | 'jobs' | 'cancelRequested' | 'finishedAt'>>;
+
+export interface PipelineFilter {
+  tenant?: string;
+  states?: PipelineState[];
+  limit?: number;
+}
+
 export interface NewDelivery {
   id: string;
   /** e.g. github */

@@ -9,7 +9,7 @@
 
 import { z } from 'zod';
 import { UserError } from '../lib/errors.js';
-import { PipelineSpec } from '../jobs/pipeline.js';
+import { PipelineSpec } from '../pipelines/plan.js';
 import { formatBytes, parseBytes } from '../lib/quantity.js';
 import { DEFAULTS, JobSpec } from '../jobs/spec.js';
 import type { Tenant, TenantLimits } from './tenant-config.js';

@@ -42,7 +42,12 @@ export const wantsWorkspace = (spec: JobSpec) =>
  * nothing here follows a link in it (see extract.ts and collect.ts, and git's own checkout).
  */
 export class Workspaces {
-  constructor(private readonly opts: WorkspacesOptions) {}
+  /** Artifacts jobs kept, for downloads. */
+  readonly artifacts: Artifacts;
+
+  constructor(private readonly opts: WorkspacesOptions) {
+    this.artifacts = opts.artifacts;
+  }
 
   dirOf(jobId: string): string {
     return path.join(this.opts.dir, jobId);

@@ -9,6 +9,7 @@ import { UserError } from '../../lib/errors.js';
 import { parseDurationMs } from '../../lib/quantity.js';
 import { gauge } from '../../observability/metrics.js';
 import type { Logger } from '../../observability/logger.js';
+import { PipelineRunner } from '../../scheduler/pipelines.js';
 import { Scheduler } from '../../scheduler/scheduler.js';
 
 /** How long statuses of the last jobs may take to reach the forges at shutdown. */
@@ -46,9 +47,11 @@ export function registerServe(program: Command, logger: Logger): void {
         'Memory requested by the jobs this node runs',
         () => scheduler.placement.used.requestsMemoryBytes,
       );
-      const deliveries = new DeliveryWorker(box, scheduler);
+      const pipelines = new PipelineRunner(box, scheduler);
+      pipelines.start();
+      const deliveries = new DeliveryWorker(box, scheduler, pipelines);
       deliveries.start();
-      const app = buildApi(box, scheduler, deliveries);
+      const app = buildApi(box, scheduler, deliveries, pipelines);
       const address = await app.listen(listen);
       // Commit statuses for the jobs of forges' webhooks, when this node has credentials for one.
       const forge = forgeReporter(box.config.webhooks, box.store, logger, {
@@ -83,6 +86,7 @@ export function registerServe(program: Command, logger: Logger): void {
       await app.close();
       await prefetcher?.stop();
       await deliveries.stop();
+      await pipelines.stop();
       const { drained, left } = await scheduler.stop(drain.value);
       unwatch?.();
       await forge?.stop(FORGE_GRACE_MS);

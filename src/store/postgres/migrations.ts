@@ -126,4 +126,20 @@ export const PG_MIGRATIONS: string[] = [
      sha256 TEXT,
      PRIMARY KEY (digest, idx)
    );`,
+  // Pipelines: the DAG as accepted, each job's attempts, and a version for safe concurrent updates.
+  `CREATE TABLE pipelines (
+     id TEXT PRIMARY KEY,
+     tenant TEXT NOT NULL,
+     name TEXT NOT NULL,
+     state TEXT NOT NULL,
+     plan JSONB NOT NULL,
+     origin JSONB NOT NULL,
+     classifier JSONB,
+     jobs JSONB NOT NULL,
+     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+     version INTEGER NOT NULL DEFAULT 0,
+     created_at BIGINT NOT NULL,
+     finished_at BIGINT
+   );
+   CREATE INDEX pipelines_by_state ON pipelines (state, created_at);`,
 ];

@@ -18,6 +18,10 @@ import {
   type JobPatch,
   type JobRecord,
   type NewDelivery,
+  type NewPipeline,
+  type PipelineFilter,
+  type PipelinePatch,
+  type PipelineRecord,
   type NewJob,
   type SealedSecret,
   type SecretInfo,
@@ -50,6 +54,7 @@ import {
   type UsageRow,
 } from '../job-row.js';
 import { PG_MIGRATIONS } from './migrations.js';
+import { pipelinePatchColumns, toPipeline, type PipelineRow } from '../pipeline-row.js';
 import {
   PEER_FORGET_MS,
   toHolder,
@@ -507,6 +512,43 @@ export class PostgresStore implements Store {
   async pruneDeliveries(before: number): Promise<number> {
     const r = await this.pool.query('DELETE FROM deliveries WHERE received_at < $1', [before]);
     return r.rowCount ?? 0;
+  }
+
+  async createPipeline(p: NewPipeline): Promise<PipelineRecord> {
+    const { rows } = await this.pool.query<PipelineRow>(
+      `INSERT INTO pipelines (id, tenant, name, state, plan, origin, classifier, jobs, created_at)
+       VALUES ($1, $2, $3, 'running', $4, $5, $6, '{}', $7) RETURNING *`,
+      [p.id, p.tenant, p.name, JSON.stringify(p.plan), JSON.stringify(p.origin), p.classifier ? JSON.stringify(p.classifier) : null, p.createdAt],
+    );
+    return toPipeline(rows[0] as PipelineRow);
+  }
+
+  async getPipeline(id: string): Promise<PipelineRecord | undefined> {
+    const { rows } = await this.pool.query<PipelineRow>('SELECT * FROM pipelines WHERE id = $1', [id]);
+    return rows[0] && toPipeline(rows[0]);
+  }
+
+  async listPipelines(filter: PipelineFilter = {}): Promise<PipelineRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.tenant) where.push(`tenant = $${args.push(filter.tenant)}`);
+    if (filter.states?.length) where.push(`state = ANY($${args.push(filter.states)})`);
+    const { rows } = await this.pool.query<PipelineRow>(
+      `SELECT * FROM pipelines ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id LIMIT $${args.push(filter.limit ?? 50)}`,
+      args,
+    );
+    return rows.map(toPipeline);
+  }
+
+  async updatePipeline(id: string, version: number, patch: PipelinePatch): Promise<PipelineRecord | undefined> {
+    const cols = pipelinePatchColumns(patch);
+    const sets = cols.map(([c], i) => `${c} = $${i + 1}`);
+    const { rows } = await this.pool.query<PipelineRow>(
+      `UPDATE pipelines SET ${[...sets, 'version = version + 1'].join(', ')}
+       WHERE id = $${cols.length + 1} AND version = $${cols.length + 2} RETURNING *`,
+      [...cols.map(([, v]) => v), id, version],
+    );
+    return rows[0] && toPipeline(rows[0]);
   }
 
   async popularImages(since: number, limit: number): Promise<string[]> {

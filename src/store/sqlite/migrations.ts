@@ -136,4 +136,20 @@ export const MIGRATIONS: string[] = [
      sha256 TEXT,
      PRIMARY KEY (digest, idx)
    );`,
+  // Pipelines: the DAG as accepted, each job's attempts, and a version for safe concurrent updates.
+  `CREATE TABLE pipelines (
+     id TEXT PRIMARY KEY,
+     tenant TEXT NOT NULL,
+     name TEXT NOT NULL,
+     state TEXT NOT NULL,
+     plan TEXT NOT NULL,
+     origin TEXT NOT NULL,
+     classifier TEXT,
+     jobs TEXT NOT NULL,
+     cancel_requested INTEGER NOT NULL DEFAULT 0,
+     version INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL,
+     finished_at INTEGER
+   );
+   CREATE INDEX pipelines_by_state ON pipelines (state, created_at);`,
 ];

@@ -21,6 +21,10 @@ import {
   type JobPatch,
   type JobRecord,
   type NewDelivery,
+  type NewPipeline,
+  type PipelineFilter,
+  type PipelinePatch,
+  type PipelineRecord,
   type NewJob,
   type SealedSecret,
   type SecretInfo,
@@ -61,6 +65,7 @@ import {
   type UsageRow,
 } from '../job-row.js';
 import { MIGRATIONS } from './migrations.js';
+import { pipelinePatchColumns, toPipeline, type PipelineRow } from '../pipeline-row.js';
 
 /** A row as SQLite returns it: JSON as text, booleans as 0/1. */
 type Row = Omit<
@@ -516,6 +521,44 @@ export class SqliteStore implements Store {
 
   async pruneDeliveries(before: number): Promise<number> {
     return this.sql('DELETE FROM deliveries WHERE received_at < ?').run(before).changes;
+  }
+
+  async createPipeline(p: NewPipeline): Promise<PipelineRecord> {
+    this.sql(
+      `INSERT INTO pipelines (id, tenant, name, state, plan, origin, classifier, jobs, created_at)
+       VALUES (?, ?, ?, 'running', ?, ?, ?, '{}', ?)`,
+    ).run(p.id, p.tenant, p.name, JSON.stringify(p.plan), JSON.stringify(p.origin), p.classifier ? JSON.stringify(p.classifier) : null, p.createdAt);
+    return (await this.getPipeline(p.id)) as PipelineRecord;
+  }
+
+  async getPipeline(id: string): Promise<PipelineRecord | undefined> {
+    const row = this.sql('SELECT * FROM pipelines WHERE id = ?').get(id) as PipelineRow | undefined;
+    return row && toPipeline(row);
+  }
+
+  async listPipelines(filter: PipelineFilter = {}): Promise<PipelineRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.tenant) {
+      where.push('tenant = ?');
+      args.push(filter.tenant);
+    }
+    if (filter.states?.length) {
+      where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
+      args.push(...filter.states);
+    }
+    const rows = this.sql(
+      `SELECT * FROM pipelines ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id LIMIT ?`,
+    ).all(...args, filter.limit ?? 50) as PipelineRow[];
+    return rows.map(toPipeline);
+  }
+
+  async updatePipeline(id: string, version: number, patch: PipelinePatch): Promise<PipelineRecord | undefined> {
+    const cols = pipelinePatchColumns(patch).map(([c, v]): [string, unknown] => [c, typeof v === 'boolean' ? Number(v) : v]);
+    const r = this.sql(
+      `UPDATE pipelines SET ${[...cols.map(([c]) => `${c} = ?`), 'version = version + 1'].join(', ')} WHERE id = ? AND version = ?`,
+    ).run(...cols.map(([, v]) => v), id, version);
+    return r.changes === 1 ? this.getPipeline(id) : undefined;
   }
 
   async popularImages(since: number, limit: number): Promise<string[]> {
