@@ -150,13 +150,13 @@ describe('GitHub commit statuses', () => {
       description: 'queued',
       target_url: `https://boxcar.example.com/v1/jobs/${j.id}/logs`,
     });
-    assert.equal((gh.seen[1]?.body as { description: string }).description, 'succeeded in 1.2 s');
+    const bodyOf = (context: string, state: string) =>
+      gh.seen
+        .map((s) => s.body as Record<string, string>)
+        .find((b) => b.context === context && b.state === state);
+    assert.equal(bodyOf('boxcar/checks/unit', 'success')?.description, 'succeeded in 1.2 s');
     assert.equal(
-      (
-        gh.seen.find((s) => (s.body as { context: string }).context === 'boxcar/checks')?.body as {
-          target_url: string;
-        }
-      ).target_url,
+      bodyOf('boxcar/checks', 'failure')?.target_url,
       'https://boxcar.example.com/v1/pipelines/p-1',
     );
     assert.equal(first.headers['x-github-api-version'], '2022-11-28');

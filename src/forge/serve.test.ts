@@ -27,7 +27,7 @@ jobs:
   - name: ok
     command: sleep 1; echo ok
   - name: bad
-    command: exit 1
+    command: sleep 1; exit 1
 `;
 
 describe('forge statuses through boxcar serve', () => {
