@@ -1,5 +1,5 @@
 import type { JobState } from '../jobs/states.js';
-import type { JobRecord } from '../store/store.js';
+import type { JobOrigin, JobRecord } from '../store/store.js';
 
 export const FORGES = ['github', 'gitlab'] as const;
 export type Forge = (typeof FORGES)[number];
@@ -32,9 +32,9 @@ export interface JobForgeOrigin {
 
 const ACTOR = /^webhook:(github|gitlab):(.+)$/;
 
-/** A job queued by a forge's webhook, at a commit: its forge and delivery; anything else, none. */
-export function jobForgeOrigin(job: JobRecord): JobForgeOrigin | undefined {
-  const { via, actor, repository, commit } = job.origin;
+/** Work queued by a forge's webhook, at a commit: its forge and delivery; anything else, none. */
+export function forgeOrigin(origin: JobOrigin): JobForgeOrigin | undefined {
+  const { via, actor, repository, commit } = origin;
   const m = ACTOR.exec(actor);
   if (via !== 'webhook' || !m || !repository || !commit) return undefined;
   return { forge: m[1] as Forge, delivery: m[2] as string, repository, commit };

@@ -128,15 +128,7 @@ describe('GitHub commit statuses', () => {
     r.jobChanged(j);
     await until('pending', () => gh.seen.length === 1);
     r.jobChanged({ ...j, state: 'succeeded', exitCode: 0 });
-    r.pipelineChanged({
-      id: 'p-1',
-      name: 'checks',
-      state: 'failed',
-      forge: 'github',
-      repository: 'org/app',
-      commit: SHA,
-      delivery: 'd-1',
-    });
+    r.pipelineChanged({ id: 'p-1', name: 'checks', state: 'failed', origin: j.origin });
     await until('three statuses', () => gh.seen.length === 3);
     noProblems(gh);
     assert.deepEqual(statesOf(gh.seen, 'boxcar/checks/unit'), ['pending', 'success']);

@@ -2,10 +2,10 @@ import { z } from 'zod';
 import type { WebhooksConfig } from '../config/config.js';
 import type { JobState } from '../jobs/states.js';
 import type { Logger } from '../observability/logger.js';
-import type { JobRecord, Store } from '../store/store.js';
+import type { JobOrigin, JobRecord, Store } from '../store/store.js';
 import {
   jobDescription,
-  jobForgeOrigin,
+  forgeOrigin,
   statusState,
   type CommitStatus,
   type Forge,
@@ -16,17 +16,15 @@ import { githubStatusSender } from './github/statuses.js';
 import { gitlabStatusSender } from './gitlab/statuses.js';
 import { DEFAULT_QUEUE, StatusQueue, type SendStatus, type StatusQueueOptions } from './status-queue.js';
 
-/** A pipeline as its record will say it (pipelines are being reworked: this is all the reporter needs). */
+/**
+ * A pipeline as its record says it (pipelines/ and the store's PipelineRecord fit this shape):
+ * its origin says which forge, repository, commit and delivery it belongs to.
+ */
 export interface PipelineChange {
   id: string;
   name: string;
   state: JobState;
-  forge: Forge;
-  /** GitHub: `owner/name`; GitLab: the target project's path (the delivery says where its branch is). */
-  repository: string;
-  commit: string;
-  /** The webhook delivery that queued it: GitLab statuses go to the merge request's source project. */
-  delivery: string;
+  origin: JobOrigin;
   description?: string;
 }
 
@@ -65,7 +63,7 @@ class Reporter implements ForgeReporter {
   ) {}
 
   jobChanged(job: JobRecord): void {
-    const origin = jobForgeOrigin(job);
+    const origin = forgeOrigin(job.origin);
     if (!origin || !this.forges.has(origin.forge)) return;
     const pipeline = job.spec.env.BOXCAR_PIPELINE;
     this.report(origin.forge, origin.delivery, {
@@ -79,11 +77,12 @@ class Reporter implements ForgeReporter {
   }
 
   pipelineChanged(p: PipelineChange): void {
-    if (!this.forges.has(p.forge)) return;
+    const origin = forgeOrigin(p.origin);
+    if (!origin || !this.forges.has(origin.forge)) return;
     const state = statusState(p.state);
-    this.report(p.forge, p.delivery, {
-      repository: p.repository,
-      commit: p.commit,
+    this.report(origin.forge, origin.delivery, {
+      repository: origin.repository,
+      commit: origin.commit,
       context: `boxcar/${p.name}`,
       state,
       description: p.description ?? PIPELINE_DESCRIPTION[state] ?? state,
