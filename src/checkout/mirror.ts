@@ -41,8 +41,13 @@ export interface CheckoutReport {
 export class Mirrors {
   constructor(private readonly opts: MirrorOptions) {}
 
-  private git(args: readonly string[], timeoutMs = LOCAL_TIMEOUT_MS, env?: Record<string, string>) {
-    return hardenedGit(this.opts.protocols, args, { timeoutMs, env, home: this.opts.dir });
+  private git(
+    args: readonly string[],
+    timeoutMs = LOCAL_TIMEOUT_MS,
+    env?: Record<string, string>,
+    allowed: readonly GitProtocol[] = this.opts.protocols,
+  ) {
+    return hardenedGit(allowed, args, { timeoutMs, env, home: this.opts.dir });
   }
 
   /** The mirror of one URL (by its digest: a URL never becomes a path). */
@@ -77,6 +82,8 @@ export class Mirrors {
           await this.git(
             ['-C', dir, 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--', url, `+${commit}:refs/boxcar/${commit}`],
             FETCH_TIMEOUT_MS,
+            undefined,
+            allowed,
           ); // prettier-ignore
         } catch (err) {
           throw new UserError(`checkout: cannot fetch ${commit} from ${url}: ${gitReason(err)}`);

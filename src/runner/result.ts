@@ -20,7 +20,12 @@ type ResultSource = Pick<
   Partial<Pick<JobRecord, 'handle'>>;
 
 /** The `--json` result of a job: the CLI contract other tools rely on. */
-export type JobResultJson = Omit<ResultSource, 'handle'> & { output: string; vm?: unknown; image?: unknown };
+export type JobResultJson = Omit<ResultSource, 'handle'> & {
+  output: string;
+  vm?: unknown;
+  image?: unknown;
+  workspace?: unknown;
+};
 
 export function jobResultJson(r: ResultSource, output: string): JobResultJson {
   return {
@@ -42,6 +47,8 @@ export function jobResultJson(r: ResultSource, output: string): JobResultJson {
     ...(r.handle?.attributes.vm ? { vm: r.handle.attributes.vm } : {}),
     // Registry images: which digest ran, and how long its pull took from where.
     ...(r.handle?.attributes.image ? { image: r.handle.attributes.image } : {}),
+    // Jobs with a checkout, artifacts or a cache: what their workspace started with and kept.
+    ...(r.handle?.attributes.workspace ? { workspace: r.handle.attributes.workspace } : {}),
   };
 }
 

@@ -85,11 +85,17 @@ export function registerPipeline(program: Command, logger: Logger): void {
           j.spec = await pinSpec(j.spec, box.puller).catch((err: unknown) => {
             throw err instanceof UserError ? new UserError(`job ${j.name}: ${err.message}`) : err;
           });
-        const p = await runPipeline(box, plan, checkout, cancel.signal, (s) =>
-          (opts.json ? process.stderr : process.stdout).write(s),
+        const outputs = new Map<string, string>();
+        const p = await runPipeline(
+          box,
+          plan,
+          checkout,
+          cancel.signal,
+          (s) => (opts.json ? process.stderr : process.stdout).write(s),
+          outputs,
         );
         const jobs = await pipelineJobs(p, (id) => box.store.getJob(id));
-        if (opts.json) process.stdout.write(`${JSON.stringify(pipelineJson(p, jobs))}\n`);
+        if (opts.json) process.stdout.write(`${JSON.stringify(pipelineJson(p, jobs, outputs))}\n`);
         else process.stdout.write(summary(p, jobs));
         process.exitCode = p.state === 'succeeded' ? 0 : 1;
       } finally {
@@ -109,6 +115,8 @@ async function runPipeline(
   checkout: { url: string; commit: string } | undefined,
   signal: AbortSignal,
   say: (s: string) => void,
+  /** Each job's output (as `boxcar run --json` keeps it), by job id. */
+  outputs: Map<string, string>,
 ): Promise<PipelineRecord> {
   const created = await box.store.createPipeline({
     id: randomUUID(),
@@ -123,8 +131,11 @@ async function runPipeline(
   const running = new Set<Promise<void>>();
   let wake: () => void = () => undefined;
   const failedToQueue = new Map<string, string>();
+  // Started here, recorded once its job is decided: not started twice while that happens.
+  const started = new Set<string>();
   const queue = async (p: PipelineRecord, jobId: string, spec: JobRecord['spec']) => {
-    if (await box.store.getJob(jobId)) return;
+    if (started.has(jobId)) return;
+    started.add(jobId);
     const prefix = `${spec.name.padEnd(width)} │ `;
     say(`${prefix}▶ started\n`);
     const done = runLocalJob(
@@ -133,9 +144,10 @@ async function runPipeline(
       { signal, onOutput: (c) => say(c.text.replace(/^(?=.)/gm, prefix)) },
       { id: jobId, pipeline: p.id },
     )
-      .then(({ record: r }) =>
-        say(`${prefix}■ ${r.state}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}${r.error ? `: ${r.error}` : ''}\n`),
-      )
+      .then(({ record: r, output }) => {
+        outputs.set(r.id, output);
+        say(`${prefix}■ ${r.state}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}${r.error ? `: ${r.error}` : ''}\n`);
+      })
       .catch((err: unknown) => {
         if (!(err instanceof UserError)) throw err;
         failedToQueue.set(spec.name, err.message);
@@ -167,7 +179,7 @@ async function runPipeline(
   }
 }
 
-function pipelineJson(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>) {
+function pipelineJson(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>, outputs: ReadonlyMap<string, string>) {
   const view = pipelineView(p, jobs);
   return {
     ...view,
@@ -175,7 +187,7 @@ function pipelineJson(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>) {
     passed: p.state === 'succeeded',
     jobs: view.jobs.map((j) => {
       const r = j.job ? jobs.get(j.job) : undefined;
-      return { ...j, ...(r ? jobResultJson(r, '') : { state: j.status }) };
+      return { ...j, ...(r ? jobResultJson(r, outputs.get(r.id) ?? '') : { state: j.status }) };
     }),
   };
 }
