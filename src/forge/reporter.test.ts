@@ -192,7 +192,7 @@ describe('GitHub commit statuses', () => {
     assert.match(text, /boxcar_forge_status_updates_total\{forge="github",outcome="sent"\} [1-9]/);
   });
 
-  test('states of one context coalesce to the newest; a late, older state is ignored', async () => {
+  test('states of one context coalesce to the newest; a late, older state and a repeat are not sent', async () => {
     const gh = await server(github, bearer('t'));
     const r = reporter(webhooks({ github: { apiUrl: gh.url, token: 't' } }));
     const j = job('queued');
@@ -204,6 +204,9 @@ describe('GitHub commit statuses', () => {
     await new Promise((res) => setTimeout(res, 200));
     assert.deepEqual(statesOf(gh.seen, 'boxcar/checks/unit'), ['pending', 'failure']);
     assert.match((gh.seen[1]?.body as { description: string }).description, /failed \(exit 2\)/);
+    r.jobChanged({ ...j, state: 'failed', exitCode: 2 }); // what the forge already shows
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(gh.seen.length, 2, 'a repeat of the status shown is not sent');
   });
 
   test('memory is bounded: past maxPending the oldest waiting status is dropped, and counted', async () => {

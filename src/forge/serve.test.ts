@@ -118,7 +118,7 @@ webhooks:
     assert.deepEqual(left, []);
   });
 
-  test('GitHub: a pull request’s jobs go pending, then success or failure, linking to their logs', async () => {
+  test('GitHub: a pull request’s jobs and pipeline go pending, then success or failure, linking to their logs', async () => {
     type PullRequestEvent = { pull_request: { head: { sha: string; repo: Record<string, unknown> } } };
     const examples = require('@octokit/webhooks-examples/api.github.com/index.json') as Array<{
       name: string;
@@ -142,21 +142,22 @@ webhooks:
     });
     assert.equal(res.status, 202, await res.clone().text());
     const [ok, bad] = await deliveredJobs(((await res.json()) as { delivery: string }).delivery);
-    await until('final statuses', () => {
-      const finals = ['success', 'failure'];
-      return (
-        finals.includes(statesOf(gh.seen, 'boxcar/checks/ok').at(-1) ?? '') &&
-        finals.includes(statesOf(gh.seen, 'boxcar/checks/bad').at(-1) ?? '')
-      );
-    });
+    const contexts = ['boxcar/checks/ok', 'boxcar/checks/bad', 'boxcar/checks'];
+    await until('final statuses', () =>
+      contexts.every((c) => ['success', 'failure'].includes(statesOf(gh.seen, c).at(-1) ?? '')),
+    );
     noProblems(gh);
     assert.deepEqual(statesOf(gh.seen, 'boxcar/checks/ok'), ['pending', 'success']);
     assert.deepEqual(statesOf(gh.seen, 'boxcar/checks/bad'), ['pending', 'failure']);
+    const pipeline = statesOf(gh.seen, 'boxcar/checks');
+    assert.equal(pipeline[0], 'pending', 'the pipeline, while it runs');
+    assert.equal(pipeline.at(-1), 'failure', 'one of its jobs failed');
     const repository = (event as unknown as { repository: { full_name: string } }).repository.full_name;
     for (const s of gh.seen) assert.equal(s.path, `/repos/${repository}/statuses/${sha}`);
     const urls = gh.seen.map((s) => (s.body as { target_url: string }).target_url);
     assert.ok(urls.includes(`https://boxcar.example.com/v1/jobs/${ok}/logs`));
     assert.ok(urls.includes(`https://boxcar.example.com/v1/jobs/${bad}/logs`));
+    assert.ok(urls.some((u) => /^https:\/\/boxcar\.example\.com\/v1\/pipelines\/[\w-]+$/.test(u)));
   });
 
   test('GitLab: a bad or missing X-Gitlab-Token queues nothing; a fork’s merge request runs untrusted and gets statuses', async () => {

@@ -44,6 +44,9 @@ const RANK: Record<StatusState, number> = {
   canceled: 2,
 };
 
+/** What a status shows on the forge's page. */
+const look = (s: CommitStatus) => JSON.stringify([s.state, s.description, s.targetUrl]);
+
 interface Entry {
   key: string;
   /** The newest state asked for, not yet sent. */
@@ -63,6 +66,12 @@ interface Entry {
  */
 export class StatusQueue {
   private readonly entries = new Map<string, Entry>();
+  /**
+   * What each context last showed, newest last and as many as `maxPending`: a repeat of it is
+   * not sent again (a pipeline reports `running` at every job; GitLab refuses a transition to
+   * the state a status is in, and GitHub keeps at most 1000 statuses per commit and context).
+   */
+  private readonly shown = new Map<string, string>();
   private readonly ready: Entry[] = [];
   private readonly pausedUntil = new Map<Forge, number>();
   private readonly abort = new AbortController();
@@ -80,6 +89,7 @@ export class StatusQueue {
     if (this.stopped) return;
     const key = JSON.stringify([status.forge, status.repository, status.commit, status.context]);
     let entry = this.entries.get(key);
+    if (!entry && this.shown.get(key) === look(status)) return;
     if (!entry) {
       if (!this.makeRoom())
         return this.dropped(status, 'the incoming status (every queued one is in flight)');
@@ -175,6 +185,9 @@ export class StatusQueue {
     try {
       await this.send(status, this.abort.signal);
       calls.inc({ forge: status.forge, outcome: 'sent' });
+      this.shown.delete(entry.key);
+      this.shown.set(entry.key, look(status));
+      if (this.shown.size > this.opts.maxPending) this.shown.delete(this.shown.keys().next().value as string);
       this.settled(entry);
     } catch (err) {
       const call = err instanceof ForgeCallError ? err : undefined;

@@ -58,6 +58,7 @@ export function registerServe(program: Command, logger: Logger): void {
         publicUrl: box.config.webhooks.publicUrl ?? address,
       });
       const unwatch = forge && reportJobChanges(scheduler, box.store, forge, logger);
+      const unwatchPipelines = forge && pipelines.onChange((p) => forge.pipelineChanged(p));
       if (box.peers) {
         await box.peers.node.serveAt(box.config.images.p2p.advertise ?? address);
         await box.peers.publish(await box.images.blobs());
@@ -89,6 +90,7 @@ export function registerServe(program: Command, logger: Logger): void {
       await pipelines.stop();
       const { drained, left } = await scheduler.stop(drain.value);
       unwatch?.();
+      unwatchPipelines?.();
       await forge?.stop(FORGE_GRACE_MS);
       if (left) {
         // Their sandboxes keep running, unwatched; the next start of this node re-attaches them.
