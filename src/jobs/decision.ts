@@ -10,3 +10,13 @@ export interface Decision {
   fallback: RuntimeName | null;
   reasons: string[];
 }
+
+/** What is known of a job's code, from which trust is granted: the seed's trust inputs. */
+export interface TrustInputs {
+  source?: string;
+  userGroup?: string;
+  repository?: string;
+  imageKind?: 'wasm' | 'oci';
+  /** How the inputs were derived (from a webhook payload, from flags…), for the reasons. */
+  evidence: string[];
+}

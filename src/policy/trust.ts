@@ -1,14 +1,7 @@
-import type { Trust } from '../jobs/decision.js';
+import type { Trust, TrustInputs } from '../jobs/decision.js';
 import type { Condition, RoutingPolicy } from './policy-schema.js';
 
-export interface TrustInputs {
-  source?: string;
-  userGroup?: string;
-  repository?: string;
-  imageKind?: 'wasm' | 'oci';
-  /** How the inputs were derived (from a webhook payload, from flags…), for the reasons. */
-  evidence: string[];
-}
+export type { TrustInputs } from '../jobs/decision.js';
 
 export interface Classification {
   trust: Trust;

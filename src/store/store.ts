@@ -1,10 +1,10 @@
 import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { JobState } from '../jobs/states.js';
-import type { Decision } from '../jobs/decision.js';
+import type { Decision, TrustInputs } from '../jobs/decision.js';
 import type { TaskHandle } from '../jobs/handle.js';
 import type { PipelineJobStatus, PipelineState } from '../pipelines/dag.js';
 import type { PipelinePlan } from '../pipelines/plan.js';
-import type { TrustInputs } from '../policy/trust.js';
+
 
 /**
  * The one persistence seam: `sqlite` (embedded, the default) and later `postgres` (several
