@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
@@ -141,6 +141,38 @@ describe('wasm driver', () => {
     ${calls.join('\n    ')}))`,
     );
   };
+
+  test('a module starts with its checkout in /workspace, and what it leaves there is kept as artifacts', async () => {
+    const repo = path.join(box.paths.root, 'wasm-repo');
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+        encoding: 'utf8',
+      }).trim();
+    execFileSync('git', ['init', '-q', repo]);
+    writeFileSync(path.join(repo, 'a.txt'), 'checked out\n');
+    git('add', '-A');
+    git('commit', '-q', '-m', 'one');
+    const checkout = { url: repo, commit: git('rev-parse', 'HEAD') };
+    const seen = await job({ image: mod('checksum'), command: ['/workspace'], checkout });
+    assert.equal(seen.record.exitCode, 0, seen.output);
+    assert.match(seen.output, /a\.txt/, 'the checkout is in the module’s /workspace');
+    const made = await job({
+      image: pathCalls('mkdir-made', [
+        ['mkdir', 'made'],
+        ['open', 'made', 2],
+      ]),
+      checkout,
+      artifacts: { paths: ['made/', 'a.txt'] },
+    });
+    assert.equal(made.record.state, 'succeeded', made.output + (made.record.error ?? ''));
+    const kept = made.record.handle?.attributes.workspace?.artifacts;
+    assert.ok(kept, 'artifacts were kept');
+    const listed = execFileSync('tar', ['-tf', box.workspaces.artifacts.blobs.path(kept.digest)], {
+      encoding: 'utf8',
+    });
+    assert.deepEqual(listed.trim().split('\n').sort(), ['a.txt', 'made/']);
+    assert.deepEqual(readdirSync(box.paths.workspaces), [], 'the workspace is gone');
+  });
 
   test('path_symlink to ".." cannot take an open out of the workspace; a link inside it is followed', async (t) => {
     const O_DIRECTORY = 2;

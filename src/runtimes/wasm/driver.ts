@@ -21,6 +21,7 @@ import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { imageModule } from '../../images/image.js';
 import { followFile, rawDecoder } from '../../lib/follow.js';
 import { toolVersion } from '../shared/fingerprint.js';
+import { chownTree } from '../../lib/fs-util.js';
 import { capResources, moduleLimits, nonWasiImports } from './module.js';
 import { WasmPool, type Running } from './pool.js';
 import { prepareConfinement, WORKER_USER, type Confinement } from './launcher.js';
@@ -38,6 +39,8 @@ interface Task {
   env: Record<string, string>;
   memoryBytes: number;
   workspaceBytes: number;
+  /** Boxcar's directory for the job's workspace, owned by the worker's user for the job. */
+  workspaceDir?: string;
   affinity: string;
   outputFd?: number;
   exit?: JobExit;
@@ -68,7 +71,7 @@ export class WasmDriver implements Runtime {
     network: false,
     survivesRestart: false,
     writableRoot: false,
-    workspaceReturned: false,
+    workspaceReturned: true,
   };
   private readonly pool: WasmPool;
   private readonly capped = new Map<string, Promise<Uint8Array<ArrayBuffer>>>();
@@ -171,8 +174,15 @@ export class WasmDriver implements Runtime {
       env,
       memoryBytes,
       workspaceBytes,
+      workspaceDir: req.workspaceDir,
       affinity: `${req.tenant}\0${req.trust}`,
     });
+    // The module runs as the worker's user: its workspace's files (Boxcar's, root's) become its
+    // own, links themselves and never what they point to.
+    if (req.workspaceDir) {
+      const { user } = await this.confine();
+      await chownTree(req.workspaceDir, user.uid, user.gid);
+    }
     return newHandle({
       runtime: this.name,
       jobId: req.jobId,
@@ -204,6 +214,8 @@ export class WasmDriver implements Runtime {
     t.running = this.pool.run({
       affinity: t.affinity,
       workspaceBytes: t.workspaceBytes,
+      workspaceDir: t.workspaceDir,
+      keepWorkspace: t.workspaceDir !== undefined,
       memoryBytes: t.memoryBytes,
       key: t.key,
       bytes: t.bytes,

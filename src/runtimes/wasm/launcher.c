@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <grp.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -29,6 +30,12 @@
 #include <unistd.h>
 
 #define WORKSPACE "/tmp"
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
 
 static void die(const char *what, const char *arg) {
   fprintf(stderr, "wasm-launcher: %s %s: %s\n", what, arg ? arg : "", strerror(errno));
@@ -63,7 +70,7 @@ static void join_cgroup(const char *procs) {
 
 int main(int argc, char **argv) {
   if (argc < 8) {
-    fprintf(stderr, "usage: wasm-launcher UID GID SECCOMP_BPF WORKSPACE_BYTES HIDE_DIR... -- CGROUP_PROCS... -- PROGRAM ARGS...\n");
+    fprintf(stderr, "usage: wasm-launcher UID GID SECCOMP_BPF WORKSPACE_BYTES|WORKSPACE_DIR HIDE_DIR... -- CGROUP_PROCS... -- PROGRAM ARGS...\n");
     return 126;
   }
   uid_t uid = (uid_t)strtoul(argv[1], NULL, 10);
@@ -89,6 +96,14 @@ int main(int argc, char **argv) {
   if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) die("unshare", NULL);
   /* Nothing mounted here reaches the host, and the host's later mounts (jobs' workspaces) do not come in. */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make private", "/");
+  /* A job's own workspace directory (Boxcar filled it: a checkout, artifacts, a cache) is cloned
+     as a detached mount before Boxcar's state is hidden below, and attached on /tmp after: no
+     path inside the job's files is ever resolved here. */
+  int workspace_tree = -1;
+  if (workspace_bytes[0] == '/') {
+    workspace_tree = (int)syscall(SYS_open_tree, AT_FDCWD, workspace_bytes, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+    if (workspace_tree < 0) die("open workspace", workspace_bytes);
+  }
   unsigned long hidden = MS_NOSUID | MS_NODEV | MS_NOEXEC;
   for (int h = hide_from; h < hide_to; h++) {
     if (mount("tmpfs", argv[h], "tmpfs", hidden, "size=4k,mode=0555") < 0) {
@@ -97,9 +112,15 @@ int main(int argc, char **argv) {
     }
     if (mount(NULL, argv[h], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | hidden, NULL) < 0) die("read-only", argv[h]);
   }
-  char opts[128];
-  snprintf(opts, sizeof opts, "size=%s,mode=0700,uid=%u,gid=%u", workspace_bytes, uid, gid);
-  if (mount("tmpfs", WORKSPACE, "tmpfs", hidden, opts) < 0) die("mount workspace", WORKSPACE);
+  if (workspace_tree >= 0) {
+    if (syscall(SYS_move_mount, workspace_tree, "", AT_FDCWD, WORKSPACE, MOVE_MOUNT_F_EMPTY_PATH) < 0) die("attach workspace", workspace_bytes);
+    if (mount(NULL, WORKSPACE, NULL, MS_REMOUNT | MS_BIND | hidden, NULL) < 0) die("remount workspace", WORKSPACE);
+    close(workspace_tree);
+  } else {
+    char opts[128];
+    snprintf(opts, sizeof opts, "size=%s,mode=0700,uid=%u,gid=%u", workspace_bytes, uid, gid);
+    if (mount("tmpfs", WORKSPACE, "tmpfs", hidden, opts) < 0) die("mount workspace", WORKSPACE);
+  }
   if (chdir(WORKSPACE) < 0) die("chdir", WORKSPACE);
 
   struct rlimit none = {0, 0};

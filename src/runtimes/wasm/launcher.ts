@@ -105,10 +105,13 @@ export async function prepareConfinement(stateRoot: string, dir: string): Promis
 /** V8's heap in a worker (its own objects; modules' memories and code live outside it). */
 export const WORKER_HEAP_MIB = 32;
 
-/** The launcher's command line for one worker, joining the cgroup whose `cgroup.procs` files are given. */
+/**
+ * The launcher's command line for one worker, joining the cgroup whose `cgroup.procs` files are
+ * given; its workspace a tmpfs of `workspace` bytes, or the job's own directory.
+ */
 export function workerCommand(
   c: Confinement,
-  workspaceBytes: number,
+  workspace: number | { dir: string },
   procsFiles: string[],
 ): [string, string[]] {
   return [
@@ -117,7 +120,7 @@ export function workerCommand(
       String(c.user.uid),
       String(c.user.gid),
       c.seccompFile,
-      String(workspaceBytes),
+      typeof workspace === 'number' ? String(workspace) : workspace.dir,
       ...hiddenDirs(c.stateRoot),
       '--',
       ...procsFiles,

@@ -9,6 +9,8 @@ export interface PoolJob extends WorkerJob {
    */
   affinity: string;
   workspaceBytes: number;
+  /** The job's own workspace directory: a worker of its own is started for it and ended after it. */
+  workspaceDir?: string;
 }
 
 export interface Running {
@@ -56,7 +58,11 @@ export class WasmPool {
     return this.live.size + this.starting;
   }
 
-  private async start(workspaceBytes: number, memoryBytes: number): Promise<WorkerProcess> {
+  private async start(
+    workspaceBytes: number,
+    memoryBytes: number,
+    workspaceDir?: string,
+  ): Promise<WorkerProcess> {
     this.starting++;
     let w: WorkerProcess;
     try {
@@ -65,6 +71,7 @@ export class WasmPool {
         workspaceBytes,
         memoryBytes,
         this.opts.logger,
+        workspaceDir,
       );
     } finally {
       this.starting--;
@@ -121,7 +128,7 @@ export class WasmPool {
   }
 
   private async acquire(job: PoolJob): Promise<WorkerProcess> {
-    const fits = job.workspaceBytes === this.opts.defaultWorkspaceBytes;
+    const fits = job.workspaceBytes === this.opts.defaultWorkspaceBytes && !job.workspaceDir;
     for (;;) {
       if (this.closed) throw new Error('wasm: the worker pool is closed');
       const w = fits
@@ -138,7 +145,7 @@ export class WasmPool {
         continue;
       }
       if (this.count < this.opts.size) {
-        const fresh = await this.start(job.workspaceBytes, job.memoryBytes);
+        const fresh = await this.start(job.workspaceBytes, job.memoryBytes, job.workspaceDir);
         fresh.affinity = job.affinity;
         this.topUp();
         await fresh.ready;
@@ -162,7 +169,13 @@ export class WasmPool {
   }
 
   private release(w: WorkerProcess): void {
-    if (!w.usable || w.spent || w.workspaceBytes !== this.opts.defaultWorkspaceBytes || this.closed) {
+    if (
+      !w.usable ||
+      w.spent ||
+      w.workspaceDir ||
+      w.workspaceBytes !== this.opts.defaultWorkspaceBytes ||
+      this.closed
+    ) {
       w.kill();
       return;
     }

@@ -44,6 +44,8 @@ export interface WorkerJob {
   args: string[];
   env: Record<string, string>;
   memoryBytes: number;
+  /** The job's workspace is its own directory (the worker's only job): left as the job left it. */
+  keepWorkspace?: boolean;
   /** Receives the job's output as the worker writes it. */
   output: (chunk: Buffer) => void;
 }
@@ -103,6 +105,8 @@ export class WorkerProcess {
     readonly workspaceBytes: number,
     memoryLimit: number,
     logger: Logger,
+    /** The one job's own workspace, when the worker was started for it. */
+    readonly workspaceDir?: string,
   ) {
     this.memoryLimit = memoryLimit;
     child.on('error', (err) => (this.stderr += `\n${err.message}`)); // a failed spawn: its exit follows
@@ -129,23 +133,27 @@ export class WorkerProcess {
     });
   }
 
-  /** Starts a worker for jobs of up to `memoryBytes` with a workspace of `workspaceBytes`. */
+  /**
+   * Starts a worker for jobs of up to `memoryBytes` with a workspace of `workspaceBytes`, or
+   * (`workspaceDir`) for one job whose workspace is that directory.
+   */
   static async start(
     c: Confinement,
     workspaceBytes: number,
     memoryBytes: number,
     logger: Logger,
+    workspaceDir?: string,
   ): Promise<WorkerProcess> {
     const cgroup = `${CGROUP_PREFIX}${randomUUID()}`;
     const limit = memoryBytes + WORKER_OVERHEAD_BYTES;
     const procs = await createLimitedCgroup(cgroup, { memoryBytes: limit, pids: WORKER_PIDS });
-    const [file, args] = workerCommand(c, workspaceBytes, procs);
+    const [file, args] = workerCommand(c, workspaceDir ? { dir: workspaceDir } : workspaceBytes, procs);
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'advanced',
       env: {}, // nothing of Boxcar's environment (the operator's secrets)
     });
-    return new WorkerProcess(child, cgroup, workspaceBytes, limit, logger);
+    return new WorkerProcess(child, cgroup, workspaceBytes, limit, logger, workspaceDir);
   }
 
   get pid(): number | undefined {
@@ -224,6 +232,7 @@ export class WorkerProcess {
       args: job.args,
       env: job.env,
       endMarker: marker.toString('latin1'),
+      keepWorkspace: job.keepWorkspace ?? false,
     } satisfies RunTask);
     return { started: startedP, done: doneP };
   }

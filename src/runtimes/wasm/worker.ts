@@ -2,7 +2,8 @@
  * One WASM worker process, confined by launcher.c (its own uid, cgroup, namespaces, seccomp):
  * compiles the modules it is sent (kept by key: a worker serves one tenant, whose modules come
  * back), instantiates one with WASI preview1 and runs `_start`, one job at a time. The job's
- * /workspace is this process's /tmp, a tmpfs of its own, emptied after every job. Output goes
+ * /workspace is this process's /tmp, a tmpfs of its own emptied after every job (or, for a job
+ * that starts with files, the job's own directory, for its one job). Output goes
  * to fd 1, a pipe Boxcar reads, followed by the job's end marker. A trap ends the job with 134
  * (as for SIGABRT) and its message in the result.
  *
@@ -23,6 +24,8 @@ export interface RunTask {
   env: Record<string, string>;
   /** Written to fd 1 after the job's output: the job has nothing more to say. Unknown to the module. */
   endMarker: string;
+  /** The workspace is the job's own directory, read by Boxcar after the job: not emptied. */
+  keepWorkspace: boolean;
 }
 
 export type WorkerMessage =
@@ -87,7 +90,9 @@ async function run(task: RunTask): Promise<void> {
   instance = undefined;
   writeSync(OUTPUT_FD, task.endMarker);
   // The next job (the same tenant's) starts with an empty workspace and this one's memory freed.
-  for (const name of readdirSync(WORKSPACE)) rmSync(`${WORKSPACE}/${name}`, { recursive: true, force: true });
+  if (!task.keepWorkspace)
+    for (const name of readdirSync(WORKSPACE))
+      rmSync(`${WORKSPACE}/${name}`, { recursive: true, force: true });
   (globalThis as { gc?: () => void }).gc?.();
   send({ id: task.id, type: 'exited', exitCode, trap, memoryBytes, runNs });
 }
