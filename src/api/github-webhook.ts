@@ -149,7 +149,11 @@ export class DeliveryWorker {
     const text = await box.mirrors.show(ev.cloneUrl, ev.headSha, JOB_FILE).catch((err: unknown) => {
       throw err instanceof UserError ? new UserError(`cannot read ${JOB_FILE}: ${err.message}`) : err;
     });
-    const file = parseYaml(text, `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`, pipelineSpecFor(tenant));
+    const file = parseYaml(
+      text,
+      `${ev.repository}@${ev.headSha.slice(0, 12)}:${JOB_FILE}`,
+      pipelineSpecFor(tenant),
+    );
     const actor = `webhook:${d.forge}:${d.id}`;
     // A new push makes the pipelines of the pull request's earlier pushes moot (GitLab's and
     // GitHub's "auto-cancel redundant pipelines").
@@ -166,7 +170,10 @@ export class DeliveryWorker {
       scheduler.announce(old.id);
     }
     // Every job checks out the pull request's head commit, unless it names its own checkout.
-    const plan = planOf({ ...file, checkout: file.checkout ?? { url: ev.cloneUrl, commit: ev.headSha, submodules: false } });
+    const plan = planOf({
+      ...file,
+      checkout: file.checkout ?? { url: ev.cloneUrl, commit: ev.headSha, submodules: false },
+    });
     for (const job of plan.jobs)
       job.spec.env = {
         ...job.spec.env,

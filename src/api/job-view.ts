@@ -64,7 +64,11 @@ export function pipelineView(p: PipelineRecord, jobs: ReadonlyMap<string, JobRec
         needs: j.after,
         when: j.when,
         allowFailure: j.allowFailure,
-        status: s.skipped ? 'skipped' : s.error ? 'error' : (current?.state ?? (s.attempts.length ? 'queued' : 'waiting')),
+        status: s.skipped
+          ? 'skipped'
+          : s.error
+            ? 'error'
+            : (current?.state ?? (s.attempts.length ? 'queued' : 'waiting')),
         skipped: s.skipped ?? null,
         error: s.error ?? current?.error ?? null,
         job: current?.id ?? null,

@@ -280,7 +280,8 @@ export function buildApi(
           if (!p || p.tenant !== tenantOf(req)) throw new HttpError(404, `no pipeline ${req.params.id}`);
           return p;
         };
-        const view = async (p: PipelineRecord) => pipelineView(p, await pipelineJobs(p, (id) => box.store.getJob(id)));
+        const view = async (p: PipelineRecord) =>
+          pipelineView(p, await pipelineJobs(p, (id) => box.store.getJob(id)));
 
         v1.post('/pipelines', async (req, reply) => {
           const tenant = tenantSettings(box.config.tenants, tenantOf(req));
@@ -301,11 +302,18 @@ export function buildApi(
           const states = req.query.state?.split(',').filter(Boolean);
           for (const st of states ?? [])
             if (!(PIPELINE_STATES as readonly string[]).includes(st))
-              throw new HttpError(400, `state: "${st}" is not a pipeline state; use one of ${PIPELINE_STATES.join(', ')}`);
+              throw new HttpError(
+                400,
+                `state: "${st}" is not a pipeline state; use one of ${PIPELINE_STATES.join(', ')}`,
+              );
           const limit = req.query.limit === undefined ? 50 : Number(req.query.limit);
           if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
             throw new HttpError(400, `limit: "${req.query.limit}" must be a whole number from 1 to 1000`);
-          const list = await box.store.listPipelines({ tenant: tenantOf(req), states: states as PipelineState[], limit });
+          const list = await box.store.listPipelines({
+            tenant: tenantOf(req),
+            states: states as PipelineState[],
+            limit,
+          });
           return Promise.all(list.map(view));
         });
 

@@ -12,11 +12,15 @@ import { checkProtocol, urlProtocol } from './git.js';
 import { Mirrors, relativeUrl } from './mirror.js';
 
 const git = (cwd: string, ...args: string[]) =>
-  execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main', ...args], {
-    cwd,
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, GIT_CONFIG_NOSYSTEM: '1', HOME: cwd },
-  }).trim();
+  execFileSync(
+    'git',
+    ['-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main', ...args],
+    {
+      cwd,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, GIT_CONFIG_NOSYSTEM: '1', HOME: cwd },
+    },
+  ).trim();
 
 /** A repository with `files` (a value starting with "->" is a symlink) committed; returns the commit. */
 async function commit(repo: string, files: Record<string, string>, message = 'c'): Promise<string> {
@@ -45,7 +49,8 @@ describe('repository mirrors and checkouts', () => {
     return wt;
   };
   /** Everything under `dir` but the work trees and mirrors: what a checkout must never touch. */
-  const outside = () => readdirSync(dir).filter((e) => !['ws', 'mirrors'].includes(e) && !e.startsWith('repo-'));
+  const outside = () =>
+    readdirSync(dir).filter((e) => !['ws', 'mirrors'].includes(e) && !e.startsWith('repo-'));
   /** A new source repository. */
   const newRepo = async () => {
     const r = path.join(dir, `repo-${n++}`);
@@ -57,7 +62,11 @@ describe('repository mirrors and checkouts', () => {
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'bx-git-'));
     repo = await newRepo();
-    mirrors = new Mirrors({ dir: path.join(dir, 'mirrors'), protocols: ['file'], logger: createLogger('silent') });
+    mirrors = new Mirrors({
+      dir: path.join(dir, 'mirrors'),
+      protocols: ['file'],
+      logger: createLogger('silent'),
+    });
   });
   after(async () => {
     for (const wt of workTrees) await unmount(wt);
@@ -72,19 +81,37 @@ describe('repository mirrors and checkouts', () => {
     const cold = await mirrors.checkout({ url: repo, commit: first, submodules: false, workTree: wt });
     assert.equal(cold.warm, false);
     assert.equal(readFileSync(path.join(wt, 'README.md'), 'utf8'), 'hello\n');
-    assert.equal(readFileSync(path.join(wt, 'src/run.sh'), 'utf8'), '#!/bin/sh\necho hi\n', 'the first commit, not the branch head');
+    assert.equal(
+      readFileSync(path.join(wt, 'src/run.sh'), 'utf8'),
+      '#!/bin/sh\necho hi\n',
+      'the first commit, not the branch head',
+    );
     assert.ok(!existsSync(path.join(wt, '.git')), 'no repository metadata in the workspace');
     const mirror = mirrors.mirrorDir(repo);
     assert.equal(git(mirror, 'rev-parse', '--verify', '-q', `refs/boxcar/${first}`), first);
-    const warm = await mirrors.checkout({ url: repo, commit: first, submodules: false, workTree: await workTree() });
+    const warm = await mirrors.checkout({
+      url: repo,
+      commit: first,
+      submodules: false,
+      workTree: await workTree(),
+    });
     assert.equal(warm.warm, true, 'a commit the mirror has is not fetched again');
-    const next = await mirrors.checkout({ url: repo, commit: second, submodules: false, workTree: await workTree() });
+    const next = await mirrors.checkout({
+      url: repo,
+      commit: second,
+      submodules: false,
+      workTree: await workTree(),
+    });
     assert.equal(next.warm, false);
     assert.equal(
       readFileSync(path.join(workTrees.at(-1) as string, 'src/run.sh'), 'utf8'),
       '#!/bin/sh\necho two\n',
     );
-    assert.equal(readdirSync(path.join(dir, 'mirrors')).filter((e) => e.endsWith('.git')).length, 1, 'one mirror per repository');
+    assert.equal(
+      readdirSync(path.join(dir, 'mirrors')).filter((e) => e.endsWith('.git')).length,
+      1,
+      'one mirror per repository',
+    );
   });
 
   test('a hostile repository: symlinks to host paths stay links, its filters, hooks and fsmonitor never run', async () => {
@@ -94,7 +121,7 @@ describe('repository mirrors and checkouts', () => {
       '.gitattributes': '* filter=pwn\n',
       'etc-link': '->/etc',
       'passwd-link': '->/etc/passwd',
-      'up': '->../../../..',
+      up: '->../../../..',
       'data.txt': 'plain\n',
     });
     // What the repository's own config and hooks would run, were they ever read: they are not
@@ -102,7 +129,9 @@ describe('repository mirrors and checkouts', () => {
     git(repo, 'config', 'filter.pwn.smudge', `touch ${marker}`);
     git(repo, 'config', 'filter.pwn.required', 'true');
     git(repo, 'config', 'core.fsmonitor', `touch ${marker}`);
-    await writeFile(path.join(repo, '.git/hooks/post-checkout'), `#!/bin/sh\ntouch ${marker}\n`, { mode: 0o755 });
+    await writeFile(path.join(repo, '.git/hooks/post-checkout'), `#!/bin/sh\ntouch ${marker}\n`, {
+      mode: 0o755,
+    });
     const wt = await workTree();
     await mirrors.checkout({ url: repo, commit: sha, submodules: false, workTree: wt });
     assert.equal(readlinkSync(path.join(wt, 'etc-link')), '/etc');
@@ -114,7 +143,9 @@ describe('repository mirrors and checkouts', () => {
   });
 
   test('a tree that names an entry twice (a path-confusion attack) is refused when fetched', async () => {
-    const blob = execFileSync('git', ['hash-object', '-w', '--stdin'], { cwd: repo, input: 'x' }).toString().trim();
+    const blob = execFileSync('git', ['hash-object', '-w', '--stdin'], { cwd: repo, input: 'x' })
+      .toString()
+      .trim();
     const tree = execFileSync('git', ['mktree'], {
       cwd: repo,
       input: `100644 blob ${blob}\tsame\n100644 blob ${blob}\tsame\n`,
@@ -141,7 +172,16 @@ describe('repository mirrors and checkouts', () => {
   test('submodules only when asked, from a relative URL through the same allowlist', async () => {
     const sub = await newRepo();
     await commit(sub, { 'lib.txt': 'from the submodule\n' });
-    git(repo, '-c', 'protocol.file.allow=always', 'submodule', 'add', '-q', `../${path.basename(sub)}`, 'vendor/sub');
+    git(
+      repo,
+      '-c',
+      'protocol.file.allow=always',
+      'submodule',
+      'add',
+      '-q',
+      `../${path.basename(sub)}`,
+      'vendor/sub',
+    );
     const sha = await commit(repo, {}, 'with a submodule');
     const plain = await workTree();
     await mirrors.checkout({ url: repo, commit: sha, submodules: false, workTree: plain });

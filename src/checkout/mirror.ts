@@ -128,14 +128,24 @@ export class Mirrors {
    * workspace, and the mirror's HEAD is never moved: checkouts of one mirror run side by side.
    */
   async checkout(
-    req: { url: string; commit: string; submodules: boolean; workTree: string; allowed?: readonly GitProtocol[] },
+    req: {
+      url: string;
+      commit: string;
+      submodules: boolean;
+      workTree: string;
+      allowed?: readonly GitProtocol[];
+    },
     depth = 0,
   ): Promise<CheckoutReport> {
     const fetchStarted = Date.now();
     const { dir, warm } = await this.ensureCommit(req.url, req.commit, req.allowed);
     const fetchMs = Date.now() - fetchStarted;
     const started = Date.now();
-    const index = path.join(this.opts.dir, 'tmp', `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.index`);
+    const index = path.join(
+      this.opts.dir,
+      'tmp',
+      `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.index`,
+    );
     await mkdir(path.dirname(index), { recursive: true, mode: 0o700 });
     try {
       await this.git(
@@ -180,9 +190,17 @@ export class Mirrors {
       const declared = urls.get(link.path);
       if (!declared)
         throw new UserError(`checkout of ${req.url}: submodule ${link.path} has no url in .gitmodules`);
-      const url = declared.startsWith('../') || declared.startsWith('./') ? relativeUrl(req.url, declared) : declared;
+      const url =
+        declared.startsWith('../') || declared.startsWith('./') ? relativeUrl(req.url, declared) : declared;
       const workTree = await realDirInside(req.workTree, link.path);
-      n += 1 + (await this.checkout({ url, commit: link.commit, submodules: true, workTree, allowed: req.allowed }, depth + 1)).submodules;
+      n +=
+        1 +
+        (
+          await this.checkout(
+            { url, commit: link.commit, submodules: true, workTree, allowed: req.allowed },
+            depth + 1,
+          )
+        ).submodules;
     }
     return n;
   }
@@ -190,7 +208,18 @@ export class Mirrors {
   private async submoduleUrls(mirror: string, commit: string): Promise<Map<string, string>> {
     let out = '';
     try {
-      out = (await this.git(['-C', mirror, 'config', '--blob', `${commit}:.gitmodules`, '-z', '--get-regexp', '^submodule\\..*\\.(path|url)$'])).stdout;
+      out = (
+        await this.git([
+          '-C',
+          mirror,
+          'config',
+          '--blob',
+          `${commit}:.gitmodules`,
+          '-z',
+          '--get-regexp',
+          '^submodule\\..*\\.(path|url)$',
+        ])
+      ).stdout;
     } catch (err) {
       throw new UserError(`reading .gitmodules at ${commit}: ${gitReason(err)}`);
     }
@@ -204,7 +233,9 @@ export class Mirrors {
       e[m[2] as 'path' | 'url'] = rec.slice(nl + 1);
       byName.set(m[1] as string, e);
     }
-    return new Map([...byName.values()].filter((e) => e.path && e.url).map((e) => [e.path as string, e.url as string]));
+    return new Map(
+      [...byName.values()].filter((e) => e.path && e.url).map((e) => [e.path as string, e.url as string]),
+    );
   }
 }
 
@@ -228,10 +259,12 @@ export function relativeUrl(parent: string, rel: string): string {
 async function realDirInside(root: string, rel: string): Promise<string> {
   let at = root;
   for (const part of rel.split('/')) {
-    if (!part || part === '.' || part === '..') throw new UserError(`submodule path "${rel}" is not inside the workspace`);
+    if (!part || part === '.' || part === '..')
+      throw new UserError(`submodule path "${rel}" is not inside the workspace`);
     at = path.join(at, part);
     const st = await ifExists(lstat(at));
-    if (!st?.isDirectory()) throw new UserError(`submodule path "${rel}": "${part}" is not a directory of the checkout`);
+    if (!st?.isDirectory())
+      throw new UserError(`submodule path "${rel}": "${part}" is not a directory of the checkout`);
   }
   return at;
 }
@@ -239,7 +272,10 @@ async function realDirInside(root: string, rel: string): Promise<string> {
 /** What git said went wrong, in one line. */
 function gitReason(err: unknown): string {
   if (err instanceof ExecError) {
-    const lines = err.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+    const lines = err.stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
     const errors = lines.filter((l) => /^(fatal|error):/.test(l));
     return (errors.length ? errors : lines.slice(-1)).slice(0, 3).join(' | ') || errorMessage(err);
   }

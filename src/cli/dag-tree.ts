@@ -29,8 +29,13 @@ export function dagTree(view: View): string {
   const line = (j: View['jobs'][number], lead: string, last: boolean) => {
     const mark = MARK[j.status] ?? '✗';
     const also = j.needs.slice(1);
-    const detail = j.status === 'skipped' ? `skipped: ${j.skipped}` : j.status + (j.allowFailure && mark === '✗' ? ' (allowed)' : '');
-    lines.push(`${lead}${last ? '└─ ' : '├─ '}${mark} ${j.name} [${j.stage}] ${detail}${also.length ? `  (also needs ${also.join(', ')})` : ''}`);
+    const detail =
+      j.status === 'skipped'
+        ? `skipped: ${j.skipped}`
+        : j.status + (j.allowFailure && mark === '✗' ? ' (allowed)' : '');
+    lines.push(
+      `${lead}${last ? '└─ ' : '├─ '}${mark} ${j.name} [${j.stage}] ${detail}${also.length ? `  (also needs ${also.join(', ')})` : ''}`,
+    );
     const kids = children.get(j.name) ?? [];
     kids.forEach((k, i) => line(k, `${lead}${last ? '   ' : '│  '}`, i === kids.length - 1));
   };

@@ -41,20 +41,40 @@ describe('boxcar pipeline: checkout, needs, artifacts, caches', () => {
   /** The job that filled the trusted cache. */
   let filledBy = '';
   const git = (...args: string[]) =>
-    execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main', ...args], {
-      cwd: repo,
-      encoding: 'utf8',
-      env: { PATH: process.env.PATH, GIT_CONFIG_NOSYSTEM: '1', HOME: repo },
-    }).trim();
+    execFileSync(
+      'git',
+      ['-c', 'user.name=t', '-c', 'user.email=t@t', '-c', 'init.defaultBranch=main', ...args],
+      {
+        cwd: repo,
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, GIT_CONFIG_NOSYSTEM: '1', HOME: repo },
+      },
+    ).trim();
   const pipeline = (...extra: string[]) => {
     const r = spawnSync(
       process.execPath,
-      [MAIN, '--state', state.root, '--config', path.join(state.root, 'config.yaml'), 'pipeline', '--repo', repo, '--json', ...extra],
+      [
+        MAIN,
+        '--state',
+        state.root,
+        '--config',
+        path.join(state.root, 'config.yaml'),
+        'pipeline',
+        '--repo',
+        repo,
+        '--json',
+        ...extra,
+      ],
       { encoding: 'utf8', timeout: 240_000 },
     );
     assert.ok(r.stdout.trim(), `no JSON (exit ${r.status}): ${r.stderr}`);
     const p = JSON.parse(r.stdout) as { state: string; jobs: JobJson[] };
-    return { code: r.status, stderr: r.stderr, p, job: (n: string) => p.jobs.find((j) => j.name === n) as JobJson };
+    return {
+      code: r.status,
+      stderr: r.stderr,
+      p,
+      job: (n: string) => p.jobs.find((j) => j.name === n) as JobJson,
+    };
   };
 
   before(async () => {
@@ -84,15 +104,23 @@ describe('boxcar pipeline: checkout, needs, artifacts, caches', () => {
             name: 'build',
             stage: 'build',
             artifacts: { paths: ['dist/'] },
-            command: 'mkdir -p dist && sh src/greet.sh > dist/out.txt && ln -s /etc dist/etc-link && ln -s ../../../.. dist/up',
+            command:
+              'mkdir -p dist && sh src/greet.sh > dist/out.txt && ln -s /etc dist/etc-link && ln -s ../../../.. dist/up',
           },
           {
             name: 'test',
             stage: 'test',
             needs: ['build'],
-            command: 'cat dist/out.txt && ls -l dist/etc-link | grep -o "/etc$" && test ! -e node_modules && echo "only what it needs"',
+            command:
+              'cat dist/out.txt && ls -l dist/etc-link | grep -o "/etc$" && test ! -e node_modules && echo "only what it needs"',
           },
-          { name: 'toobig', stage: 'test', needs: [], artifacts: { paths: ['big'] }, command: 'head -c 6000000 /dev/zero > big' },
+          {
+            name: 'toobig',
+            stage: 'test',
+            needs: [],
+            artifacts: { paths: ['big'] },
+            command: 'head -c 6000000 /dev/zero > big',
+          },
           { name: 'after-toobig', stage: 'test', needs: ['toobig'], command: 'echo never' },
         ],
       }),

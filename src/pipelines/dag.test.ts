@@ -22,7 +22,8 @@ class Run {
   /** One evaluation, applied: started jobs get an attempt (running), skipped ones their reason. */
   step() {
     const s = evaluate(this.plan, this.status, (id) => this.outcomes.get(id), this.cancel);
-    for (const k of s.skip) this.status[k.name] = { attempts: this.status[k.name]?.attempts ?? [], skipped: k.why };
+    for (const k of s.skip)
+      this.status[k.name] = { attempts: this.status[k.name]?.attempts ?? [], skipped: k.why };
     for (const x of [...s.start, ...s.retry]) {
       const id = `${x.job.name}#${this.n++}`;
       this.status[x.job.name] = { attempts: [...(this.status[x.job.name]?.attempts ?? []), id] };
@@ -51,26 +52,61 @@ const job = (name: string, extra: Record<string, unknown> = {}) => ({ name, comm
 
 describe('pipeline plans', () => {
   test('stages order jobs: a job without needs waits for every job of the earlier stages', () => {
-    const p = plan({ name: 'p', stages: ['build', 'test'], jobs: [job('b', { stage: 'build' }), job('t1', { stage: 'test' }), job('t2', { stage: 'test' })] });
-    assert.deepEqual(p.jobs.map((j) => [j.name, j.after]), [['b', []], ['t1', ['b']], ['t2', ['b']]]);
+    const p = plan({
+      name: 'p',
+      stages: ['build', 'test'],
+      jobs: [job('b', { stage: 'build' }), job('t1', { stage: 'test' }), job('t2', { stage: 'test' })],
+    });
+    assert.deepEqual(
+      p.jobs.map((j) => [j.name, j.after]),
+      [
+        ['b', []],
+        ['t1', ['b']],
+        ['t2', ['b']],
+      ],
+    );
     const defaults = plan({ name: 'p', jobs: [job('a'), job('b')] });
-    assert.deepEqual(defaults.jobs.map((j) => [j.stage, j.after]), [['test', []], ['test', []]], "GitLab's default: stage test, side by side");
+    assert.deepEqual(
+      defaults.jobs.map((j) => [j.stage, j.after]),
+      [
+        ['test', []],
+        ['test', []],
+      ],
+      "GitLab's default: stage test, side by side",
+    );
   });
 
   test('pipeline variables reach every job, the job’s own win', () => {
-    const p = plan({ name: 'p', variables: { A: 'pipe', B: 1 }, jobs: [job('x', { variables: { A: 'job' }, env: { C: 'env' } })] });
+    const p = plan({
+      name: 'p',
+      variables: { A: 'pipe', B: 1 },
+      jobs: [job('x', { variables: { A: 'job' }, env: { C: 'env' } })],
+    });
     assert.deepEqual(p.jobs[0]?.spec.env, { A: 'job', B: '1', C: 'env' });
   });
 
   test('mistakes are named: unknown needs, a later stage, a circle, a duplicate, an unknown stage', () => {
-    assert.match(refused({ name: 'p', jobs: [job('a', { needs: ['nope'] })] }), /jobs\.0\.needs\.0: no job is named "nope"/);
     assert.match(
-      refused({ name: 'p', stages: ['a', 'b'], jobs: [job('x', { stage: 'a', needs: ['y'] }), job('y', { stage: 'b' })] }),
+      refused({ name: 'p', jobs: [job('a', { needs: ['nope'] })] }),
+      /jobs\.0\.needs\.0: no job is named "nope"/,
+    );
+    assert.match(
+      refused({
+        name: 'p',
+        stages: ['a', 'b'],
+        jobs: [job('x', { stage: 'a', needs: ['y'] }), job('y', { stage: 'b' })],
+      }),
       /"y" is in a later stage/,
     );
-    assert.match(refused({ name: 'p', jobs: [job('x', { needs: ['y'] }), job('y', { needs: ['x'] })] }), /needs go round in a circle: x → y → x/);
+    assert.match(
+      refused({ name: 'p', jobs: [job('x', { needs: ['y'] }), job('y', { needs: ['x'] })] }),
+      /needs go round in a circle: x → y → x/,
+    );
     assert.match(refused({ name: 'p', jobs: [job('x'), job('x')] }), /"x" names two jobs/);
-    assert.match(refused({ name: 'p', jobs: [job('x', { stage: 'lint' })] }), /"lint" is not one of the stages \(build, test, deploy\)/);
+    assert.match(
+      refused({ name: 'p', jobs: [job('x', { stage: 'lint' })] }),
+      /"lint" is not one of the stages \(build, test, deploy\)/,
+    );
     assert.match(refused({ name: 'p', jobs: [job('x', { retry: 3 })] }), /at most 2 retries/);
   });
 });
@@ -80,7 +116,12 @@ describe('pipeline DAG', () => {
     const r = new Run(
       plan({
         name: 'p',
-        jobs: [job('a', { needs: [] }), job('b', { needs: [] }), job('c', { needs: ['a'] }), job('d', { needs: ['a', 'b'] })],
+        jobs: [
+          job('a', { needs: [] }),
+          job('b', { needs: [] }),
+          job('c', { needs: ['a'] }),
+          job('d', { needs: ['a', 'b'] }),
+        ],
       }),
     );
     assert.deepEqual(r.settle().started, ['a', 'b']);
@@ -119,7 +160,17 @@ describe('pipeline DAG', () => {
   });
 
   test('allow_failure: a failed job does not stop the jobs after it or fail the pipeline', () => {
-    const r = new Run(plan({ name: 'p', stages: ['a', 'b'], jobs: [job('flaky', { stage: 'a', allow_failure: true }), job('next', { stage: 'b' }), job('onfail', { stage: 'b', when: 'on_failure' })] }));
+    const r = new Run(
+      plan({
+        name: 'p',
+        stages: ['a', 'b'],
+        jobs: [
+          job('flaky', { stage: 'a', allow_failure: true }),
+          job('next', { stage: 'b' }),
+          job('onfail', { stage: 'b', when: 'on_failure' }),
+        ],
+      }),
+    );
     r.settle();
     r.end('flaky', 'failed');
     assert.deepEqual(r.settle().started, ['next']);
@@ -129,7 +180,12 @@ describe('pipeline DAG', () => {
   });
 
   test('retry: an infrastructure failure is retried up to max, a script failure only when asked', () => {
-    const r = new Run(plan({ name: 'p', jobs: [job('infra', { retry: 1 }), job('script', { retry: { max: 2, when: ['script_failure'] } })] }));
+    const r = new Run(
+      plan({
+        name: 'p',
+        jobs: [job('infra', { retry: 1 }), job('script', { retry: { max: 2, when: ['script_failure'] } })],
+      }),
+    );
     r.settle();
     r.end('infra', 'error', true);
     r.end('script', 'failed');
@@ -151,7 +207,13 @@ describe('pipeline DAG', () => {
   });
 
   test('cancel: nothing more starts, the pipeline ends cancelled once its running jobs have', () => {
-    const r = new Run(plan({ name: 'p', stages: ['a', 'b'], jobs: [job('first', { stage: 'a' }), job('second', { stage: 'b' })] }));
+    const r = new Run(
+      plan({
+        name: 'p',
+        stages: ['a', 'b'],
+        jobs: [job('first', { stage: 'a' }), job('second', { stage: 'b' })],
+      }),
+    );
     r.settle();
     r.cancel = true;
     assert.equal(r.settle().state, 'running', 'first still runs');
@@ -176,6 +238,9 @@ describe('pipeline DAG', () => {
     r.settle();
     for (const n of ['bin', 'docs', 'lint']) r.end(n, 'succeeded');
     const s = r.step();
-    assert.deepEqual(Object.fromEntries(s.start.map((x) => [x.job.name, x.artifactsFrom])), { unit: ['bin'], all: ['bin', 'docs'] });
+    assert.deepEqual(Object.fromEntries(s.start.map((x) => [x.job.name, x.artifactsFrom])), {
+      unit: ['bin'],
+      all: ['bin', 'docs'],
+    });
   });
 });

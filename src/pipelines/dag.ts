@@ -69,7 +69,9 @@ export function evaluate(
   };
   // Artifacts: those of the jobs it needs, or (without needs) of every job before it, when they kept some.
   const artifactsFrom = (job: PlannedJob) =>
-    job.after.filter((n) => byName.get(n)?.spec.artifacts && resultOf(byName.get(n) as PlannedJob) !== 'skipped');
+    job.after.filter(
+      (n) => byName.get(n)?.spec.artifacts && resultOf(byName.get(n) as PlannedJob) !== 'skipped',
+    );
 
   let open = false;
   for (const job of plan.jobs) {
@@ -93,21 +95,27 @@ export function evaluate(
     }
     const deps = job.after.map((n) => ({ n, r: resultOf(byName.get(n) as PlannedJob) }));
     if (deps.some((d) => d.r === 'pending')) continue;
-    const failed = deps.filter((d) => (d.r === 'failed' && !byName.get(d.n)?.allowFailure) || d.r === 'cancelled');
+    const failed = deps.filter(
+      (d) => (d.r === 'failed' && !byName.get(d.n)?.allowFailure) || d.r === 'cancelled',
+    );
     const skipped = deps.filter((d) => d.r === 'skipped');
     if (job.when === 'always' || (job.when === 'on_failure' && failed.length))
       step.start.push({ job, artifactsFrom: artifactsFrom(job) });
-    else if (job.when === 'on_failure') step.skip.push({ name: job.name, why: 'nothing before it failed (when: on_failure)' });
-    else if (failed.length) step.skip.push({ name: job.name, why: `${failed.map((d) => d.n).join(', ')} failed` });
-    else if (skipped.length) step.skip.push({ name: job.name, why: `${skipped.map((d) => d.n).join(', ')} did not run` });
+    else if (job.when === 'on_failure')
+      step.skip.push({ name: job.name, why: 'nothing before it failed (when: on_failure)' });
+    else if (failed.length)
+      step.skip.push({ name: job.name, why: `${failed.map((d) => d.n).join(', ')} failed` });
+    else if (skipped.length)
+      step.skip.push({ name: job.name, why: `${skipped.map((d) => d.n).join(', ')} did not run` });
     else step.start.push({ job, artifactsFrom: artifactsFrom(job) });
   }
   if (open || step.skip.length) return step;
   const all = plan.jobs.map((j) => ({ j, r: results.get(j.name) as Result }));
-  step.state = cancelRequested || all.some((x) => x.r === 'cancelled')
-    ? 'cancelled'
-    : all.some((x) => x.r === 'failed' && !x.j.allowFailure)
-      ? 'failed'
-      : 'succeeded';
+  step.state =
+    cancelRequested || all.some((x) => x.r === 'cancelled')
+      ? 'cancelled'
+      : all.some((x) => x.r === 'failed' && !x.j.allowFailure)
+        ? 'failed'
+        : 'succeeded';
   return step;
 }

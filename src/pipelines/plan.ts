@@ -1,7 +1,13 @@
 import { z } from 'zod';
 import { parseDurationMs } from '../lib/quantity.js';
 import { parsedField } from '../lib/validation.js';
-import { COMMAND_REQUIRED, JobSpecInput, commandGiven, normalizeJobSpec, type JobSpec } from '../jobs/spec.js';
+import {
+  COMMAND_REQUIRED,
+  JobSpecInput,
+  commandGiven,
+  normalizeJobSpec,
+  type JobSpec,
+} from '../jobs/spec.js';
 
 /**
  * A CI pipeline as users of GitLab CI write one: jobs in `stages`, each starting when the jobs
@@ -23,7 +29,10 @@ export const RETRY_REASONS = ['infrastructure_failure', 'script_failure', 'timeo
 export type RetryReason = (typeof RETRY_REASONS)[number];
 
 const Variables = z
-  .record(z.string().regex(VAR, 'variable names are letters, digits and _'), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+  .record(
+    z.string().regex(VAR, 'variable names are letters, digits and _'),
+    z.union([z.string(), z.number(), z.boolean()]).transform(String),
+  )
   .default({});
 
 /** `retry: 2` is `retry: { max: 2 }`: infrastructure failures only, unless `when` says more. */
@@ -68,7 +77,11 @@ export const PipelineSpec = z
     const names = new Map<string, number>();
     p.jobs.forEach((j, i) => {
       if (names.has(j.name))
-        ctx.addIssue({ code: 'custom', path: ['jobs', i, 'name'], message: `"${j.name}" names two jobs; give each job its own name` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['jobs', i, 'name'],
+          message: `"${j.name}" names two jobs; give each job its own name`,
+        });
       names.set(j.name, i);
       if (!stages.includes(j.stage ?? DEFAULT_STAGE))
         ctx.addIssue({
@@ -82,12 +95,23 @@ export const PipelineSpec = z
         const other = names.get(n);
         if (other === undefined)
           ctx.addIssue({ code: 'custom', path: ['jobs', i, 'needs', k], message: `no job is named "${n}"` });
-        else if (stages.indexOf(p.jobs[other]?.stage ?? DEFAULT_STAGE) > stages.indexOf(j.stage ?? DEFAULT_STAGE))
-          ctx.addIssue({ code: 'custom', path: ['jobs', i, 'needs', k], message: `"${n}" is in a later stage; a job can only need jobs of its own or earlier stages` });
+        else if (
+          stages.indexOf(p.jobs[other]?.stage ?? DEFAULT_STAGE) > stages.indexOf(j.stage ?? DEFAULT_STAGE)
+        )
+          ctx.addIssue({
+            code: 'custom',
+            path: ['jobs', i, 'needs', k],
+            message: `"${n}" is in a later stage; a job can only need jobs of its own or earlier stages`,
+          });
       }),
     );
     const cycle = findCycle(planOf(p).jobs);
-    if (cycle) ctx.addIssue({ code: 'custom', path: ['jobs'], message: `needs go round in a circle: ${cycle.join(' → ')}` });
+    if (cycle)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['jobs'],
+        message: `needs go round in a circle: ${cycle.join(' → ')}`,
+      });
   });
 
 export type PipelineFile = z.output<typeof PipelineSpec>;
@@ -113,7 +137,9 @@ export interface PipelinePlan {
 }
 
 /** The pipeline's DAG from its file (validated or not: `PipelineSpec` checks it with this). */
-export function planOf(p: Omit<PipelineFile, 'jobs'> & { jobs: Array<z.output<typeof PipelineJobInput>> }): PipelinePlan {
+export function planOf(
+  p: Omit<PipelineFile, 'jobs'> & { jobs: Array<z.output<typeof PipelineJobInput>> },
+): PipelinePlan {
   const stages = p.stages ?? DEFAULT_STAGES;
   const stageOf = (j: { stage?: string }) => j.stage ?? DEFAULT_STAGE;
   const jobs = p.jobs.map(({ stage, needs, when, allow_failure, retry, variables, ...job }): PlannedJob => {

@@ -77,7 +77,8 @@ export async function advancePipeline(
       const again = await store.getPipeline(id);
       if (!again) return undefined;
       const marked = structuredClone(again.jobs);
-      for (const [name, why] of Object.entries(failed)) marked[name] = { attempts: marked[name]?.attempts ?? [], error: why };
+      for (const [name, why] of Object.entries(failed))
+        marked[name] = { attempts: marked[name]?.attempts ?? [], error: why };
       await store.updatePipeline(id, again.version, { jobs: marked }); // lost a race: redone next pass
       continue;
     }
@@ -86,9 +87,16 @@ export async function advancePipeline(
 }
 
 /** The job's spec with the jobs whose artifacts it takes, by their current attempt. */
-function withArtifactsOf(plan: PipelinePlan, job: PlannedJob, jobs: Record<string, PipelineJobStatus>): JobSpec {
+function withArtifactsOf(
+  plan: PipelinePlan,
+  job: PlannedJob,
+  jobs: Record<string, PipelineJobStatus>,
+): JobSpec {
   const from = job.after
-    .filter((n) => plan.jobs.find((j) => j.name === n)?.spec.artifacts && jobs[n]?.attempts.length && !jobs[n]?.skipped)
+    .filter(
+      (n) =>
+        plan.jobs.find((j) => j.name === n)?.spec.artifacts && jobs[n]?.attempts.length && !jobs[n]?.skipped,
+    )
     .map((n) => ({ name: n, jobId: jobs[n]?.attempts.at(-1) as string }));
   return { ...job.spec, artifactsFrom: from };
 }
@@ -162,7 +170,8 @@ export class PipelineRunner {
         const last = s.attempts.at(-1);
         if (!last) continue;
         const job = await this.box.store.getJob(last);
-        if (!job || ['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error'].includes(job.state)) continue;
+        if (!job || ['succeeded', 'failed', 'oom', 'timeout', 'cancelled', 'error'].includes(job.state))
+          continue;
         await this.box.store.requestCancel(last, actor, 'its pipeline was cancelled');
         this.scheduler.cancelLocal(last);
         this.scheduler.announce(last);
@@ -176,7 +185,14 @@ export class PipelineRunner {
     const before = this.running.get(id) ?? Promise.resolve();
     const next = before
       .catch(() => undefined)
-      .then(() => advancePipeline(this.box.store, id, (p, jobId, spec) => this.queue(p, jobId, spec), (p) => this.emit(p)));
+      .then(() =>
+        advancePipeline(
+          this.box.store,
+          id,
+          (p, jobId, spec) => this.queue(p, jobId, spec),
+          (p) => this.emit(p),
+        ),
+      );
     this.running.set(id, next);
     void next
       .catch((err: unknown) => this.box.logger.error({ err, pipeline: id }, 'advancing a pipeline failed'))

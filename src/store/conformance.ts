@@ -296,14 +296,24 @@ export function storeConformance(
         assert.equal([a, b].filter(Boolean).length, 1, 'exactly one write from one read wins');
         const now = (await s.getPipeline(p.id)) as NonNullable<typeof a>;
         assert.equal(now.version, p.version + 1);
-        const done = await s.updatePipeline(p.id, now.version, { state: 'succeeded', finishedAt: 2000, cancelRequested: true });
+        const done = await s.updatePipeline(p.id, now.version, {
+          state: 'succeeded',
+          finishedAt: 2000,
+          cancelRequested: true,
+        });
         assert.equal(done?.state, 'succeeded');
         assert.equal(done?.finishedAt, 2000);
         assert.equal(done?.cancelRequested, true);
         assert.deepEqual(done?.jobs, now.jobs, 'what a patch leaves out stays');
         await s.createPipeline({ id: `${tenant}-2`, tenant, name: 'ci', plan, origin, createdAt: 3000 });
-        assert.deepEqual((await s.listPipelines({ tenant })).map((x) => x.id), [`${tenant}-2`, `${tenant}-1`]);
-        assert.deepEqual((await s.listPipelines({ tenant, states: ['running'] })).map((x) => x.id), [`${tenant}-2`]);
+        assert.deepEqual(
+          (await s.listPipelines({ tenant })).map((x) => x.id),
+          [`${tenant}-2`, `${tenant}-1`],
+        );
+        assert.deepEqual(
+          (await s.listPipelines({ tenant, states: ['running'] })).map((x) => x.id),
+          [`${tenant}-2`],
+        );
       }));
 
     test('popular images: those of queued jobs first, then the most used, registry images only', () =>

@@ -5,7 +5,6 @@ import type { TaskHandle } from '../jobs/handle.js';
 import type { PipelineJobStatus, PipelineState } from '../pipelines/dag.js';
 import type { PipelinePlan } from '../pipelines/plan.js';
 
-
 /**
  * The one persistence seam: `sqlite` (embedded, the default) and later `postgres` (several
  * nodes) implement it. Async throughout so a networked store fits the same shape.
@@ -373,7 +372,9 @@ export interface PipelineRecord extends NewPipeline {
   finishedAt: number | null;
 }
 
-export type PipelinePatch = Partial<Pick<PipelineRecord, 'state' | 'jobs' | 'cancelRequested' | 'finishedAt'>>;
+export type PipelinePatch = Partial<
+  Pick<PipelineRecord, 'state' | 'jobs' | 'cancelRequested' | 'finishedAt'>
+>;
 
 export interface PipelineFilter {
   tenant?: string;

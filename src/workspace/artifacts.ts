@@ -33,7 +33,12 @@ export class Artifacts {
   }
 
   async collect(workspace: string, spec: JobArtifacts, jobName: string): Promise<ArtifactRecord> {
-    const { stream, done } = packWorkspace(workspace, spec.paths, this.maxBytes, `artifacts of job ${jobName}`);
+    const { stream, done } = packWorkspace(
+      workspace,
+      spec.paths,
+      this.maxBytes,
+      `artifacts of job ${jobName}`,
+    );
     const [{ digest }, collected] = await Promise.all([this.blobs.put(stream), done]);
     const expiresAt = Date.now() + spec.expireInMs;
     const file = this.expiryFile(digest);
@@ -43,7 +48,12 @@ export class Artifacts {
   }
 
   /** Puts a job's artifacts into another job's workspace. */
-  async restore(workspace: string, record: ArtifactRecord, from: string, limits: UnpackLimits): Promise<void> {
+  async restore(
+    workspace: string,
+    record: ArtifactRecord,
+    from: string,
+    limits: UnpackLimits,
+  ): Promise<void> {
     if (record.expiresAt < Date.now() || !(await this.blobs.has(record.digest)))
       throw new Error(`the artifacts of job ${from} expired`);
     await extractInto(workspace, this.blobs.path(record.digest), `artifacts of job ${from}`, limits);

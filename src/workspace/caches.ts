@@ -18,7 +18,8 @@ import { extractInto } from './extract.js';
  * trusted job (the cache poisoning of GitHub Actions' shared caches).
  */
 export type CacheNamespace = 'trusted' | 'untrusted';
-export const cacheNamespace = (trust: Trust): CacheNamespace => (trust === 'trusted' ? 'trusted' : 'untrusted');
+export const cacheNamespace = (trust: Trust): CacheNamespace =>
+  trust === 'trusted' ? 'trusted' : 'untrusted';
 
 export interface CacheScope {
   tenant: string;
@@ -65,16 +66,17 @@ export class Caches {
     let found = 0;
     for (const rel of cache.key.files) {
       hash.update(`${rel}\0`);
-      const fh = await ifExists(open(path.join(workspace, rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)).catch(
-        (err: unknown) => {
-          if (errnoCode(err) === 'ELOOP') return undefined; // a symlink: not a file of the checkout
-          throw err;
-        },
-      );
+      const fh = await ifExists(
+        open(path.join(workspace, rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK),
+      ).catch((err: unknown) => {
+        if (errnoCode(err) === 'ELOOP') return undefined; // a symlink: not a file of the checkout
+        throw err;
+      });
       if (!fh) continue;
       try {
         if (!(await fh.stat()).isFile()) continue;
-        for await (const chunk of createReadStream('', { fd: fh.fd, autoClose: false })) hash.update(chunk as Buffer);
+        for await (const chunk of createReadStream('', { fd: fh.fd, autoClose: false }))
+          hash.update(chunk as Buffer);
         found++;
       } finally {
         await fh.close();
@@ -85,7 +87,10 @@ export class Caches {
   }
 
   private indexFile(scope: CacheScope, key: string): string {
-    const id = createHash('sha256').update(`${scope.tenant}\0${scope.repository}\0${key}`).digest('hex').slice(0, 32);
+    const id = createHash('sha256')
+      .update(`${scope.tenant}\0${scope.repository}\0${key}`)
+      .digest('hex')
+      .slice(0, 32);
     return path.join(this.dir, scope.namespace, 'index', `${id}.json`);
   }
 
@@ -95,7 +100,12 @@ export class Caches {
   }
 
   /** Restores the cache into the workspace; a miss leaves it as it was. */
-  async restore(scope: CacheScope, key: string, workspace: string, limits: UnpackLimits): Promise<{ hit: boolean; bytes: number }> {
+  async restore(
+    scope: CacheScope,
+    key: string,
+    workspace: string,
+    limits: UnpackLimits,
+  ): Promise<{ hit: boolean; bytes: number }> {
     const file = this.indexFile(scope, key);
     const e = await this.entry(file);
     if (!e) return { hit: false, bytes: 0 };
@@ -111,11 +121,30 @@ export class Caches {
   }
 
   /** Saves the workspace's `paths` as the cache under `key`, then evicts past the size cap. */
-  async save(scope: CacheScope, key: string, workspace: string, paths: readonly string[], maxBytes: number): Promise<{ bytes: number }> {
-    const { stream, done } = packWorkspace(workspace, paths, Math.min(maxBytes, this.maxBytes), `cache ${key}`);
+  async save(
+    scope: CacheScope,
+    key: string,
+    workspace: string,
+    paths: readonly string[],
+    maxBytes: number,
+  ): Promise<{ bytes: number }> {
+    const { stream, done } = packWorkspace(
+      workspace,
+      paths,
+      Math.min(maxBytes, this.maxBytes),
+      `cache ${key}`,
+    );
     const [{ digest }, collected] = await Promise.all([this.blobs[scope.namespace].put(stream), done]);
     const now = Date.now();
-    const e: CacheEntry = { tenant: scope.tenant, repository: scope.repository, key, digest, bytes: collected.bytes, savedAt: now, usedAt: now };
+    const e: CacheEntry = {
+      tenant: scope.tenant,
+      repository: scope.repository,
+      key,
+      digest,
+      bytes: collected.bytes,
+      savedAt: now,
+      usedAt: now,
+    };
     await writeFileAtomic(this.indexFile(scope, key), JSON.stringify(e));
     await this.evict();
     return { bytes: collected.bytes };
@@ -140,9 +169,13 @@ export class Caches {
       await rm(c.file, { force: true });
       total -= c.e.bytes;
       evicted.push(c);
-      this.logger.info({ tenant: c.e.tenant, repository: c.e.repository, key: c.e.key, bytes: c.e.bytes }, 'cache evicted');
+      this.logger.info(
+        { tenant: c.e.tenant, repository: c.e.repository, key: c.e.key, bytes: c.e.bytes },
+        'cache evicted',
+      );
     }
     const named = new Set(all.filter((c) => !evicted.includes(c)).map((c) => `${c.ns}:${c.e.digest}`));
-    for (const c of evicted) if (!named.has(`${c.ns}:${c.e.digest}`)) await this.blobs[c.ns].remove(c.e.digest);
+    for (const c of evicted)
+      if (!named.has(`${c.ns}:${c.e.digest}`)) await this.blobs[c.ns].remove(c.e.digest);
   }
 }

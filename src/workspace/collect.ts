@@ -62,7 +62,9 @@ export function packWorkspace(
   };
 
   const entry = (header: tar.Headers, body?: Buffer) =>
-    new Promise<void>((resolve, reject) => pack.entry(header, body ?? '', (err) => (err ? reject(err) : resolve())));
+    new Promise<void>((resolve, reject) =>
+      pack.entry(header, body ?? '', (err) => (err ? reject(err) : resolve())),
+    );
 
   const file = async (full: string, rel: string) => {
     const fh = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -71,12 +73,19 @@ export function packWorkspace(
       if (!st.isFile()) return; // swapped for something else: left out
       totals.bytes += st.size;
       if (totals.bytes > maxBytes)
-        throw new UserError(`${what}: the files take more than ${maxBytes} bytes; collect fewer paths or raise the limit`);
+        throw new UserError(
+          `${what}: the files take more than ${maxBytes} bytes; collect fewer paths or raise the limit`,
+        );
       await new Promise<void>((resolve, reject) => {
         const sink = pack.entry({ name: rel, size: st.size, mode: st.mode & 0o777, type: 'file' }, (err) =>
           err ? reject(err) : resolve(),
         );
-        const src = createReadStream('', { fd: fh.fd, autoClose: false, start: 0, end: Math.max(0, st.size - 1) });
+        const src = createReadStream('', {
+          fd: fh.fd,
+          autoClose: false,
+          start: 0,
+          end: Math.max(0, st.size - 1),
+        });
         if (st.size === 0) return sink.end();
         src.on('error', reject);
         src.pipe(sink);

@@ -66,7 +66,11 @@ export async function extractInto(
       await symlink(h.linkname ?? '', full);
       return;
     }
-    const fh = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const fh = await open(
+      full,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         totals.bytes += chunk.length;

@@ -33,7 +33,10 @@ async function isFull(dir: string): Promise<boolean> {
 
 /** Whether a job needs a workspace of Boxcar's (files in, or files out); else its sandbox's own tmpfs does. */
 export const wantsWorkspace = (spec: JobSpec) =>
-  spec.checkout !== undefined || spec.artifacts !== undefined || spec.cache !== undefined || spec.artifactsFrom.length > 0;
+  spec.checkout !== undefined ||
+  spec.artifacts !== undefined ||
+  spec.cache !== undefined ||
+  spec.artifactsFrom.length > 0;
 
 /**
  * A job's workspace on the host: a tmpfs of the job's workspace size, filled before the job
@@ -84,7 +87,11 @@ export class Workspaces {
     const attributes: WorkspaceAttributes = {};
     try {
       if (spec.checkout) {
-        const r = await this.opts.mirrors.checkout({ ...spec.checkout, workTree: dir, allowed: this.protocols(job) });
+        const r = await this.opts.mirrors.checkout({
+          ...spec.checkout,
+          workTree: dir,
+          allowed: this.protocols(job),
+        });
         attributes.checkout = { url: spec.checkout.url, commit: spec.checkout.commit, ...r };
       }
       for (const from of spec.artifactsFrom) await this.restoreArtifacts(job, from, dir);
@@ -106,16 +113,25 @@ export class Workspaces {
     return { dir, attributes };
   }
 
-  private async restoreArtifacts(job: JobRecord, from: JobSpec['artifactsFrom'][number], dir: string): Promise<void> {
+  private async restoreArtifacts(
+    job: JobRecord,
+    from: JobSpec['artifactsFrom'][number],
+    dir: string,
+  ): Promise<void> {
     const other = await this.opts.getJob(from.jobId);
     // Only a job of the same tenant, and never an untrusted job's files into a trusted job:
     // they would run as trusted code.
     if (!other || other.tenant !== job.tenant)
       throw new UserError(`needs: job ${from.name} (${from.jobId}) is not a job of this tenant`);
     if (job.decision.trust === 'trusted' && other.decision.trust !== 'trusted')
-      throw new UserError(`needs: job ${from.name} ran untrusted code; a trusted job cannot take its artifacts`);
+      throw new UserError(
+        `needs: job ${from.name} ran untrusted code; a trusted job cannot take its artifacts`,
+      );
     const record = other.handle?.attributes.workspace?.artifacts;
-    if (!record) throw new UserError(`needs: job ${from.name} kept no artifacts (it names no artifacts:paths, or they were not collected)`);
+    if (!record)
+      throw new UserError(
+        `needs: job ${from.name} kept no artifacts (it names no artifacts:paths, or they were not collected)`,
+      );
     await this.opts.artifacts.restore(dir, record, from.name, this.limits(job)).catch((err: unknown) => {
       throw new UserError(`needs: ${errorMessage(err)}`);
     });
@@ -126,7 +142,11 @@ export class Workspaces {
    * keep artifacts is the job's failure (returned as `error`); a cache that cannot be saved
    * is only logged, as in GitLab CI.
    */
-  async finish(job: JobRecord, succeeded: boolean, attributes: WorkspaceAttributes): Promise<WorkspaceAttributes> {
+  async finish(
+    job: JobRecord,
+    succeeded: boolean,
+    attributes: WorkspaceAttributes,
+  ): Promise<WorkspaceAttributes> {
     const dir = this.dirOf(job.id);
     const out = { ...attributes };
     const spec = job.spec;

@@ -51,12 +51,15 @@ export function registerPipeline(program: Command, logger: Logger): void {
   program
     .command('pipeline')
     .description(
-      "run a CI pipeline: its jobs as a DAG (stages, needs), each checked out from --repo, with artifacts and caches; then the DAG as a tree",
+      'run a CI pipeline: its jobs as a DAG (stages, needs), each checked out from --repo, with artifacts and caches; then the DAG as a tree',
     )
     .argument('[file]', `pipeline YAML file (default: ${JOB_FILE} of --repo at its commit)`)
     .option('--repo <path|url>', 'the repository every job checks out (a local path: its HEAD)')
     .option('--commit <sha>', 'the commit to check out (default: HEAD of a local --repo)')
-    .option('--source <source>', 'where the code comes from, for every job: internal_repo or external_pr (a fork: untrusted)')
+    .option(
+      '--source <source>',
+      'where the code comes from, for every job: internal_repo or external_pr (a fork: untrusted)',
+    )
     .option('--json', 'print one JSON object with the pipeline and every job result')
     .action(async (file: string | undefined, opts: PipelineOptions) => {
       const source = opts.source === undefined ? undefined : Source.safeParse(opts.source);
@@ -73,11 +76,18 @@ export function registerPipeline(program: Command, logger: Logger): void {
         const parsed = file
           ? await loadYamlFile(file, PipelineSpec)
           : parseYaml(
-              await box.mirrors.show(checkout?.url as string, checkout?.commit as string, JOB_FILE, ['file', 'https', 'ssh']),
+              await box.mirrors.show(checkout?.url as string, checkout?.commit as string, JOB_FILE, [
+                'file',
+                'https',
+                'ssh',
+              ]),
               `${checkout?.url}@${checkout?.commit.slice(0, 12)}:${JOB_FILE}`,
               PipelineSpec,
             );
-        const plan = planOf({ ...parsed, checkout: parsed.checkout ?? (checkout && { ...checkout, submodules: false }) });
+        const plan = planOf({
+          ...parsed,
+          checkout: parsed.checkout ?? (checkout && { ...checkout, submodules: false }),
+        });
         for (const j of plan.jobs) if (source?.success) j.spec.source = source.data;
         // Every image is pinned before the first job runs: a pipeline whose image cannot be
         // found fails now, naming its job, not halfway through with jobs already run.
@@ -123,7 +133,11 @@ async function runPipeline(
     tenant: 'local',
     name: plan.name,
     plan,
-    origin: { via: 'cli', actor: 'operator', ...(checkout ? { repository: checkout.url, commit: checkout.commit } : {}) },
+    origin: {
+      via: 'cli',
+      actor: 'operator',
+      ...(checkout ? { repository: checkout.url, commit: checkout.commit } : {}),
+    },
     createdAt: Date.now(),
   });
   say(`pipeline ${plan.name} (${created.id}): ${plan.jobs.length} jobs in ${plan.stages.join(' → ')}\n`);
@@ -146,7 +160,9 @@ async function runPipeline(
     )
       .then(({ record: r, output }) => {
         outputs.set(r.id, output);
-        say(`${prefix}■ ${r.state}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}${r.error ? `: ${r.error}` : ''}\n`);
+        say(
+          `${prefix}■ ${r.state}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}${r.error ? `: ${r.error}` : ''}\n`,
+        );
       })
       .catch((err: unknown) => {
         if (!(err instanceof UserError)) throw err;
@@ -169,7 +185,8 @@ async function runPipeline(
     if (failedToQueue.size) {
       const p = (await box.store.getPipeline(created.id)) as PipelineRecord;
       const jobs = structuredClone(p.jobs);
-      for (const [name, why] of failedToQueue) jobs[name] = { attempts: jobs[name]?.attempts ?? [], error: why };
+      for (const [name, why] of failedToQueue)
+        jobs[name] = { attempts: jobs[name]?.attempts ?? [], error: why };
       if (await box.store.updatePipeline(p.id, p.version, { jobs })) failedToQueue.clear();
     }
     const p = (await advancePipeline(box.store, created.id, queue)) as PipelineRecord;
@@ -179,7 +196,11 @@ async function runPipeline(
   }
 }
 
-function pipelineJson(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>, outputs: ReadonlyMap<string, string>) {
+function pipelineJson(
+  p: PipelineRecord,
+  jobs: ReadonlyMap<string, JobRecord>,
+  outputs: ReadonlyMap<string, string>,
+) {
   const view = pipelineView(p, jobs);
   return {
     ...view,
@@ -197,7 +218,11 @@ function summary(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>): strin
   const rows = view.jobs.map((v) => {
     const j = v.job ? jobs.get(v.job) : undefined;
     const result =
-      v.status === 'succeeded' ? 'ok' : v.allowFailure && j ? `${v.status} (allowed)` : v.status.toUpperCase();
+      v.status === 'succeeded'
+        ? 'ok'
+        : v.allowFailure && j
+          ? `${v.status} (allowed)`
+          : v.status.toUpperCase();
     return [
       v.name,
       v.stage,
@@ -213,7 +238,10 @@ function summary(p: PipelineRecord, jobs: ReadonlyMap<string, JobRecord>): strin
   const failed = view.jobs.filter((j) => !['succeeded', 'skipped'].includes(j.status) && !j.allowFailure);
   return [
     '',
-    formatTable(['JOB', 'STAGE', 'RUNTIME', 'RESULT', 'EXIT', 'STARTUP', 'DURATION', 'PEAK MEM', 'COST'], rows),
+    formatTable(
+      ['JOB', 'STAGE', 'RUNTIME', 'RESULT', 'EXIT', 'STARTUP', 'DURATION', 'PEAK MEM', 'COST'],
+      rows,
+    ),
     '',
     dagTree(view),
     '',

@@ -518,7 +518,15 @@ export class PostgresStore implements Store {
     const { rows } = await this.pool.query<PipelineRow>(
       `INSERT INTO pipelines (id, tenant, name, state, plan, origin, classifier, jobs, created_at)
        VALUES ($1, $2, $3, 'running', $4, $5, $6, '{}', $7) RETURNING *`,
-      [p.id, p.tenant, p.name, JSON.stringify(p.plan), JSON.stringify(p.origin), p.classifier ? JSON.stringify(p.classifier) : null, p.createdAt],
+      [
+        p.id,
+        p.tenant,
+        p.name,
+        JSON.stringify(p.plan),
+        JSON.stringify(p.origin),
+        p.classifier ? JSON.stringify(p.classifier) : null,
+        p.createdAt,
+      ],
     );
     return toPipeline(rows[0] as PipelineRow);
   }
@@ -540,7 +548,11 @@ export class PostgresStore implements Store {
     return rows.map(toPipeline);
   }
 
-  async updatePipeline(id: string, version: number, patch: PipelinePatch): Promise<PipelineRecord | undefined> {
+  async updatePipeline(
+    id: string,
+    version: number,
+    patch: PipelinePatch,
+  ): Promise<PipelineRecord | undefined> {
     const cols = pipelinePatchColumns(patch);
     const sets = cols.map(([c], i) => `${c} = $${i + 1}`);
     const { rows } = await this.pool.query<PipelineRow>(

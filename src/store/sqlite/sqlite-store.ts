@@ -527,7 +527,15 @@ export class SqliteStore implements Store {
     this.sql(
       `INSERT INTO pipelines (id, tenant, name, state, plan, origin, classifier, jobs, created_at)
        VALUES (?, ?, ?, 'running', ?, ?, ?, '{}', ?)`,
-    ).run(p.id, p.tenant, p.name, JSON.stringify(p.plan), JSON.stringify(p.origin), p.classifier ? JSON.stringify(p.classifier) : null, p.createdAt);
+    ).run(
+      p.id,
+      p.tenant,
+      p.name,
+      JSON.stringify(p.plan),
+      JSON.stringify(p.origin),
+      p.classifier ? JSON.stringify(p.classifier) : null,
+      p.createdAt,
+    );
     return (await this.getPipeline(p.id)) as PipelineRecord;
   }
 
@@ -553,8 +561,15 @@ export class SqliteStore implements Store {
     return rows.map(toPipeline);
   }
 
-  async updatePipeline(id: string, version: number, patch: PipelinePatch): Promise<PipelineRecord | undefined> {
-    const cols = pipelinePatchColumns(patch).map(([c, v]): [string, unknown] => [c, typeof v === 'boolean' ? Number(v) : v]);
+  async updatePipeline(
+    id: string,
+    version: number,
+    patch: PipelinePatch,
+  ): Promise<PipelineRecord | undefined> {
+    const cols = pipelinePatchColumns(patch).map(([c, v]): [string, unknown] => [
+      c,
+      typeof v === 'boolean' ? Number(v) : v,
+    ]);
     const r = this.sql(
       `UPDATE pipelines SET ${[...cols.map(([c]) => `${c} = ?`), 'version = version + 1'].join(', ')} WHERE id = ? AND version = ?`,
     ).run(...cols.map(([, v]) => v), id, version);
