@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { rm, truncate, writeFile } from 'node:fs/promises';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmod, mkdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { sandboxDriverSuite } from '../../testing/sandbox-suite.js';
@@ -16,6 +16,8 @@ import type { TaskHandle, VmAttributes } from '../../jobs/handle.js';
 import { jobLogPath } from '../../runner/job-log.js';
 import { silentLogger } from '../../observability/logger.js';
 import { metricsText, observeFinishedJob } from '../../observability/metrics.js';
+import { UserError } from '../../lib/errors.js';
+import { runWithWorkspace, withWorkspaceTmpfs, type WorkspaceJob } from './workspace-testing.js';
 
 sandboxDriverSuite('firecracker');
 
@@ -85,6 +87,86 @@ describe('microVM driver (QEMU microvm, for real)', () => {
     assert.ok(num('procs') <= 16, `${num('procs')} processes under pids 16`);
     assert.equal(num('cpus'), 2, 'two vCPUs for 2 cores');
     assert.ok(num('mem') * 1024 >= 128 * 2 ** 20, `guest memory ${num('mem')} kB holds the 128Mi limit`);
+  });
+
+  test('a job sees its workspace directory’s files, and what it leaves there is back once wait resolves', async () => {
+    const driver = box.runtimes.get('firecracker');
+    assert.equal(driver.capabilities.workspaceReturned, true);
+    await withWorkspaceTmpfs(64 * 2 ** 20, async (ws) => {
+      await seedWorkspace(ws);
+      const script = [
+        'cat a/b/c.txt; readlink link; ./run.sh; test -d empty && echo empty-dir',
+        'echo new > new.txt; mkdir -p out/d; echo artifact > out/d/art; rm gone',
+        // Links anywhere are the job's to make; coming back they stay links, never followed.
+        'ln -s /etc etc-link; ln -s ../../ up; echo x > suid; chmod 4755 suid',
+      ].join('\n');
+      const before = readdirSync('/etc').sort();
+      const job = await runWithWorkspace(
+        driver,
+        box,
+        { command: ['sh', '-c', script], resources: { workspace: '64Mi' } },
+        ws,
+      );
+      assert.deepEqual(job.exit, { exitCode: 0, oomKilled: false }, job.output);
+      assert.equal(vmOfHandle(job).restoredFromSnapshot, true);
+      assert.match(job.output, /^seeded\na\/b\/c\.txt\nran\nempty-dir\n/);
+      assert.equal(readFileSync(path.join(ws, 'new.txt'), 'utf8'), 'new\n');
+      assert.equal(readFileSync(path.join(ws, 'out/d/art'), 'utf8'), 'artifact\n');
+      assert.equal(existsSync(path.join(ws, 'gone')), false, 'what the job removed is gone');
+      assert.equal(readFileSync(path.join(ws, 'a/b/c.txt'), 'utf8'), 'seeded\n');
+      assert.equal(statSync(path.join(ws, 'run.sh')).mode & 0o777, 0o755, 'the executable bit');
+      assert.equal(readlinkSync(path.join(ws, 'etc-link')), '/etc');
+      assert.equal(readlinkSync(path.join(ws, 'up')), '../../');
+      const suid = statSync(path.join(ws, 'suid'));
+      assert.equal(suid.mode & 0o7777, 0o755, 'no setuid bit comes back');
+      assert.equal(suid.uid, 0);
+      assert.deepEqual(readdirSync('/etc').sort(), before, 'nothing written in /etc');
+      assert.deepEqual(readdirSync(path.dirname(ws)), ['workspace'], 'nothing beside the workspace');
+    });
+  });
+
+  test('a guest leaving a file past its workspace size gets one clear error, and the host keeps nothing of it', async () => {
+    const driver = box.runtimes.get('firecracker');
+    await withWorkspaceTmpfs(32 * 2 ** 20, async (ws) => {
+      await writeFile(path.join(ws, 'seeded'), 'x');
+      const script = 'truncate -s 8G huge; ln -s /etc etc-link; echo kept > small';
+      const job = await runWithWorkspace(
+        driver,
+        box,
+        { command: ['sh', '-c', script], resources: { workspace: '32Mi' } },
+        ws,
+      );
+      assert.ok(job.exit instanceof UserError, `refused: ${JSON.stringify(job.exit)}`);
+      assert.match(
+        job.exit.message,
+        /^the job's workspace was not returned: a file in it is larger than its workspace size \(resources\.workspace: 33554432 bytes\)$/,
+      );
+      assert.deepEqual(readdirSync(ws), [], 'nothing half-returned, nor the seeded files');
+      assert.deepEqual(readdirSync(path.dirname(ws)), ['workspace']);
+    });
+  });
+
+  test('a guest writing its workspace disk past its end gets I/O errors; its VMM is not killed for it', async () => {
+    const running = runJob({ command: ['sh', '-c', 'sleep 2; echo survived'] });
+    const handle = await runningHandle();
+    const dir = path.join(box.paths.sandboxes, handle.sandboxId);
+    // Past the file, far below the disk's size the guest knows, as a guest kernel could write.
+    const qmp = await QmpClient.connect(path.join(dir, 'api.sock'));
+    try {
+      await qmp.execute('human-monitor-command', {
+        'command-line': 'qemu-io workspace "write 40G 64k"',
+      });
+    } finally {
+      qmp.close();
+    }
+    // qemu-io reports on QEMU's own output, not the monitor's.
+    assert.match(readFileSync(path.join(dir, 'vmm.log'), 'utf8'), /write failed: Input\/output error/);
+    const disk = statSync(path.join(dir, 'workspace.img'));
+    assert.ok(disk.size < 40 * 2 ** 30, `the file (${disk.size} bytes) ends below what the guest wrote at`);
+    assert.equal(disk.blocks, 0, 'nothing written');
+    const { record, output } = await running;
+    assert.equal(record.state, 'succeeded', record.error ?? output);
+    assert.match(output, /survived/);
   });
 
   test('a damaged snapshot is detected and rebuilt; the job still runs', async () => {
@@ -280,7 +362,41 @@ describe('microVM warm pool', () => {
     assert.match(readFileSync(jobLogPath(box.paths, r.record.id), 'utf8'), /pooled/);
     assert.equal(existsSync(r.record.handle?.logPath ?? ''), false);
   });
+
+  test('a pooled VM takes a job with a workspace: its files are made in place on the running VM’s disk', async () => {
+    const driver = box.runtimes.get('firecracker');
+    await driver.warm?.();
+    await withWorkspaceTmpfs(64 * 2 ** 20, async (ws) => {
+      await seedWorkspace(ws);
+      const job = await runWithWorkspace(
+        driver,
+        box,
+        { command: ['sh', '-c', 'cat a/b/c.txt; ./run.sh; echo pooled > new.txt'] },
+        ws,
+      );
+      assert.deepEqual(job.exit, { exitCode: 0, oomKilled: false }, job.output);
+      assert.equal(vmOfHandle(job).fromWarmPool, true);
+      assert.match(job.output, /^seeded\nran\n/);
+      assert.equal(readFileSync(path.join(ws, 'new.txt'), 'utf8'), 'pooled\n');
+    });
+  });
 });
+
+/** A workspace as a checkout leaves one: a nested file, a symlink, an executable, an empty directory. */
+async function seedWorkspace(ws: string): Promise<void> {
+  await mkdir(path.join(ws, 'a/b'), { recursive: true });
+  await writeFile(path.join(ws, 'a/b/c.txt'), 'seeded\n');
+  await symlink('a/b/c.txt', path.join(ws, 'link'));
+  await writeFile(path.join(ws, 'run.sh'), '#!/bin/sh\necho ran\n');
+  await chmod(path.join(ws, 'run.sh'), 0o755);
+  await mkdir(path.join(ws, 'empty'));
+  await writeFile(path.join(ws, 'gone'), 'the job removes this\n');
+  assert.ok(lstatSync(path.join(ws, 'link')).isSymbolicLink());
+}
+
+function vmOfHandle(job: WorkspaceJob): VmAttributes {
+  return job.handle.attributes.vm as VmAttributes;
+}
 
 function vmOf(r: { record: { handle: TaskHandle | null } }): VmAttributes {
   return r.record.handle?.attributes.vm as VmAttributes;

@@ -35,10 +35,12 @@ import {
   type GuestExit,
 } from './protocol.js';
 import { jobRunRequest } from './run-request.js';
+import { seedWorkspaceDisk } from './workspace-disk.js';
+import { emptyDirectory, returnWorkspace } from './workspace-return.js';
 import { VmTask } from './task.js';
 import { VmHost } from './vm-host.js';
 import { endVm, killVmm, pidFromFile } from './vmm-process.js';
-import { moveJail, recordedJail } from './vmm-jail.js';
+import { moveJail, recordedJail, releaseJail } from './vmm-jail.js';
 import { vmDiagnostics, vmFiles, type VmFiles, type VmLaunch, type VmShape } from './vmm.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
@@ -65,10 +67,14 @@ const LIMIT_STOP = 'stopped-at-limit';
 const EXIT_LIMIT_STOP = 128 + 25;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
 
-/** What a microVM's handle keeps for this driver: the VMM's pid, and the largest file it may write. */
+/**
+ * What a microVM's handle keeps for this driver: the VMM's pid, the largest file it may write,
+ * and where the job's workspace goes back to (a re-attached `wait` still returns it).
+ */
 const VmState = z.object({
   pid: z.number().int().positive(),
   fileBytes: z.number().int().positive().optional(),
+  workspace: z.object({ dir: z.string(), bytes: z.number().int().positive() }).optional(),
 });
 
 export function vmShape(limits: JobLimits): VmShape {
@@ -100,7 +106,7 @@ export class MicrovmDriver implements Runtime {
     network: true,
     survivesRestart: true,
     writableRoot: false,
-    workspaceReturned: false,
+    workspaceReturned: true,
   };
   private readonly host: VmHost;
   private readonly launcher: VmLauncher;
@@ -139,6 +145,14 @@ export class MicrovmDriver implements Runtime {
     return vmFiles(path.join(this.opts.paths.sandboxes, sandboxId), logPath);
   }
 
+  /**
+   * Root's own directory for the workspace's return (its jail's claim, and a marker once done):
+   * beside the sandbox's, since the VMM may write in that one.
+   */
+  private returnDir(sandboxId: string): string {
+    return path.join(this.opts.paths.sandboxes, `${sandboxId}.return`);
+  }
+
   /** The job's network slot, written before the network exists (see setupNetwork). */
   private networkFile(sandboxId: string): string {
     return path.join(this.opts.paths.sandboxes, sandboxId, 'network.json');
@@ -163,8 +177,10 @@ export class MicrovmDriver implements Runtime {
     const { vmm, guest } = await this.host.ready();
     const shape = vmShape(req.spec.limits);
     const task = this.task(req.sandboxId);
-    // A restore-from-snapshot job without network may take a pooled VM (jailed for the default disk limit).
-    const poolable = req.spec.limits.rootfsBytes === DEFAULT_LIMITS.rootfsBytes;
+    // A restore-from-snapshot job without network may take a pooled VM, jailed for the default
+    // file size limit (its disks and log): only a job of that same limit.
+    const fileBytes = vmFileBytes(req.spec.limits, this.outputCap, req.workspaceDir !== undefined);
+    const poolable = fileBytes === vmFileBytes(DEFAULT_LIMITS, this.outputCap, false);
     if (this.pool.enabled && poolable && !req.spec.coldBoot && !req.spec.network.enabled) {
       task.refillKey = this.pool.key(shape, req.image);
       const pooled = this.pool.take(task.refillKey);
@@ -172,11 +188,13 @@ export class MicrovmDriver implements Runtime {
     }
     await mkdir(f.dir, { recursive: true });
     const disk = await imageDisk(this.opts.paths.vm, req.image);
-    await createJobDisk(vmm.diskFormat, f.disk, disk);
+    await createJobDisk(vmm.diskFormat, f.disk, disk, fileBytes);
+    if (req.workspaceDir)
+      await seedWorkspaceDisk(f.workspace, req.workspaceDir, req.spec.limits.workspaceBytes);
     const confinement = await this.launcher.confine(
       vmm,
       { files: f, guest, shape },
-      { readable: [disk], fileBytes: vmFileBytes(req.spec.limits, this.outputCap) },
+      { readable: [disk], fileBytes },
     );
     const net = req.spec.network.enabled
       ? await this.launcher.network(
@@ -208,15 +226,22 @@ export class MicrovmDriver implements Runtime {
   private handle(req: SandboxRequest, pid: number, vm: VmAttributes, fileBytes?: number): TaskHandle {
     return {
       ...newHandle({ runtime: this.name, jobId: req.jobId, sandboxId: req.sandboxId, logPath: req.logPath }),
-      driverState: { pid, fileBytes } satisfies z.output<typeof VmState>,
+      driverState: {
+        pid,
+        fileBytes,
+        workspace: req.workspaceDir
+          ? { dir: req.workspaceDir, bytes: req.spec.limits.workspaceBytes }
+          : undefined,
+      } satisfies z.output<typeof VmState>,
       attributes: { hostPid: pid, vm },
     };
   }
 
   /**
    * Takes over a pooled VM: its directory becomes the job's sandbox (the sockets move with it),
-   * its output file becomes the sandbox's log (a hard link), and the balloon gives the guest
-   * its memory back once the job runs (deflating now would slow its start).
+   * its output file becomes the sandbox's log (a hard link), its workspace disk gets the job's
+   * files, and the balloon gives the guest its memory back once the job runs (deflating now
+   * would slow its start).
    */
   private async adopt(
     vm: PooledVm,
@@ -230,6 +255,8 @@ export class MicrovmDriver implements Runtime {
     const jail = vm.launch.confinement?.jail;
     if (jail) await moveJail(jail, f.dir);
     await link(path.join(f.dir, 'out'), req.logPath);
+    if (req.workspaceDir)
+      await seedWorkspaceDisk(f.workspace, req.workspaceDir, req.spec.limits.workspaceBytes);
     task.deflate = { ...vm.launch, files: f };
     task.channel = vm.channel;
     task.request = jobRunRequest(req, undefined, this.outputCap);
@@ -357,10 +384,14 @@ export class MicrovmDriver implements Runtime {
         { jobId: handle.jobId, guestPeakMemoryBytes: exit.peakMemoryBytes, guestCpuNs: exit.cpuUsageNs },
         'the guest reported the job’s exit',
       );
+      await this.returnWorkspace(handle);
       return { exitCode: exit.exitCode, oomKilled: exit.oomKilled };
     }
     const f = this.files(handle.sandboxId, handle.logPath);
-    if (existsSync(path.join(f.dir, 'killed'))) return { exitCode: 128 + 9, oomKilled: false };
+    if (existsSync(path.join(f.dir, 'killed'))) {
+      await this.workspaceLost(handle, 'the VM was killed');
+      return { exitCode: 128 + 9, oomKilled: false };
+    }
     // The kernel may have ended the VMM itself (SIGXFSZ) before the host saw its disk full.
     await this.diskAtLimit(handle);
     const stopped = await ifExists(readFile(path.join(f.dir, LIMIT_STOP), 'utf8'));
@@ -368,9 +399,38 @@ export class MicrovmDriver implements Runtime {
       // The VMM is gone, so the host may write the job's log: the reason goes where its output is.
       const { why } = JSON.parse(stopped) as { why: string };
       await appendFile(handle.logPath, encodeFrame(FRAME.notice, `${why}: the VM was stopped`));
+      await this.workspaceLost(handle, 'the VM was stopped');
       return { exitCode: EXIT_LIMIT_STOP, oomKilled: false };
     }
     throw new Error(`the VM ended without reporting the job's exit${await vmDiagnostics(f)}`);
+  }
+
+  /** What the job left in its workspace disk, into its workspace directory (once, however often `wait` runs). */
+  private async returnWorkspace(handle: TaskHandle): Promise<void> {
+    const workspace = driverState(handle, VmState)?.workspace;
+    if (!workspace) return;
+    const dir = this.returnDir(handle.sandboxId);
+    const done = path.join(dir, 'returned');
+    if (existsSync(done)) return;
+    await returnWorkspace({
+      disk: this.files(handle.sandboxId, handle.logPath).workspace,
+      workspaceDir: workspace.dir,
+      workspaceBytes: workspace.bytes,
+      claimDir: dir,
+      jailer: await this.launcher.jailer(),
+    });
+    await writeFile(done, '');
+  }
+
+  /**
+   * A VM that ended without the job's exit never settled its workspace disk: nothing of it
+   * comes back, and the seeded files must not pass for what the job left. Its log says so.
+   */
+  private async workspaceLost(handle: TaskHandle, why: string): Promise<void> {
+    const workspace = driverState(handle, VmState)?.workspace;
+    if (!workspace) return;
+    await emptyDirectory(workspace.dir);
+    await appendFile(handle.logPath, encodeFrame(FRAME.notice, `${why}: its workspace was not returned`));
   }
 
   async stop(handle: TaskHandle, signal: StopSignal): Promise<void> {
@@ -405,6 +465,8 @@ export class MicrovmDriver implements Runtime {
     this.tasks.delete(handle.sandboxId);
     await endVm(this.files(handle.sandboxId, handle.logPath), this.vmmPid(handle));
     await releaseRecordedNetwork(this.networkFile(handle.sandboxId));
+    await releaseJail(this.returnDir(handle.sandboxId)); // a write-back cut short by a crash
+    await rm(this.returnDir(handle.sandboxId), { recursive: true, force: true });
     await rm(this.files(handle.sandboxId, handle.logPath).dir, { recursive: true, force: true });
     await rm(handle.logPath, { force: true });
   }

@@ -60,7 +60,7 @@ const VMM_PIDS_BASE = 32;
 export class VmLauncher {
   readonly snapshots: Snapshots;
 
-  private jailer: Promise<string> | undefined;
+  private jailerBuild: Promise<string> | undefined;
 
   constructor(
     snapshotsDir: string,
@@ -71,9 +71,16 @@ export class VmLauncher {
     this.snapshots = new Snapshots(snapshotsDir, logger);
   }
 
+  /** The built vmm-jail.c, which confines VMMs and the workspace's write-back. */
+  jailer(): Promise<string> {
+    this.jailerBuild ??= builtCProgram(JAILER_SOURCE, this.binDir, 'the microVM runtime');
+    this.jailerBuild.catch(() => (this.jailerBuild = undefined)); // a failure is not cached
+    return this.jailerBuild;
+  }
+
   /**
    * Claims the VM's jail (its own uid and cgroup, see vmm-jail.ts) and hands it its files: the
-   * directory, the disk and the log are its own, the guest and `readable` are read-only. Its
+   * directory, the disks and the log are its own, the guest and `readable` are read-only. Its
    * memory limit is the guest's size plus the VMM's own measured overhead. `endVm` gives the
    * jail back once the VMM is gone.
    */
@@ -92,12 +99,10 @@ export class VmLauncher {
     if (outside) await writeFile(f.out, '', { flag: 'a' }); // the VMM could not create it there
     const files: JailFiles = {
       dir: f.dir,
-      owned: [f.disk, ...(outside ? [f.out] : [])],
+      owned: [f.disk, f.workspace, ...(outside ? [f.out] : [])],
       readable: [l.guest.kernel, l.guest.initrd, ...(opts.readable ?? [])],
     };
-    this.jailer ??= builtCProgram(JAILER_SOURCE, this.binDir, 'the microVM runtime');
-    this.jailer.catch(() => (this.jailer = undefined)); // a failure is not cached
-    const jailer = await this.jailer;
+    const jailer = await this.jailer();
     const jail = await claimJail(f.dir, limits);
     await grantFiles(jail, files);
     const kvmGid = vmm.accel === 'kvm' ? statSync('/dev/kvm').gid : undefined;
@@ -190,7 +195,7 @@ export class VmLauncher {
       if (net) await teardownNetwork(net.lease);
       await releaseJail(dir);
       await cleanVmFiles(files);
-      await rm(files.disk, { force: true });
+      for (const disk of [files.disk, files.workspace]) await rm(disk, { force: true });
       // The snapshot is the node's from now on: no VMM uid may write it.
       await chownTree(dir, 0, 0);
       await chmod(dir, 0o755);

@@ -100,6 +100,8 @@ export interface RunRequest {
   env: string[];
   /** `ip/prefix gateway` for a job with network; empty: its own loopback only. */
   network: string;
+  /** The VM's workspace disk holds the job's files: the agent mounts it at /workspace (else a tmpfs). */
+  workspaceDisk: boolean;
 }
 
 /**
@@ -122,6 +124,7 @@ export const RUN_REQUEST_FIELDS = {
   argv: (r: RunRequest) => nul(r.argv),
   env: (r: RunRequest) => nul(r.env),
   network: (r: RunRequest) => r.network,
+  workspace_disk: (r: RunRequest) => (r.workspaceDisk ? '1' : ''),
 } satisfies Record<string, (r: RunRequest) => Buffer | string>;
 
 export function encodeRunRequest(r: RunRequest): Buffer {

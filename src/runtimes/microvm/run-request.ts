@@ -24,6 +24,7 @@ export function runRequest(
   env: string[],
   network: string,
   outputCapBytes: number,
+  workspaceDisk = false,
 ): RunRequest {
   return {
     hostname,
@@ -40,6 +41,7 @@ export function runRequest(
     argv,
     env,
     network,
+    workspaceDisk,
   };
 }
 
@@ -62,5 +64,6 @@ export function jobRunRequest(
     env,
     lease ? `${lease.jobIp}/30 ${lease.hostIp}` : '',
     outputCapBytes,
+    req.workspaceDir !== undefined,
   );
 }

@@ -8,7 +8,8 @@ import type { Logger } from '../../observability/logger.js';
 import type { GuestImage } from './guest/guest.js';
 import type { Vmm, VmShape } from './vmm.js';
 
-const FORMAT = 1;
+/** 2: every VM has a workspace disk beside its root disk (a snapshot holds its device set). */
+const FORMAT = 2;
 /** QEMU's migration stream starts with "QEVM". */
 const QEMU_MAGIC = Buffer.from('QEVM');
 

@@ -2,10 +2,11 @@
  * vmm-jail: puts one VMM process in its jail, then execs it (see vmm-jail.ts), as
  * Firecracker's jailer does. One process throughout: the pid Boxcar started is the VMM's.
  *
- *   vmm-jail UID KVM_GID|- FSIZE ROOT NETNS|- -- CGROUP_PROCS... -- rw:PATH|ro:PATH... -- PROGRAM ARGS...
+ *   vmm-jail UID KVM_GID|- FSIZE ROOT NETNS|new|- -- CGROUP_PROCS... -- rw:PATH|ro:PATH... -- PROGRAM ARGS...
  *
  * In order: joins the VMM's cgroups (every cgroup.procs named), so all it allocates is charged
- * there from the first page; enters the job's network namespace when one is named; enters a new
+ * there from the first page; enters the job's network namespace when one is named (with `new`,
+ * a network namespace of its own holding nothing, for a program with no use for any); enters a new
  * mount namespace (private: nothing reaches the host); builds a root on a tmpfs at ROOT holding
  * /usr read-only, the device nodes a VMM opens, a /proc showing only its own processes, and
  * each PATH bound at its own path (ro: read-only); sets RLIMIT_CORE 0 and RLIMIT_FSIZE (0: none);
@@ -75,7 +76,7 @@ static void bind(const char *root, const char *src, int ro) {
 
 int main(int argc, char **argv) {
   if (argc < 10) {
-    fprintf(stderr, "usage: vmm-jail UID KVM_GID|- FSIZE ROOT NETNS|- -- CGROUP_PROCS... -- rw:PATH|ro:PATH... -- PROGRAM ARGS...\n");
+    fprintf(stderr, "usage: vmm-jail UID KVM_GID|- FSIZE ROOT NETNS|new|- -- CGROUP_PROCS... -- rw:PATH|ro:PATH... -- PROGRAM ARGS...\n");
     return 126;
   }
   uid_t uid = (uid_t)strtoul(argv[1], NULL, 10);
@@ -98,7 +99,9 @@ int main(int argc, char **argv) {
     die("no program to run", NULL);
   }
 
-  if (strcmp(netns, "-") != 0) {
+  if (strcmp(netns, "new") == 0) {
+    if (unshare(CLONE_NEWNET) < 0) die("unshare", "network");
+  } else if (strcmp(netns, "-") != 0) {
     int fd = open(netns, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) die("enter network namespace", netns);
     close(fd);

@@ -4,7 +4,8 @@
  * (memory: the guest plus the VMM's measured overhead; a small pids limit), chrooted into a
  * root that holds /usr, a few devices and its own files only, with no capabilities,
  * no_new_privs, an empty environment and a file size limit (a guest cannot grow its disk past
- * the job's limit). QEMU's own seccomp sandbox (`-sandbox on`) still applies inside.
+ * the job's limit). QEMU's own seccomp sandbox (`-sandbox on`) still applies inside. The same
+ * jail confines debugfs reading what a guest left on its workspace disk (workspace-return.ts).
  */
 
 import { createHash } from 'node:crypto';
@@ -134,7 +135,15 @@ export const JAILER_SOURCE = fileURLToPath(
 export function jailedCommand(
   jailer: string,
   jail: ClaimedJail,
-  opts: { files: JailFiles; limits: JailLimits; netnsPath?: string; kvmGid?: number },
+  opts: {
+    files: JailFiles;
+    limits: JailLimits;
+    /** The job's network namespace; absent: the host's, unless `noNetwork`. */
+    netnsPath?: string;
+    /** A network namespace of its own, holding nothing: for a program that needs no network. */
+    noNetwork?: boolean;
+    kvmGid?: number;
+  },
   binary: string,
   args: string[],
 ): [string, string[]] {
@@ -150,7 +159,7 @@ export function jailedCommand(
       opts.kvmGid === undefined ? '-' : String(opts.kvmGid),
       String(opts.limits.fileBytes ?? 0),
       STAGE,
-      opts.netnsPath ?? '-',
+      opts.noNetwork ? 'new' : (opts.netnsPath ?? '-'),
       '--',
       ...jail.procsFiles,
       '--',

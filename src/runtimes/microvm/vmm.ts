@@ -22,6 +22,8 @@ export interface VmFiles {
   /** The guest's serial console and the VMM's own messages. */
   console: string;
   disk: string;
+  /** The VM's second disk: the job's workspace (empty unless the job has files; see workspace-disk.ts). */
+  workspace: string;
   pidFile: string;
 }
 
@@ -34,9 +36,13 @@ export function vmFiles(dir: string, out = path.join(dir, 'out')): VmFiles {
     out,
     console: path.join(dir, 'console.log'),
     disk: path.join(dir, 'disk.qcow2'),
+    workspace: workspaceDiskBeside(path.join(dir, 'disk.qcow2')),
     pidFile: path.join(dir, 'vmm.pid'),
   };
 }
+
+/** Every VM's workspace disk lies beside its root disk (`createJobDisk` makes both). */
+export const workspaceDiskBeside = (disk: string) => path.join(path.dirname(disk), 'workspace.img');
 
 /** A NIC on a tap in the job's network namespace (the VMM runs in that namespace). */
 export interface VmNetwork {

@@ -96,11 +96,13 @@ export class WarmPool {
     await mkdir(files.dir, { recursive: true });
     try {
       const disk = await imageDisk(this.opts.vmDir, what.image);
-      await createJobDisk(vmm.diskFormat, files.disk, disk);
+      // Its job's workspace, if it has one, is made in its workspace disk when it is taken.
+      const fileBytes = vmFileBytes(this.opts.limits, this.opts.outputCapBytes, false);
+      await createJobDisk(vmm.diskFormat, files.disk, disk, fileBytes);
       const confinement = await this.launcher.confine(
         vmm,
         { files, guest, shape: what.shape },
-        { readable: [disk], fileBytes: vmFileBytes(this.opts.limits, this.opts.outputCapBytes) },
+        { readable: [disk], fileBytes },
       );
       const launch: VmLaunch = { shape: what.shape, files, guest, confinement };
       const vm = await this.launcher.restore(vmm, launch);

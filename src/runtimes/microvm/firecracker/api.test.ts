@@ -141,6 +141,7 @@ function launch(network: boolean): VmLaunch {
       out: path.join(dir, 'out'),
       console: path.join(dir, 'console.log'),
       disk: path.join(dir, 'disk.raw'),
+      workspace: path.join(dir, 'workspace.img'),
       pidFile: path.join(dir, 'vmm.pid'),
     },
     network: network
@@ -184,6 +185,12 @@ test('every request of a boot, a snapshot, a restore and the balloon matches Fir
     'the seed’s limiter, into the guest',
   );
   assert.deepEqual(netPut?.body?.tx_rate_limiter, { bandwidth: bucket }, 'and out of it');
+  // Every VM has its workspace disk after its root disk, and a restore points both at the job's.
+  const drives = (id: string) => seen.filter((s) => s.path === `/drives/${id}`).map((s) => s.method);
+  assert.deepEqual(drives('root'), ['PUT', 'PUT', 'PATCH', 'PATCH']);
+  assert.deepEqual(drives('workspace'), ['PUT', 'PUT', 'PATCH', 'PATCH']);
+  const order = seen.filter((s) => s.path.startsWith('/drives/')).map((s) => s.path);
+  assert.equal(order[0], '/drives/root', 'the root disk first: the guest names it vda');
 });
 
 test('the check can fail: an unknown field, a missing required one and an unknown path are refused', async () => {

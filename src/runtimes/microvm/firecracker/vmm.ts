@@ -137,6 +137,13 @@ export async function configureAndStart(api: FirecrackerClient, l: VmLaunch) {
     is_root_device: false,
     is_read_only: false,
   });
+  // After the root disk, so the guest names it vdb; Firecracker's default cache drops its flushes.
+  await api.putDrive({
+    drive_id: 'workspace',
+    path_on_host: l.files.workspace,
+    is_root_device: false,
+    is_read_only: false,
+  });
   await api.putBalloon({
     amount_mib: 0,
     deflate_on_oom: true,
@@ -169,7 +176,7 @@ export async function saveSnapshot(api: FirecrackerClient, snapshotDir: string) 
   });
 }
 
-/** Loads a snapshot paused, points its disk (and tap) at the job's own, and resumes it. */
+/** Loads a snapshot paused, points its disks (and tap) at the job's own, and resumes it. */
 export async function loadSnapshot(api: FirecrackerClient, l: VmLaunch, snapshotDir: string) {
   await api.loadSnapshot({
     snapshot_path: path.join(snapshotDir, 'state'),
@@ -179,5 +186,6 @@ export async function loadSnapshot(api: FirecrackerClient, l: VmLaunch, snapshot
     ...(l.network ? { network_overrides: [{ iface_id: 'eth0', host_dev_name: l.network.tap }] } : {}),
   });
   await api.patchDrive({ drive_id: 'root', path_on_host: l.files.disk });
+  await api.patchDrive({ drive_id: 'workspace', path_on_host: l.files.workspace });
   await api.resume();
 }

@@ -2,9 +2,10 @@
  * boxcar-agent: PID 1 of a Boxcar microVM. It loads the virtio modules, opens two virtio-serial
  * ports ("ctl": requests from the host, replies; "out": the job's output and exit, which QEMU
  * writes to a file that outlives any host process), says hello, and waits. A snapshot is taken
- * at that point; every restored clone then gets one job: it mounts the job's disk, runs the
- * command in fresh namespaces with the job's limits, capabilities and seccomp filter, frames
- * its output, reports the exit and powers the VM off.
+ * at that point; every restored clone then gets one job: it mounts the job's disk (and its
+ * workspace disk when the host made one), runs the command in fresh namespaces with the job's
+ * limits, capabilities and seccomp filter, frames its output, reports the exit and idles until
+ * the host ends the VM.
  *
  * Frames on both ports: 1 type byte, 4-byte big-endian length, payload. The job cannot forge
  * them: its bytes only ever travel inside 'o'/'e' frames, and it cannot reach the ports (a
@@ -51,6 +52,12 @@
 
 #define JOB_ROOT "/job"
 #define IMAGE_MNT "/mnt/image"
+/*
+ * The second virtio disk of every VM (the host attaches it after the root disk, in both VMMs):
+ * an ext4 of the job's workspace files when the run request says so, else left alone.
+ */
+#define WORKSPACE_DEV "/dev/vdb"
+#define WORKSPACE_MNT "/mnt/workspace"
 #define CGROUP "/sys/fs/cgroup"
 #define JOB_CGROUP CGROUP "/job"
 /* A warm-up run (W) has its own cgroup, so the job's peak memory is the job's alone. */
@@ -321,7 +328,7 @@ static char **split_list(char *s, uint32_t len) {
 
 enum {
   F_HOSTNAME, F_TIME, F_SEED, F_OUTPUT_CAP, F_PIDS, F_MEMORY, F_CPU, F_TMP, F_WORKSPACE, F_CAPS,
-  F_SECCOMP, F_ARGV, F_ENV, F_NETWORK, F_COUNT
+  F_SECCOMP, F_ARGV, F_ENV, F_NETWORK, F_WORKSPACE_DISK, F_COUNT
 };
 
 static char *field_str(struct request *r, int i) {
@@ -447,7 +454,12 @@ static int child_main(void *arg) {
   }
   mount_or_die("sysfs", JOB_ROOT "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
   mount_or_die("tmpfs", JOB_ROOT "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpopt);
-  mount_or_die("tmpfs", JOB_ROOT "/workspace", "tmpfs", MS_NOSUID | MS_NODEV, wsopt);
+  if (r->flen[F_WORKSPACE_DISK] > 0) {
+    mount_or_die(WORKSPACE_MNT, JOB_ROOT "/workspace", NULL, MS_BIND, NULL);
+    mount_or_die(NULL, JOB_ROOT "/workspace", NULL, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL);
+  } else {
+    mount_or_die("tmpfs", JOB_ROOT "/workspace", "tmpfs", MS_NOSUID | MS_NODEV, wsopt);
+  }
   if (chdir(JOB_ROOT) < 0 || mount(JOB_ROOT, "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/workspace") < 0) {
     dprintf(2, "boxcar-agent: entering the job's root: %s\n", strerror(errno));
     _exit(126);
@@ -533,14 +545,36 @@ static void set_clock_and_entropy(struct request *r) {
   }
 }
 
-static int mount_image(void) {
-  static int mounted = 0; /* a warm-up run mounted it already */
-  if (mounted) return 0;
+/* Opens a block device once it is there, and drops what the guest cached of it. */
+static int fresh_block_device(const char *dev) {
   int fd = -1;
-  for (int i = 0; i < 200 && (fd = open("/dev/vda", O_RDONLY | O_CLOEXEC)) < 0; i++) usleep(10000);
+  for (int i = 0; i < 200 && (fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0; i++) usleep(10000);
   if (fd < 0) return -1;
   ioctl(fd, BLKFLSBUF, 0); /* blocks read at probe time belong to the snapshot's disk, not this job's */
   close(fd);
+  return 0;
+}
+
+/* The job's workspace disk at WORKSPACE_MNT, bound onto its /workspace in child_main. */
+static int mount_workspace(void) {
+  if (fresh_block_device(WORKSPACE_DEV) < 0) return -1;
+  mkdir(WORKSPACE_MNT, 0755);
+  return mount(WORKSPACE_DEV, WORKSPACE_MNT, "ext4", MS_NOSUID | MS_NODEV, "");
+}
+
+/*
+ * After the job: everything it left in its workspace is on the disk before its exit is
+ * reported, since the host reads the disk as soon as it sees the exit. Read-only from now on;
+ * if a dying process still holds a file open for writing, a sync does it.
+ */
+static void settle_workspace(void) {
+  if (mount(NULL, WORKSPACE_MNT, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) sync();
+}
+
+static int mount_image(void) {
+  static int mounted = 0; /* a warm-up run mounted it already */
+  if (mounted) return 0;
+  if (fresh_block_device("/dev/vda") < 0) return -1;
   mkdir(IMAGE_MNT, 0755);
   int r = mount("/dev/vda", IMAGE_MNT, "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload");
   mounted = r == 0;
@@ -584,6 +618,12 @@ static void run_job(struct request *r, int warm) {
   }
   if (mount_image() < 0) {
     send_text(ctl_fd, 'E', "mounting the job's disk: %s", strerror(errno));
+    return;
+  }
+  /* A warm-up never has one: its pooled VM's workspace disk is filled only once its job comes. */
+  int workspace = r->flen[F_WORKSPACE_DISK] > 0;
+  if (workspace && mount_workspace() < 0) {
+    send_text(ctl_fd, 'E', "mounting the job's workspace disk: %s", strerror(errno));
     return;
   }
   if (pipe2(js.out, O_CLOEXEC) < 0 || pipe2(js.err, O_CLOEXEC) < 0 || pipe2(js.errpipe, O_CLOEXEC) < 0 ||
@@ -670,6 +710,7 @@ static void run_job(struct request *r, int warm) {
     send_text(ctl_fd, 'W', "%d", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     return;
   }
+  if (workspace) settle_workspace();
   long long forks_refused = cg_read(cg, "pids.events", "max");
   if (forks_refused > 0)
     send_text(out_fd, 'n', "the job reached its process limit (pids %s): %lld forks refused", field_str(r, F_PIDS),

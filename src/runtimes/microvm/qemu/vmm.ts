@@ -42,6 +42,9 @@ export function qemuArgs(l: VmLaunch, accel: Accel, opts: { mayMigrateOut: boole
     '-serial', `file:${f.console}`,
     '-drive', `id=root,file=${f.disk},format=qcow2,if=none,discard=unmap`,
     '-device', 'virtio-blk-device,drive=root',
+    // The guest's /dev/vdb (after the root disk): its flushes are dropped, the file is scratch.
+    '-drive', `id=workspace,file=${f.workspace},format=raw,if=none,discard=unmap,cache.no-flush=on`,
+    '-device', 'virtio-blk-device,drive=workspace',
     '-device', 'virtio-balloon-device,id=balloon0,deflate-on-oom=on,free-page-reporting=on',
     '-device', 'virtio-serial-device,max_ports=3',
     '-chardev', `socket,id=ctl,path=${f.ctl},server=on,wait=off`,
