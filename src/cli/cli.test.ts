@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { cpSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -154,29 +155,46 @@ describe('boxcar CLI', () => {
     assert.deepEqual(await leftovers(state), []);
   });
 
-  test('the sample pipeline passes with its deliberate failures allowed', async () => {
-    // Its `debian` job needs the registry `make run` starts with a debootstrapped image; pulls
-    // from a real registry are tested in images/registry.test.ts, so the copy run here leaves it out.
-    const sample = parseYaml(await readFile('examples/pipeline.yaml', 'utf8')) as {
-      jobs: Array<{ name: string }>;
+  test('the sample repository’s pipeline passes with its deliberate failures allowed', async () => {
+    // Its `debian` and `lint-wasm` jobs need the registry `make run` starts (a debootstrapped
+    // image, a published module); pulls from a real registry are tested in
+    // images/registry.test.ts, so the copy run here leaves them out.
+    const repo = path.join(state.root, 'sample-repo');
+    cpSync(path.join(REPO, 'examples/sample-repo'), repo, { recursive: true });
+    const sample = parseYaml(await readFile(path.join(repo, '.boxcar.yml'), 'utf8')) as {
+      jobs: Array<{ name: string; needs?: string[] }>;
     };
-    assert.ok(sample.jobs.some((j) => j.name === 'debian'));
-    const file = path.join(state.root, 'pipeline.yaml');
-    await writeFile(file, stringifyYaml({ ...sample, jobs: sample.jobs.filter((j) => j.name !== 'debian') }));
-    const r = boxcar(['pipeline', file, '--json']);
+    const dropped = ['debian', 'lint-wasm'];
+    assert.ok(dropped.every((d) => sample.jobs.some((j) => j.name === d)));
+    const jobs = sample.jobs
+      .filter((j) => !dropped.includes(j.name))
+      .map((j) => (j.needs ? { ...j, needs: j.needs.filter((n) => !dropped.includes(n)) } : j));
+    await writeFile(path.join(repo, '.boxcar.yml'), stringifyYaml({ ...sample, jobs }));
+    const git = (...args: string[]) =>
+      spawnSync('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args]);
+    git('init', '-q');
+    git('add', '-A');
+    git('commit', '-q', '-m', 'sample');
+    const r = boxcar(['pipeline', '--repo', repo, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    const p = JSON.parse(r.stdout) as { passed: boolean; jobs: Array<{ name: string; state: string }> };
+    const p = JSON.parse(r.stdout) as {
+      passed: boolean;
+      jobs: Array<{ name: string; state: string; output: string }>;
+    };
     assert.equal(p.passed, true);
     const states = Object.fromEntries(p.jobs.map((j) => [j.name, j.state]));
     assert.deepEqual(states, {
+      deps: 'succeeded',
       lint: 'succeeded',
-      'unit-tests': 'succeeded',
-      'lint-wasm': 'succeeded',
       build: 'succeeded',
+      'unit-tests': 'succeeded',
       'integration-flaky': 'failed',
       'memory-hog': 'oom',
       'hangs-forever': 'timeout',
+      package: 'succeeded',
+      'report-failure': 'skipped',
     });
+    assert.match(p.jobs.find((j) => j.name === 'unit-tests')?.output ?? '', /ok 4 - "already-a-slug"/);
   });
 
   test('a pipeline whose image cannot be pulled fails before any job runs, naming the job and the registry', async () => {

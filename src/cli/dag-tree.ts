@@ -28,7 +28,8 @@ export function dagTree(view: View): string {
   const lines: string[] = [`${view.name} (${view.state})`];
   const line = (j: View['jobs'][number], lead: string, last: boolean) => {
     const mark = MARK[j.status] ?? '✗';
-    const also = j.needs.slice(1);
+    const rest = j.needs.slice(1);
+    const also = rest.length > 3 ? [...rest.slice(0, 2), `${rest.length - 2} more`] : rest;
     const detail =
       j.status === 'skipped'
         ? `skipped: ${j.skipped}`

@@ -104,7 +104,7 @@ export async function executeJob(
     handle = await driver.prepare({
       jobId: job.id,
       sandboxId,
-      spec: job.spec,
+      spec: withCheckoutEnv(job.spec),
       image,
       tenant: job.tenant,
       trust: job.decision.trust,
@@ -166,6 +166,15 @@ export async function executeJob(
   log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
   opts.onStartDone?.();
   return superviseJob(deps, record, driver, handle, { ...opts, secrets });
+}
+
+/** A checked-out job knows what it runs on, as CI jobs do (GitLab's CI_COMMIT_SHA). */
+function withCheckoutEnv(spec: JobRecord['spec']): JobRecord['spec'] {
+  if (!spec.checkout) return spec;
+  return {
+    ...spec,
+    env: { BOXCAR_COMMIT: spec.checkout.commit, BOXCAR_REPOSITORY_URL: spec.checkout.url, ...spec.env },
+  };
 }
 
 /**
