@@ -106,7 +106,11 @@ export async function openBoxcar(
     maxBytes: config.images.cache_max,
     inUse: () => imagesInUse(store),
   });
-  const mirrors = new Mirrors({ dir: paths.mirrors, protocols: config.workspaces.checkout_protocols, logger });
+  const mirrors = new Mirrors({
+    dir: paths.mirrors,
+    protocols: config.workspaces.checkout_protocols,
+    logger,
+  });
   const workspaces = new Workspaces({
     dir: paths.workspaces,
     mirrors,

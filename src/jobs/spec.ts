@@ -122,7 +122,10 @@ const Cache = z.strictObject({
       z.strictObject({
         /** The key is the digest of these files' contents (as GitLab's `cache:key:files`). */
         files: z.array(WorkspacePath).min(1).max(2, 'at most two files, as in GitLab CI'),
-        prefix: z.string().regex(/^[A-Za-z0-9._-]{1,32}$/).optional(),
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]{1,32}$/)
+          .optional(),
       }),
     ])
     .default('default'),

@@ -143,14 +143,9 @@ function bombGuard(limits: UnpackLimits, totals: UnpackTotals, what: string): Tr
       seen += chunk.length;
       if (before + seen > cap)
         return cb(
-          new TarRefused(
-            what,
-            '(archive)',
-            `expands past ${limits.maxBytes} bytes: a decompression bomb?`,
-          ),
+          new TarRefused(what, '(archive)', `expands past ${limits.maxBytes} bytes: a decompression bomb?`),
         );
       cb(null, chunk);
     },
   });
 }
-

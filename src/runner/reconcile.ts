@@ -109,6 +109,8 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
       .catch((err: unknown) => logger.error({ err, jobId: job.id }, 'destroying an orphaned sandbox failed'));
     await deps.workspaces
       .remove(job.id)
-      .catch((err: unknown) => logger.error({ err, jobId: job.id }, "removing an orphaned job's workspace failed"));
+      .catch((err: unknown) =>
+        logger.error({ err, jobId: job.id }, "removing an orphaned job's workspace failed"),
+      );
   }
 }
