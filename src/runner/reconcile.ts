@@ -30,8 +30,9 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
   }
   // Workspaces of jobs that ended while their cleanup did not run (a crash in between).
   const unfinished = new Set(live.map((j) => j.id));
-  const removed = await deps.workspaces.removeLeftovers((id) => unfinished.has(id));
-  if (removed.length) logger.info({ jobs: removed }, 'removed workspaces of finished jobs');
+  const tidied = await deps.workspaces.tidy((id) => unfinished.has(id));
+  if (tidied.workspaces.length || tidied.artifacts)
+    logger.info(tidied, 'removed leftover workspaces and expired artifacts');
   return settled;
 }
 

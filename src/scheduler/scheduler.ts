@@ -19,6 +19,8 @@ const PER_TENANT_WINDOW = 200;
  */
 const STARTS_PER_CORE = 4;
 const IDLE_POLL_MS = 500;
+/** How often a serving node looks for leftover workspaces and expired artifacts. */
+const TIDY_EVERY_MS = 3600_000;
 /** The event every announced change is also emitted as (job ids are the other events). */
 const ANY_JOB = Symbol('any job');
 
@@ -55,6 +57,7 @@ export class Scheduler {
   private woken = false;
   private loopDone: Promise<void> | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private maintenance: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly box: Boxcar,
@@ -66,8 +69,26 @@ export class Scheduler {
 
   async start(): Promise<void> {
     await this.recoverAfterCrash();
+    await this.tidy();
     this.heartbeat = setInterval(() => void this.beat(), Math.max(100, Math.floor(this.leaseMs / 3)));
+    this.maintenance = setInterval(() => void this.tidy(), TIDY_EVERY_MS).unref();
     this.loopDone = this.loop();
+  }
+
+  /** Workspaces of jobs that ended while their cleanup did not run, and expired artifacts, go. */
+  private async tidy(): Promise<void> {
+    try {
+      const live = await this.box.store.listJobs({
+        states: ['queued', 'starting', 'running'],
+        limit: 100_000,
+      });
+      const ids = new Set(live.map((j) => j.id));
+      const tidied = await this.box.workspaces.tidy((id) => ids.has(id));
+      if (tidied.workspaces.length || tidied.artifacts)
+        this.box.logger.info(tidied, 'removed leftover workspaces and expired artifacts');
+    } catch (err) {
+      this.box.logger.error({ err }, 'tidying workspaces and artifacts failed');
+    }
   }
 
   /** Something changed (a job was submitted or ended): look at the queue now. */
@@ -125,6 +146,7 @@ export class Scheduler {
     const before = running.length;
     await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, drainMs).unref())]);
     clearInterval(this.heartbeat);
+    clearInterval(this.maintenance);
     const left = this.active.size;
     return { drained: before - left, left };
   }

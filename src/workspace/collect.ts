@@ -47,6 +47,9 @@ export function packWorkspace(
   what: string,
 ): { stream: tar.Pack; done: Promise<Collected> } {
   const pack = tar.pack();
+  // A failed walk destroys the stream with its error, which `done` reports: a consumer that has
+  // not started reading yet (it awaits something first) must not see it as an uncaught one.
+  pack.on('error', () => undefined);
   const matches = pathMatcher(patterns);
   const totals: Collected = { files: 0, bytes: 0 };
   // A directory is walked only when something under it can match: its path and a pattern's

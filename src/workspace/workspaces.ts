@@ -180,14 +180,17 @@ export class Workspaces {
     await ifExists(rmdir(dir));
   }
 
-  /** Workspaces left by jobs that are not `live` (a crash between a job's end and its cleanup). */
-  async removeLeftovers(live: (jobId: string) => boolean): Promise<string[]> {
-    const gone: string[] = [];
+  /**
+   * Removes the workspaces of jobs that are not `live` (a crash between a job's end and its
+   * cleanup) and the artifacts past their expiry; says what it removed.
+   */
+  async tidy(live: (jobId: string) => boolean): Promise<{ workspaces: string[]; artifacts: number }> {
+    const workspaces: string[] = [];
     for (const id of (await ifExists(readdir(this.opts.dir))) ?? []) {
       if (live(id)) continue;
       await this.remove(id);
-      gone.push(id);
+      workspaces.push(id);
     }
-    return gone;
+    return { workspaces, artifacts: await this.artifacts.prune() };
   }
 }
