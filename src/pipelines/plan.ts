@@ -1,6 +1,4 @@
 import { z } from 'zod';
-import { parseDurationMs } from '../lib/quantity.js';
-import { parsedField } from '../lib/validation.js';
 import {
   COMMAND_REQUIRED,
   JobSpecInput,
@@ -68,8 +66,6 @@ export const PipelineSpec = z
     variables: Variables,
     /** Every job's checkout unless it names its own (set by webhooks and `boxcar pipeline --repo`). */
     checkout: CheckoutDefault.optional(),
-    /** The most the whole pipeline may take. */
-    timeout: parsedField(parseDurationMs).optional(),
     jobs: z.array(PipelineJobInput).min(1, 'a pipeline needs at least one job'),
   })
   .superRefine((p, ctx) => {
