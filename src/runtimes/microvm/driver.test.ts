@@ -94,8 +94,13 @@ describe('microVM driver (QEMU microvm, for real)', () => {
     assert.equal(driver.capabilities.workspaceReturned, true);
     await withWorkspaceTmpfs(64 * 2 ** 20, async (ws) => {
       await seedWorkspace(ws);
+      // A link to a host file outside the workspace arrives as a link, not as the file's content.
+      const hostFile = path.join(path.dirname(ws), 'host-only');
+      await writeFile(hostFile, 'host secret\n');
+      await symlink(hostFile, path.join(ws, 'host-link'));
       const script = [
         'cat a/b/c.txt; readlink link; ./run.sh; test -d empty && echo empty-dir',
+        'readlink host-link; cat host-link 2>/dev/null || echo not-followed',
         'echo new > new.txt; mkdir -p out/d; echo artifact > out/d/art; rm gone',
         // Links anywhere are the job's to make; coming back they stay links, never followed.
         'ln -s /etc etc-link; ln -s ../../ up; echo x > suid; chmod 4755 suid',
@@ -109,7 +114,11 @@ describe('microVM driver (QEMU microvm, for real)', () => {
       );
       assert.deepEqual(job.exit, { exitCode: 0, oomKilled: false }, job.output);
       assert.equal(vmOfHandle(job).restoredFromSnapshot, true);
-      assert.match(job.output, /^seeded\na\/b\/c\.txt\nran\nempty-dir\n/);
+      assert.equal(
+        job.output,
+        `seeded\na/b/c.txt\nran\nempty-dir\n${hostFile}\nnot-followed\n`,
+        'the seeded files, as they are on the host',
+      );
       assert.equal(readFileSync(path.join(ws, 'new.txt'), 'utf8'), 'new\n');
       assert.equal(readFileSync(path.join(ws, 'out/d/art'), 'utf8'), 'artifact\n');
       assert.equal(existsSync(path.join(ws, 'gone')), false, 'what the job removed is gone');
@@ -121,7 +130,8 @@ describe('microVM driver (QEMU microvm, for real)', () => {
       assert.equal(suid.mode & 0o7777, 0o755, 'no setuid bit comes back');
       assert.equal(suid.uid, 0);
       assert.deepEqual(readdirSync('/etc').sort(), before, 'nothing written in /etc');
-      assert.deepEqual(readdirSync(path.dirname(ws)), ['workspace'], 'nothing beside the workspace');
+      assert.deepEqual(readdirSync(path.dirname(ws)).sort(), ['host-only', 'workspace'], 'nothing beside it');
+      assert.equal(readFileSync(hostFile, 'utf8'), 'host secret\n');
     });
   });
 
@@ -143,6 +153,23 @@ describe('microVM driver (QEMU microvm, for real)', () => {
       );
       assert.deepEqual(readdirSync(ws), [], 'nothing half-returned, nor the seeded files');
       assert.deepEqual(readdirSync(path.dirname(ws)), ['workspace']);
+    });
+  });
+
+  test('a job whose VM is killed returns no workspace: the seeded files do not pass for its own, and its log says so', async () => {
+    const driver = box.runtimes.get('firecracker');
+    await withWorkspaceTmpfs(32 * 2 ** 20, async (ws) => {
+      await writeFile(path.join(ws, 'seeded'), 'x');
+      const job = await runWithWorkspace(
+        driver,
+        box,
+        { command: ['sh', '-c', 'echo left > out; sleep 30'], resources: { workspace: '32Mi' } },
+        ws,
+        (handle) => driver.stop(handle, 'SIGKILL'),
+      );
+      assert.deepEqual(job.exit, { exitCode: 128 + 9, oomKilled: false });
+      assert.match(job.output, /the VM was killed: its workspace was not returned/);
+      assert.deepEqual(readdirSync(ws), []);
     });
   });
 

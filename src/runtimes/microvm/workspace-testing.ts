@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { ImageStore } from '../../images/image-store.js';
@@ -20,7 +20,7 @@ export async function withWorkspaceTmpfs<T>(bytes: number, use: (dir: string) =>
   const parent = await mkdtemp(path.join(os.tmpdir(), 'bx-ws-'));
   const dir = path.join(parent, 'workspace');
   try {
-    await run('mkdir', [dir]);
+    await mkdir(dir);
     await run('mount', ['-t', 'tmpfs', '-o', `size=${bytes},mode=0755`, 'tmpfs', dir]);
     try {
       return await use(dir);
@@ -39,12 +39,13 @@ export interface WorkspaceJob {
   output: string;
 }
 
-/** One job with `workspaceDir`, from prepare to destroy (also when it fails). */
+/** One job with `workspaceDir`, from prepare to destroy (also when it fails); `running` once it started. */
 export async function runWithWorkspace(
   driver: Runtime,
   box: { paths: StatePaths; images: ImageStore },
   input: Record<string, unknown>,
   workspaceDir: string,
+  running?: (handle: TaskHandle) => Promise<void>,
 ): Promise<WorkspaceJob> {
   const sandboxId = randomUUID();
   const ids = { runtime: driver.name, jobId: randomUUID(), sandboxId };
@@ -62,6 +63,7 @@ export async function runWithWorkspace(
       workspaceDir,
     });
     await driver.start(handle);
+    await running?.(handle);
     const exit = await driver.wait(handle).catch((err: unknown) => err as Error);
     let output = '';
     for await (const chunk of driver.output(handle, { follow: false })) output += chunk.text;
