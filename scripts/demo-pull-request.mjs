@@ -3,14 +3,14 @@
 // commit statuses and checks each request against GitHub's published API description
 // (@octokit/openapi), as the tests do. Usage: node scripts/demo-pull-request.mjs REPO
 import { execFileSync } from 'node:child_process';
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { dagTree } from '../dist/src/cli/dag-tree.js';
 import { githubSpec } from '../dist/src/forge/testing/forge-apis.js';
 import { startOpenApiServer } from '../dist/src/forge/testing/openapi-server.js';
+import { pullRequestOpened, postPullRequest } from '../dist/src/testing/github-events.js';
 import { boxcarSync, exited, startServe } from '../dist/src/testing/serve-process.js';
 
 const repo = path.resolve(process.argv[2] ?? '');
@@ -40,24 +40,8 @@ try {
     (await fetch(`${serve.url}${url}`, { headers: { authorization: `Bearer ${token}` } })).json();
 
   // GitHub's own example of a pull_request "opened" event, pointed at the sample repository.
-  const require = createRequire(import.meta.url);
-  const examples = require('@octokit/webhooks-examples/api.github.com/index.json');
-  const event = structuredClone(
-    examples.find((e) => e.name === 'pull_request').examples.find((e) => e.action === 'opened'),
-  );
-  event.pull_request.head.sha = sha;
-  event.pull_request.head.repo = { ...event.pull_request.head.repo, clone_url: repo };
-  const body = JSON.stringify(event);
-  const res = await fetch(`${serve.url}/v1/webhooks/github`, {
-    method: 'POST',
-    body,
-    headers: {
-      'content-type': 'application/json',
-      'x-github-event': 'pull_request',
-      'x-github-delivery': randomUUID(),
-      'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`,
-    },
-  });
+  const event = pullRequestOpened(sha, repo);
+  const res = await postPullRequest(serve.url, secret, event);
   const { delivery } = await res.json();
   console.log(
     `POST /v1/webhooks/github (pull request #${event.number} at ${sha.slice(0, 12)}): ${res.status}`,

@@ -2,12 +2,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { createHmac, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { leftovers, tempState } from '../testing/harness.js';
 import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
+import { pullRequestOpened, postPullRequest } from '../testing/github-events.js';
 import { githubSpec, statesOf } from '../forge/testing/forge-apis.js';
 import { startOpenApiServer, type OpenApiServer } from '../forge/testing/openapi-server.js';
 
@@ -18,7 +17,6 @@ import { startOpenApiServer, type OpenApiServer } from '../forge/testing/openapi
  * the artifact downloads as a tar, and the GitHub stand-in (every request checked against
  * @octokit/openapi) receives pending, then success, for each job and for the pipeline.
  */
-const require = createRequire(import.meta.url);
 const SECRET = 'a-github-webhook-secret-for-pipelines';
 const JOB_FILE = `name: ci
 stages: [build, test]
@@ -102,30 +100,8 @@ webhooks:
   });
 
   test('checkout, needs and an artifact, the pipeline record, and statuses pending then success', async () => {
-    type Event = {
-      pull_request: { head: { sha: string; repo: Record<string, unknown> } };
-      repository: { full_name: string };
-    };
-    const examples = require('@octokit/webhooks-examples/api.github.com/index.json') as Array<{
-      name: string;
-      examples: Array<Event & { action: string }>;
-    }>;
-    const event = structuredClone(
-      examples.find((e) => e.name === 'pull_request')?.examples.find((e) => e.action === 'opened'),
-    ) as Event;
-    event.pull_request.head.sha = sha;
-    event.pull_request.head.repo = { ...event.pull_request.head.repo, clone_url: repo };
-    const body = JSON.stringify(event);
-    const res = await fetch(`${serve?.url}/v1/webhooks/github`, {
-      method: 'POST',
-      body,
-      headers: {
-        'content-type': 'application/json',
-        'x-github-event': 'pull_request',
-        'x-github-delivery': randomUUID(),
-        'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`,
-      },
-    });
+    const event = pullRequestOpened(sha, repo);
+    const res = await postPullRequest(serve?.url as string, SECRET, event);
     assert.equal(res.status, 202, await res.clone().text());
     const delivery = ((await res.json()) as { delivery: string }).delivery;
     let jobs: string[] = [];

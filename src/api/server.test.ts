@@ -23,6 +23,7 @@ type Box = Awaited<ReturnType<typeof testBoxcar>>;
 
 const SECRET = 'a-webhook-secret-of-some-length';
 const QUOTAS = `
+workspaces: { checkout_protocols: [https, ssh, file] } # the tests' repositories are local ones
 tenants:
   team-a: { trust: trusted }
   team-b: { trust: trusted }

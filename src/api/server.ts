@@ -50,6 +50,11 @@ class HttpError extends Error {
   }
 }
 
+/** A request body as YAML text (`content-type: application/yaml`) or JSON, through `schema`. */
+function bodyAs<S extends z.ZodType>(body: unknown, schema: S, what: string): z.output<S> {
+  return typeof body === 'string' ? parseYaml(body, what, schema) : parseOrThrow(schema, body ?? {}, what);
+}
+
 /** The token's tenant, for routes that act on a tenant's jobs. */
 function tenantOf(req: FastifyRequest): string {
   const tenant = req.token?.tenant;
@@ -169,11 +174,7 @@ export function buildApi(
 
       v1.post('/jobs', async (req, reply) => {
         const tenant = tenantSettings(box.config.tenants, tenantOf(req));
-        const schema = jobSpecFor(tenant);
-        const spec =
-          typeof req.body === 'string'
-            ? parseYaml(req.body, 'job', schema)
-            : parseOrThrow(schema, req.body ?? {}, 'job');
+        const spec = bodyAs(req.body, jobSpecFor(tenant), 'job');
         const job = await acceptJob(box, scheduler.placement, {
           tenant: tenant.name,
           spec,
@@ -285,11 +286,7 @@ export function buildApi(
 
         v1.post('/pipelines', async (req, reply) => {
           const tenant = tenantSettings(box.config.tenants, tenantOf(req));
-          const schema = pipelineSpecFor(tenant);
-          const file =
-            typeof req.body === 'string'
-              ? parseYaml(req.body, 'pipeline', schema)
-              : parseOrThrow(schema, req.body ?? {}, 'pipeline');
+          const file = bodyAs(req.body, pipelineSpecFor(tenant), 'pipeline');
           const p = await pipelines.submit({
             tenant: tenant.name,
             plan: planOf(file),

@@ -30,6 +30,7 @@ const WEBHOOK_SECRET = 'a-webhook-secret-of-some-length';
 const TOKEN_VALUE = 'tok-3f9a7c21e5d84b06'; // team-a's secret: it must never be seen
 const CONFIG = `
 ${TEST_CONFIG}
+workspaces: { checkout_protocols: [https, ssh, file] } # the tests' repositories are local ones
 tenants:
   team-a: { trust: trusted }
   partners: { trust: untrusted }

@@ -31,7 +31,7 @@ export function checkProtocol(url: string, allowed: readonly GitProtocol[]): Git
   const p = urlProtocol(url);
   if (!allowed.includes(p))
     throw new UserError(
-      `checkout.url "${url}" uses ${p}, which this node does not allow (allowed: ${allowed.join(', ')}); an operator can add it to checkout.protocols in the config`,
+      `checkout.url "${url}" uses ${p}, which this node does not allow (allowed: ${allowed.join(', ')}); an operator can add it to workspaces.checkout_protocols in the config`,
     );
   return p;
 }

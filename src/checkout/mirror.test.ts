@@ -201,7 +201,7 @@ describe('repository mirrors and checkouts', () => {
     assert.throws(() => urlProtocol('ext::sh -c touch% /tmp/pwned'), /remote helper/);
     assert.throws(() => urlProtocol('--upload-pack=touch /tmp/x'), /starts with "-"/);
     assert.throws(() => urlProtocol('fd::3'), /remote helper/);
-    assert.throws(() => checkProtocol('/srv/repo', ['https', 'ssh']), /checkout.protocols/);
+    assert.throws(() => checkProtocol('/srv/repo', ['https', 'ssh']), /workspaces.checkout_protocols/);
     assert.throws(() => checkProtocol('http://h/r', ['https', 'ssh']), /uses http/);
     assert.equal(relativeUrl('https://h/org/app.git', '../lib.git'), 'https://h/org/lib.git');
     assert.equal(relativeUrl('git@h:org/app.git', '../lib.git'), 'git@h:org/lib.git');

@@ -2,12 +2,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { leftovers, tempState } from '../testing/harness.js';
 import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
+import { pullRequestOpened, postPullRequest } from '../testing/github-events.js';
 import { githubSpec, gitlabSpec, statesOf } from './testing/forge-apis.js';
 import { startOpenApiServer, type OpenApiServer, type SeenRequest } from './testing/openapi-server.js';
 
@@ -19,7 +19,6 @@ import { startOpenApiServer, type OpenApiServer, type SeenRequest } from './test
  * status API) and its credentials.
  */
 
-const require = createRequire(import.meta.url);
 const GITHUB_SECRET = 'a-github-webhook-secret';
 const GITLAB_SECRET = 'a-gitlab-webhook-token';
 const JOB_FILE = `name: checks
@@ -119,27 +118,8 @@ webhooks:
   });
 
   test('GitHub: a pull request’s jobs and pipeline go pending, then success or failure, linking to their logs', async () => {
-    type PullRequestEvent = { pull_request: { head: { sha: string; repo: Record<string, unknown> } } };
-    const examples = require('@octokit/webhooks-examples/api.github.com/index.json') as Array<{
-      name: string;
-      examples: Array<PullRequestEvent & { action: string }>;
-    }>;
-    const event = structuredClone(
-      examples.find((e) => e.name === 'pull_request')?.examples.find((e) => e.action === 'opened'),
-    ) as PullRequestEvent;
-    event.pull_request.head.sha = sha;
-    event.pull_request.head.repo = { ...event.pull_request.head.repo, clone_url: repo }; // same repository: trusted
-    const body = JSON.stringify(event);
-    const res = await fetch(`${serve?.url}/v1/webhooks/github`, {
-      method: 'POST',
-      body,
-      headers: {
-        'content-type': 'application/json',
-        'x-github-event': 'pull_request',
-        'x-github-delivery': randomUUID(),
-        'x-hub-signature-256': `sha256=${createHmac('sha256', GITHUB_SECRET).update(body).digest('hex')}`,
-      },
-    });
+    const event = pullRequestOpened(sha, repo); // same repository: trusted
+    const res = await postPullRequest(serve?.url as string, GITHUB_SECRET, event);
     assert.equal(res.status, 202, await res.clone().text());
     const [ok, bad] = await deliveredJobs(((await res.json()) as { delivery: string }).delivery);
     const contexts = ['boxcar/checks/ok', 'boxcar/checks/bad', 'boxcar/checks'];
@@ -152,7 +132,7 @@ webhooks:
     const pipeline = statesOf(gh.seen, 'boxcar/checks');
     assert.equal(pipeline[0], 'pending', 'the pipeline, while it runs');
     assert.equal(pipeline.at(-1), 'failure', 'one of its jobs failed');
-    const repository = (event as unknown as { repository: { full_name: string } }).repository.full_name;
+    const repository = event.repository.full_name;
     for (const s of gh.seen) assert.equal(s.path, `/repos/${repository}/statuses/${sha}`);
     const urls = gh.seen.map((s) => (s.body as { target_url: string }).target_url);
     assert.ok(urls.includes(`https://boxcar.example.com/v1/jobs/${ok}/logs`));
