@@ -1,5 +1,5 @@
-import { constants, createReadStream } from 'node:fs';
-import { open, readdir, readlink, lstat } from 'node:fs/promises';
+import { closeSync, constants, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+import { readdir, readlink, lstat } from 'node:fs/promises';
 import path from 'node:path';
 import tar from 'tar-stream';
 import { UserError } from '../lib/errors.js';
@@ -69,33 +69,38 @@ export function packWorkspace(
       pack.entry(header, body ?? '', (err) => (err ? reject(err) : resolve())),
     );
 
+  /** Files up to this size are read whole (synchronously: most are small, and a call costs more than its read). */
+  const SMALL = 1024 * 1024;
   const file = async (full: string, rel: string) => {
-    const fh = await open(full, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const fd = openSync(full, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     try {
-      const st = await fh.stat();
+      const st = fstatSync(fd);
       if (!st.isFile()) return; // swapped for something else: left out
       totals.bytes += st.size;
       if (totals.bytes > maxBytes)
         throw new UserError(
           `${what}: the files take more than ${maxBytes} bytes; collect fewer paths or raise the limit`,
         );
-      await new Promise<void>((resolve, reject) => {
-        const sink = pack.entry({ name: rel, size: st.size, mode: st.mode & 0o777, type: 'file' }, (err) =>
-          err ? reject(err) : resolve(),
-        );
-        const src = createReadStream('', {
-          fd: fh.fd,
-          autoClose: false,
-          start: 0,
-          end: Math.max(0, st.size - 1),
+      const header: tar.Headers = { name: rel, size: st.size, mode: st.mode & 0o777, type: 'file' };
+      if (st.size <= SMALL) {
+        const body = Buffer.allocUnsafe(st.size);
+        let read = 0;
+        while (read < st.size) {
+          const n = readSync(fd, body, read, st.size - read, read);
+          if (n === 0) throw new Error(`${full} shrank while it was read`);
+          read += n;
+        }
+        await entry(header, body);
+      } else
+        await new Promise<void>((resolve, reject) => {
+          const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+          const src = createReadStream('', { fd, autoClose: false, start: 0, end: st.size - 1 });
+          src.on('error', reject);
+          src.pipe(sink);
         });
-        if (st.size === 0) return sink.end();
-        src.on('error', reject);
-        src.pipe(sink);
-      });
       totals.files++;
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   };
 

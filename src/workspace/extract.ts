@@ -1,10 +1,27 @@
-import { constants } from 'node:fs';
-import { chmod, lstat, mkdir, open, rm, symlink } from 'node:fs/promises';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type tar from 'tar-stream';
-import { ifExists } from '../lib/errors.js';
+import { errnoCode, ifExistsSync } from '../lib/errors.js';
+import { processUmask } from '../lib/proc.js';
 import { readTarEntries, TarRefused, type UnpackLimits } from '../lib/tar-read.js';
+
+const UMASK = processUmask();
+/** Whether creating an entry with `mode` gives it exactly that mode. */
+const unmasked = (mode: number) => (mode & UMASK) === 0;
+const lstatIfExists = (p: string): Stats | undefined => ifExistsSync(() => lstatSync(p));
 
 /**
  * Writes a tar of workspace files (artifacts, a cache) into a job's workspace, over what is
@@ -26,17 +43,31 @@ export async function extractInto(
     throw new TarRefused(what, entry, why);
   };
 
-  const realDir = async (name: string, parts: string[]) => {
+  // Synchronous calls, one entry at a time: a cache is thousands of small files, and each
+  // call through the thread pool costs more than the call; the loop still runs between entries.
+  const realDir = (name: string, parts: string[]) => {
     for (let i = 1; i <= parts.length; i++) {
       const rel = parts.slice(0, i).join('/');
       if (real.has(rel)) continue;
       const full = path.join(dir, rel);
-      const st = await ifExists(lstat(full));
-      if (!st) await mkdir(full, 0o755);
+      const st = lstatIfExists(full);
+      if (!st) mkdirSync(full, 0o755);
       else if (st.isSymbolicLink()) refuse(name, `goes through the symlink "${rel}" in the workspace`);
       else if (!st.isDirectory()) refuse(name, `needs "${rel}" to be a directory, and it is not one`);
       real.add(rel);
     }
+  };
+
+  /** Creates `full` with `make`; whatever is there already (a file, a link, a tree) goes first. */
+  const replacing = <T>(full: string, rel: string, make: () => T): T => {
+    try {
+      return make();
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
+    rmSync(full, { recursive: true, force: true }); // never follows a symlink
+    real.delete(rel);
+    return make();
   };
 
   const apply = async (h: tar.Headers, body: Readable) => {
@@ -48,38 +79,32 @@ export async function extractInto(
     if (parts.length === 0) return;
     const type = h.type ?? 'file';
     if (type !== 'directory' && type !== 'file' && type !== 'contiguous-file' && type !== 'symlink') return;
-    await realDir(h.name, parts.slice(0, -1));
+    realDir(h.name, parts.slice(0, -1));
     const rel = parts.join('/');
     const full = path.join(dir, rel);
-    const existing = await ifExists(lstat(full));
     const mode = (h.mode ?? 0o644) & 0o777;
     if (type === 'directory') {
-      if (existing && !existing.isDirectory()) await rm(full, { force: true });
-      if (!existing?.isDirectory()) await mkdir(full, mode);
-      await chmod(full, mode); // a real directory, checked above: chmod does not follow here
+      const st = lstatIfExists(full);
+      if (!st?.isDirectory()) replacing(full, rel, () => mkdirSync(full, mode));
+      if (st?.isDirectory() || !unmasked(mode)) chmodSync(full, mode); // a real directory: nothing followed
       real.add(rel);
       return;
     }
-    if (existing) await rm(full, { recursive: true, force: true }); // rm never follows a symlink
-    real.delete(rel);
     if (type === 'symlink') {
-      await symlink(h.linkname ?? '', full);
+      replacing(full, rel, () => symlinkSync(h.linkname ?? '', full));
       return;
     }
-    const fh = await open(
-      full,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      0o600,
-    );
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    const fd = replacing(full, rel, () => openSync(full, flags, mode));
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         totals.bytes += chunk.length;
         if (totals.bytes > limits.maxBytes) refuse(h.name, `takes it past ${limits.maxBytes} bytes`);
-        await fh.write(chunk);
+        writeSync(fd, chunk);
       }
-      await fh.chmod(mode);
+      if (!unmasked(mode)) fchmodSync(fd, mode); // on the descriptor: no path to follow
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   };
 
