@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import { lchown, open, readdir, readFile, rename, rm, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, ifExists } from './errors.js';
@@ -15,6 +16,44 @@ export async function writeFileAtomic(file: string, data: string | Buffer): Prom
     await fh.close();
   }
   await rename(tmp, file);
+}
+
+/**
+ * Writes `data` to `file` in a directory a less trusted process can also write to (a jailed
+ * VMM's): never through a symlink or into a fifo it planted there (ELOOP, ENXIO: an error, not
+ * a write elsewhere), only into a regular file. Hardlinks to others' files are the kernel's to
+ * refuse (fs.protected_hardlinks).
+ */
+export async function writeFileNoFollow(file: string, data: string | Buffer): Promise<void> {
+  const fh = await open(
+    file,
+    fsConstants.O_WRONLY |
+      fsConstants.O_CREAT |
+      fsConstants.O_TRUNC |
+      fsConstants.O_NOFOLLOW |
+      fsConstants.O_NONBLOCK,
+    0o644,
+  );
+  try {
+    if (!(await fh.stat()).isFile()) throw new Error(`${file} is not a regular file: refusing to write it`);
+    await fh.writeFile(data);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads `file` from such a directory, never through a symlink (ELOOP) and only a regular file. */
+export async function readFileNoFollow(file: string): Promise<string | undefined> {
+  const fh = await ifExists(
+    open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK),
+  );
+  if (!fh) return undefined;
+  try {
+    if (!(await fh.stat()).isFile()) throw new Error(`${file} is not a regular file: refusing to read it`);
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
 }
 
 /**

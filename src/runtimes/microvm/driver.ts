@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { appendFile, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, link, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ImageStore } from '../../images/image-store.js';
@@ -9,6 +9,7 @@ import { JobSpec, type JobLimits } from '../../jobs/spec.js';
 import { followFile, type OutputChunk } from '../../lib/follow.js';
 import { processAlive, processFootprint } from '../../lib/proc.js';
 import { ifExists } from '../../lib/errors.js';
+import { readFileNoFollow, writeFileNoFollow } from '../../lib/fs-util.js';
 import type { StatePaths } from '../../lib/state-paths.js';
 import type { Logger } from '../../observability/logger.js';
 import {
@@ -295,7 +296,7 @@ export class MicrovmDriver implements Runtime {
     const request = task.request;
     if (!request) throw new Error(`microvm: no run request for sandbox ${handle.sandboxId} in this process`);
     task.request = undefined;
-    await writeFile(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'started'), '');
+    await writeFileNoFollow(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'started'), '');
     try {
       // The clock is set as the job starts: a restored guest wakes at its snapshot's time.
       await (
@@ -369,7 +370,7 @@ export class MicrovmDriver implements Runtime {
    */
   private async stopAtLimit(handle: TaskHandle, limit: 'log' | 'disk', why: string): Promise<void> {
     const f = this.files(handle.sandboxId, handle.logPath);
-    await writeFile(path.join(f.dir, LIMIT_STOP), JSON.stringify({ limit, why }));
+    await writeFileNoFollow(path.join(f.dir, LIMIT_STOP), JSON.stringify({ limit, why }));
     const pid = this.vmmPid(handle);
     if (pid !== undefined) await killVmm(pid);
   }
@@ -394,7 +395,7 @@ export class MicrovmDriver implements Runtime {
     }
     // The kernel may have ended the VMM itself (SIGXFSZ) before the host saw its disk full.
     await this.diskAtLimit(handle);
-    const stopped = await ifExists(readFile(path.join(f.dir, LIMIT_STOP), 'utf8'));
+    const stopped = await readFileNoFollow(path.join(f.dir, LIMIT_STOP));
     if (stopped) {
       // The VMM is gone, so the host may write the job's log: the reason goes where its output is.
       const { why } = JSON.parse(stopped) as { why: string };
@@ -440,7 +441,7 @@ export class MicrovmDriver implements Runtime {
       return;
     }
     // KILL ends the whole VM: nothing of the job can outlive it.
-    await writeFile(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'killed'), '');
+    await writeFileNoFollow(path.join(this.files(handle.sandboxId, handle.logPath).dir, 'killed'), '');
     const pid = this.vmmPid(handle);
     if (pid !== undefined) await killVmm(pid);
   }
