@@ -12,6 +12,7 @@ import { leftovers, testBoxcar } from '../testing/harness.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { DeliveryWorker } from './github-webhook.js';
 import { PipelineRunner } from '../scheduler/pipelines.js';
+import { registerNodeMetrics } from '../scheduler/node-metrics.js';
 import { buildApi } from './server.js';
 import { createToken } from './tokens.js';
 import type { JobView } from './job-view.js';
@@ -23,6 +24,7 @@ type Box = Awaited<ReturnType<typeof testBoxcar>>;
 
 const SECRET = 'a-webhook-secret-of-some-length';
 const QUOTAS = `
+observability: { tenant_labels: true }
 workspaces: { checkout_protocols: [https, ssh, file] } # the tests' repositories are local ones
 tenants:
   team-a: { trust: trusted }
@@ -99,6 +101,7 @@ describe('boxcar API', () => {
     box = await testBoxcar({ config });
     scheduler = new Scheduler(box, { pollMs: 100 });
     await scheduler.start();
+    registerNodeMetrics(box, scheduler);
     pipelines = new PipelineRunner(box, scheduler);
     pipelines.start();
     deliveries = new DeliveryWorker(box, scheduler, pipelines);
@@ -353,6 +356,16 @@ describe('boxcar API', () => {
     assert.match(res.body, /scheduler_job_cost_dollars_sum\{runtime="runc"\}/);
     assert.match(res.body, /boxcar_sandbox_start_seconds_count\{runtime="runc",start_path="cold"\} [1-9]/);
     assert.match(res.body, /boxcar_job_cost_dollars_total\{runtime="runc",trust="trusted"\} /);
+    for (const runtime of ['runc', 'gvisor', 'firecracker', 'wasm']) {
+      assert.match(res.body, new RegExp(`boxcar_queue_depth\\{runtime="${runtime}"\\} \\d+`));
+      assert.match(res.body, new RegExp(`boxcar_breaker_state\\{runtime="${runtime}"\\} [012]`));
+    }
+    assert.match(res.body, /boxcar_admissions_total\{outcome="admitted",reason="ok"\} [1-9]/);
+    assert.match(
+      res.body,
+      /boxcar_admissions_total\{outcome="refused",reason="(quota|limits|queue_full)"\} [1-9]/,
+    );
+    assert.match(res.body, /boxcar_tenant_jobs_finished_total\{tenant="team-a",state="succeeded"\} [1-9]/);
     // Prometheus' own linter, on a node that has run jobs: nothing to say, process defaults included.
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: res.body, encoding: 'utf8' });
     assert.equal(lint.error, undefined, 'promtool runs (Debian package prometheus)');

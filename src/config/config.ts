@@ -103,6 +103,11 @@ const Images = z.strictObject({
   prefetch: Prefetch.prefault({}),
 });
 
+const Observability = z.strictObject({
+  /** Per-tenant metric series (boxcar_tenant_*): off by default, as tenants are unbounded labels. */
+  tenant_labels: z.boolean().default(false),
+});
+
 /** What jobs start with and leave behind: checkouts, artifacts, caches (see src/workspace). */
 const Workspaces = z.strictObject({
   /** Transports a job's `checkout.url` may use (`file` for tests and local repositories). */
@@ -140,6 +145,7 @@ const ConfigFile = z.strictObject({
   registries: Registries.prefault({}),
   images: Images.prefault({}),
   workspaces: Workspaces.prefault({}),
+  observability: Observability.prefault({}),
   secrets: z
     .strictObject({
       /**
@@ -223,6 +229,7 @@ export interface Config {
   registries: RegistriesConfig;
   images: z.output<typeof Images>;
   workspaces: z.output<typeof Workspaces>;
+  observability: z.output<typeof Observability>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
   webhooks: WebhooksConfig;
@@ -251,6 +258,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     registries: c.registries,
     images: c.images,
     workspaces: c.workspaces,
+    observability: c.observability,
     secretsKeyFile: c.secrets.key_file,
     webhooks: webhooksConfig(c.webhooks),
     policyFile: opts.policy ?? c.policy ?? DEFAULT_POLICY_FILE,

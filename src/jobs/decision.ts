@@ -9,7 +9,12 @@ export interface Decision {
   runtime: RuntimeName;
   fallback: RuntimeName | null;
   reasons: string[];
+  /** The job went to the policy's fallback instead of its primary runtime, and why (for metrics). */
+  fellBack?: { from: RuntimeName; reason: FallbackReason };
 }
+
+/** Why untrusted code went to the fallback: a bounded set, for metric labels. */
+export type FallbackReason = 'canary' | 'unusable' | 'no_boundary' | 'unavailable' | 'breaker_open';
 
 /** What is known of a job's code, from which trust is granted: the seed's trust inputs. */
 export interface TrustInputs {

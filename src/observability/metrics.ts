@@ -6,6 +6,7 @@
 import client from 'prom-client';
 import { isTerminal } from '../jobs/states.js';
 import type { VmAttributes } from '../jobs/handle.js';
+import type { Decision } from '../jobs/decision.js';
 import type { JobRecord } from '../store/store.js';
 
 const registry = new client.Registry();
@@ -103,6 +104,63 @@ const imageBytes = new client.Counter({
   registers: [registry],
 });
 
+const admissions = new client.Counter({
+  name: 'boxcar_admissions_total',
+  help: 'Jobs admitted to run, made to wait, or refused, by reason (queue_full, limits, policy, runtime, secrets, quota, capacity)',
+  labelNames: ['outcome', 'reason'],
+  registers: [registry],
+});
+const fallbacks = new client.Counter({
+  name: 'boxcar_fallbacks_total',
+  help: "Untrusted jobs routed to the policy's fallback instead of its primary runtime, by why",
+  labelNames: ['from', 'to', 'reason'],
+  registers: [registry],
+});
+
+export type AdmissionOutcome = 'admitted' | 'waiting' | 'refused';
+export type AdmissionReason =
+  'ok' | 'queue_full' | 'limits' | 'policy' | 'runtime' | 'secrets' | 'quota' | 'capacity';
+
+/** A job was admitted, made to wait, or refused (at intake or by a scheduler). */
+export function observeAdmission(outcome: AdmissionOutcome, reason: AdmissionReason): void {
+  admissions.inc({ outcome, reason });
+}
+
+/** A job was accepted with this decision: counted when it fell back. */
+export function observeDecision(d: Decision): void {
+  if (d.fellBack) fallbacks.inc({ from: d.fellBack.from, to: d.runtime, reason: d.fellBack.reason });
+}
+
+/** Per-tenant series, only where the operator enables them (`observability.tenant_labels`): tenants are unbounded. */
+let tenantFinished: client.Counter<'tenant' | 'state'> | undefined;
+export function enableTenantLabels(): void {
+  tenantFinished ??= new client.Counter({
+    name: 'boxcar_tenant_jobs_finished_total',
+    help: 'Jobs that reached a final state, by tenant',
+    labelNames: ['tenant', 'state'],
+    registers: [registry],
+  });
+}
+
+/** A gauge with labels, read when scraped (from the store, the breakers…). */
+export function labelledGauge<L extends string>(
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  collect: () => Promise<Array<[Partial<Record<L, string>>, number]>>,
+): void {
+  new client.Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [labels, value] of await collect()) this.set(labels, value);
+    },
+  });
+}
+
 /** How a job's sandbox came up: a VM from the warm pool or a snapshot; anything else cold. */
 function startPath(vm: VmAttributes | undefined): 'cold' | 'restored' | 'pooled' {
   if (vm?.fromWarmPool) return 'pooled';
@@ -142,6 +200,7 @@ export function observeFinishedJob(job: JobRecord): void {
   if (!isTerminal(job.state)) return; // requeued for another attempt
   const runtime = job.runtime;
   finished.inc({ runtime, state: job.state });
+  tenantFinished?.inc({ tenant: job.tenant, state: job.state });
   const vm = job.handle?.attributes.vm;
   if (job.startupMs !== null) {
     startup.observe({ runtime }, job.startupMs / 1000);

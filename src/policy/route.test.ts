@@ -261,7 +261,17 @@ test('fallback: an unusable primary, low availability or an open breaker send un
     views({ breaker: 'open', breakerReason: 'firecracker_failure_rate > 0.01 (failure_rate is 0.020)' }),
   );
   assert.equal(open.runtime, 'gvisor');
+  // Each says why, in a word the fallback metric counts (boxcar_fallbacks_total{from,to,reason}).
+  assert.deepEqual(
+    [gone, scarce, open].map((d) => d.fellBack),
+    [
+      { from: 'firecracker', reason: 'unusable' },
+      { from: 'firecracker', reason: 'unavailable' },
+      { from: 'firecracker', reason: 'breaker_open' },
+    ],
+  );
   const probe = decide(p, { source: 'external_pr' }, views({ breaker: 'half-open' }));
+  assert.equal(probe.fellBack, undefined, 'the primary, not a fallback');
   assert.equal(probe.runtime, 'firecracker');
   assert.ok(probe.reasons.some((r) => r.includes('probe')));
 });
@@ -277,6 +287,7 @@ test('a microVM on TCG is no boundary: untrusted jobs go to gvisor and say why, 
   const moved = decide(p, { source: 'external_pr' }, refused);
   assert.deepEqual([moved.runtime, moved.fallback], ['gvisor', null]);
   assert.match(moved.reasons.at(-1) ?? '', /falling back to gvisor: firecracker is no boundary .*TCG/);
+  assert.deepEqual(moved.fellBack, { from: 'firecracker', reason: 'no_boundary' });
   assert.throws(
     () => decide(p, { source: 'external_pr', runtime: 'firecracker' }, refused),
     (err: Error) =>

@@ -3,7 +3,7 @@ import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { BreakerState, Health } from './breaker.js';
 import { conditionsHolding } from './breaker.js';
 import { canaryBucket } from './canary.js';
-import type { Decision } from '../jobs/decision.js';
+import type { Decision, FallbackReason } from '../jobs/decision.js';
 import type { RoutingPolicy } from './policy-schema.js';
 import {
   conditionHolds,
@@ -74,11 +74,17 @@ export function webhookClaims(spec: JobSpec, classifier: TrustInputs, ceiling: C
 export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeViews): Decision {
   const cls = grantTrust(policy, req.trust);
   const reasons = [...cls.reasons];
-  const decide = (runtime: RuntimeName, fallback: RuntimeName | null, why: string): Decision => ({
+  const decide = (
+    runtime: RuntimeName,
+    fallback: RuntimeName | null,
+    why: string,
+    fellBack?: Decision['fellBack'],
+  ): Decision => ({
     trust: cls.trust,
     runtime,
     fallback,
     reasons: [...reasons, why],
+    ...(fellBack ? { fellBack } : {}),
   });
   if (cls.trust === 'untrusted' && req.spec.secrets.length) {
     reasons.push(`secrets withheld from an untrusted job: ${req.spec.secrets.join(', ')}`);
@@ -140,6 +146,7 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
         fallback,
         null,
         `outside the ${u.canary_percent}% canary for ${primary} (bucket ${bucket.toFixed(1)}): runs on ${fallback}`,
+        { from: primary, reason: 'canary' },
       );
     }
     reasons.push(`inside the ${u.canary_percent}% canary for ${primary} (bucket ${bucket.toFixed(1)})`);
@@ -154,14 +161,17 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
   if (problem) {
     if (!fallback && !view.untrustedCode.allowed)
       throw new PolicyRefusal(
-        `this job is untrusted and no runtime here can hold it: ${problem}${u.fallback ? `, and ${u.fallback}: ${views(u.fallback).untrustedCode.why}` : ''}`,
+        `this job is untrusted and no runtime here can hold it: ${problem.why}${u.fallback ? `, and ${u.fallback}: ${views(u.fallback).untrustedCode.why}` : ''}`,
       );
     if (!fallback)
-      return decide(primary, null, `${problem}; no fallback configured, so it stays on ${primary}`);
+      return decide(primary, null, `${problem.why}; no fallback configured, so it stays on ${primary}`);
     const fb = views(fallback);
     if (fb.untrustedCode.why) reasons.push(fb.untrustedCode.why);
     const also = fb.usable ? '' : ` (${fallback} is not usable here either: ${fb.reason})`;
-    return decide(fallback, null, `falling back to ${fallback}: ${problem}${also}`);
+    return decide(fallback, null, `falling back to ${fallback}: ${problem.why}${also}`, {
+      from: primary,
+      reason: problem.reason,
+    });
   }
   if (view.untrustedCode.why) reasons.push(view.untrustedCode.why);
   if (view.breaker === 'half-open') reasons.push(`${primary} breaker is half-open: this job is a probe`);
@@ -172,16 +182,22 @@ export function route(policy: RoutingPolicy, req: RouteRequest, views: RuntimeVi
   );
 }
 
+/** Why the primary cannot take untrusted code now, if it cannot. */
 function primaryProblem(
   primary: RuntimeName,
   view: RuntimeView,
   availability: Parameters<typeof conditionsHolding>[0],
-): string | undefined {
-  if (!view.usable) return `${primary} is not usable on this node (${view.reason})`;
+): { why: string; reason: FallbackReason } | undefined {
+  if (!view.usable)
+    return { why: `${primary} is not usable on this node (${view.reason})`, reason: 'unusable' };
   if (!view.untrustedCode.allowed)
-    return `${primary} is no boundary for untrusted code on this node: ${view.untrustedCode.why}`;
+    return {
+      why: `${primary} is no boundary for untrusted code on this node: ${view.untrustedCode.why}`,
+      reason: 'no_boundary',
+    };
   const unavailable = conditionsHolding(availability, view.health);
-  if (unavailable.length) return unavailable.join(', ');
-  if (view.breaker === 'open') return `${primary} breaker is open: ${view.breakerReason}`;
+  if (unavailable.length) return { why: unavailable.join(', '), reason: 'unavailable' };
+  if (view.breaker === 'open')
+    return { why: `${primary} breaker is open: ${view.breakerReason}`, reason: 'breaker_open' };
   return undefined;
 }

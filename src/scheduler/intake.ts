@@ -11,6 +11,7 @@ import { checkLimits } from '../tenants/limits.js';
 import { ceilingOf, tenantSettings } from '../tenants/tenant-config.js';
 import { admit, ZERO_USAGE } from '../tenants/quota.js';
 import type { Placement } from './capacity.js';
+import { observeAdmission, observeDecision, type AdmissionReason } from '../observability/metrics.js';
 
 export class JobRefused extends UserError {
   constructor(
@@ -19,6 +20,16 @@ export class JobRefused extends UserError {
   ) {
     super(message);
     this.name = 'JobRefused';
+  }
+}
+
+/** Runs a check of the job's own input; its refusal is counted under `reason`. */
+async function refusedFor<T>(reason: AdmissionReason, check: () => T | Promise<T>): Promise<T> {
+  try {
+    return await check();
+  } catch (err) {
+    if (err instanceof UserError) observeAdmission('refused', reason);
+    throw err;
   }
 }
 
@@ -50,12 +61,14 @@ export interface Submission {
  */
 export async function acceptJob(box: Boxcar, placement: Placement, input: Submission): Promise<JobRecord> {
   const tenant = tenantSettings(box.config.tenants, input.tenant);
-  checkLimits(input.spec, tenant);
+  await refusedFor('limits', () => checkLimits(input.spec, tenant));
   const queued = await box.store.countJobs(tenant.name, ['queued']);
-  if (queued >= tenant.maxQueued)
+  if (queued >= tenant.maxQueued) {
+    observeAdmission('refused', 'queue_full');
     throw new QueueFull(
       `tenant ${tenant.name} has ${queued} jobs waiting, its most (max_queued ${tenant.maxQueued}); submit again once some have started`,
     );
+  }
   // A tag means what it means now: every attempt of the job runs this digest, and the
   // tenant's own credentials must reach it (a cached private image is no one else's).
   const identity = box.registryLogins.identity(tenant.name);
@@ -65,14 +78,16 @@ export async function acceptJob(box: Boxcar, placement: Placement, input: Submis
   const trust = input.classifier
     ? webhookClaims(spec, input.classifier, ceiling)
     : { ceiling, claim: trustFromSpec(spec) };
-  const decision = await decide(box, id, spec, { trust });
-  await requireRunnable(box, decision);
+  const decision = await refusedFor('policy', () => decide(box, id, spec, { trust }));
+  await refusedFor('runtime', () => requireRunnable(box, decision));
   if (decision.trust === 'trusted' && spec.secrets.length) {
     const missing = await box.secrets.missing(tenant.name, input.origin.repository, spec.secrets);
-    if (missing.length)
+    if (missing.length) {
+      observeAdmission('refused', 'secrets');
       throw new UserError(
         `secrets: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not set for tenant ${tenant.name}${input.origin.repository ? ` or repository ${input.origin.repository}` : ''}; set ${missing.length === 1 ? 'it' : 'them'} with \`boxcar secret set --tenant ${tenant.name} NAME\`, or drop ${missing.length === 1 ? 'it' : 'them'} from the job`,
       );
+    }
   }
   const quota = admit(box.config.quotas, tenant.name, ZERO_USAGE, spec);
   const never =
@@ -89,7 +104,9 @@ export async function acceptJob(box: Boxcar, placement: Placement, input: Submis
     origin: input.origin,
     owner: null,
   });
+  observeDecision(decision);
   if (!never) return job;
+  observeAdmission('refused', !quota.admit ? 'quota' : 'capacity');
   // A scheduler may have seen it first and refused it the same way.
   const refused = await box.store
     .transition(id, 'error', { finishedAt: Date.now(), error: never }, never, {

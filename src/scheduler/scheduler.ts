@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import type { Boxcar } from '../boxcar.js';
-import { observeFinishedJob } from '../observability/metrics.js';
+import { observeAdmission, observeFinishedJob } from '../observability/metrics.js';
 import { errorMessage } from '../lib/errors.js';
 import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner, ownerAlive } from '../lib/owner.js';
@@ -190,18 +190,19 @@ export class Scheduler {
       const quota = admit(config.quotas, job.tenant, used, job.spec);
       if (!quota.admit) {
         if (quota.never) await this.refuse(job, quota.reason);
-        else await this.waitFor(job, quota.reason);
+        else await this.waitFor(job, quota.reason, 'quota');
         continue;
       }
       const refusal = this.placement.refusal(job.spec, job.runtime);
       if (refusal) {
-        await this.waitFor(job, refusal);
+        await this.waitFor(job, refusal, 'capacity');
         continue;
       }
       const driver = this.box.runtimes.get(job.runtime);
       await driver.warm?.();
       const claimed = await store.claim(job.id, this.owner, Date.now() + this.leaseMs);
       if (!claimed) continue; // another node took it, or it was cancelled
+      observeAdmission('admitted', 'ok');
       usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
       this.served.started(job.tenant);
       this.starting++;
@@ -242,8 +243,9 @@ export class Scheduler {
   }
 
   /** Records why a queued job waits, when that changed (a write per change, not per pass). */
-  private async waitFor(job: JobRecord, reason: string): Promise<void> {
+  private async waitFor(job: JobRecord, reason: string, why: 'quota' | 'capacity'): Promise<void> {
     if (job.waitReason === reason) return;
+    observeAdmission('waiting', why); // once per reason a job waits for, not once per pass
     const claimed = await this.box.store.claim(job.id, this.owner, Date.now() + this.leaseMs);
     if (claimed) await this.box.store.release(job.id, this.owner, reason);
   }
@@ -259,6 +261,8 @@ export class Scheduler {
       subject: job.id,
       detail: { reason },
     });
+    observeAdmission('refused', 'quota');
+    this.announce(job.id); // its watchers (forge statuses, the API's waiters) hear it ended
   }
 
   /** Heartbeat: keep the leases, honour cancel requests, requeue the jobs of lost nodes. */

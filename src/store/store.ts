@@ -74,6 +74,9 @@ export interface Store extends PeerDirectory {
    */
   popularImages(since: number, limit: number): Promise<string[]>;
 
+  /** Queued jobs by the runtime they were routed to, across every node. */
+  queuedByRuntime(): Promise<Map<RuntimeName, number>>;
+
   /** How many of a tenant's jobs are in these states. */
   countJobs(tenant: string, states: JobState[]): Promise<number>;
 

@@ -7,9 +7,9 @@ import { forgeReporter } from '../../forge/reporter.js';
 import { Prefetcher } from '../../images/prefetch.js';
 import { UserError } from '../../lib/errors.js';
 import { parseDurationMs } from '../../lib/quantity.js';
-import { gauge } from '../../observability/metrics.js';
 import type { Logger } from '../../observability/logger.js';
 import { PipelineRunner } from '../../scheduler/pipelines.js';
+import { registerNodeMetrics } from '../../scheduler/node-metrics.js';
 import { Scheduler } from '../../scheduler/scheduler.js';
 
 /** How long statuses of the last jobs may take to reach the forges at shutdown. */
@@ -41,12 +41,7 @@ export function registerServe(program: Command, logger: Logger): void {
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       const scheduler = new Scheduler(box);
       await scheduler.start();
-      gauge('boxcar_jobs_running', 'Jobs this node runs now', () => scheduler.running);
-      gauge(
-        'boxcar_node_requested_memory_bytes',
-        'Memory requested by the jobs this node runs',
-        () => scheduler.placement.used.requestsMemoryBytes,
-      );
+      registerNodeMetrics(box, scheduler);
       const pipelines = new PipelineRunner(box, scheduler);
       pipelines.start();
       const deliveries = new DeliveryWorker(box, scheduler, pipelines);

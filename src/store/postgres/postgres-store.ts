@@ -371,6 +371,13 @@ export class PostgresStore implements Store {
     return usageByTenant(rows);
   }
 
+  async queuedByRuntime(): Promise<Map<RuntimeName, number>> {
+    const { rows } = await this.pool.query<{ runtime: RuntimeName; n: string }>(
+      `SELECT runtime, COUNT(*) AS n FROM jobs WHERE state = 'queued' GROUP BY runtime`,
+    );
+    return new Map(rows.map((r) => [r.runtime, Number(r.n)]));
+  }
+
   async countJobs(tenant: string, states: JobState[]): Promise<number> {
     const { rows } = await this.pool.query<{ n: number }>(
       'SELECT COUNT(*)::bigint AS n FROM jobs WHERE tenant = $1 AND state = ANY($2)',

@@ -378,6 +378,16 @@ export class SqliteStore implements Store {
     return usageByTenant(rows);
   }
 
+  async queuedByRuntime(): Promise<Map<RuntimeName, number>> {
+    const rows = this.sql(
+      `SELECT runtime, COUNT(*) AS n FROM jobs WHERE state = 'queued' GROUP BY runtime`,
+    ).all() as Array<{
+      runtime: RuntimeName;
+      n: number;
+    }>;
+    return new Map(rows.map((r) => [r.runtime, r.n]));
+  }
+
   async countJobs(tenant: string, states: JobState[]): Promise<number> {
     const row = this.sql(
       `SELECT COUNT(*) AS n FROM jobs WHERE tenant = ? AND state IN (${states.map(() => '?').join(', ')})`,
