@@ -18,7 +18,7 @@ export function reportJobChanges(
       .getJob(id)
       .then((job) => job && reporter.jobChanged(job))
       .catch((err: unknown) =>
-        logger.error({ err, jobId: id }, 'reading a changed job for its forge status failed'),
+        logger.error({ err, job_id: id }, 'reading a changed job for its forge status failed'),
       );
   });
 }

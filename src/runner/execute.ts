@@ -15,7 +15,7 @@ import { IllegalTransition, type JobRecord, type Store } from '../store/store.js
 import { OutputMasker } from '../tenants/masking.js';
 import type { RegistryLogins } from '../tenants/registry-logins.js';
 import type { Secrets } from '../tenants/secrets.js';
-import { jobLogPath, JobLogWriter } from './job-log.js';
+import { jobLogPath, JobLogWriter, writeJobLogMetadata } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
 import { finalState } from '../jobs/states.js';
 import { wantsWorkspace, type Workspaces } from '../workspace/workspaces.js';
@@ -72,7 +72,7 @@ export async function executeJob(
   opts: ExecuteOptions = {},
 ): Promise<ExecuteResult> {
   const { store, logger } = deps;
-  const log = logger.child({ jobId: job.id, runtime: job.runtime });
+  const log = logger.child({ job_id: job.id, tenant: job.tenant, runtime: job.runtime });
   let driver: Runtime | undefined;
   let handle: TaskHandle | undefined;
   let secrets: Record<string, string> = {};
@@ -211,7 +211,7 @@ export async function superviseJob(
   opts: ExecuteOptions & { secrets?: Record<string, string> } = {},
 ): Promise<ExecuteResult> {
   const { store, logger } = deps;
-  const log = logger.child({ jobId: job.id, runtime: job.runtime });
+  const log = logger.child({ job_id: job.id, tenant: job.tenant, runtime: job.runtime });
   const capture = new OutputCapture(opts.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT, opts.onOutput);
   const startedAt = job.startedAt ?? Date.now();
   let record = job;
@@ -335,7 +335,7 @@ export async function storeOutput(
     log?: Logger;
   },
 ): Promise<void> {
-  const log = opts.log ?? deps.logger.child({ jobId: job.id });
+  const log = opts.log ?? deps.logger.child({ job_id: job.id });
   const secrets =
     opts.secrets ??
     (await deps.secrets.forJob(job).catch((err: unknown) => {
@@ -344,6 +344,7 @@ export async function storeOutput(
     }));
   const masker = new OutputMasker(Object.values(secrets));
   const writer = await JobLogWriter.create(jobLogPath(deps.paths, job.id), log);
+  await writeJobLogMetadata(deps.paths, job);
   const emit = (c: OutputChunk) => {
     writer.write(c);
     opts.onChunk?.(c);

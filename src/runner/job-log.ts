@@ -4,6 +4,8 @@ import path from 'node:path';
 import type { StatePaths } from '../lib/state-paths.js';
 import type { Logger } from '../observability/logger.js';
 import type { OutputChunk } from '../lib/follow.js';
+import { writeFileAtomic } from '../lib/fs-util.js';
+import type { JobRecord } from '../store/store.js';
 import { followFile, k8sFileDecoder } from '../lib/follow.js';
 
 export const JOB_LOG_MAX_BYTES = 16 * 1024 * 1024;
@@ -11,6 +13,30 @@ const FLUSH_BYTES = 64 * 1024;
 
 export function jobLogPath(paths: StatePaths, jobId: string): string {
   return path.join(paths.logs, `${jobId}.log`);
+}
+
+/** Beside each job's log, what a log shipper needs to label its lines (the file name gives the id). */
+export function jobLogMetadataPath(paths: StatePaths, jobId: string): string {
+  return path.join(paths.logs, `${jobId}.json`);
+}
+
+/**
+ * The job's metadata file: written once, when its log starts, for Fluentd and Fluent Bit to
+ * join on `job_id` (see examples/logging). Bounded fields only: nothing the job printed.
+ */
+export async function writeJobLogMetadata(paths: StatePaths, job: JobRecord): Promise<void> {
+  const meta = {
+    job_id: job.id,
+    job_name: job.name,
+    tenant: job.tenant,
+    runtime: job.runtime,
+    trust: job.decision.trust,
+    pipeline: job.origin.pipeline ?? null,
+    repository: job.origin.repository ?? job.spec.repository ?? null,
+    commit: job.origin.commit ?? job.spec.checkout?.commit ?? null,
+    created_at: new Date(job.createdAt).toISOString(),
+  };
+  await writeFileAtomic(jobLogMetadataPath(paths, job.id), `${JSON.stringify(meta)}\n`);
 }
 
 /** CRI lines for one chunk of output. */
@@ -26,8 +52,9 @@ export function criLines(chunk: OutputChunk, at: Date = new Date()): string {
 
 /**
  * A job's stored output, the one every reader (API, CLI, log streams) reads: `logs/<job>.log`
- * in the CRI log format Kubernetes and conmon write (`<time> <stream> <F|P> <text>`, P for a
- * partial line), mode 0600, size-capped. Boxcar writes it from the sandbox's own log, with the
+ * in the state directory, in the CRI log format Kubernetes and conmon write (`<time> <stream>
+ * <F|P> <text>`, P for a partial line: what Fluent Bit's and Fluentd's `cri` parsers read),
+ * mode 0600, size-capped, with `logs/<job>.json` beside it. Boxcar writes it from the sandbox's own log, with the
  * job's secrets masked; the sandbox's log goes with the sandbox.
  */
 export class JobLogWriter {

@@ -25,7 +25,7 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
     try {
       settled.push(await settle(deps, job));
     } catch (err) {
-      logger.error({ err, jobId: job.id }, 'could not settle an orphaned job');
+      logger.error({ err, job_id: job.id }, 'could not settle an orphaned job');
     }
   }
   // Workspaces of jobs that ended while their cleanup did not run (a crash in between).
@@ -107,11 +107,13 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
   } finally {
     await driver
       .destroy(job.handle)
-      .catch((err: unknown) => logger.error({ err, jobId: job.id }, 'destroying an orphaned sandbox failed'));
+      .catch((err: unknown) =>
+        logger.error({ err, job_id: job.id }, 'destroying an orphaned sandbox failed'),
+      );
     await deps.workspaces
       .remove(job.id)
       .catch((err: unknown) =>
-        logger.error({ err, jobId: job.id }, "removing an orphaned job's workspace failed"),
+        logger.error({ err, job_id: job.id }, "removing an orphaned job's workspace failed"),
       );
   }
 }

@@ -232,7 +232,7 @@ export class Scheduler {
     this.placement.hold(job.spec, job.runtime);
     const done = run(abort.signal)
       .then(({ record }) => observeFinishedJob(record))
-      .catch((err: unknown) => this.box.logger.error({ err, jobId: job.id }, 'job supervision failed'))
+      .catch((err: unknown) => this.box.logger.error({ err, job_id: job.id }, 'job supervision failed'))
       .finally(() => {
         this.active.delete(job.id);
         this.placement.free(job.spec, job.runtime);
@@ -301,7 +301,7 @@ export class Scheduler {
       try {
         await this.reattach(job);
       } catch (err) {
-        this.box.logger.error({ err, jobId: job.id }, 'could not recover a job after a restart');
+        this.box.logger.error({ err, job_id: job.id }, 'could not recover a job after a restart');
       }
     }
   }
@@ -326,7 +326,7 @@ export class Scheduler {
           're-attached after a restart',
           startedAudit({ ...job, owner: this.owner }, job.handle, { reattached: true }),
         );
-      logger.info({ jobId: job.id, sandboxId: job.handle.sandboxId }, 're-attached to a running job');
+      logger.info({ job_id: job.id, sandboxId: job.handle.sandboxId }, 're-attached to a running job');
       const handle = job.handle;
       this.track(record, (signal) =>
         superviseJob(this.box, record, driver, handle, { signal, outputLimitBytes: 0 }),
@@ -340,7 +340,7 @@ export class Scheduler {
       await driver
         .destroy(job.handle)
         .catch((err: unknown) =>
-          logger.warn({ err, jobId: job.id }, 'could not clean up a lost sandbox here'),
+          logger.warn({ err, job_id: job.id }, 'could not clean up a lost sandbox here'),
         );
     const why =
       job.state === 'starting'

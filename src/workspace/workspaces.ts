@@ -150,7 +150,7 @@ export class Workspaces {
     const dir = this.dirOf(job.id);
     const out = { ...attributes };
     const spec = job.spec;
-    const log = this.opts.logger.child({ jobId: job.id });
+    const log = this.opts.logger.child({ job_id: job.id });
     const when = spec.artifacts?.when;
     if (spec.artifacts && (when === 'always' || (when === 'on_success') === succeeded)) {
       try {

@@ -382,7 +382,7 @@ export class MicrovmDriver implements Runtime {
     if (exit) {
       // The job's own figures inside the guest, beside the VMM's that the record keeps.
       this.opts.logger.info(
-        { jobId: handle.jobId, guestPeakMemoryBytes: exit.peakMemoryBytes, guestCpuNs: exit.cpuUsageNs },
+        { job_id: handle.jobId, guestPeakMemoryBytes: exit.peakMemoryBytes, guestCpuNs: exit.cpuUsageNs },
         'the guest reported the job’s exit',
       );
       await this.returnWorkspace(handle);
