@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { JobSpec } from '../jobs/spec.js';
-import { costReport, priceJob, type PricedJob } from './allocation.js';
+import { costReport, idleCapacity, priceJob, type PricedJob } from './allocation.js';
 import { SEED_PRICES } from './model.js';
 import { dollars } from './money.js';
 
@@ -84,5 +84,26 @@ test('reports sum by tenant, runtime or trust; the isolation premium is what unt
     total(byTenant),
     total(costReport(jobs, 'runtime', overhead, SEED_PRICES)),
     'every view sums alike',
+  );
+});
+
+test('idle capacity: the node’s capacity over the window, less what its jobs were allocated, from its first job', () => {
+  const to = 10 * HOUR;
+  const ran = [
+    { ...job({ peakMemoryBytes: 16 * MiB }), createdAt: 8 * HOUR },
+    { ...job({ peakMemoryBytes: 16 * MiB }), createdAt: 9 * HOUR },
+  ];
+  const capacity = { memoryBytes: 4 * 2 ** 30, cpuMillis: 2000 };
+  const r = idleCapacity(ran, capacity, { from: 0, to }, () => 0, SEED_PRICES);
+  assert.equal(r.from, 8 * HOUR, 'a node is not idle before its first job');
+  const perHour = 4 * SEED_PRICES.dollarsPerGiBHour + 2 * SEED_PRICES.dollarsPerCoreHour;
+  assert.equal(r.capacity, dollars(perHour * 2));
+  const allocated = ran.reduce((s, j) => s + priceJob(j, 0, SEED_PRICES).total, 0);
+  assert.ok(Math.abs(r.allocated - allocated) <= 1, 'summed before rounding, as the report does');
+  assert.ok(Math.abs(r.idle - (r.capacity - r.allocated)) <= 1, 'rounded once, from the dollars');
+  assert.equal(
+    idleCapacity([], capacity, { from: 0, to }, () => 0, SEED_PRICES).idle,
+    0,
+    'no jobs: no window',
   );
 });

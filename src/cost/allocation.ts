@@ -67,7 +67,7 @@ const keyOf = (job: PricedJob, by: CostGroup): string => {
     case 'repo':
       return job.origin.repository ?? job.spec.repository ?? '-';
     case 'pipeline':
-      return job.origin.group ?? '-';
+      return job.origin.pipeline ?? job.origin.group ?? '-';
     case 'runtime':
       return job.runtime;
     case 'trust':
@@ -103,6 +103,38 @@ export function costReport(
   return [...lines.values()].sort((a, b) => b.total - a.total || a.key.localeCompare(b.key));
 }
 
+/**
+ * Idle capacity, as OpenCost shows it: what a node's capacity cost over a window, less what the
+ * jobs it ran were allocated in it (memory, CPU and their runtimes' share). The window starts
+ * at `from` or at the node's first job, whichever is later: a new node has not been idle for
+ * a week.
+ */
+export function idleCapacity(
+  jobs: Array<PricedJob & Pick<JobRecord, 'createdAt'>>,
+  capacity: { memoryBytes: number; cpuMillis: number },
+  window: { from: number; to: number },
+  overheadOf: (job: PricedJob) => number,
+  prices: Prices,
+): { from: number; to: number; capacity: Micro; allocated: Micro; idle: Micro } {
+  const from = Math.max(window.from, Math.min(window.to, ...jobs.map((j) => j.createdAt)));
+  const hours = Math.max(0, window.to - from) / 3_600_000;
+  const capacityDollars =
+    (capacity.memoryBytes / 2 ** 30) * hours * prices.dollarsPerGiBHour +
+    (capacity.cpuMillis / 1000) * hours * prices.dollarsPerCoreHour;
+  let allocated = 0;
+  for (const job of jobs) {
+    const p = dollarsOf(job, overheadOf(job), prices);
+    allocated += p.memory + p.cpu + p.overhead;
+  }
+  return {
+    from,
+    to: window.to,
+    capacity: dollars(capacityDollars),
+    allocated: dollars(allocated),
+    idle: dollars(Math.max(0, capacityDollars - allocated)),
+  };
+}
+
 /** The newest finished jobs a report reads at most. */
 const REPORT_JOBS_MAX = 100_000;
 
@@ -116,9 +148,16 @@ export async function finishedJobsCost(
   overheadOf: (job: PricedJob) => number,
   prices: Prices,
 ): Promise<CostLine[]> {
+  return costReport(await finishedJobs(store, q), q.by, overheadOf, prices);
+}
+
+/** The jobs that finished in the last `sinceMs` and ran (one tenant's, or all). */
+export async function finishedJobs(
+  store: Pick<Store, 'listJobs'>,
+  q: { sinceMs: number; tenant?: string },
+): Promise<JobRecord[]> {
   const from = Date.now() - q.sinceMs;
-  const jobs = (
+  return (
     await store.listJobs({ tenant: q.tenant, states: [...TERMINAL_STATES], limit: REPORT_JOBS_MAX })
   ).filter((j) => j.durationMs !== null && (j.finishedAt ?? 0) >= from);
-  return costReport(jobs, q.by, overheadOf, prices);
 }

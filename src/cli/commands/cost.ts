@@ -1,10 +1,20 @@
+import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { migrationRoi, scenarioTable, SEED_INPUTS, type ScenarioInputs } from '../../cost/scenarios.js';
 import { formatMoney as money } from '../../cost/money.js';
 import { JobSpec } from '../../jobs/spec.js';
 import { parseDurationMs } from '../../lib/quantity.js';
-import { COST_GROUPS, finishedJobsCost, type CostGroup, type CostLine } from '../../cost/allocation.js';
+import {
+  COST_GROUPS,
+  costReport,
+  finishedJobs,
+  idleCapacity,
+  type CostGroup,
+  type CostLine,
+  type PricedJob,
+} from '../../cost/allocation.js';
+import { nodeCapacity } from '../../scheduler/capacity.js';
 import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { runLocalJob } from '../../runner/local.js';
@@ -59,9 +69,14 @@ async function measure(box: Awaited<ReturnType<typeof openBoxcar>>): Promise<Mea
   return out;
 }
 
-function printReport(lines: CostLine[], by: CostGroup, format: 'table' | 'json' | 'csv'): void {
+function printReport(
+  lines: CostLine[],
+  by: CostGroup,
+  format: 'table' | 'json' | 'csv',
+  idle?: ReturnType<typeof idleCapacity>,
+): void {
   if (format === 'json') {
-    process.stdout.write(`${JSON.stringify(lines)}\n`);
+    process.stdout.write(`${JSON.stringify(idle ? { lines, idleCapacity: idle } : lines)}\n`);
     return;
   }
   const fields = ['jobs', 'memory', 'cpu', 'overhead', 'total', 'isolationPremium'] as const;
@@ -85,6 +100,10 @@ function printReport(lines: CostLine[], by: CostGroup, format: 'table' | 'json' 
       [...lines.map((l) => row(l.key, (f) => l[f])), row('all', sum)],
     )}\n`,
   );
+  if (idle && idle.capacity > 0)
+    process.stdout.write(
+      `\nidle capacity of this node since ${new Date(idle.from).toISOString()}: ${money(idle.idle, 6)} of ${money(idle.capacity, 6)} (its jobs were allocated ${money(idle.allocated, 6)})\n`,
+    );
 }
 
 /**
@@ -122,13 +141,22 @@ export function registerCost(program: Command, logger: Logger): void {
           if (!since.ok) throw new UserError(`--since: ${since.message}`);
           const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
           try {
-            const lines = await finishedJobsCost(
-              box.store,
-              { by: flags.by, sinceMs: since.value, tenant: flags.tenant },
-              (j) => box.runtimes.get(j.runtime).capabilities.memoryOverheadBytes(j.spec.limits),
-              box.prices,
-            );
-            printReport(lines, flags.by, flags.json ? 'json' : flags.csv ? 'csv' : 'table');
+            const overheadOf = (j: PricedJob) =>
+              box.runtimes.get(j.runtime).capabilities.memoryOverheadBytes(j.spec.limits);
+            const jobs = await finishedJobs(box.store, { sinceMs: since.value, tenant: flags.tenant });
+            const lines = costReport(jobs, flags.by, overheadOf, box.prices);
+            // The node's idle capacity is the operator's, not a tenant's: only in the whole report.
+            const now = Date.now();
+            const idle = flags.tenant
+              ? undefined
+              : idleCapacity(
+                  jobs.filter((j) => j.owner?.split(':')[0] === os.hostname()),
+                  nodeCapacity(box.config.scheduler),
+                  { from: now - since.value, to: now },
+                  overheadOf,
+                  box.prices,
+                );
+            printReport(lines, flags.by, flags.json ? 'json' : flags.csv ? 'csv' : 'table', idle);
           } finally {
             await box.close();
           }
