@@ -314,6 +314,12 @@ export function storeConformance(
           (await s.listPipelines({ tenant, states: ['running'] })).map((x) => x.id),
           [`${tenant}-2`],
         );
+        // The queue by runtime, across every tenant and node (a gauge of the scheduler's).
+        const before = (await s.queuedByRuntime()).get('runc') ?? 0;
+        const q = await job(s, tenant);
+        assert.equal((await s.queuedByRuntime()).get('runc'), before + 1);
+        await s.requestCancel(q.id, 'test');
+        assert.equal((await s.queuedByRuntime()).get('runc') ?? 0, before);
       }));
 
     test('popular images: those of queued jobs first, then the most used, registry images only', () =>
