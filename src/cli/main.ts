@@ -11,6 +11,7 @@ import { registerDoctor } from './commands/doctor.js';
 import { registerImages } from './commands/images.js';
 import { registerRegistry } from './commands/registry.js';
 import { registerJobs } from './commands/jobs.js';
+import { registerK8s } from './commands/k8s.js';
 import { registerPipeline } from './commands/pipeline.js';
 import { registerPolicy } from './commands/policy.js';
 import { registerRemoteJobCommands } from './commands/remote-jobs.js';
@@ -52,6 +53,7 @@ async function main(argv: string[]): Promise<void> {
   registerCost(program, logger);
   registerImages(program, logger);
   registerRegistry(program, logger);
+  registerK8s(program);
   registerSubmit(program);
   registerRemoteJobCommands(program);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

@@ -7,6 +7,7 @@ import { parseBytes, parseCpuMillis, parseDurationMs } from '../lib/quantity.js'
 import { RuntimeName } from '../jobs/spec.js';
 import { parsedField } from '../lib/validation.js';
 import { hardLimits, ResourceQuota, type Hard } from '../tenants/quota.js';
+import { KubernetesSettings } from '../k8s/settings.js';
 import { TenantName, TenantsConfig } from '../tenants/tenant-config.js';
 import { loadYamlFile } from '../lib/yaml.js';
 
@@ -145,6 +146,8 @@ const ConfigFile = z.strictObject({
   registries: Registries.prefault({}),
   images: Images.prefault({}),
   workspaces: Workspaces.prefault({}),
+  /** Boxcar on a Kubernetes cluster: `boxcar k8s manifests` (see k8s/settings.ts). */
+  kubernetes: KubernetesSettings.prefault({}),
   observability: Observability.prefault({}),
   secrets: z
     .strictObject({
@@ -229,6 +232,7 @@ export interface Config {
   registries: RegistriesConfig;
   images: z.output<typeof Images>;
   workspaces: z.output<typeof Workspaces>;
+  kubernetes: KubernetesSettings;
   observability: z.output<typeof Observability>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
@@ -258,6 +262,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     registries: c.registries,
     images: c.images,
     workspaces: c.workspaces,
+    kubernetes: c.kubernetes,
     observability: c.observability,
     secretsKeyFile: c.secrets.key_file,
     webhooks: webhooksConfig(c.webhooks),

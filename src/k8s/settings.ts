@@ -1,0 +1,76 @@
+/**
+ * The `kubernetes:` section of Boxcar's config file: how Boxcar's objects are named and placed
+ * on a cluster. Keys are Boxcar's (snake_case); where a value is a Kubernetes object's own part
+ * (tolerations), it is written as Kubernetes writes it.
+ */
+
+import { z } from 'zod';
+import { parseBytes, parseCpuMillis } from '../lib/quantity.js';
+import { parsedField } from '../lib/validation.js';
+
+/** A DNS label (RFC 1123): what namespace names and their prefixes are made of. */
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+const Toleration = z.strictObject({
+  key: z.string().min(1).optional(),
+  operator: z.enum(['Exists', 'Equal']).optional(),
+  value: z.string().optional(),
+  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
+  tolerationSeconds: z.number().int().optional(),
+});
+export type Toleration = z.output<typeof Toleration>;
+
+const Placement = {
+  /** Labels a node must carry (RuntimeClass `scheduling.nodeSelector`, a Pod's `nodeSelector`). */
+  node_selector: z.record(z.string().min(1), z.string()).default({}),
+  /** Taints the Pods tolerate, e.g. those that keep other workloads off sandbox nodes. */
+  tolerations: z.array(Toleration).default([]),
+};
+
+const RuntimeClassSettings = (handler: string) =>
+  z
+    .strictObject({
+      /** The CRI handler the nodes' containerd or CRI-O knows this runtime by. */
+      handler: z
+        .string()
+        .regex(DNS_LABEL, 'a handler is a DNS label, e.g. kata-fc or runsc')
+        .default(handler),
+      ...Placement,
+      /**
+       * `overhead.podFixed`, when measured on the cluster's own nodes; default: the overhead
+       * Boxcar's own driver for this runtime accounts (see overhead.ts).
+       */
+      overhead: z
+        .strictObject({
+          memory: parsedField(parseBytes).optional(),
+          cpu: parsedField(parseCpuMillis).optional(),
+        })
+        .default({}),
+    })
+    .prefault({});
+
+export const KubernetesSettings = z.strictObject({
+  /** Where Boxcar itself runs (its Deployment, Service and ServiceAccount). */
+  namespace: z.string().regex(DNS_LABEL, 'use a namespace name, e.g. boxcar').max(63).default('boxcar'),
+  /** Tenant `t`'s jobs run in namespace `<prefix>t`. */
+  namespace_prefix: z
+    .string()
+    .regex(/^([a-z0-9][a-z0-9-]*)?$/, 'use lower-case letters, digits and "-", e.g. boxcar-')
+    .max(30)
+    .default('boxcar-'),
+  /** Boxcar's own container image, for its Deployment (an image whose entrypoint is `boxcar`). */
+  image: z.string().min(1).optional(),
+  /** Where Boxcar's own Pod may run. */
+  boxcar: z.strictObject({ ...Placement }).prefault({}),
+  /** The size of the volume holding Boxcar's state (its SQLite store, secrets key, caches). */
+  state_volume: parsedField(parseBytes).prefault('10Gi'),
+  /** The sandboxed runtimes' RuntimeClasses; runc jobs use the nodes' default runtime. */
+  runtime_classes: z
+    .strictObject({
+      firecracker: RuntimeClassSettings('firecracker'),
+      gvisor: RuntimeClassSettings('runsc'),
+    })
+    .prefault({}),
+});
+export type KubernetesSettings = z.output<typeof KubernetesSettings>;
+export type RuntimeClassSettings = KubernetesSettings['runtime_classes']['firecracker'];
