@@ -156,13 +156,24 @@ export async function executeJob(
     return { record, output: '' };
   }
   const startedAt = Date.now();
-  record = await store.transition(
-    job.id,
-    'running',
-    { startedAt, startupMs: startedAt - takenAt },
-    undefined,
-    startedAudit(record, handle),
-  );
+  try {
+    record = await store.transition(
+      job.id,
+      'running',
+      { startedAt, startupMs: startedAt - takenAt },
+      undefined,
+      startedAudit(record, handle),
+    );
+  } catch (err) {
+    // The job moved on while it started (cancelled, taken by another node): its sandbox must
+    // not run on unwatched.
+    log.warn({ err: errorMessage(err) }, 'the job moved on while its sandbox started: destroying it');
+    await destroyQuietly(driver, handle, log);
+    await removeWorkspace(deps, job, log);
+    if (err instanceof IllegalTransition)
+      return { record: (await store.getJob(job.id)) ?? record, output: '' };
+    throw err;
+  }
   log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
   opts.onStartDone?.();
   return superviseJob(deps, record, driver, handle, { ...opts, secrets });

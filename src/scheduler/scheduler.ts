@@ -285,8 +285,11 @@ export class Scheduler {
     if (alive === true) return; // a live local owner late with its heartbeat
     if (alive === false) return this.reattach(job); // this host: its sandbox may still run
     // Another host stopped renewing: it is gone, and its jobs died with it. Run them once elsewhere.
+    // Only if it is still the job this node read as expired: another node may have taken it since.
     await this.box.store
-      .requeue(job.id, Date.now(), `node ${job.owner} lost (its lease expired); requeued`)
+      .requeue(job.id, Date.now(), `node ${job.owner} lost (its lease expired); requeued`, {
+        expect: { owner: job.owner, leaseUntil: job.leaseUntil },
+      })
       .catch((err: unknown) => this.ignoreRace(err));
   }
 

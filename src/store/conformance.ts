@@ -55,6 +55,31 @@ export function storeConformance(
         assert.equal(back?.waitReason, 'waiting for quota q');
       }));
 
+    test('a requeue of a lost node’s job happens only if nobody took it since; a cancel outlives the requeue', () =>
+      withStore(async (s) => {
+        const now = Date.now();
+        const j = await job(s);
+        await s.claim(j.id, 'a', now - 1);
+        await s.transition(j.id, 'starting');
+        await s.transition(j.id, 'running');
+        const seen = (await s.getJob(j.id)) as NonNullable<Awaited<ReturnType<Store['getJob']>>>;
+        // Another node took it over after this one read it as expired.
+        assert.ok(await s.takeOver(j.id, 'a', 'b', now + 60_000));
+        await assert.rejects(
+          s.requeue(j.id, now, 'lost', { expect: { owner: seen.owner, leaseUntil: seen.leaseUntil } }),
+          IllegalTransition,
+        );
+        const kept = await s.getJob(j.id);
+        assert.deepEqual([kept?.state, kept?.owner], ['running', 'b'], 'the new owner keeps it');
+        // A cancel asked while it ran: a requeue (its node lost) ends it cancelled, not queued for ever.
+        await s.requestCancel(j.id, 'token:t');
+        const after = await s.requeue(j.id, now, 'node b lost', {
+          expect: { owner: 'b', leaseUntil: now + 60_000 },
+        });
+        assert.equal(after.state, 'cancelled');
+        assert.equal(after.owner, null);
+      }));
+
     test('claimable gives each tenant its first jobs by priority, then age', () =>
       withStore(async (s) => {
         const tenant = `fair-${n}`;

@@ -51,12 +51,7 @@ export interface Store extends PeerDirectory {
    * Puts a job that could not run (infrastructure failure, lost node) back in the queue for
    * another attempt, unowned, not before `notBefore`.
    */
-  requeue(
-    id: string,
-    notBefore: number,
-    reason: string,
-    opts?: { infraFailure?: boolean },
-  ): Promise<JobRecord>;
+  requeue(id: string, notBefore: number, reason: string, opts?: RequeueOptions): Promise<JobRecord>;
   /** Started jobs whose owner's lease ran out (a lost node), for a live node to settle. */
   expiredLeases(now: number, limit: number): Promise<JobRecord[]>;
   /** Moves a job from a dead owner to `owner` (re-attaching to its sandbox); false if lost. */
@@ -401,6 +396,18 @@ export interface Delivery extends NewDelivery {
   jobs: string[];
   error: string | null;
 }
+
+export interface RequeueOptions {
+  infraFailure?: boolean;
+  /**
+   * Only if the job still has this owner and this lease (what the caller read): another node
+   * may have taken it since. Otherwise IllegalTransition, and nothing changes.
+   */
+  expect?: { owner: string | null; leaseUntil: number | null };
+}
+
+/** A requeue asked for a job someone asked to cancel: it ends cancelled instead (a cancel outlives a lost node). */
+export const CANCELLED_AT_REQUEUE = 'cancelled: a cancel was requested before it could run again';
 
 export class IllegalTransition extends Error {
   constructor(id: string, from: JobState, to: JobState) {

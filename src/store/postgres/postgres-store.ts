@@ -22,6 +22,8 @@ import {
   type PipelineFilter,
   type PipelinePatch,
   type PipelineRecord,
+  type RequeueOptions,
+  CANCELLED_AT_REQUEUE,
   type NewJob,
   type SealedSecret,
   type SecretInfo,
@@ -285,13 +287,27 @@ export class PostgresStore implements Store {
     );
   }
 
-  requeue(
-    id: string,
-    notBefore: number,
-    reason: string,
-    opts: { infraFailure?: boolean } = {},
-  ): Promise<JobRecord> {
+  requeue(id: string, notBefore: number, reason: string, opts: RequeueOptions = {}): Promise<JobRecord> {
     return this.tx(async (c) => {
+      const { rows } = await c.query<{
+        state: JobState;
+        owner: string | null;
+        lease_until: string | null;
+        cancel_requested: boolean;
+      }>('SELECT state, owner, lease_until, cancel_requested FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+      const now = rows[0];
+      if (!now) throw new Error(`job ${id} does not exist`);
+      const lease = now.lease_until === null ? null : Number(now.lease_until);
+      if (opts.expect && (now.owner !== opts.expect.owner || lease !== opts.expect.leaseUntil))
+        throw new IllegalTransition(id, now.state, 'queued');
+      if (now.cancel_requested)
+        return this.transitionIn(
+          c,
+          id,
+          'cancelled',
+          { finishedAt: Date.now(), owner: null, leaseUntil: null },
+          CANCELLED_AT_REQUEUE,
+        );
       const patch: JobPatch = { owner: null, leaseUntil: null };
       if (opts.infraFailure) patch.infraFailure = true;
       await this.transitionIn(c, id, 'queued', patch, reason);

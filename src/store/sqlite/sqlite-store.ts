@@ -25,6 +25,8 @@ import {
   type PipelineFilter,
   type PipelinePatch,
   type PipelineRecord,
+  type RequeueOptions,
+  CANCELLED_AT_REQUEUE,
   type NewJob,
   type SealedSecret,
   type SecretInfo,
@@ -303,10 +305,20 @@ export class SqliteStore implements Store {
     id: string,
     notBefore: number,
     reason: string,
-    opts: { infraFailure?: boolean } = {},
+    opts: RequeueOptions = {},
   ): Promise<JobRecord> {
     return this.db
       .transaction(() => {
+        const now = this.getRow(id);
+        if (opts.expect && (now.owner !== opts.expect.owner || now.leaseUntil !== opts.expect.leaseUntil))
+          throw new IllegalTransition(id, now.state, 'queued');
+        if (now.cancelRequested)
+          return this.transitionNow(
+            id,
+            'cancelled',
+            { finishedAt: Date.now(), owner: null, leaseUntil: null },
+            CANCELLED_AT_REQUEUE,
+          );
         const patch: JobPatch = { owner: null, leaseUntil: null };
         if (opts.infraFailure) patch.infraFailure = true;
         this.transitionNow(id, 'queued', patch, reason);
