@@ -53,3 +53,37 @@ export function memoryQuantity(bytes: number): string {
   }
   return `${n}${BINARY_SUFFIXES[i]}`;
 }
+
+const SUFFIX_SCALE: Record<string, number> = {
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/**
+ * A quantity as the API server reads it (`224Mi`, `250m`, `1k`, `1e3`, `0.5`), in thousandths
+ * of its unit: millicores for CPU, thousandths of a byte for memory (see `bytesOf`). Rounded up,
+ * as resource.Quantity rounds what it cannot hold.
+ */
+export function quantityThousandths(text: string | number): number {
+  const m = /^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(?:([KMGTPE]i|[mkMGTPE])|[eE]([+-]?[0-9]+))?$/.exec(
+    String(text).trim(),
+  );
+  if (!m) throw new RangeError(`"${text}" is not a Kubernetes quantity; use e.g. 256Mi, 250m, 2`);
+  const scale = m[3] !== undefined ? 10 ** Number(m[3]) : (SUFFIX_SCALE[m[2] ?? ''] as number);
+  return Math.ceil(Number(m[1]) * scale * 1000 - 1e-9);
+}
+
+/** Bytes from a memory quantity (a fraction of a byte rounds up, as Quantity.Value does). */
+export const bytesOf = (text: string | number): number => Math.ceil(quantityThousandths(text) / 1000);
