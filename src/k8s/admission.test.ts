@@ -1,6 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { admitPod, type PodRequest, type QuotaView, type RuntimeClassView } from './admission.js';
+import { JobSpec } from '../jobs/spec.js';
+import {
+  admitPod,
+  jobPodRequest,
+  type PodRequest,
+  type QuotaView,
+  type RuntimeClassView,
+} from './admission.js';
 
 const Mi = 2 ** 20;
 const Gi = 2 ** 30;
@@ -117,4 +124,17 @@ test('a resource the quota does not limit, or usage it has not recorded, is left
     r.allowed || r.message,
     'pods "job-1" is forbidden: exceeded quota: q, requested: limits.cpu=3, used: , limited: limits.cpu=2',
   );
+});
+
+test("a job's Pod: its requests and limits, in its class; refused only where the class's overhead tips it over", () => {
+  const spec = JobSpec.parse({
+    command: ['make'],
+    resources: { memory: '289Mi', requests: { memory: '289Mi' } },
+  });
+  const inClass = admitPod(jobPodRequest('job-2', spec, 'firecracker'), [firecracker], [quota]);
+  assert.match(
+    inClass.allowed ? '' : inClass.message,
+    /^pods "job-2" is forbidden: exceeded quota: cicd-quota, requested: requests\.memory=513Mi/,
+  );
+  assert.ok(admitPod(jobPodRequest('job-2', spec, undefined), [firecracker], [quota]).allowed);
 });

@@ -10,6 +10,7 @@
  * with apierrors.NewForbidden for the `pods "NAME" is forbidden: …` frame.
  */
 
+import type { JobSpec } from '../jobs/spec.js';
 import { countQuantity, cpuQuantity, memoryQuantity } from './quantity.js';
 
 /** The quota resources a Boxcar job's Pod uses; `memory` and `cpu` are requests' other names. */
@@ -53,6 +54,20 @@ export interface PodRequest {
   limits: Amounts;
   /** `spec.overhead` as the Pod was sent (Boxcar's executor sends none). */
   overhead?: PodOverhead;
+}
+
+/**
+ * A job's Pod as admission will see it: the job's own requests and limits (its one container),
+ * in the RuntimeClass its routing chose (none for the nodes' default runtime), no overhead of
+ * its own: the class's is added by admission, and counted against quotas.
+ */
+export function jobPodRequest(name: string, spec: JobSpec, runtimeClassName: string | undefined): PodRequest {
+  return {
+    name,
+    runtimeClassName,
+    requests: { memoryBytes: spec.requests.memoryBytes, cpuMillis: spec.requests.cpuMillis },
+    limits: { memoryBytes: spec.limits.memoryBytes, cpuMillis: spec.limits.cpuMillis },
+  };
 }
 
 /** A RuntimeClass as the API server holds it: only what admission reads. */

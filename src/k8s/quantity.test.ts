@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpuQuantity, cpuSpec, memoryQuantity } from './quantity.js';
+import { bytesOf, cpuQuantity, cpuSpec, memoryQuantity, quantityThousandths } from './quantity.js';
 
 // Expected strings are what the API server prints (resource.Quantity.String()) for these values.
 test('memory prints in BinarySI, and as DecimalSI below 1Ki', () => {
@@ -25,4 +25,15 @@ test('CPU prints in DecimalSI: 1800m, 2, 1k', () => {
 test('a fraction or a negative is refused, not rounded', () => {
   assert.throws(() => memoryQuantity(1.5), /not a whole/);
   assert.throws(() => cpuQuantity(-1), /not a whole/);
+});
+
+test('quantities are read as the API server reads them, rounding up what is below a unit', () => {
+  assert.equal(bytesOf('224Mi'), 224 * 2 ** 20);
+  assert.equal(bytesOf('1G'), 1e9);
+  assert.equal(bytesOf('1e3'), 1000);
+  assert.equal(bytesOf('1500m'), 2);
+  assert.equal(quantityThousandths('250m'), 250);
+  assert.equal(quantityThousandths('0.5'), 500);
+  assert.equal(quantityThousandths('1k'), 1_000_000);
+  assert.throws(() => quantityThousandths('12 Mi'), /not a Kubernetes quantity; use e\.g\. 256Mi/);
 });
