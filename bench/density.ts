@@ -47,7 +47,7 @@ async function main() {
         spec: JobSpec.parse({ ...trust, runtime: RUNTIME, command: ['true'] }),
         decision: await decideLocally(box, 'bench', spec),
         origin: operatorOrigin(),
-        owner: currentOwner(),
+        owner: currentOwner(box.paths.root),
       }),
     );
     await sleep(1000);
@@ -61,7 +61,7 @@ async function main() {
         spec,
         decision: await decideLocally(box, 'bench', spec),
         origin: operatorOrigin(),
-        owner: currentOwner(),
+        owner: currentOwner(box.paths.root),
       });
       runs.push(executeJob(box, job, { signal: ac.signal }));
     }

@@ -42,7 +42,7 @@ async function main() {
         spec,
         decision: await decideLocally(box, id, spec),
         origin: operatorOrigin(),
-        owner: currentOwner(),
+        owner: currentOwner(box.paths.root),
       });
       return executeJob(box, job, { signal });
     };

@@ -19,6 +19,7 @@ import { openStore, storeIsShared } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { RegistryLogins } from './tenants/registry-logins.js';
 import { Secrets } from './tenants/secrets.js';
+import { currentOwner } from './lib/owner.js';
 import { Mirrors } from './checkout/mirror.js';
 import { Artifacts } from './workspace/artifacts.js';
 import { Caches } from './workspace/caches.js';
@@ -123,7 +124,7 @@ export async function openBoxcar(
   const p2p = config.images.p2p;
   let peers: PeerSwarm | undefined;
   if (p2p.enabled ?? storeIsShared(opts.store)) {
-    const node = new PeerNode(store, logger);
+    const node = new PeerNode(store, logger, currentOwner(paths.root));
     await node.start();
     peers = new PeerSwarm(node, store, client, logger, { ...DEFAULT_SWARM, pieceSize: p2p.piece_size });
     puller.fetcher = peers;

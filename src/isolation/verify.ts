@@ -75,7 +75,7 @@ export async function runOn(
     spec,
     decision,
     origin: operatorOrigin(),
-    owner: currentOwner(),
+    owner: currentOwner(box.paths.root),
   });
   return executeJob(box, job, { signal });
 }

@@ -2,7 +2,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
+import { nodeId } from '../lib/owner.js';
 import path from 'node:path';
 import { newHandle } from '../jobs/handle.js';
 import { JobSpec, RUNTIME_NAMES } from '../jobs/spec.js';
@@ -38,8 +39,8 @@ async function mockBoxcar(config = '') {
 }
 
 const TRUSTED = { source: 'internal_repo', user_group: 'internal_team' };
-/** A dead process of this host: its jobs are orphans for the next one to settle. */
-const DEAD_OWNER = `${hostname()}:4194300:1`;
+/** A dead process of this node: its jobs are orphans for the next one to settle. */
+const deadOwner = (box: Box) => `${nodeId(box.paths.root)}:4194300:1`;
 
 async function queued(box: Box, fields: Record<string, unknown>, extra: Partial<JobRecord> = {}) {
   const spec = JobSpec.parse({ ...TRUSTED, command: ['job'], ...fields });
@@ -145,7 +146,7 @@ describe('reconciling orphans (mock runtime)', () => {
     try {
       const orphan = async (env: Record<string, unknown>, opts: { start: boolean; sandbox: boolean }) => {
         const job = await queued(box, { env });
-        await box.store.transition(job.id, 'starting', { owner: DEAD_OWNER });
+        await box.store.transition(job.id, 'starting', { owner: deadOwner(box) });
         if (!opts.sandbox) return job.id;
         const sandboxId = randomUUID();
         const handle = await runtime.prepare({
@@ -260,7 +261,7 @@ describe('the scheduler (mock runtime)', () => {
     try {
       const orphan = async (env: Record<string, unknown>, start: boolean) => {
         const job = await queued(box, { env });
-        await box.store.claim(job.id, DEAD_OWNER, Date.now() + 60_000);
+        await box.store.claim(job.id, deadOwner(box), Date.now() + 60_000);
         await box.store.transition(job.id, 'starting');
         const sandboxId = randomUUID();
         const logPath = path.join(box.paths.sandboxes, `${sandboxId}.log`);

@@ -75,7 +75,7 @@ export async function runLocalJob(
     spec,
     decision,
     origin: { ...operatorOrigin(), ...(as.pipeline ? { pipeline: as.pipeline } : {}) },
-    owner: currentOwner(),
+    owner: currentOwner(box.paths.root),
   });
   return executeJob(box, job, opts);
 }

@@ -21,7 +21,7 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
   const settled: JobRecord[] = [];
   for (const job of live) {
     // Jobs of serving nodes (they hold leases) are re-attached by their scheduler instead.
-    if (!job.owner || job.leaseUntil !== null || ownerAlive(job.owner) !== false) continue;
+    if (!job.owner || job.leaseUntil !== null || ownerAlive(job.owner, deps.paths.root) !== false) continue;
     try {
       settled.push(await settle(deps, job));
     } catch (err) {

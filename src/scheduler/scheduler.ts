@@ -43,7 +43,7 @@ export interface SchedulerOptions {
  * those that never started; a lost node's jobs are requeued once its leases expire.
  */
 export class Scheduler {
-  readonly owner = currentOwner();
+  readonly owner: string;
   readonly placement: Placement;
   private readonly active = new Map<string, Active>();
   private readonly served = new RecentStarts();
@@ -63,6 +63,7 @@ export class Scheduler {
     private readonly box: Boxcar,
     private readonly opts: SchedulerOptions = {},
   ) {
+    this.owner = currentOwner(box.paths.root);
     this.placement = new Placement(nodeCapacity(box.config.scheduler), box.config.scheduler.concurrency);
     this.leaseMs = box.config.scheduler.lease;
   }
@@ -281,7 +282,7 @@ export class Scheduler {
   /** A started job whose owner's lease ran out. */
   private async takeOverExpired(job: JobRecord): Promise<void> {
     if (!job.owner || this.active.has(job.id)) return;
-    const alive = ownerAlive(job.owner);
+    const alive = ownerAlive(job.owner, this.box.paths.root);
     if (alive === true) return; // a live local owner late with its heartbeat
     if (alive === false) return this.reattach(job); // this host: its sandbox may still run
     // Another host stopped renewing: it is gone, and its jobs died with it. Run them once elsewhere.
@@ -300,7 +301,8 @@ export class Scheduler {
       limit: 1_000_000,
     });
     for (const job of live) {
-      if (!job.owner || job.leaseUntil === null || ownerAlive(job.owner) !== false) continue;
+      if (!job.owner || job.leaseUntil === null || ownerAlive(job.owner, this.box.paths.root) !== false)
+        continue;
       try {
         await this.reattach(job);
       } catch (err) {

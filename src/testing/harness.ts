@@ -112,7 +112,7 @@ export async function testBoxcar(opts: { config?: string } & BoxcarParts = {}): 
         spec,
         decision,
         origin: operatorOrigin(),
-        owner: currentOwner(),
+        owner: currentOwner(box.paths.root),
       });
       return executeJob(box, job, opts);
     },

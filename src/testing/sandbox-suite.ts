@@ -238,7 +238,7 @@ export function sandboxDriverSuite(runtime: 'runc' | 'gvisor' | 'firecracker'): 
           spec,
           decision: { trust: 'untrusted', runtime, fallback: null, reasons: ['test'] },
           origin: operatorOrigin(),
-          owner: currentOwner(),
+          owner: currentOwner(box.paths.root),
         });
         const untrusted = await executeJob(box, job);
         assert.match(untrusted.output, /token=none/);

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { migrationRoi, scenarioTable, SEED_INPUTS, type ScenarioInputs } from '../../cost/scenarios.js';
@@ -15,6 +14,7 @@ import {
   type PricedJob,
 } from '../../cost/allocation.js';
 import { nodeCapacity } from '../../scheduler/capacity.js';
+import { ownedHere } from '../../lib/owner.js';
 import { UserError } from '../../lib/errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { runLocalJob } from '../../runner/local.js';
@@ -150,7 +150,7 @@ export function registerCost(program: Command, logger: Logger): void {
             const idle = flags.tenant
               ? undefined
               : idleCapacity(
-                  jobs.filter((j) => j.owner?.split(':')[0] === os.hostname()),
+                  jobs.filter((j) => ownedHere(j.owner, box.paths.root)),
                   nodeCapacity(box.config.scheduler),
                   { from: now - since.value, to: now },
                   overheadOf,

@@ -1,5 +1,4 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { currentOwner } from '../../lib/owner.js';
 import type { Logger } from '../../observability/logger.js';
 import type { PeerDirectory } from '../../store/store.js';
 
@@ -17,7 +16,6 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
  * peers it fetches from can tell it from a stranger.
  */
 export class PeerNode {
-  readonly id = currentOwner();
   private readonly secret = randomBytes(32).toString('base64url');
   private beat: NodeJS.Timeout | undefined;
   url: string | null = null;
@@ -25,6 +23,8 @@ export class PeerNode {
   constructor(
     private readonly store: PeerDirectory,
     private readonly logger: Logger,
+    /** This process as a peer (its owner id: new at every start, see the comment above). */
+    readonly id: string,
   ) {}
 
   get serving(): boolean {

@@ -276,7 +276,7 @@ describe('wasm driver', () => {
       spec,
       decision: await decideLocally(box, id, spec),
       origin: operatorOrigin(),
-      owner: currentOwner(),
+      owner: currentOwner(box.paths.root),
     });
     const { record } = await executeJob(box, accepted);
     assert.equal(record.state, 'error');
