@@ -31,7 +31,11 @@ function overheadOf(list: Quantities): PodOverhead | undefined {
 }
 
 export function runtimeClassView(rc: IRuntimeClass): RuntimeClassView {
-  return { name: rc.metadata?.name ?? '', overhead: overheadOf(rc.overhead?.podFixed) };
+  return {
+    name: rc.metadata?.name ?? '',
+    overhead: overheadOf(rc.overhead?.podFixed),
+    nodeSelector: rc.scheduling?.nodeSelector,
+  };
 }
 
 function resourceList(list: Quantities): ResourceList {
@@ -78,5 +82,6 @@ export function podRequest(pod: IPod): PodRequest {
     requests,
     limits,
     overhead: overheadOf(pod.spec?.overhead),
+    nodeSelector: pod.spec?.nodeSelector,
   };
 }

@@ -138,3 +138,15 @@ test("a job's Pod: its requests and limits, in its class; refused only where the
   );
   assert.ok(admitPod(jobPodRequest('job-2', spec, undefined), [firecracker], [quota]).allowed);
 });
+
+test("the class's node selector is merged into the Pod's; a conflicting value is refused", () => {
+  const gvisor: RuntimeClassView = { name: 'gvisor', nodeSelector: { 'boxcar.dev/sandbox': 'gvisor' } };
+  const pod = { ...job(64), runtimeClassName: 'gvisor', nodeSelector: { zone: 'a' } };
+  const ok = admitPod(pod, [gvisor], []);
+  assert.deepEqual(ok.allowed && ok.nodeSelector, { zone: 'a', 'boxcar.dev/sandbox': 'gvisor' });
+  const clash = admitPod({ ...pod, nodeSelector: { 'boxcar.dev/sandbox': 'any' } }, [gvisor], []);
+  assert.equal(
+    clash.allowed || clash.message,
+    'pods "job-1" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[boxcar.dev/sandbox] = gvisor; pod.spec.nodeSelector[boxcar.dev/sandbox] = any',
+  );
+});

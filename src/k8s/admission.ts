@@ -54,6 +54,7 @@ export interface PodRequest {
   limits: Amounts;
   /** `spec.overhead` as the Pod was sent (Boxcar's executor sends none). */
   overhead?: PodOverhead;
+  nodeSelector?: Record<string, string>;
 }
 
 /**
@@ -74,6 +75,8 @@ export function jobPodRequest(name: string, spec: JobSpec, runtimeClassName: str
 export interface RuntimeClassView {
   name: string;
   overhead?: PodOverhead;
+  /** `scheduling.nodeSelector`: merged into the Pod's. */
+  nodeSelector?: Record<string, string>;
 }
 
 /** A ResourceQuota's status: `hard` and `used` as the quota controller last wrote them. */
@@ -84,7 +87,12 @@ export interface QuotaView {
 }
 
 export type PodAdmission =
-  | { allowed: true; overhead: PodOverhead | undefined; usage: ResourceList }
+  | {
+      allowed: true;
+      overhead: PodOverhead | undefined;
+      nodeSelector: Record<string, string> | undefined;
+      usage: ResourceList;
+    }
   | { allowed: false; code: 403; message: string };
 
 /** apierrors.NewForbidden's message for a pod. */
@@ -115,42 +123,39 @@ export function podUsage(pod: PodRequest, overhead: PodOverhead | undefined): Re
   };
 }
 
-/** The RuntimeClass plugin: the overhead the Pod gets, or its refusal. */
+type RuntimeClassOutcome =
+  | { overhead: PodOverhead | undefined; nodeSelector: Record<string, string> | undefined }
+  | { refusal: string };
+
+/**
+ * The RuntimeClass plugin, in its order: the class must exist; its overhead replaces the Pod's
+ * (a different one the Pod set is refused); its node selector is merged into the Pod's (a
+ * conflicting value is refused); then, validating, a Pod overhead without a class overhead.
+ */
 export function admitRuntimeClass(
   pod: PodRequest,
   classes: readonly RuntimeClassView[],
-): { overhead: PodOverhead | undefined } | { refusal: string } {
-  if (pod.runtimeClassName === undefined) {
-    if (hasOverhead(pod.overhead))
-      return {
-        refusal: forbidden(
-          pod.name,
-          'pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead',
-        ),
-      };
-    return { overhead: undefined };
+): RuntimeClassOutcome {
+  const refuse = (why: string) => ({ refusal: forbidden(pod.name, why) });
+  const rc =
+    pod.runtimeClassName === undefined ? undefined : classes.find((c) => c.name === pod.runtimeClassName);
+  if (pod.runtimeClassName !== undefined && !rc)
+    return refuse(`pod rejected: RuntimeClass "${pod.runtimeClassName}" not found`);
+  // Admit (mutating): the class's overhead, then its scheduling.
+  if (hasOverhead(rc?.overhead) && hasOverhead(pod.overhead) && !sameOverhead(pod.overhead, rc?.overhead))
+    return refuse("pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead");
+  for (const [key, want] of Object.entries(rc?.nodeSelector ?? {})) {
+    const have = pod.nodeSelector?.[key];
+    if (have !== undefined && have !== want)
+      return refuse(
+        `conflict: runtimeClass.scheduling.nodeSelector[${key}] = ${want}; pod.spec.nodeSelector[${key}] = ${have}`,
+      );
   }
-  const rc = classes.find((c) => c.name === pod.runtimeClassName);
-  if (!rc)
-    return { refusal: forbidden(pod.name, `pod rejected: RuntimeClass "${pod.runtimeClassName}" not found`) };
-  if (!hasOverhead(rc.overhead)) {
-    if (hasOverhead(pod.overhead))
-      return {
-        refusal: forbidden(
-          pod.name,
-          'pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead',
-        ),
-      };
-    return { overhead: undefined };
-  }
-  if (hasOverhead(pod.overhead) && !sameOverhead(pod.overhead, rc.overhead))
-    return {
-      refusal: forbidden(
-        pod.name,
-        "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead",
-      ),
-    };
-  return { overhead: rc.overhead };
+  // Validate: an overhead the class did not set.
+  if (!hasOverhead(rc?.overhead) && hasOverhead(pod.overhead))
+    return refuse('pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead');
+  const merged = rc?.nodeSelector ? { ...pod.nodeSelector, ...rc.nodeSelector } : pod.nodeSelector;
+  return { overhead: hasOverhead(rc?.overhead) ? rc?.overhead : undefined, nodeSelector: merged };
 }
 
 /** prettyPrint: `key=value` sorted by key, joined by commas. */
@@ -196,5 +201,5 @@ export function admitPod(
   const usage = podUsage(pod, rc.overhead);
   const refusal = quotaRefusal(pod.name, usage, quotas);
   if (refusal) return { allowed: false, code: 403, message: refusal };
-  return { allowed: true, overhead: rc.overhead, usage };
+  return { allowed: true, overhead: rc.overhead, nodeSelector: rc.nodeSelector, usage };
 }

@@ -17,7 +17,15 @@ async function cluster(t: { after(fn: () => Promise<void>): void }) {
   const server = new FakeApiServer();
   const text = renderManifests(
     manifests({
-      kubernetes: KubernetesSettings.parse({ image: 'boxcar:test' }),
+      kubernetes: KubernetesSettings.parse({
+        image: 'boxcar:test',
+        runtime_classes: {
+          gvisor: {
+            node_selector: { 'boxcar.dev/sandbox': 'gvisor' },
+            tolerations: [{ key: 'boxcar.dev/sandbox', operator: 'Exists', effect: 'NoSchedule' }],
+          },
+        },
+      }),
       tenants: TenantsConfig.parse({ 'team-a': { trust: 'trusted' } }),
       quotas: [
         {
@@ -157,4 +165,15 @@ test('the same name twice is a 409; a missing Pod a 404; a body off the schema a
     ps.message,
     /^pods "root" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false/,
   );
+});
+
+test("the class's scheduling is merged into the stored Pod", async (t) => {
+  const { core } = await cluster(t);
+  const pod = await core.createNamespacedPod({ namespace: NS, body: jobPod('job-1', '64Mi', 'gvisor') });
+  assert.deepEqual(pod.spec?.nodeSelector, { 'boxcar.dev/sandbox': 'gvisor' });
+  assert.deepEqual(
+    pod.spec?.tolerations?.map((x) => ({ ...x })),
+    [{ key: 'boxcar.dev/sandbox', operator: 'Exists', effect: 'NoSchedule' }],
+  );
+  assert.equal(pod.spec?.overhead, undefined);
 });

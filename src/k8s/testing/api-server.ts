@@ -206,7 +206,16 @@ export class FakeApiServer {
     if (pods.has(name))
       throw new ApiError(409, 'AlreadyExists', `pods "${name}" already exists`, { name, kind: 'pods' });
     const rc = pod.spec?.runtimeClassName ? this.runtimeClasses.get(pod.spec.runtimeClassName) : undefined;
-    if (pod.spec && rc?.overhead?.podFixed) pod.spec.overhead = rc.overhead.podFixed;
+    if (pod.spec) {
+      if (rc?.overhead?.podFixed) pod.spec.overhead = rc.overhead.podFixed;
+      if (admission.nodeSelector) pod.spec.nodeSelector = admission.nodeSelector;
+      // MergeTolerations: the class's, where the Pod has no equal one.
+      const own = pod.spec.tolerations ?? [];
+      const added = (rc?.scheduling?.tolerations ?? []).filter(
+        (t) => !own.some((o) => JSON.stringify(o) === JSON.stringify(t)),
+      );
+      if (added.length) pod.spec.tolerations = [...own, ...added];
+    }
     pod.metadata = {
       ...pod.metadata,
       namespace: ns,
