@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -91,6 +92,14 @@ test('the output for the example config is the golden copy', async () => {
   const text = renderManifests(manifests(await exampleInput()));
   if (process.env.BOXCAR_UPDATE_GOLDEN === '1') writeFileSync(GOLDEN, text);
   assert.equal(text, readFileSync(GOLDEN, 'utf8'));
+});
+
+test('`boxcar k8s manifests --config FILE` prints it', () => {
+  const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  const out = execFileSync(process.execPath, [cli, 'k8s', 'manifests', '--config', CONFIG], {
+    encoding: 'utf8',
+  });
+  assert.equal(out, readFileSync(GOLDEN, 'utf8'));
 });
 
 test('every object validates against the Kubernetes OpenAPI schemas', async () => {
