@@ -337,4 +337,26 @@ describe('the scheduler (mock runtime)', () => {
       await box.cleanup();
     }
   });
+  test('a job whose node was lost as often as max_attempts allows ends in error, not passed around for ever', async () => {
+    const { box } = await mockBoxcar('scheduler: { lease: 300ms, max_attempts: 2 }\n');
+    const scheduler = new Scheduler(box, { pollMs: 10 });
+    try {
+      const job = await queued(box, { env: { MOCK_EXIT: 0 } });
+      // Its first attempt was on a node lost before; this one's node is lost too.
+      await box.store.claim(job.id, 'first-host:1:1', Date.now() - 1);
+      await box.store.transition(job.id, 'starting');
+      await box.store.requeue(job.id, Date.now(), 'node first-host lost');
+      await box.store.claim(job.id, 'another-host:1:1', Date.now() - 1);
+      await box.store.transition(job.id, 'starting');
+      await box.store.transition(job.id, 'running', { startedAt: Date.now() });
+      await scheduler.start();
+      await until('settled', done(box, [job.id]));
+      const after = (await box.store.getJob(job.id)) as JobRecord;
+      assert.equal(after.state, 'error');
+      assert.match(after.error ?? '', /node another-host:1:1 lost \(its lease expired\), its attempt 2 of 2/);
+    } finally {
+      await scheduler.stop(1000);
+      await box.cleanup();
+    }
+  });
 });

@@ -285,13 +285,36 @@ export class Scheduler {
     const alive = ownerAlive(job.owner, this.box.paths.root);
     if (alive === true) return; // a live local owner late with its heartbeat
     if (alive === false) return this.reattach(job); // this host: its sandbox may still run
-    // Another host stopped renewing: it is gone, and its jobs died with it. Run them once elsewhere.
-    // Only if it is still the job this node read as expired: another node may have taken it since.
-    await this.box.store
-      .requeue(job.id, Date.now(), `node ${job.owner} lost (its lease expired); requeued`, {
-        expect: { owner: job.owner, leaseUntil: job.leaseUntil },
-      })
-      .catch((err: unknown) => this.ignoreRace(err));
+    try {
+      await this.settleLost(job, job.owner, `node ${job.owner} lost (its lease expired)`);
+      this.announce(job.id);
+    } catch (err) {
+      this.ignoreRace(err);
+    }
+  }
+
+  /**
+   * Another node stopped renewing: it is gone, and its jobs died with it. Each runs again
+   * elsewhere within the retry budget, counted across nodes (a job that kills every node it
+   * lands on is not passed around for ever), and only if it is still the job this node read as
+   * expired: another node may have taken it since. Past the budget it ends in error, once this
+   * node has taken it from the lost owner (atomically: then no other node runs it).
+   */
+  private async settleLost(job: JobRecord, from: string, why: string): Promise<void> {
+    const max = this.box.config.scheduler.max_attempts;
+    if (job.attempts + 1 < max) {
+      await this.box.store.requeue(job.id, Date.now(), `${why}; requeued`, {
+        expect: { owner: from, leaseUntil: job.leaseUntil },
+      });
+      return;
+    }
+    if (!(await this.box.store.takeOver(job.id, from, this.owner, Date.now() + this.leaseMs))) return;
+    await this.box.store.transition(
+      job.id,
+      'error',
+      { finishedAt: Date.now(), error: `${why}, its attempt ${job.attempts + 1} of ${max}` },
+      `${why}; no attempts left`,
+    );
   }
 
   /** After a crash or kill -9 of this node's previous process. */
