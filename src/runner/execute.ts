@@ -11,13 +11,14 @@ import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, Runtime } from '../runtimes/runtime.js';
 import type { OutputChunk } from '../lib/follow.js';
 import { newHandle, type TaskHandle } from '../jobs/handle.js';
-import { IllegalTransition, type JobRecord, type Store } from '../store/store.js';
+import { IllegalTransition, type JobPatch, type JobRecord, type Store } from '../store/store.js';
 import { OutputMasker } from '../tenants/masking.js';
 import type { RegistryLogins } from '../tenants/registry-logins.js';
 import type { Secrets } from '../tenants/secrets.js';
 import { jobLogPath, JobLogWriter, writeJobLogMetadata } from './job-log.js';
 import { OutputCapture } from './output-capture.js';
-import { finalState } from '../jobs/states.js';
+import { finalState, type JobState } from '../jobs/states.js';
+import { sleep } from '../lib/exec.js';
 import { wantsWorkspace, type Workspaces } from '../workspace/workspaces.js';
 
 export interface ExecuteDeps {
@@ -249,7 +250,7 @@ export async function superviseJob(
     let state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
     const kept = await keepWorkspace(deps, job, driver, handle, state === 'succeeded');
     if (kept && state === 'succeeded') state = 'failed'; // artifacts it should have kept were refused
-    record = await store.transition(job.id, state, {
+    record = await landFinalState(store, log, job.id, state, {
       ...(kept ? { error: kept } : {}),
       exitCode: ended.exit.exitCode,
       oomKilled: ended.exit.oomKilled,
@@ -277,6 +278,33 @@ export async function superviseJob(
     await removeWorkspace(deps, job, log);
   }
   return { record, output: capture.text() };
+}
+
+const LAND_FIRST_WAIT_MS = 100;
+const LAND_MAX_WAIT_MS = 5000;
+
+/**
+ * Records a job's final state, and keeps trying while the store fails (a failover, a busy or
+ * full database): the result is known and must land, or the job would be run again. This
+ * process keeps the job's lease meanwhile (its heartbeat renews every job it holds). A
+ * transition the job no longer allows (it moved on) is not retried.
+ */
+async function landFinalState(
+  store: Store,
+  log: Logger,
+  id: string,
+  state: JobState,
+  patch: JobPatch,
+): Promise<JobRecord> {
+  for (let wait = LAND_FIRST_WAIT_MS; ; wait = Math.min(LAND_MAX_WAIT_MS, wait * 2)) {
+    try {
+      return await store.transition(id, state, patch);
+    } catch (err) {
+      if (err instanceof IllegalTransition) throw err;
+      log.error({ err, state, retryInMs: wait }, "recording the job's final state failed; retrying");
+      await sleep(wait);
+    }
+  }
 }
 
 /**

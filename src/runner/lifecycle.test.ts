@@ -80,6 +80,30 @@ describe('executing a job (mock runtime)', () => {
     }
   });
 
+  test('a final state the store fails to record once still lands, and the job ran once', async () => {
+    const { box, host } = await mockBoxcar();
+    try {
+      // The store fails the first write of a final state (a failover, SQLITE_BUSY).
+      const transition = box.store.transition.bind(box.store);
+      let failed = 0;
+      box.store.transition = async (id, to, ...rest) => {
+        if (to === 'succeeded' && failed++ === 0) throw new Error('SQLITE_BUSY: database is locked');
+        return transition(id, to, ...rest);
+      };
+      const r = await box.runJob({ ...TRUSTED, command: ['x'], env: { MOCK_EXIT: 0 } });
+      assert.equal(r.record.state, 'succeeded');
+      assert.equal(failed, 2, 'written again after the failure');
+      assert.deepEqual(
+        (await box.store.events(r.record.id)).map((e) => e.to),
+        ['queued', 'starting', 'running', 'succeeded'],
+        'one run, one result',
+      );
+      assert.equal(host.calls.filter((c) => c.startsWith('start ')).length, 1);
+    } finally {
+      await box.cleanup();
+    }
+  });
+
   test('a sandbox that fails to start is retried with backoff, then ends in error; bad input is not retried', async () => {
     const { box, host } = await mockBoxcar();
     try {
