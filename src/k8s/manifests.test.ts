@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
@@ -37,6 +39,7 @@ import { restrictedViolations } from './testing/pod-security.js';
 const src = (p: string) => fileURLToPath(new URL(`../../../src/k8s/${p}`, import.meta.url));
 const CONFIG = src('testdata/config.yaml');
 const GOLDEN = src('testdata/manifests.yaml.golden');
+const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 type Obj = {
   apiVersion: string;
@@ -68,7 +71,7 @@ function validate(o: Obj): void {
 
 async function exampleInput(): Promise<ManifestInput> {
   const c = await loadConfig({ config: CONFIG });
-  return { kubernetes: c.kubernetes, tenants: c.tenants, quotas: c.quotas };
+  return { kubernetes: c.kubernetes, tenants: c.tenants, quotas: c.quotas, webhookTenants: [] };
 }
 
 /** The printed output, read back as `kubectl apply` would read it. */
@@ -95,11 +98,31 @@ test('the output for the example config is the golden copy', async () => {
 });
 
 test('`boxcar k8s manifests --config FILE` prints it', () => {
-  const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
-  const out = execFileSync(process.execPath, [cli, 'k8s', 'manifests', '--config', CONFIG], {
+  const out = execFileSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', CONFIG], {
     encoding: 'utf8',
   });
   assert.equal(out, readFileSync(GOLDEN, 'utf8'));
+});
+
+test("a configured webhook's tenants get namespaces, listed or not", (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'boxcar-k8s-'));
+  t.after(() => rmSync(dir, { recursive: true }));
+  const config = path.join(dir, 'config.yaml');
+  writeFileSync(
+    config,
+    [
+      'kubernetes: { image: boxcar:1 }',
+      "webhooks: { github: { secret: 'a-secret-of-16-chars', repositories: { 'acme/*': partners } } }",
+    ].join('\n'),
+  );
+  const out = execFileSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', config], {
+    encoding: 'utf8',
+  });
+  const namespaces = parseAllDocuments(out)
+    .map((d) => d.toJS() as Obj)
+    .filter((o) => o.kind === 'Namespace')
+    .map((o) => o.metadata.name);
+  assert.deepEqual(namespaces, ['boxcar', 'boxcar-github', 'boxcar-partners']);
 });
 
 test('every object validates against the Kubernetes OpenAPI schemas', async () => {

@@ -16,6 +16,8 @@ export interface ManifestInput {
   kubernetes: KubernetesSettings;
   tenants: TenantsConfig;
   quotas: readonly Hard[];
+  /** Tenants that webhooks' jobs go to: they need a namespace too, listed or not. */
+  webhookTenants: readonly string[];
 }
 
 /** One object and what its reader should know about it. */
@@ -40,7 +42,7 @@ export function manifests(input: ManifestInput): Manifest[] {
           ? ` Reads its config from the Secret ${CONFIG_SECRET}; create it first:\n kubectl -n ${k.namespace} create secret generic ${CONFIG_SECRET} --from-file=config.yaml=/etc/boxcar/config.yaml`
           : undefined,
     })),
-    ...clusterTenants(input.tenants, input.quotas).flatMap((t) =>
+    ...clusterTenants(input.tenants, input.quotas, input.webhookTenants).flatMap((t) =>
       tenantObjects(k, input.tenants, input.quotas, t).map((object) => ({ object })),
     ),
   ];

@@ -16,7 +16,7 @@ export interface RuntimeClassManifest {
 }
 
 /** `overhead.podFixed` as Kubernetes writes it; none when Boxcar counts no overhead. */
-export function podFixed(o: Overhead): Record<string, string> | undefined {
+function podFixed(o: Overhead): Record<string, string> | undefined {
   const fixed: Record<string, string> = {};
   if (o.memoryBytes) fixed.memory = memoryQuantity(o.memoryBytes);
   if (o.cpuMillis) fixed.cpu = cpuSpec(o.cpuMillis);

@@ -18,9 +18,13 @@ const EXECUTOR_ROLE = 'boxcar-executor';
 
 type TenantObject = INamespace | IServiceAccount | IResourceQuota | ILimitRange | IRole | IRoleBinding;
 
-/** Tenants that get a namespace: those the config lists and those a quota names. */
-export function clusterTenants(tenants: TenantsConfig, quotas: readonly Hard[]): string[] {
-  return [...new Set([...Object.keys(tenants), ...quotas.map((q) => q.tenant)])].sort();
+/** Tenants that get a namespace: those the config lists, those a quota names, those webhooks feed. */
+export function clusterTenants(
+  tenants: TenantsConfig,
+  quotas: readonly Hard[],
+  webhookTenants: readonly string[],
+): string[] {
+  return [...new Set([...Object.keys(tenants), ...quotas.map((q) => q.tenant), ...webhookTenants])].sort();
 }
 
 export function tenantNamespace(k: KubernetesSettings, tenant: string): string {

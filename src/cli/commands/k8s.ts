@@ -17,10 +17,11 @@ export function registerK8s(program: Command): void {
     .action(async (opts: { config?: string }) => {
       const global = program.opts<{ config?: string }>();
       const config = await loadConfig({ config: opts.config ?? global.config });
-      process.stdout.write(
-        renderManifests(
-          manifests({ kubernetes: config.kubernetes, tenants: config.tenants, quotas: config.quotas }),
-        ),
-      );
+      // A forge whose webhook is configured sends its jobs to its tenant and its repositories' tenants.
+      const webhookTenants = [config.webhooks.github, config.webhooks.gitlab]
+        .filter((forge) => forge.secret !== undefined)
+        .flatMap((forge) => [forge.tenant, ...Object.values(forge.repositories)]);
+      const { kubernetes, tenants, quotas } = config;
+      process.stdout.write(renderManifests(manifests({ kubernetes, tenants, quotas, webhookTenants })));
     });
 }

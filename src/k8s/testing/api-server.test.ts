@@ -27,6 +27,7 @@ async function cluster(t: { after(fn: () => Promise<void>): void }) {
         },
       }),
       tenants: TenantsConfig.parse({ 'team-a': { trust: 'trusted' } }),
+      webhookTenants: [],
       quotas: [
         {
           name: 'jobs',
