@@ -15,19 +15,19 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { RuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
-import { Pod, type IPod, type IResourceQuota } from 'kubernetes-models/v1';
+import {
+  Namespace,
+  Pod,
+  ResourceQuota,
+  type INamespace,
+  type IPod,
+  type IResourceQuota,
+} from 'kubernetes-models/v1';
 import type { IRuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
 import { admitPod, podUsage, QUOTA_RESOURCES, type ResourceList } from '../admission.js';
 import { podRequest, quotaView, runtimeClassView } from '../admission-views.js';
 import { cpuQuantity, countQuantity, memoryQuantity } from '../quantity.js';
 import { restrictedViolations } from './pod-security.js';
-
-type Obj = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; [k: string]: unknown };
-  [k: string]: unknown;
-};
 
 class ApiError extends Error {
   constructor(
@@ -48,7 +48,7 @@ const SHOW_USED: Record<string, (n: number) => string> = Object.fromEntries(
 );
 
 export class FakeApiServer {
-  private readonly namespaces = new Map<string, Obj>();
+  private readonly namespaces = new Map<string, INamespace>();
   private readonly runtimeClasses = new Map<string, IRuntimeClass>();
   /** Per namespace, by name. */
   private readonly quotas = new Map<string, Map<string, IResourceQuota>>();
@@ -56,27 +56,38 @@ export class FakeApiServer {
   private resourceVersion = 1;
   private server: Server | undefined;
 
-  /** Objects as `kubectl apply` would create them (e.g. `boxcar k8s manifests`' output); kinds it does not serve are kept out. */
-  load(objects: readonly Obj[]): void {
+  /**
+   * Objects as `kubectl apply` would create them (e.g. `boxcar k8s manifests`' output), each
+   * validated against its schema; kinds this server does not serve are left out.
+   */
+  load(objects: readonly { kind?: string }[]): void {
     for (const o of objects) {
-      if (o.kind === 'Namespace') this.namespaces.set(o.metadata.name, o);
+      if (o.kind === 'Namespace') {
+        const ns = new Namespace(o as INamespace);
+        ns.validate();
+        this.namespaces.set(ns.metadata?.name ?? '', ns.toJSON());
+      }
       if (o.kind === 'RuntimeClass') {
-        new RuntimeClass(o as never).validate();
-        this.runtimeClasses.set(o.metadata.name, o as unknown as IRuntimeClass);
+        const rc = new RuntimeClass(o as IRuntimeClass);
+        rc.validate();
+        this.runtimeClasses.set(rc.metadata?.name ?? '', rc.toJSON());
       }
       if (o.kind === 'ResourceQuota') {
-        const q = structuredClone(o) as unknown as IResourceQuota;
-        // As the quota controller writes it once it has seen the quota: nothing used yet.
-        const hard = q.spec?.hard ?? {};
-        q.status = { hard, used: Object.fromEntries(Object.keys(hard).map((k) => [k, '0'])) };
-        this.inNamespace(this.quotas, o.metadata.namespace ?? '').set(o.metadata.name, q);
+        const model = new ResourceQuota(o as IResourceQuota);
+        model.validate();
+        const q = structuredClone(model.toJSON());
+        // As the quota controller writes it once it has seen the quota: its hard limits in
+        // canonical form, nothing used yet.
+        const hard = quotaView(q).hard;
+        const show = (r: string, n: number) => (SHOW_USED[r] as (n: number) => string)(n);
+        q.status = {
+          hard: Object.fromEntries(Object.entries(hard).map(([r, n]) => [r, show(r, n)])),
+          used: Object.fromEntries(Object.keys(hard).map((r) => [r, '0'])),
+        };
+        const ns = q.metadata?.namespace ?? '';
+        this.inNamespace(this.quotas, ns).set(q.metadata?.name ?? '', q);
       }
     }
-  }
-
-  /** Removes a RuntimeClass, as an operator's `kubectl delete` would. */
-  deleteRuntimeClass(name: string): void {
-    this.runtimeClasses.delete(name);
   }
 
   async listen(): Promise<string> {
@@ -189,7 +200,7 @@ export class FakeApiServer {
         'Invalid',
         'Pod "" is invalid: metadata.name: Required value: name or generateName is required',
       );
-    const labels = (this.namespaces.get(ns)?.metadata.labels ?? {}) as Record<string, string>;
+    const labels = this.namespaces.get(ns)?.metadata?.labels ?? {};
     if (labels['pod-security.kubernetes.io/enforce'] === 'restricted') {
       const violations = restrictedViolations(pod.spec ?? { containers: [] });
       if (violations.length)
