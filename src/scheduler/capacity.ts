@@ -2,9 +2,9 @@ import os from 'node:os';
 import type { SchedulerConfig } from '../config/config.js';
 import { formatBytes } from '../lib/quantity.js';
 import type { RuntimeName } from '../jobs/spec.js';
-import { addUsage, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
+import { addUsage, jobUsage } from '../tenants/quota.js';
 import type { JobSpec } from '../jobs/spec.js';
-import type { Usage } from '../store/store.js';
+import { ZERO_USAGE, type Usage } from '../store/store.js';
 
 const RESERVED_MEMORY = 2 ** 30; // for the host, Boxcar itself and the jobs' monitors
 

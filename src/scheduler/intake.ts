@@ -6,10 +6,10 @@ import { pinSpec } from '../images/resolve.js';
 import { decide, requireRunnable } from '../runner/decide.js';
 import { trustFromSpec, webhookClaims } from '../policy/route.js';
 import type { TrustInputs } from '../policy/trust.js';
-import { IllegalTransition, type JobOrigin, type JobRecord } from '../store/store.js';
+import { IllegalTransition, ZERO_USAGE, type JobOrigin, type JobRecord } from '../store/store.js';
 import { checkLimits } from '../tenants/limits.js';
 import { ceilingOf, tenantSettings } from '../tenants/tenant-config.js';
-import { admit, ZERO_USAGE } from '../tenants/quota.js';
+import { admit } from '../tenants/quota.js';
 import type { Placement } from './capacity.js';
 import { observeAdmission, observeDecision, type AdmissionReason } from '../observability/metrics.js';
 

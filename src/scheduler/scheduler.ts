@@ -6,10 +6,10 @@ import { errorMessage } from '../lib/errors.js';
 import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner, ownerAlive } from '../lib/owner.js';
 import { settle } from '../runner/reconcile.js';
-import { IllegalTransition, type JobRecord } from '../store/store.js';
+import { IllegalTransition, ZERO_USAGE, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder, RecentStarts } from './fair-order.js';
-import { addUsage, admit, jobUsage, ZERO_USAGE } from '../tenants/quota.js';
+import { addUsage, admit, jobUsage } from '../tenants/quota.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
 
 const PER_TENANT_WINDOW = 200;
@@ -201,8 +201,17 @@ export class Scheduler {
       }
       const driver = this.box.runtimes.get(job.runtime);
       await driver.warm?.();
-      const claimed = await store.claim(job.id, this.owner, Date.now() + this.leaseMs);
+      // Admitted and claimed in one transaction against the tenant's usage across every node:
+      // the usage read above is this pass's snapshot, and other nodes admit meanwhile.
+      const claimed = await store.claimWithinQuota(job.id, this.owner, Date.now() + this.leaseMs, (now) => {
+        const q = admit(config.quotas, job.tenant, now, job.spec);
+        return q.admit ? undefined : q.reason;
+      });
       if (!claimed) continue; // another node took it, or it was cancelled
+      if ('refused' in claimed) {
+        await this.waitFor(job, claimed.refused, 'quota');
+        continue;
+      }
       observeAdmission('admitted', 'ok');
       usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
       this.served.started(job.tenant);

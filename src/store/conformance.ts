@@ -80,6 +80,23 @@ export function storeConformance(
         assert.equal(after.owner, null);
       }));
 
+    test('admission within a quota is atomic: of jobs claimed at once against a one-pod quota, one is admitted', () =>
+      withStore(async (s) => {
+        const tenant = `quota-${name}-${n++}`;
+        const jobs = await Promise.all([0, 1, 2, 3].map(() => job(s, tenant)));
+        const onePod = (used: { pods: number }) => (used.pods < 1 ? undefined : 'exceeded quota: pods=1');
+        const results = await Promise.all(
+          jobs.map((j, i) => s.claimWithinQuota(j.id, `node-${i}`, Date.now() + 60_000, onePod)),
+        );
+        assert.equal(results.filter((r) => r && !('refused' in r)).length, 1, 'one admitted');
+        assert.equal(
+          results.filter((r) => r && 'refused' in r && r.refused === 'exceeded quota: pods=1').length,
+          3,
+          'the others refused with the check’s reason',
+        );
+        assert.equal((await s.admittedUsage()).get(tenant)?.pods, 1);
+      }));
+
     test('claimable gives each tenant its first jobs by priority, then age', () =>
       withStore(async (s) => {
         const tenant = `fair-${n}`;

@@ -43,6 +43,17 @@ export interface Store extends PeerDirectory {
   claimable(now: number, perTenant: number): Promise<JobRecord[]>;
   /** Takes a queued job for `owner` until `leaseUntil` if nobody holds it; undefined if lost. */
   claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined>;
+  /**
+   * Claims as `claim` does, if `check` admits the job against its tenant's admitted usage read
+   * in the same transaction, under a lock per tenant: two nodes cannot together admit past a
+   * quota. `{ refused }` with `check`'s reason when it does not admit it.
+   */
+  claimWithinQuota(
+    id: string,
+    owner: string,
+    leaseUntil: number,
+    check: (used: Usage) => string | undefined,
+  ): Promise<JobRecord | { refused: string } | undefined>;
   /** Heartbeat: extends the lease of every unfinished job `owner` holds. */
   renewLeases(owner: string, leaseUntil: number): Promise<void>;
   /** Gives a claimed job back to the queue (not admitted yet: no state change, no event). */
@@ -186,6 +197,14 @@ export interface Usage {
   requestsCpuMillis: number;
   limitsCpuMillis: number;
 }
+
+export const ZERO_USAGE: Usage = {
+  pods: 0,
+  requestsMemoryBytes: 0,
+  limitsMemoryBytes: 0,
+  requestsCpuMillis: 0,
+  limitsCpuMillis: 0,
+};
 
 export interface NewJob {
   id: string;

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseYaml } from '../lib/yaml.js';
 import { JobSpec } from '../jobs/spec.js';
-import { admit, hardLimits, ResourceQuota, ZERO_USAGE } from './quota.js';
+import { admit, hardLimits, ResourceQuota } from './quota.js';
+import { ZERO_USAGE } from '../store/store.js';
 
 /** The seed's manifest (4.3), verbatim but for the namespace that names the tenant. */
 const SEED = `apiVersion: v1

@@ -106,14 +106,6 @@ export function hardLimits(q: ResourceQuota): Hard {
   };
 }
 
-export const ZERO_USAGE: Usage = {
-  pods: 0,
-  requestsMemoryBytes: 0,
-  limitsMemoryBytes: 0,
-  requestsCpuMillis: 0,
-  limitsCpuMillis: 0,
-};
-
 export function jobUsage(spec: JobSpec): Usage {
   return {
     pods: 1,

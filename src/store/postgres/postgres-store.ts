@@ -23,6 +23,7 @@ import {
   type PipelinePatch,
   type PipelineRecord,
   type RequeueOptions,
+  ZERO_USAGE,
   CANCELLED_AT_REQUEUE,
   type NewJob,
   type SealedSecret,
@@ -73,6 +74,17 @@ const MIGRATION_LOCK = 0x626f78636172; // "boxcar"
 const AUDIT_LOCK = 0x626f78617564; // "boxaud"
 
 type Queryable = pg.Pool | pg.PoolClient;
+
+/** Admitted (claimed, starting, running) jobs' requests and limits per tenant; `and` narrows it. */
+const usageSql = (and: string) =>
+  `SELECT tenant, COUNT(*)::bigint AS pods,
+     SUM((spec->'requests'->>'memoryBytes')::bigint)::bigint AS rm,
+     SUM((spec->'limits'->>'memoryBytes')::bigint)::bigint AS lm,
+     SUM((spec->'requests'->>'cpuMillis')::bigint)::bigint AS rc,
+     SUM((spec->'limits'->>'cpuMillis')::bigint)::bigint AS lc
+   FROM jobs WHERE (state IN ('starting', 'running')
+     OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)) ${and}
+   GROUP BY tenant`;
 
 /**
  * The store for several nodes: PostgreSQL. Nodes claim queued jobs with a conditional update
@@ -262,7 +274,16 @@ export class PostgresStore implements Store {
   }
 
   async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
-    const { rows } = await this.pool.query<JobRow>(
+    return this.claimIn(this.pool, id, owner, leaseUntil);
+  }
+
+  private async claimIn(
+    q: Queryable,
+    id: string,
+    owner: string,
+    leaseUntil: number,
+  ): Promise<JobRecord | undefined> {
+    const { rows } = await q.query<JobRow>(
       `UPDATE jobs SET owner = $2, lease_until = $3
        WHERE id = (SELECT id FROM jobs WHERE id = $1 AND state = 'queued' AND NOT cancel_requested
                      AND (owner IS NULL OR lease_until < $4) FOR UPDATE SKIP LOCKED)
@@ -270,6 +291,25 @@ export class PostgresStore implements Store {
       [id, owner, leaseUntil, Date.now()],
     );
     return rows[0] && toRecord(rows[0]);
+  }
+
+  claimWithinQuota(
+    id: string,
+    owner: string,
+    leaseUntil: number,
+    check: (used: Usage) => string | undefined,
+  ): Promise<JobRecord | { refused: string } | undefined> {
+    return this.tx(async (c) => {
+      const { rows } = await c.query<{ tenant: string }>('SELECT tenant FROM jobs WHERE id = $1', [id]);
+      const tenant = rows[0]?.tenant;
+      if (tenant === undefined) return undefined;
+      // One admission per tenant at a time across nodes; released at the transaction's end.
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`boxcar-quota:${tenant}`]);
+      const usage = usageByTenant((await c.query<UsageRow>(usageSql('AND tenant = $1'), [tenant])).rows);
+      const refused = check(usage.get(tenant) ?? ZERO_USAGE);
+      if (refused) return { refused };
+      return this.claimIn(c, id, owner, leaseUntil);
+    });
   }
 
   async renewLeases(owner: string, leaseUntil: number): Promise<void> {
@@ -374,16 +414,7 @@ export class PostgresStore implements Store {
   }
 
   async admittedUsage(): Promise<Map<string, Usage>> {
-    const { rows } = await this.pool.query<UsageRow>(
-      `SELECT tenant, COUNT(*)::bigint AS pods,
-         SUM((spec->'requests'->>'memoryBytes')::bigint)::bigint AS rm,
-         SUM((spec->'limits'->>'memoryBytes')::bigint)::bigint AS lm,
-         SUM((spec->'requests'->>'cpuMillis')::bigint)::bigint AS rc,
-         SUM((spec->'limits'->>'cpuMillis')::bigint)::bigint AS lc
-       FROM jobs WHERE state IN ('starting', 'running')
-         OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
-       GROUP BY tenant`,
-    );
+    const { rows } = await this.pool.query<UsageRow>(usageSql(''));
     return usageByTenant(rows);
   }
 

@@ -26,6 +26,7 @@ import {
   type PipelinePatch,
   type PipelineRecord,
   type RequeueOptions,
+  ZERO_USAGE,
   CANCELLED_AT_REQUEUE,
   type NewJob,
   type SealedSecret,
@@ -119,6 +120,17 @@ const decodeDelivery = (r: DeliveryDbRow): Delivery =>
  * Boxcar (it is in the WAL before the call returns); only a power loss can drop the last few,
  * and an fsync per transition would cost ~1 ms each on the job's start path.
  */
+/** Admitted (claimed, starting, running) jobs' requests and limits per tenant; `and` narrows it. */
+const usageSql = (and: string) =>
+  `SELECT tenant, COUNT(*) AS pods,
+     SUM(json_extract(spec, '$.requests.memoryBytes')) AS rm,
+     SUM(json_extract(spec, '$.limits.memoryBytes')) AS lm,
+     SUM(json_extract(spec, '$.requests.cpuMillis')) AS rc,
+     SUM(json_extract(spec, '$.limits.cpuMillis')) AS lc
+   FROM jobs WHERE (state IN ('starting', 'running')
+     OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)) ${and}
+   GROUP BY tenant`;
+
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
 
@@ -282,12 +294,35 @@ export class SqliteStore implements Store {
   }
 
   async claim(id: string, owner: string, leaseUntil: number): Promise<JobRecord | undefined> {
-    const now = Date.now();
+    return this.claimNow(id, owner, leaseUntil);
+  }
+
+  private claimNow(id: string, owner: string, leaseUntil: number): JobRecord | undefined {
     const taken = this.sql(
       `UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND state = 'queued'
            AND cancel_requested = 0 AND (owner IS NULL OR lease_until < ?)`,
-    ).run(owner, leaseUntil, id, now);
-    return taken.changes === 1 ? this.getJob(id) : undefined;
+    ).run(owner, leaseUntil, id, Date.now());
+    return taken.changes === 1 ? this.getRow(id) : undefined;
+  }
+
+  async claimWithinQuota(
+    id: string,
+    owner: string,
+    leaseUntil: number,
+    check: (used: Usage) => string | undefined,
+  ): Promise<JobRecord | { refused: string } | undefined> {
+    // One write transaction at a time in SQLite: the check and the claim cannot interleave.
+    return this.db
+      .transaction(() => {
+        const row = this.sql('SELECT tenant FROM jobs WHERE id = ?').get(id) as
+          { tenant: string } | undefined;
+        if (!row) return undefined;
+        const usage = usageByTenant(this.sql(usageSql('AND tenant = ?')).all(row.tenant) as UsageRow[]);
+        const refused = check(usage.get(row.tenant) ?? ZERO_USAGE);
+        if (refused) return { refused };
+        return this.claimNow(id, owner, leaseUntil);
+      })
+      .immediate();
   }
 
   async renewLeases(owner: string, leaseUntil: number): Promise<void> {
@@ -377,17 +412,7 @@ export class SqliteStore implements Store {
   }
 
   async admittedUsage(): Promise<Map<string, Usage>> {
-    const rows = this.sql(
-      `SELECT tenant, COUNT(*) AS pods,
-           SUM(json_extract(spec, '$.requests.memoryBytes')) AS rm,
-           SUM(json_extract(spec, '$.limits.memoryBytes')) AS lm,
-           SUM(json_extract(spec, '$.requests.cpuMillis')) AS rc,
-           SUM(json_extract(spec, '$.limits.cpuMillis')) AS lc
-         FROM jobs WHERE state IN ('starting', 'running')
-           OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)
-         GROUP BY tenant`,
-    ).all() as UsageRow[];
-    return usageByTenant(rows);
+    return usageByTenant(this.sql(usageSql('')).all() as UsageRow[]);
   }
 
   async queuedByRuntime(): Promise<Map<RuntimeName, number>> {
