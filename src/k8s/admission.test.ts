@@ -150,3 +150,18 @@ test("the class's node selector is merged into the Pod's; a conflicting value is
     'pods "job-1" is forbidden: conflict: runtimeClass.scheduling.nodeSelector[boxcar.dev/sandbox] = gvisor; pod.spec.nodeSelector[boxcar.dev/sandbox] = any',
   );
 });
+
+test('a scheduling conflict (mutating) is named before an overhead without a class overhead (validating)', () => {
+  const gvisor: RuntimeClassView = { name: 'gvisor', nodeSelector: { sandbox: 'gvisor' } };
+  const pod = {
+    ...job(64),
+    runtimeClassName: 'gvisor',
+    nodeSelector: { sandbox: 'runc' },
+    overhead: { cpuMillis: 5 },
+  };
+  const r = admitPod(pod, [gvisor], []);
+  assert.match(
+    r.allowed ? '' : r.message,
+    /forbidden: conflict: runtimeClass\.scheduling\.nodeSelector\[sandbox\]/,
+  );
+});

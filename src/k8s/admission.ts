@@ -26,7 +26,7 @@ export const QUOTA_RESOURCES = [
 export type QuotaResource = (typeof QUOTA_RESOURCES)[number];
 export type ResourceList = Partial<Record<QuotaResource, number>>;
 
-const SHOW: Record<QuotaResource, (n: number) => string> = {
+const FORMAT: Record<QuotaResource, (n: number) => string> = {
   pods: countQuantity,
   'requests.memory': memoryQuantity,
   memory: memoryQuantity,
@@ -35,6 +35,9 @@ const SHOW: Record<QuotaResource, (n: number) => string> = {
   cpu: cpuQuantity,
   'limits.cpu': cpuQuantity,
 };
+
+/** An amount of a quota resource as the API server prints it. */
+export const formatQuota = (r: QuotaResource, n: number): string => FORMAT[r](n);
 
 export interface Amounts {
   memoryBytes: number;
@@ -123,25 +126,23 @@ export function podUsage(pod: PodRequest, overhead: PodOverhead | undefined): Re
   };
 }
 
-type RuntimeClassOutcome =
+export type RuntimeClassMutation =
   | { overhead: PodOverhead | undefined; nodeSelector: Record<string, string> | undefined }
   | { refusal: string };
 
 /**
- * The RuntimeClass plugin, in its order: the class must exist; its overhead replaces the Pod's
- * (a different one the Pod set is refused); its node selector is merged into the Pod's (a
- * conflicting value is refused); then, validating, a Pod overhead without a class overhead.
+ * The RuntimeClass plugin's Admit, among the mutating plugins: the class must exist; its
+ * overhead replaces the Pod's (a different one the Pod set is refused); its node selector is
+ * merged into the Pod's (a conflicting value is refused). Gives the Pod's overhead and selector.
  */
-export function admitRuntimeClass(
+export function mutateRuntimeClass(
   pod: PodRequest,
   classes: readonly RuntimeClassView[],
-): RuntimeClassOutcome {
+): RuntimeClassMutation {
   const refuse = (why: string) => ({ refusal: forbidden(pod.name, why) });
-  const rc =
-    pod.runtimeClassName === undefined ? undefined : classes.find((c) => c.name === pod.runtimeClassName);
+  const rc = classes.find((c) => c.name === pod.runtimeClassName);
   if (pod.runtimeClassName !== undefined && !rc)
     return refuse(`pod rejected: RuntimeClass "${pod.runtimeClassName}" not found`);
-  // Admit (mutating): the class's overhead, then its scheduling.
   if (hasOverhead(rc?.overhead) && hasOverhead(pod.overhead) && !sameOverhead(pod.overhead, rc?.overhead))
     return refuse("pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead");
   for (const [key, want] of Object.entries(rc?.nodeSelector ?? {})) {
@@ -151,11 +152,28 @@ export function admitRuntimeClass(
         `conflict: runtimeClass.scheduling.nodeSelector[${key}] = ${want}; pod.spec.nodeSelector[${key}] = ${have}`,
       );
   }
-  // Validate: an overhead the class did not set.
-  if (!hasOverhead(rc?.overhead) && hasOverhead(pod.overhead))
-    return refuse('pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead');
-  const merged = rc?.nodeSelector ? { ...pod.nodeSelector, ...rc.nodeSelector } : pod.nodeSelector;
-  return { overhead: hasOverhead(rc?.overhead) ? rc?.overhead : undefined, nodeSelector: merged };
+  return {
+    overhead: hasOverhead(rc?.overhead) ? rc?.overhead : pod.overhead,
+    nodeSelector: rc?.nodeSelector ? { ...pod.nodeSelector, ...rc.nodeSelector } : pod.nodeSelector,
+  };
+}
+
+/**
+ * The RuntimeClass plugin's Validate, among the validating plugins (after Pod Security, before
+ * ResourceQuota): an overhead on the Pod that no class overhead put there.
+ */
+export function validateRuntimeClass(
+  pod: PodRequest,
+  classes: readonly RuntimeClassView[],
+  overhead: PodOverhead | undefined,
+): string | undefined {
+  const rc = classes.find((c) => c.name === pod.runtimeClassName);
+  if (hasOverhead(overhead) && !hasOverhead(rc?.overhead))
+    return forbidden(
+      pod.name,
+      'pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead',
+    );
+  return undefined;
 }
 
 /** prettyPrint: `key=value` sorted by key, joined by commas. */
@@ -163,7 +181,7 @@ function prettyPrint(list: ResourceList, keys: readonly QuotaResource[]): string
   return [...keys]
     .filter((k) => list[k] !== undefined)
     .sort()
-    .map((k) => `${k}=${SHOW[k](list[k] as number)}`)
+    .map((k) => `${k}=${formatQuota(k, list[k] as number)}`)
     .join(',');
 }
 
@@ -190,16 +208,21 @@ export function quotaRefusal(
   return undefined;
 }
 
-/** Both plugins in the API server's order: RuntimeClass (mutating, then validating), ResourceQuota last. */
+/**
+ * Both plugins in the API server's order: RuntimeClass's Admit among the mutating plugins, its
+ * Validate among the validating ones, ResourceQuota last. Pod Security, which validates between
+ * them, is left out: Boxcar's own Pods pass the restricted profile by construction.
+ */
 export function admitPod(
   pod: PodRequest,
   classes: readonly RuntimeClassView[],
   quotas: readonly QuotaView[],
 ): PodAdmission {
-  const rc = admitRuntimeClass(pod, classes);
-  if ('refusal' in rc) return { allowed: false, code: 403, message: rc.refusal };
-  const usage = podUsage(pod, rc.overhead);
-  const refusal = quotaRefusal(pod.name, usage, quotas);
+  const mutated = mutateRuntimeClass(pod, classes);
+  if ('refusal' in mutated) return { allowed: false, code: 403, message: mutated.refusal };
+  const refusal =
+    validateRuntimeClass(pod, classes, mutated.overhead) ??
+    quotaRefusal(pod.name, podUsage(pod, mutated.overhead), quotas);
   if (refusal) return { allowed: false, code: 403, message: refusal };
-  return { allowed: true, overhead: rc.overhead, nodeSelector: rc.nodeSelector, usage };
+  return { allowed: true, ...mutated, usage: podUsage(pod, mutated.overhead) };
 }

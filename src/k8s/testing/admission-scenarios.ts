@@ -206,7 +206,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'a name taken is a 409, a missing Pod a 404, a body off the schema a 400, Pod Security enforced',
-    async run({ core, namespace }) {
+    async run({ core, namespace, classes }) {
       await core.createNamespacedPod({ namespace, body: jobPod('job-3', '64Mi') });
       assert.deepEqual(
         await refusal(core.createNamespacedPod({ namespace, body: jobPod('job-3', '64Mi') })),
@@ -231,6 +231,12 @@ export const SCENARIOS: Scenario[] = [
         ps.message,
         /^pods "root" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false/,
       );
+      // The RuntimeClass plugin mutates, so it answers before Pod Security validates.
+      root.spec.runtimeClassName = classes.missing;
+      assert.deepEqual(await refusal(core.createNamespacedPod({ namespace, body: root })), {
+        code: 403,
+        message: `pods "root" is forbidden: pod rejected: RuntimeClass "${classes.missing}" not found`,
+      });
     },
   },
 ];

@@ -24,9 +24,17 @@ import {
   type IResourceQuota,
 } from 'kubernetes-models/v1';
 import type { IRuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
-import { admitPod, podUsage, QUOTA_RESOURCES, type ResourceList } from '../admission.js';
+import {
+  formatQuota,
+  mutateRuntimeClass,
+  podUsage,
+  quotaRefusal,
+  validateRuntimeClass,
+  QUOTA_RESOURCES,
+  type QuotaResource,
+  type ResourceList,
+} from '../admission.js';
 import { podRequest, quotaView, runtimeClassView } from '../admission-views.js';
-import { cpuQuantity, countQuantity, memoryQuantity } from '../quantity.js';
 import { restrictedViolations } from './pod-security.js';
 
 class ApiError extends Error {
@@ -39,13 +47,6 @@ class ApiError extends Error {
     super(message);
   }
 }
-
-const SHOW_USED: Record<string, (n: number) => string> = Object.fromEntries(
-  QUOTA_RESOURCES.map((r) => [
-    r,
-    r === 'pods' ? countQuantity : r.endsWith('memory') ? memoryQuantity : cpuQuantity,
-  ]),
-);
 
 export class FakeApiServer {
   private readonly namespaces = new Map<string, INamespace>();
@@ -79,9 +80,10 @@ export class FakeApiServer {
         // As the quota controller writes it once it has seen the quota: its hard limits in
         // canonical form, nothing used yet.
         const hard = quotaView(q).hard;
-        const show = (r: string, n: number) => (SHOW_USED[r] as (n: number) => string)(n);
         q.status = {
-          hard: Object.fromEntries(Object.entries(hard).map(([r, n]) => [r, show(r, n)])),
+          hard: Object.fromEntries(
+            Object.entries(hard).map(([r, n]) => [r, formatQuota(r as QuotaResource, n)]),
+          ),
           used: Object.fromEntries(Object.keys(hard).map((r) => [r, '0'])),
         };
         const ns = q.metadata?.namespace ?? '';
@@ -185,7 +187,7 @@ export class FakeApiServer {
     throw new ApiError(404, 'NotFound', `the server could not find the requested resource (${method} ${p})`);
   }
 
-  /** The API server's order: decode and validate, mutating admission, validation, validating admission, storage. */
+  /** Create as the API server does: decode and validate against the schema, admission, storage. */
   private createPod(ns: string, body: unknown): IPod {
     try {
       new Pod(body as never).validate();
@@ -200,26 +202,34 @@ export class FakeApiServer {
         'Invalid',
         'Pod "" is invalid: metadata.name: Required value: name or generateName is required',
       );
+    // Admission in the API server's order: mutating (RuntimeClass), then validating (Pod
+    // Security, RuntimeClass, ResourceQuota last).
+    const classes = [...this.runtimeClasses.values()].map(runtimeClassView);
+    const request = podRequest(pod);
+    const mutated = mutateRuntimeClass(request, classes);
+    if ('refusal' in mutated) throw refused(name, mutated.refusal);
     const labels = this.namespaces.get(ns)?.metadata?.labels ?? {};
     if (labels['pod-security.kubernetes.io/enforce'] === 'restricted') {
       const violations = restrictedViolations(pod.spec ?? { containers: [] });
       if (violations.length)
-        throw forbidden(name, `violates PodSecurity "restricted:latest": ${violations.join(', ')}`);
+        throw refused(
+          name,
+          `pods "${name}" is forbidden: violates PodSecurity "restricted:latest": ${violations.join(', ')}`,
+        );
     }
     const quotas = [...this.inNamespace(this.quotas, ns).values()];
-    const admission = admitPod(
-      podRequest(pod),
-      [...this.runtimeClasses.values()].map(runtimeClassView),
-      quotas.map(quotaView),
-    );
-    if (!admission.allowed) throw new ApiError(403, 'Forbidden', admission.message, { name, kind: 'pods' });
+    const usage = podUsage(request, mutated.overhead);
+    const refusal =
+      validateRuntimeClass(request, classes, mutated.overhead) ??
+      quotaRefusal(name, usage, quotas.map(quotaView));
+    if (refusal) throw refused(name, refusal);
     const pods = this.inNamespace(this.pods, ns);
     if (pods.has(name))
       throw new ApiError(409, 'AlreadyExists', `pods "${name}" already exists`, { name, kind: 'pods' });
     const rc = pod.spec?.runtimeClassName ? this.runtimeClasses.get(pod.spec.runtimeClassName) : undefined;
     if (pod.spec) {
       if (rc?.overhead?.podFixed) pod.spec.overhead = rc.overhead.podFixed;
-      if (admission.nodeSelector) pod.spec.nodeSelector = admission.nodeSelector;
+      if (mutated.nodeSelector) pod.spec.nodeSelector = mutated.nodeSelector;
       // MergeTolerations: the class's, where the Pod has no equal one.
       const own = pod.spec.tolerations ?? [];
       const added = (rc?.scheduling?.tolerations ?? []).filter(
@@ -236,7 +246,7 @@ export class FakeApiServer {
     };
     pod.status = { phase: 'Pending' };
     pods.set(name, pod);
-    this.charge(quotas, admission.usage, 1);
+    this.charge(quotas, usage, 1);
     return pod;
   }
 
@@ -258,7 +268,7 @@ export class FakeApiServer {
       const used = { ...(q.status?.used ?? {}) };
       for (const r of QUOTA_RESOURCES) {
         if (view.hard[r] === undefined || usage[r] === undefined) continue;
-        used[r] = (SHOW_USED[r] as (n: number) => string)((view.used[r] ?? 0) + sign * usage[r]);
+        used[r] = formatQuota(r, (view.used[r] ?? 0) + sign * usage[r]);
       }
       q.status = { ...q.status, used };
     }
@@ -280,8 +290,8 @@ const notFoundError = (resource: string, name: string) =>
 function notFound(resource: string, name: string): never {
   throw notFoundError(resource, name);
 }
-const forbidden = (name: string, why: string) =>
-  new ApiError(403, 'Forbidden', `pods "${name}" is forbidden: ${why}`, { name, kind: 'pods' });
+const refused = (name: string, message: string) =>
+  new ApiError(403, 'Forbidden', message, { name, kind: 'pods' });
 
 /** Equality-based label selectors (`a=b,c=d`), the kind Boxcar uses. */
 function matches(selector: string | null): (pod: IPod) => boolean {
