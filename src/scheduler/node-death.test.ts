@@ -124,3 +124,67 @@ test(
     await exited(nodeB.child);
   },
 );
+
+test(
+  'a node whose clock runs 60 s ahead takes over no lease early: leases are the database’s clock',
+  { timeout: 120_000 },
+  async (t) => {
+    const c = await tempState();
+    const d = await tempState();
+    t.after(async () => {
+      await c.cleanup();
+      await d.cleanup();
+    });
+    const config = path.join(c.root, 'config.yaml');
+    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
+    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const honest = await startServe(['--state', c.root, '--store', pg.url, '--config', config]);
+    children.push(honest.child);
+    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
+      const res = await fetch(`${url}${p}`, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
+      const body = await res.text();
+      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
+      return JSON.parse(body) as T;
+    };
+    const job = await api<JobView>(honest.url, '/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({
+        source: 'internal_repo',
+        user_group: 'internal_team',
+        command: 'sleep 6; echo done',
+      }),
+    });
+    for (
+      let i = 0;
+      i < 200 && (await api<JobView>(honest.url, `/v1/jobs/${job.id}`)).state !== 'running';
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 50));
+    // Now a node whose clock is a minute ahead joins: by its own clock every lease ran out.
+    const ahead = await startServe(['--state', d.root, '--store', pg.url, '--config', config], {
+      clockSkewMs: 60_000,
+    });
+    children.push(ahead.child);
+    const done = await api<JobView>(honest.url, `/v1/jobs/${job.id}?wait=60s`);
+    assert.equal(done.state, 'succeeded', done.error ?? '');
+    const store = await PostgresStore.connect(pg.url);
+    try {
+      const events = await store.events(job.id);
+      assert.deepEqual(
+        events.map((e) => e.to),
+        ['queued', 'starting', 'running', 'succeeded'],
+        'never requeued by the node with the wrong clock, run once',
+      );
+    } finally {
+      await store.close();
+    }
+    for (const n of [ahead, honest]) {
+      n.child.kill('SIGTERM');
+      await exited(n.child);
+    }
+    assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
+  },
+);

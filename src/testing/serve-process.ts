@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 /** The built `boxcar` command, run as a separate process by tests and benchmarks. */
 export const BOXCAR_MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const SKEWED_CLOCK = fileURLToPath(new URL('./skewed-clock.js', import.meta.url));
 
 /** Runs `boxcar ARGS…` to completion and returns its trimmed stdout; throws if it fails. */
 export function boxcarSync(args: string[]): string {
@@ -16,10 +17,19 @@ export function boxcarSync(args: string[]): string {
  * Starts `boxcar serve` on a loopback port the kernel picks, with `args` (global options such as
  * --state, --store, --config, and serve's own), and waits for the URL it prints.
  */
-export async function startServe(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [BOXCAR_MAIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+export async function startServe(
+  args: string[],
+  opts: { clockSkewMs?: number } = {},
+): Promise<{ child: ChildProcess; url: string }> {
+  // A node whose clock is wrong: testing/skewed-clock.ts moves its Date.now().
+  const skew = opts.clockSkewMs ? ['--import', SKEWED_CLOCK] : [];
+  const child = spawn(process.execPath, [...skew, BOXCAR_MAIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BOXCAR_LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      BOXCAR_LOG_LEVEL: 'warn',
+      BOXCAR_TEST_CLOCK_SKEW_MS: String(opts.clockSkewMs ?? 0),
+    },
   });
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);

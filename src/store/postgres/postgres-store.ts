@@ -75,6 +75,9 @@ const AUDIT_LOCK = 0x626f78617564; // "boxaud"
 
 type Queryable = pg.Pool | pg.PoolClient;
 
+/** How often the offset between this node's clock and the database's is measured again. */
+const CLOCK_REFRESH_MS = 5000;
+
 /** Admitted (claimed, starting, running) jobs' requests and limits per tenant; `and` narrows it. */
 const usageSql = (and: string) =>
   `SELECT tenant, COUNT(*)::bigint AS pods,
@@ -92,6 +95,8 @@ const usageSql = (and: string) =>
  * them by lease; every transition is a transaction that locks the job's row.
  */
 export class PostgresStore implements Store {
+  private clock = { offset: 0, measuredAt: 0 };
+
   private constructor(private readonly pool: pg.Pool) {}
 
   /** Connects and brings the schema up to date. */
@@ -136,6 +141,23 @@ export class PostgresStore implements Store {
     } finally {
       c.release();
     }
+  }
+
+  /**
+   * A time of this node's clock as the database's: every lease and retry time in the store is
+   * the database's (its `clock_timestamp()`), so nodes whose clocks disagree still agree on
+   * whose lease ran out. The offset is measured at most every few seconds.
+   */
+  private async dbTime(local: number): Promise<number> {
+    if (Date.now() - this.clock.measuredAt > CLOCK_REFRESH_MS) {
+      const before = Date.now();
+      const { rows } = await this.pool.query<{ now: string }>(
+        'SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS now',
+      );
+      const after = Date.now();
+      this.clock = { offset: Number(rows[0]?.now) - (before + after) / 2, measuredAt: after };
+    }
+    return Math.round(local + this.clock.offset);
   }
 
   private async one(q: Queryable, id: string): Promise<JobRecord | undefined> {
@@ -268,7 +290,7 @@ export class PostgresStore implements Store {
          SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, seq) AS n
          FROM jobs WHERE state = 'queued' AND not_before <= $1 AND (owner IS NULL OR lease_until < $1)) q
        WHERE n <= $2 ORDER BY priority DESC, created_at, seq`,
-      [now, perTenant],
+      [await this.dbTime(now), perTenant],
     );
     return rows.map(toRecord);
   }
@@ -288,7 +310,7 @@ export class PostgresStore implements Store {
        WHERE id = (SELECT id FROM jobs WHERE id = $1 AND state = 'queued' AND NOT cancel_requested
                      AND (owner IS NULL OR lease_until < $4) FOR UPDATE SKIP LOCKED)
        RETURNING *`,
-      [id, owner, leaseUntil, Date.now()],
+      [id, owner, await this.dbTime(leaseUntil), await this.dbTime(Date.now())],
     );
     return rows[0] && toRecord(rows[0]);
   }
@@ -314,7 +336,7 @@ export class PostgresStore implements Store {
 
   async renewLeases(owner: string, leaseUntil: number): Promise<void> {
     await this.pool.query(`UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND ${LIVE}`, [
-      leaseUntil,
+      await this.dbTime(leaseUntil),
       owner,
     ]);
   }
@@ -354,7 +376,7 @@ export class PostgresStore implements Store {
       await c.query(
         `UPDATE jobs SET attempts = attempts + 1, not_before = $1, handle = NULL, started_at = NULL,
            startup_ms = NULL, wait_reason = $2 WHERE id = $3`,
-        [notBefore, reason, id],
+        [await this.dbTime(notBefore), reason, id],
       );
       return (await this.one(c, id)) as JobRecord;
     });
@@ -364,7 +386,7 @@ export class PostgresStore implements Store {
     const { rows } = await this.pool.query<JobRow>(
       `SELECT * FROM jobs WHERE state IN ('starting', 'running') AND lease_until < $1
        ORDER BY lease_until LIMIT $2`,
-      [now, limit],
+      [await this.dbTime(now), limit],
     );
     return rows.map(toRecord);
   }
@@ -372,7 +394,7 @@ export class PostgresStore implements Store {
   async takeOver(id: string, from: string, owner: string, leaseUntil: number): Promise<boolean> {
     const r = await this.pool.query(
       `UPDATE jobs SET owner = $1, lease_until = $2 WHERE id = $3 AND owner = $4 AND ${LIVE}`,
-      [owner, leaseUntil, id, from],
+      [owner, await this.dbTime(leaseUntil), id, from],
     );
     return r.rowCount === 1;
   }
@@ -542,7 +564,7 @@ export class PostgresStore implements Store {
        WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND (owner IS NULL OR lease_until < $3)
                     ORDER BY received_at LIMIT $4 FOR UPDATE SKIP LOCKED)
        RETURNING *`,
-      [owner, leaseUntil, Date.now(), limit],
+      [owner, await this.dbTime(leaseUntil), await this.dbTime(Date.now()), limit],
     );
     return rows.map(toDelivery);
   }
