@@ -11,18 +11,57 @@ import { parsedField } from '../lib/validation.js';
 /** A DNS label (RFC 1123): what namespace names and their prefixes are made of. */
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 
-const Toleration = z.strictObject({
-  key: z.string().min(1).optional(),
-  operator: z.enum(['Exists', 'Equal']).optional(),
-  value: z.string().optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
-  tolerationSeconds: z.number().int().optional(),
-});
-export type Toleration = z.output<typeof Toleration>;
+/** A label's value (empty, or up to 63 of letters, digits, "-", "_" and "."). */
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+/** A label's key: an optional DNS-subdomain prefix and "/", then a name. */
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** A toleration as Kubernetes writes it, refused here where the API server would refuse it. */
+const Toleration = z
+  .strictObject({
+    key: z.string().regex(LABEL_KEY, 'use a label key, e.g. boxcar.dev/sandbox').optional(),
+    operator: z.enum(['Exists', 'Equal']).optional(),
+    value: z.string().max(63).regex(LABEL_VALUE, 'use a label value, e.g. firecracker').optional(),
+    effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
+    tolerationSeconds: z.number().int().optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.operator === 'Exists' && t.value)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['value'],
+        message: 'operator Exists takes no value; remove it or use Equal',
+      });
+    if (!t.key && t.operator !== 'Exists')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['operator'],
+        message: 'without a key, the operator must be Exists',
+      });
+    if (t.tolerationSeconds !== undefined && t.effect !== 'NoExecute')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tolerationSeconds'],
+        message: 'only a NoExecute toleration has tolerationSeconds; set effect: NoExecute or remove it',
+      });
+  });
 
 const Placement = {
   /** Labels a node must carry (RuntimeClass `scheduling.nodeSelector`, a Pod's `nodeSelector`). */
-  node_selector: z.record(z.string().min(1), z.string()).default({}),
+  node_selector: z
+    .record(z.string(), z.string().max(63).regex(LABEL_VALUE, 'use a label value, e.g. firecracker'))
+    // A record's own key check says only "Invalid key in record"; this names the fix.
+    .superRefine((selector, ctx) => {
+      for (const key of Object.keys(selector))
+        if (!LABEL_KEY.test(key))
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: 'is not a label key; use e.g. boxcar.dev/sandbox',
+          });
+    })
+    .default({}),
   /** Taints the Pods tolerate, e.g. those that keep other workloads off sandbox nodes. */
   tolerations: z.array(Toleration).default([]),
 };
