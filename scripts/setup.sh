@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages Boxcar drives. Runtimes added later append here.
-DEBIAN_PACKAGES=(runc runsc conmon busybox-static tar attr iproute2 nftables util-linux gcc libc6-dev clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt postgresql qemu-system-x86 qemu-utils linux-image-cloud-amd64 lz4 e2fsprogs docker-registry skopeo umoci debootstrap apache2-utils zstd curl prometheus)
+DEBIAN_PACKAGES=(runc runsc conmon busybox-static tar attr iproute2 nftables util-linux gcc libc6-dev clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt postgresql qemu-system-x86 qemu-utils linux-image-cloud-amd64 lz4 e2fsprogs docker-registry skopeo umoci debootstrap apache2-utils zstd curl prometheus chromium fonts-dejavu-core)
+# (chromium and its fonts: the dashboard's browser tests drive Debian's /usr/bin/chromium through playwright-core.)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

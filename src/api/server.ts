@@ -80,6 +80,19 @@ function requireOperator(token: ApiToken): void {
     throw new HttpError(403, 'this needs an operator’s token (`boxcar token create --operator`)');
 }
 
+/** This node for its operator (`GET /v1/node`, the dashboard's fleet page): capacity, runtimes, warm pools. */
+export async function nodeStatus(box: Boxcar, scheduler: Scheduler) {
+  return {
+    node: scheduler.owner,
+    capacity: scheduler.placement.capacity,
+    requested: scheduler.placement.used,
+    running: scheduler.running,
+    memory: process.memoryUsage(),
+    runtimes: await box.runtimes.fingerprintAll(),
+    runtimeStatus: await box.runtimes.status(),
+  };
+}
+
 /**
  * The HTTP API of a serving node. Every /v1 route needs a token; a tenant sees and cancels
  * only its own jobs (another tenant's job is a 404, as if it did not exist), and the node's
@@ -351,15 +364,7 @@ export function buildApi(
 
       v1.get('/node', async (req) => {
         requireOperator(req.token as ApiToken);
-        return {
-          node: scheduler.owner,
-          capacity: scheduler.placement.capacity,
-          requested: scheduler.placement.used,
-          running: scheduler.running,
-          memory: process.memoryUsage(),
-          runtimes: await box.runtimes.fingerprintAll(),
-          runtimeStatus: await box.runtimes.status(),
-        };
+        return nodeStatus(box, scheduler);
       });
       // An operator warming this node's cache: the image pulled here (from peers where they hold it).
       v1.post('/images/pull', async (req) => {

@@ -9,10 +9,8 @@ export function formatTable(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
-export function ms(v: number | null): string {
-  if (v === null) return '-';
-  return v < 10_000 ? `${Math.round(v)} ms` : `${(v / 1000).toFixed(1)} s`;
-}
+// In lib: the dashboard shows durations too, and may not import the CLI (the CLI serves it).
+export { formatMs as ms } from '../lib/quantity.js';
 
 export function dollars(v: number | null): string {
   return v === null ? '-' : `$${v.toFixed(8)}`;

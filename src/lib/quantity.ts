@@ -63,6 +63,12 @@ function positive(ms: number, text: string): Parsed<number> {
     : { ok: false, message: `"${text}" must be longer than zero` };
 }
 
+/** A duration for people: `850 ms`, `12.3 s`; `-` when there is none. */
+export function formatMs(v: number | null): string {
+  if (v === null) return '-';
+  return v < 10_000 ? `${Math.round(v)} ms` : `${(v / 1000).toFixed(1)} s`;
+}
+
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];

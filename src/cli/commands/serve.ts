@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { DeliveryWorker } from '../../api/github-webhook.js';
 import { buildApi } from '../../api/server.js';
+import { dashboard } from '../../dashboard/plugin.js';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
 import { reportJobChanges } from '../../forge/job-changes.js';
 import { forgeReporter } from '../../forge/reporter.js';
@@ -47,6 +48,8 @@ export function registerServe(program: Command, logger: Logger): void {
       const deliveries = new DeliveryWorker(box, scheduler, pipelines);
       deliveries.start();
       const app = buildApi(box, scheduler, deliveries, pipelines);
+      // The dashboard at `/` (registered here, not by buildApi: it builds on the API, not the reverse).
+      await app.register(dashboard, { box, scheduler });
       const address = await app.listen(listen);
       // Commit statuses for the jobs of forges' webhooks, when this node has credentials for one.
       const forge = forgeReporter(box.config.webhooks, box.store, logger, {
