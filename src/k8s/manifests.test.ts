@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -102,6 +102,18 @@ test('`boxcar k8s manifests --config FILE` prints it', () => {
     encoding: 'utf8',
   });
   assert.equal(out, readFileSync(GOLDEN, 'utf8'));
+});
+
+test('without kubernetes.image the command prints nothing and says what to set (exit 125)', () => {
+  const r = spawnSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', '/dev/null'], {
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 125);
+  assert.equal(r.stdout, '');
+  assert.match(
+    r.stderr,
+    /^boxcar: kubernetes\.image: Boxcar's own container image is not set; set it in the config file/,
+  );
 });
 
 test("a configured webhook's tenants get namespaces, listed or not", (t) => {
