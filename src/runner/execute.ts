@@ -11,7 +11,7 @@ import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, Runtime } from '../runtimes/runtime.js';
 import type { OutputChunk } from '../lib/follow.js';
 import { newHandle, type TaskHandle } from '../jobs/handle.js';
-import { IllegalTransition, type JobPatch, type JobRecord, type Store } from '../store/store.js';
+import { IllegalTransition, type Fence, type JobPatch, type JobRecord, type Store } from '../store/store.js';
 import { OutputMasker } from '../tenants/masking.js';
 import type { RegistryLogins } from '../tenants/registry-logins.js';
 import type { Secrets } from '../tenants/secrets.js';
@@ -78,10 +78,11 @@ export async function executeJob(
   let handle: TaskHandle | undefined;
   let secrets: Record<string, string> = {};
   let record = job;
+  const fence = fenceOf(job);
   // startupMs counts from the moment this node takes the job, not its time in the queue.
   const takenAt = Date.now();
   try {
-    record = await store.transition(job.id, 'starting');
+    record = await store.transition(job.id, 'starting', {}, undefined, undefined, fence);
   } catch (err) {
     // Cancelled (or settled) between being claimed and starting: nothing to do.
     if (err instanceof IllegalTransition) return { record: (await store.getJob(job.id)) ?? job, output: '' };
@@ -125,6 +126,8 @@ export async function executeJob(
         'cancelled',
         { finishedAt: Date.now() },
         'cancelled before it started',
+        undefined,
+        fence,
       );
       return { record, output: '' };
     }
@@ -145,6 +148,7 @@ export async function executeJob(
       const notBefore = Date.now() + opts.retry.backoffMs(job.attempts);
       record = await store.requeue(job.id, notBefore, `infrastructure failure, retried: ${why}`, {
         infraFailure,
+        fence,
       });
       return { record, output: '' };
     }
@@ -153,6 +157,8 @@ export async function executeJob(
       'error',
       { finishedAt: Date.now(), error: why, infraFailure },
       why,
+      undefined,
+      fence,
     );
     return { record, output: '' };
   }
@@ -164,6 +170,7 @@ export async function executeJob(
       { startedAt, startupMs: startedAt - takenAt },
       undefined,
       startedAudit(record, handle),
+      fence,
     );
   } catch (err) {
     // The job moved on while it started (cancelled, taken by another node): its sandbox must
@@ -250,7 +257,7 @@ export async function superviseJob(
     let state = finalState({ ...ended.exit, timedOut: ended.timedOut, cancelled: ended.cancelled });
     const kept = await keepWorkspace(deps, job, driver, handle, state === 'succeeded');
     if (kept && state === 'succeeded') state = 'failed'; // artifacts it should have kept were refused
-    record = await landFinalState(store, log, job.id, state, {
+    record = await landFinalState(store, log, job.id, fenceOf(job), state, {
       ...(kept ? { error: kept } : {}),
       exitCode: ended.exit.exitCode,
       oomKilled: ended.exit.oomKilled,
@@ -266,12 +273,20 @@ export async function superviseJob(
     });
     log.info({ state, exitCode: ended.exit.exitCode, durationMs }, 'job finished');
   } catch (err) {
+    if (err instanceof IllegalTransition) {
+      // It moved on while it ran (this node was paused or cut off, and another took it over):
+      // the write is refused, its sandbox goes below, and its new holder records its end.
+      log.warn({ err: errorMessage(err) }, 'the job moved on: its result here is not recorded');
+      return { record: (await store.getJob(job.id)) ?? record, output: capture.text() };
+    }
     log.error({ err }, 'job failed while running');
     record = await store.transition(
       job.id,
       'error',
       { finishedAt: Date.now(), error: errorMessage(err) },
       errorMessage(err),
+      undefined,
+      fenceOf(job),
     );
   } finally {
     await destroyQuietly(driver, handle, log);
@@ -279,6 +294,10 @@ export async function superviseJob(
   }
   return { record, output: capture.text() };
 }
+
+/** The claim this process holds on the job: every write it makes for the job carries it. */
+const fenceOf = (job: JobRecord): Fence | undefined =>
+  job.owner === null ? undefined : { owner: job.owner, attempts: job.attempts };
 
 const LAND_FIRST_WAIT_MS = 100;
 const LAND_MAX_WAIT_MS = 5000;
@@ -293,12 +312,13 @@ async function landFinalState(
   store: Store,
   log: Logger,
   id: string,
+  fence: Fence | undefined,
   state: JobState,
   patch: JobPatch,
 ): Promise<JobRecord> {
   for (let wait = LAND_FIRST_WAIT_MS; ; wait = Math.min(LAND_MAX_WAIT_MS, wait * 2)) {
     try {
-      return await store.transition(id, state, patch);
+      return await store.transition(id, state, patch, undefined, undefined, fence);
     } catch (err) {
       if (err instanceof IllegalTransition) throw err;
       log.error({ err, state, retryInMs: wait }, "recording the job's final state failed; retrying");

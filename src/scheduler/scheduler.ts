@@ -354,7 +354,8 @@ export class Scheduler {
       if (!(await store.takeOver(job.id, from, this.owner, Date.now() + this.leaseMs))) return;
       // Killed between creating the sandbox and starting its process: finish the start.
       if (found.state === 'created') await driver.start(job.handle);
-      let record = job;
+      // Its claim is this process's now: what supervising it writes carries this node's fence.
+      let record: JobRecord = { ...job, owner: this.owner };
       if (job.state === 'starting')
         record = await store.transition(
           job.id,

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { JobSpec } from '../jobs/spec.js';
 import { checkChain } from './audit-chain.js';
-import { IllegalTransition, type JobOrigin, type Store } from './store.js';
+import { Fenced, IllegalTransition, type JobOrigin, type Store } from './store.js';
 
 const decision = { trust: 'trusted' as const, runtime: 'runc' as const, fallback: null, reasons: ['test'] };
 const origin: JobOrigin = { via: 'api', actor: 'token:conformance' };
@@ -71,10 +71,18 @@ export function storeConformance(
         );
         const kept = await s.getJob(j.id);
         assert.deepEqual([kept?.state, kept?.owner], ['running', 'b'], 'the new owner keeps it');
+        // The lost node comes back and writes its result: fenced off, nothing changes.
+        await assert.rejects(
+          s.transition(j.id, 'succeeded', { exitCode: 0 }, undefined, undefined, { owner: 'a', attempts: 0 }),
+          (err: Error) => err instanceof Fenced && /claim is b \(attempt 1\), not a/.test(err.message),
+        );
+        assert.equal((await s.getJob(j.id))?.state, 'running');
         // A cancel asked while it ran: a requeue (its node lost) ends it cancelled, not queued for ever.
         await s.requestCancel(j.id, 'token:t');
+        // What the store holds (its clock's times, not the caller's) is what a caller expects.
+        const held = (await s.getJob(j.id)) as NonNullable<typeof kept>;
         const after = await s.requeue(j.id, now, 'node b lost', {
-          expect: { owner: 'b', leaseUntil: now + 60_000 },
+          expect: { owner: 'b', leaseUntil: held.leaseUntil },
         });
         assert.equal(after.state, 'cancelled');
         assert.equal(after.owner, null);

@@ -16,7 +16,8 @@ export interface Store extends PeerDirectory {
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
   /**
    * Moves a job to `to` if that is a legal next state, with the fields that go with it; throws
-   * otherwise. `audit`, when given, is appended in the same transaction.
+   * otherwise. `audit`, when given, is appended in the same transaction. With `fence`, only if
+   * the job's claim is still the writer's (else `Fenced`).
    */
   transition(
     id: string,
@@ -24,6 +25,7 @@ export interface Store extends PeerDirectory {
     patch?: JobPatch,
     reason?: string,
     audit?: AuditEntry,
+    fence?: Fence,
   ): Promise<JobRecord>;
   /** Records the sandbox behind a job, before it is created and again once it exists. */
   saveHandle(id: string, handle: TaskHandle): Promise<void>;
@@ -423,14 +425,49 @@ export interface RequeueOptions {
    * may have taken it since. Otherwise IllegalTransition, and nothing changes.
    */
   expect?: { owner: string | null; leaseUntil: number | null };
+  /** Only if the job's claim is still the caller's (see Fence). */
+  fence?: Fence;
 }
 
 /** A requeue asked for a job someone asked to cancel: it ends cancelled instead (a cancel outlives a lost node). */
 export const CANCELLED_AT_REQUEUE = 'cancelled: a cancel was requested before it could run again';
 
 export class IllegalTransition extends Error {
-  constructor(id: string, from: JobState, to: JobState) {
-    super(`job ${id} cannot go from ${from} to ${to}`);
+  constructor(id: string, from: JobState, to: JobState, why?: string) {
+    super(why ?? `job ${id} cannot go from ${from} to ${to}`);
     this.name = 'IllegalTransition';
   }
+}
+
+/**
+ * A fencing token: the claim a node holds on a job (its owner, which is one process of one
+ * node, and the job's attempt). A node that was paused or cut off, and whose job was taken
+ * over or run again meanwhile, holds a stale one: its writes are refused.
+ */
+export interface Fence {
+  owner: string;
+  attempts: number;
+}
+
+export class Fenced extends IllegalTransition {
+  constructor(id: string, state: JobState, to: JobState, holder: Fence, stale: Fence) {
+    super(
+      id,
+      state,
+      to,
+      `job ${id} moved on: its claim is ${holder.owner} (attempt ${holder.attempts + 1}), not ${stale.owner} (attempt ${stale.attempts + 1}); the write of ${to} was refused`,
+    );
+    this.name = 'Fenced';
+  }
+}
+
+/** Refuses a write whose fence is not the job's claim now. */
+export function checkFence(
+  id: string,
+  now: { state: JobState; owner: string | null; attempts: number },
+  to: JobState,
+  fence: Fence | undefined,
+): void {
+  if (fence && (now.owner !== fence.owner || now.attempts !== fence.attempts))
+    throw new Fenced(id, now.state, to, { owner: now.owner ?? '(none)', attempts: now.attempts }, fence);
 }

@@ -23,6 +23,8 @@ import {
   type PipelinePatch,
   type PipelineRecord,
   type RequeueOptions,
+  type Fence,
+  checkFence,
   ZERO_USAGE,
   CANCELLED_AT_REQUEUE,
   type NewJob,
@@ -217,12 +219,15 @@ export class PostgresStore implements Store {
     to: JobState,
     patch: JobPatch,
     reason?: string,
+    fence?: Fence,
   ): Promise<JobRecord> {
-    const { rows } = await c.query<{ state: JobState }>('SELECT state FROM jobs WHERE id = $1 FOR UPDATE', [
-      id,
-    ]);
+    const { rows } = await c.query<{ state: JobState; owner: string | null; attempts: number }>(
+      'SELECT state, owner, attempts FROM jobs WHERE id = $1 FOR UPDATE',
+      [id],
+    );
     const from = rows[0]?.state;
     if (!from) throw new Error(`job ${id} does not exist`);
+    checkFence(id, rows[0] as NonNullable<(typeof rows)[0]>, to, fence);
     if (!canTransition(from, to)) throw new IllegalTransition(id, from, to);
     const { set, values } = transitionSet(to, patch, (n) => `$${n}`);
     values.push(id);
@@ -240,9 +245,10 @@ export class PostgresStore implements Store {
     patch: JobPatch = {},
     reason?: string,
     audit?: AuditEntry,
+    fence?: Fence,
   ): Promise<JobRecord> {
     return this.tx(async (c) => {
-      const record = await this.transitionIn(c, id, to, patch, reason);
+      const record = await this.transitionIn(c, id, to, patch, reason, fence);
       if (audit) await this.appendAudit(c, audit, Date.now());
       return record;
     });
@@ -356,12 +362,16 @@ export class PostgresStore implements Store {
         owner: string | null;
         lease_until: string | null;
         cancel_requested: boolean;
-      }>('SELECT state, owner, lease_until, cancel_requested FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+        attempts: number;
+      }>('SELECT state, owner, lease_until, cancel_requested, attempts FROM jobs WHERE id = $1 FOR UPDATE', [
+        id,
+      ]);
       const now = rows[0];
       if (!now) throw new Error(`job ${id} does not exist`);
       const lease = now.lease_until === null ? null : Number(now.lease_until);
       if (opts.expect && (now.owner !== opts.expect.owner || lease !== opts.expect.leaseUntil))
         throw new IllegalTransition(id, now.state, 'queued');
+      checkFence(id, now, 'queued', opts.fence);
       if (now.cancel_requested)
         return this.transitionIn(
           c,

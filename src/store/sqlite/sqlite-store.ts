@@ -26,6 +26,8 @@ import {
   type PipelinePatch,
   type PipelineRecord,
   type RequeueOptions,
+  type Fence,
+  checkFence,
   ZERO_USAGE,
   CANCELLED_AT_REQUEUE,
   type NewJob,
@@ -213,10 +215,11 @@ export class SqliteStore implements Store {
     patch: JobPatch = {},
     reason?: string,
     audit?: AuditEntry,
+    fence?: Fence,
   ): Promise<JobRecord> {
     return this.db
       .transaction(() => {
-        const record = this.transitionNow(id, to, patch, reason);
+        const record = this.transitionNow(id, to, patch, reason, fence);
         if (audit) this.appendAudit(audit, Date.now());
         return record;
       })
@@ -241,9 +244,17 @@ export class SqliteStore implements Store {
   }
 
   /** One checked transition with its event; the caller holds the transaction. */
-  private transitionNow(id: string, to: JobState, patch: JobPatch, reason?: string): JobRecord {
-    const row = this.sql('SELECT state FROM jobs WHERE id = ?').get(id) as { state: JobState } | undefined;
+  private transitionNow(
+    id: string,
+    to: JobState,
+    patch: JobPatch,
+    reason?: string,
+    fence?: Fence,
+  ): JobRecord {
+    const row = this.sql('SELECT state, owner, attempts FROM jobs WHERE id = ?').get(id) as
+      { state: JobState; owner: string | null; attempts: number } | undefined;
     if (!row) throw new Error(`job ${id} does not exist`);
+    checkFence(id, row, to, fence);
     if (!canTransition(row.state, to)) throw new IllegalTransition(id, row.state, to);
     const { set, values } = transitionSet(
       to,
@@ -347,6 +358,7 @@ export class SqliteStore implements Store {
         const now = this.getRow(id);
         if (opts.expect && (now.owner !== opts.expect.owner || now.leaseUntil !== opts.expect.leaseUntil))
           throw new IllegalTransition(id, now.state, 'queued');
+        checkFence(id, now, 'queued', opts.fence);
         if (now.cancelRequested)
           return this.transitionNow(
             id,
