@@ -188,3 +188,90 @@ test(
     assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
   },
 );
+
+test(
+  'a node paused past its lease comes back: its late writes are refused, its stale sandboxes go, each job ends once',
+  { timeout: 120_000 },
+  async (t) => {
+    const c = await tempState();
+    const d = await tempState();
+    t.after(async () => {
+      await c.cleanup();
+      await d.cleanup();
+    });
+    const config = path.join(c.root, 'config.yaml');
+    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
+    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const logs: string[] = [];
+    const paused = await startServe(['--state', c.root, '--store', pg.url, '--config', config], {
+      logs: (l) => logs.push(l),
+    });
+    children.push(paused.child);
+    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
+      const res = await fetch(`${url}${p}`, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
+      const body = await res.text();
+      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
+      return JSON.parse(body) as T;
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      ids.push(
+        (
+          await api<JobView>(paused.url, '/v1/jobs', {
+            method: 'POST',
+            body: JSON.stringify({
+              source: 'internal_repo',
+              user_group: 'internal_team',
+              command: 'sleep 5; echo done',
+              resources: { memory: '32Mi', requests: { cpus: '10m' } },
+            }),
+          })
+        ).id,
+      );
+    const runcList = () =>
+      spawnSync('runc', ['--root', c.runcRoot, 'list', '-q'], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean);
+    for (let i = 0; i < 200 && runcList().length < 3; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(runcList().length, 3, 'the node runs its jobs when it is paused');
+    const other = await startServe(['--state', d.root, '--store', pg.url, '--config', config]);
+    children.push(other.child);
+    // Paused (SIGSTOP) for twice its lease: the other node takes its jobs over and runs them.
+    paused.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 4500));
+    paused.child.kill('SIGCONT');
+    const resumedAt = Date.now();
+    for (let i = 0; i < 100 && runcList().length; i++) await new Promise((r) => setTimeout(r, 50));
+    const goneMs = Date.now() - resumedAt;
+    assert.deepEqual(runcList(), [], 'its stale sandboxes are gone');
+    assert.ok(goneMs < 2000 + 2500, `gone within a lease (and the stop's grace) of resuming: ${goneMs} ms`);
+    const done = await Promise.all(ids.map((id) => api<JobView>(other.url, `/v1/jobs/${id}?wait=60s`)));
+    for (const j of done) assert.equal(j.state, 'succeeded', `${j.id}: ${j.state} ${j.error ?? ''}`);
+    const store = await PostgresStore.connect(pg.url);
+    try {
+      for (const id of ids) {
+        const events = await store.events(id);
+        assert.equal(
+          events.filter((e) => e.to === 'succeeded' || e.to === 'cancelled').length,
+          1,
+          `${id} ended once`,
+        );
+      }
+    } finally {
+      await store.close();
+    }
+    assert.ok(
+      logs.some((l) => /lost its claim on a job it runs/.test(l)),
+      `the resumed node says it lost its jobs: ${logs.join('\n')}`,
+    );
+    t.diagnostic(`stale sandboxes gone ${goneMs} ms after the node resumed`);
+    for (const n of [paused, other]) {
+      n.child.kill('SIGTERM');
+      await exited(n.child);
+    }
+    assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
+  },
+);

@@ -280,7 +280,16 @@ export class Scheduler {
     const { store, logger } = this.box;
     try {
       const now = Date.now();
-      await store.renewLeases(this.owner, now + this.leaseMs);
+      const held = new Set(await store.renewLeases(this.owner, now + this.leaseMs));
+      // A job this node runs whose claim it no longer holds (it was paused or cut off past its
+      // lease, and another node took the job over or ran it again): its sandbox is stopped at
+      // once, and what this node would write of it is fenced off.
+      // (A job that has just ended is not held either: stopping it then does nothing.)
+      for (const id of this.active.keys())
+        if (!held.has(id)) {
+          logger.warn({ job_id: id }, 'this node lost its claim on a job it runs: stopping its sandbox');
+          this.cancelLocal(id);
+        }
       for (const id of await store.cancelRequests(this.owner)) this.cancelLocal(id);
       for (const job of await store.expiredLeases(now, 100)) await this.takeOverExpired(job);
     } catch (err) {

@@ -56,8 +56,8 @@ export interface Store extends PeerDirectory {
     leaseUntil: number,
     check: (used: Usage) => string | undefined,
   ): Promise<JobRecord | { refused: string } | undefined>;
-  /** Heartbeat: extends the lease of every unfinished job `owner` holds. */
-  renewLeases(owner: string, leaseUntil: number): Promise<void>;
+  /** Heartbeat: extends the lease of every unfinished job `owner` holds; returns their ids. */
+  renewLeases(owner: string, leaseUntil: number): Promise<string[]>;
   /** Gives a claimed job back to the queue (not admitted yet: no state change, no event). */
   release(id: string, owner: string, waitReason: string | null): Promise<void>;
   /**

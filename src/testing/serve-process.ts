@@ -19,18 +19,20 @@ export function boxcarSync(args: string[]): string {
  */
 export async function startServe(
   args: string[],
-  opts: { clockSkewMs?: number } = {},
+  opts: { clockSkewMs?: number; logs?: (line: string) => void } = {},
 ): Promise<{ child: ChildProcess; url: string }> {
   // A node whose clock is wrong: testing/skewed-clock.ts moves its Date.now().
   const skew = opts.clockSkewMs ? ['--import', SKEWED_CLOCK] : [];
   const child = spawn(process.execPath, [...skew, BOXCAR_MAIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', opts.logs ? 'pipe' : 'inherit'],
     env: {
       ...process.env,
       BOXCAR_LOG_LEVEL: 'warn',
       BOXCAR_TEST_CLOCK_SKEW_MS: String(opts.clockSkewMs ?? 0),
     },
   });
+  // Its log lines, to a test that reads them (what a node says when its writes are refused).
+  if (opts.logs && child.stderr) createInterface({ input: child.stderr }).on('line', opts.logs);
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`boxcar serve exited with ${code}`)));

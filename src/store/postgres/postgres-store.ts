@@ -340,11 +340,12 @@ export class PostgresStore implements Store {
     });
   }
 
-  async renewLeases(owner: string, leaseUntil: number): Promise<void> {
-    await this.pool.query(`UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND ${LIVE}`, [
-      await this.dbTime(leaseUntil),
-      owner,
-    ]);
+  async renewLeases(owner: string, leaseUntil: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ id: string }>(
+      `UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND ${LIVE} RETURNING id`,
+      [await this.dbTime(leaseUntil), owner],
+    );
+    return rows.map((r) => r.id);
   }
 
   async release(id: string, owner: string, waitReason: string | null): Promise<void> {

@@ -336,8 +336,12 @@ export class SqliteStore implements Store {
       .immediate();
   }
 
-  async renewLeases(owner: string, leaseUntil: number): Promise<void> {
-    this.sql(`UPDATE jobs SET lease_until = ? WHERE owner = ? AND ${LIVE}`).run(leaseUntil, owner);
+  async renewLeases(owner: string, leaseUntil: number): Promise<string[]> {
+    const rows = this.sql(`UPDATE jobs SET lease_until = ? WHERE owner = ? AND ${LIVE} RETURNING id`).all(
+      leaseUntil,
+      owner,
+    ) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
   }
 
   async release(id: string, owner: string, waitReason: string | null): Promise<void> {
