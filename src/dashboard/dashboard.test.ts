@@ -196,6 +196,17 @@ describe('the dashboard in Chromium', () => {
       assert.equal(cookie?.httpOnly, true);
       assert.equal(cookie?.sameSite, 'Strict');
       assert.ok(!cookie?.value.includes(token.a as string), 'the browser never holds the token');
+      const badLimit = await page.request.get(`${serve?.url}/?limit=lots`);
+      assert.equal(badLimit.status(), 400);
+      assert.match(await badLimit.text(), /limit: use a whole number/);
+      const crossSite = await fetch(`${serve?.url}/ui/login`, {
+        method: 'POST',
+        headers: { origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: token.a as string }),
+        redirect: 'manual',
+      });
+      assert.equal(crossSite.status, 403, 'a login form posted from another site');
+      assert.equal(crossSite.headers.get('set-cookie'), null);
       await page.click('text=Log out');
       await page.waitForURL(/\/ui\/login$/);
       await page.goto(`${serve?.url}/`);
@@ -392,7 +403,7 @@ jobs:
       assert.equal(await page.locator('svg.chart').first().isVisible(), true);
       assert.match(
         (await page.textContent('main')) ?? '',
-        /Sandbox start time per runtime[\s\S]*gvisor[\s\S]*Node /,
+        /Sandbox start time per runtime[\s\S]*gvisor[\s\S]*queue and breakers[\s\S]*runc\s*0\s*closed[\s\S]*Node /,
       );
       assert.deepEqual(await axeProblems(page), [], 'fleet page');
       await shot(page, 'fleet');
@@ -405,6 +416,24 @@ jobs:
       assert.equal(await page.locator('svg.dag path.edge').count(), 1, 'unit needs compile (and not lint)');
       assert.deepEqual(await axeProblems(page), [], 'pipeline page');
       await shot(page, 'pipeline');
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('a node stops promptly while dashboards hold live streams open', async () => {
+    const { context, page } = await loginAs('a');
+    try {
+      const id = await submit('a', 'long-log', 'for i in $(seq 1 30); do echo $i; sleep 0.1; done');
+      const job = await context.newPage();
+      await job.goto(`${serve?.url}/ui/jobs/${id}`);
+      await job.waitForSelector('#L3');
+      const stopped = Date.now();
+      serve?.child.kill('SIGTERM');
+      await exited(serve?.child as ChildProcess);
+      // The job ends within the drain (--drain 5s); the open streams hold nothing up.
+      assert.ok(Date.now() - stopped < 15_000, `stopped in ${Date.now() - stopped} ms`);
+      assert.equal(await page.locator('h1').textContent(), 'Jobs');
     } finally {
       await context.close();
     }

@@ -75,10 +75,11 @@ export async function streamJobLog(
   job: JobRecord,
   req: IncomingMessage,
   res: ServerResponse,
+  closing: AbortSignal,
   tailBytes = TAIL_BYTES,
 ): Promise<void> {
   const file = jobLogPath(box.paths, job.id);
-  const stream = openEventStream(req, res);
+  const stream = openEventStream(req, res, closing);
   const skip = await tailOffset(file, tailBytes);
   const counted = { lines: 0 };
   let current = job;

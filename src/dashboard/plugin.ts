@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { pipelineJobs, pipelineView } from '../api/job-view.js';
 import { readLogs } from '../api/logs.js';
-import { nodeStatus } from '../api/server.js';
 import { tokenHash } from '../api/tokens.js';
 import type { Boxcar } from '../boxcar.js';
 import { costReport, priceJob, type PricedJob } from '../cost/allocation.js';
 import { TERMINAL_STATES, type JobState } from '../jobs/states.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { JobRecord } from '../store/store.js';
+import { operatorStatus } from './fleet-status.js';
 import { JobFeed } from './job-feed.js';
 import { streamJobLog } from './log-stream.js';
 import { costPage, type DailyCost } from './pages/cost.js';
@@ -54,6 +54,9 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
   const feed = new JobFeed(box, scheduler);
   const files = await loadStaticFiles();
   const follows = new Map<string, number>();
+  // Live streams never end by themselves: a node that stops ends them, or its close would wait forever.
+  const closing = new AbortController();
+  app.addHook('preClose', async () => closing.abort());
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
     done(null, Object.fromEntries(new URLSearchParams(body as string))),
@@ -68,13 +71,22 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
   // (a login form posted cross-site would otherwise log the browser in as someone else).
   app.addHook('preHandler', async (req, reply) => {
     const origin = req.headers.origin;
-    if (req.method === 'POST' && origin !== undefined && new URL(origin).host !== req.headers.host)
+    // `Origin: null` (a sandboxed frame, a privacy redirect) is no origin of this server's either.
+    const foreign =
+      origin !== undefined && (!URL.canParse(origin) || new URL(origin).host !== req.headers.host);
+    if (req.method === 'POST' && foreign)
       return reply
         .code(403)
         .type('text/html; charset=utf-8')
         .send(messagePage('Refused', 'a form from another site'));
   });
-  app.setErrorHandler(async (err, req, reply) => {
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
+    // A request fastify itself refused (a body too large, a malformed form): say why.
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500)
+      return reply
+        .code(err.statusCode)
+        .type('text/html; charset=utf-8')
+        .send(messagePage('Refused', err.message));
     const ref = randomUUID();
     box.logger.error({ err, url: req.url, method: req.method, ref }, 'dashboard request failed');
     return reply
@@ -155,7 +167,9 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     '/',
     page(async (req, reply, v) => {
       const q = ListQuery.safeParse(req.query);
-      const limit = q.success ? q.data.limit : 100;
+      if (!q.success)
+        return html(reply, messagePage('Bad request', 'limit: use a whole number from 1 to 1000'), 400);
+      const limit = q.data.limit;
       const jobs = await box.store.listJobs({ ...tenantFilter(v), limit });
       return html(reply, jobsPage(jobs, v, limit));
     }),
@@ -165,7 +179,7 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     const v = await viewerOf(req);
     if (!v) return reply.code(401).send({ error: 'log in first' });
     reply.hijack();
-    const stream = openEventStream(req.raw, reply.raw);
+    const stream = openEventStream(req.raw, reply.raw, closing.signal);
     const pending = new Map<string, JobRecord>();
     let busy = false;
     // Sends what changed, coalesced per job while the browser is slow: memory stays bounded.
@@ -232,7 +246,7 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     follows.set(job.tenant, open + 1);
     reply.hijack();
     try {
-      await streamJobLog(box, scheduler, job, req.raw, reply.raw);
+      await streamJobLog(box, scheduler, job, req.raw, reply.raw, closing.signal);
     } finally {
       const left = (follows.get(job.tenant) ?? 1) - 1;
       if (left) follows.set(job.tenant, left);
@@ -254,8 +268,8 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     '/ui/fleet',
     page(async (_req, reply, v) => {
       const jobs = await box.store.listJobs({ ...tenantFilter(v), limit: FLEET_JOBS });
-      const node = v.role === 'operator' ? await nodeStatus(box, scheduler) : undefined;
-      return html(reply, fleetPage(jobs, v, node));
+      const operator = v.role === 'operator' ? await operatorStatus(box, scheduler) : undefined;
+      return html(reply, fleetPage(jobs, v, operator));
     }),
   );
 

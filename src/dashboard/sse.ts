@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-/** An open Server-Sent Events response; `gone` aborts when the browser leaves. */
+/** An open Server-Sent Events response; `gone` aborts when the browser leaves or the server closes. */
 export interface EventStream {
   /** Waits for a slow browser rather than buffering for it. */
   send(data: unknown, event?: string): Promise<void>;
@@ -9,9 +9,15 @@ export interface EventStream {
   end(): void;
 }
 
-export function openEventStream(req: IncomingMessage, res: ServerResponse): EventStream {
+export function openEventStream(
+  req: IncomingMessage,
+  res: ServerResponse,
+  closing: AbortSignal,
+): EventStream {
   const gone = new AbortController();
   req.on('close', () => gone.abort());
+  if (closing.aborted) gone.abort();
+  else closing.addEventListener('abort', () => gone.abort(), { once: true, signal: gone.signal });
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',

@@ -31,6 +31,9 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap
 .s-running, .s-starting { background:#ddf4ff; color:#0550ae; }
 .s-queued, .s-waiting { background:#fff8c5; color:#6b4f00; }
 .s-failed, .s-error, .s-oom, .s-timeout { background:#ffebe9; color:#a40e26; }
+.b-open { background:#ffebe9; color:#a40e26; }
+.b-half-open { background:#fff8c5; color:#6b4f00; }
+.b-closed { background:#dafbe1; color:#116329; }
 .s-cancelled, .s-skipped { background:#eaeef2; color:#57606a; }
 .cols { display:grid; grid-template-columns: minmax(280px, 1fr) 2fr; gap:24px; }
 dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:3px 14px; margin:0; }

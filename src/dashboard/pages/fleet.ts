@@ -1,14 +1,12 @@
-import type { nodeStatus } from '../../api/server.js';
 import { formatBytes } from '../../lib/quantity.js';
 import type { JobRecord } from '../../store/store.js';
 import { html, type Html } from '../html.js';
 import { byRuntime, histogram, percentile, START_BUCKETS_MS } from '../stats.js';
 import type { Viewer } from '../viewer.js';
 import { barChart } from './charts.js';
+import type { OperatorStatus } from '../fleet-status.js';
 import { ms } from './format.js';
 import { page } from './layout.js';
-
-type NodeStatus = Awaited<ReturnType<typeof nodeStatus>>;
 
 const bucketLabel = (b: number, i: number) =>
   b === Infinity ? `> ${ms(START_BUCKETS_MS[i - 1] as number)}` : `≤ ${ms(b)}`;
@@ -24,61 +22,87 @@ function statusList(status: Record<string, unknown>): Html {
   </dl>`;
 }
 
-function nodeSection(n: NodeStatus): Html {
-  return html`<section aria-labelledby="node-h">
-    <h2 id="node-h">Node ${n.node}</h2>
-    <dl class="facts">
-      <dt>Jobs running</dt>
-      <dd>${n.running}</dd>
-      <dt>Memory requested</dt>
-      <dd>${formatBytes(n.requested.requestsMemoryBytes)} of ${formatBytes(n.capacity.memoryBytes)}</dd>
-      <dt>CPU requested</dt>
-      <dd>${n.requested.requestsCpuMillis}m of ${n.capacity.cpuMillis}m</dd>
-      <dt>Control plane RSS</dt>
-      <dd>${formatBytes(n.memory.rss)}</dd>
-    </dl>
-    <h3>Runtimes</h3>
-    <table>
-      <thead>
-        <tr>
-          <th scope="col">Runtime</th>
-          <th scope="col">Usable</th>
-          <th scope="col">Untrusted code</th>
-          <th scope="col">Why</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${n.runtimes.map(
-          (r) =>
-            html`<tr>
-              <td>${r.runtime}</td>
-              <td>${r.usable ? 'yes' : 'no'}</td>
-              <td>
-                ${r.untrustedCode ? `${r.untrustedCode.allowed ? 'allowed' : 'refused'}: ${r.untrustedCode.why}` : '–'}
-              </td>
-              <td>${r.reason}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
-    <h3>Warm pools and runtime status</h3>
-    ${
-      Object.keys(n.runtimeStatus).length
-        ? Object.entries(n.runtimeStatus).map(
-            ([r, s]) =>
-              html`<h4>${r}</h4>
-                ${statusList(s)}`,
-          )
-        : html`<p>No runtime here keeps a pool.</p>`
-    }
-  </section>`;
+function nodeSection({ node: n, runtimes }: OperatorStatus): Html {
+  return html`<section aria-labelledby="breakers-h">
+      <h2 id="breakers-h">Runtimes: queue and breakers</h2>
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Runtime</th>
+            <th scope="col">Queued (every node)</th>
+            <th scope="col">Breaker</th>
+            <th scope="col">Failed starts</th>
+            <th scope="col">Why</th>
+          </tr>
+        </thead>
+        <tbody>
+          ${runtimes.map(
+            (r) =>
+              html`<tr>
+                <td>${r.runtime}</td>
+                <td class="num">${r.queued}</td>
+                <td><span class="state b-${r.breaker}">${r.breaker}</span></td>
+                <td class="num">${(r.failureRate * 100).toFixed(0)}% of ${r.samples}</td>
+                <td>${r.breakerReason || '–'}</td>
+              </tr>`,
+          )}
+        </tbody>
+      </table>
+    </section>
+    <section aria-labelledby="node-h">
+      <h2 id="node-h">Node ${n.node}</h2>
+      <dl class="facts">
+        <dt>Jobs running</dt>
+        <dd>${n.running}</dd>
+        <dt>Memory requested</dt>
+        <dd>${formatBytes(n.requested.requestsMemoryBytes)} of ${formatBytes(n.capacity.memoryBytes)}</dd>
+        <dt>CPU requested</dt>
+        <dd>${n.requested.requestsCpuMillis}m of ${n.capacity.cpuMillis}m</dd>
+        <dt>Control plane RSS</dt>
+        <dd>${formatBytes(n.memory.rss)}</dd>
+      </dl>
+      <h3>Runtimes</h3>
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Runtime</th>
+            <th scope="col">Usable</th>
+            <th scope="col">Untrusted code</th>
+            <th scope="col">Why</th>
+          </tr>
+        </thead>
+        <tbody>
+          ${n.runtimes.map(
+            (r) =>
+              html`<tr>
+                <td>${r.runtime}</td>
+                <td>${r.usable ? 'yes' : 'no'}</td>
+                <td>
+                  ${r.untrustedCode ? `${r.untrustedCode.allowed ? 'allowed' : 'refused'}: ${r.untrustedCode.why}` : '–'}
+                </td>
+                <td>${r.reason}</td>
+              </tr>`,
+          )}
+        </tbody>
+      </table>
+      <h3>Warm pools and runtime status</h3>
+      ${
+        Object.keys(n.runtimeStatus).length
+          ? Object.entries(n.runtimeStatus).map(
+              ([r, s]) =>
+                html`<h4>${r}</h4>
+                  ${statusList(s)}`,
+            )
+          : html`<p>No runtime here keeps a pool.</p>`
+      }
+    </section>`;
 }
 
 /**
  * The fleet as the viewer may see it (an operator: every tenant's jobs, and this node): the
  * runtime mix, sandbox start times per runtime as histograms, queue waits.
  */
-export function fleetPage(jobs: JobRecord[], v: Viewer, node: NodeStatus | undefined): string {
+export function fleetPage(jobs: JobRecord[], v: Viewer, operator: OperatorStatus | undefined): string {
   const figures = byRuntime(jobs);
   return page({
     title: 'Fleet',
@@ -152,6 +176,6 @@ export function fleetPage(jobs: JobRecord[], v: Viewer, node: NodeStatus | undef
             )}
         </div>
       </section>
-      ${node ? nodeSection(node) : ''}`,
+      ${operator ? nodeSection(operator) : ''}`,
   });
 }
