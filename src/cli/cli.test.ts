@@ -389,12 +389,17 @@ describe('boxcar CLI', () => {
     // The probe jobs are jobs like any other: priced, by runtime; a microVM's own memory on its own line.
     const byRuntime = boxcar(['cost', '--by', 'runtime', '--since', '1h', '--json']);
     assert.equal(byRuntime.code, 0, byRuntime.stderr);
-    const lines = JSON.parse(byRuntime.stdout) as Array<{
-      key: string;
-      jobs: number;
-      overhead: number;
-      total: number;
-    }>;
+    const report = JSON.parse(byRuntime.stdout) as {
+      lines: Array<{ key: string; jobs: number; overhead: number; total: number }>;
+      idleCapacity: { capacity: number; allocated: number; idle: number };
+    };
+    const lines = report.lines;
+    // The operator's whole report: this node's idle capacity beside what its jobs were allocated.
+    assert.ok(report.idleCapacity.capacity > 0 && report.idleCapacity.allocated > 0, byRuntime.stdout);
+    assert.ok(
+      Math.abs(report.idleCapacity.idle - (report.idleCapacity.capacity - report.idleCapacity.allocated)) <=
+        1,
+    );
     for (const r of ['runc', 'gvisor', 'firecracker'])
       assert.ok((lines.find((l) => l.key === r)?.jobs ?? 0) >= 3, `${r}: ${byRuntime.stdout}`);
     assert.ok((lines.find((l) => l.key === 'firecracker')?.overhead ?? 0) > 0, 'the VMM is priced');

@@ -4,23 +4,66 @@ import { Command, CommanderError } from 'commander';
 import { SYSTEM_CONFIG } from '../config/config.js';
 import { defaultStateDir } from '../lib/state-paths.js';
 import { UserError, errorMessage } from '../lib/errors.js';
-import { createLogger } from '../observability/logger.js';
-import { registerAudit } from './commands/audit.js';
-import { registerCost } from './commands/cost.js';
-import { registerDoctor } from './commands/doctor.js';
-import { registerImages } from './commands/images.js';
-import { registerRegistry } from './commands/registry.js';
-import { registerJobs } from './commands/jobs.js';
-import { registerK8s } from './commands/k8s.js';
-import { registerPipeline } from './commands/pipeline.js';
-import { registerPolicy } from './commands/policy.js';
-import { registerRemoteJobCommands } from './commands/remote-jobs.js';
-import { registerRun } from './commands/run.js';
-import { registerSecret } from './commands/secret.js';
-import { registerServe } from './commands/serve.js';
-import { registerSubmit } from './commands/submit.js';
-import { registerToken } from './commands/token.js';
-import { registerVerifyIsolation } from './commands/verify-isolation.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+
+type Register = (program: Command, logger: Logger) => void;
+
+/**
+ * Each command's module, imported only when that command runs (all of them for the help): a
+ * command pays only for what it uses (`run` loads no HTTP server, PostgreSQL driver or metrics).
+ */
+const COMMANDS: Array<{ names: string[]; load: () => Promise<Register> }> = [
+  { names: ['run'], load: async () => (await import('./commands/run.js')).registerRun },
+  { names: ['pipeline'], load: async () => (await import('./commands/pipeline.js')).registerPipeline },
+  { names: ['jobs'], load: async () => (await import('./commands/jobs.js')).registerJobs },
+  { names: ['doctor'], load: async () => (await import('./commands/doctor.js')).registerDoctor },
+  { names: ['policy'], load: async () => (await import('./commands/policy.js')).registerPolicy },
+  {
+    names: ['verify-isolation'],
+    load: async () => (await import('./commands/verify-isolation.js')).registerVerifyIsolation,
+  },
+  { names: ['serve'], load: async () => (await import('./commands/serve.js')).registerServe },
+  { names: ['token'], load: async () => (await import('./commands/token.js')).registerToken },
+  { names: ['secret'], load: async () => (await import('./commands/secret.js')).registerSecret },
+  { names: ['audit'], load: async () => (await import('./commands/audit.js')).registerAudit },
+  { names: ['cost'], load: async () => (await import('./commands/cost.js')).registerCost },
+  { names: ['images'], load: async () => (await import('./commands/images.js')).registerImages },
+  { names: ['registry'], load: async () => (await import('./commands/registry.js')).registerRegistry },
+  {
+    names: ['k8s'],
+    load: async () => {
+      const { registerK8s } = await import('./commands/k8s.js');
+      return (p) => registerK8s(p);
+    },
+  },
+  {
+    names: ['submit'],
+    load: async () => {
+      const { registerSubmit } = await import('./commands/submit.js');
+      return (p) => registerSubmit(p);
+    },
+  },
+  {
+    names: ['logs', 'cancel'],
+    load: async () => {
+      const { registerRemoteJobCommands } = await import('./commands/remote-jobs.js');
+      return (p) => registerRemoteJobCommands(p);
+    },
+  },
+];
+
+/** Global options that take a value: what comes after them is not the command's name. */
+const VALUED = new Set(['--state', '--config', '--policy', '--store']);
+
+/** The command `argv` names, if it names one: then only its module is loaded. */
+function commandNamed(argv: string[]): (typeof COMMANDS)[number] | undefined {
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (VALUED.has(a)) i++;
+    else if (!a.startsWith('-')) return COMMANDS.find((c) => c.names.includes(a));
+  }
+  return undefined;
+}
 
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -40,22 +83,8 @@ async function main(argv: string[]): Promise<void> {
     )
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`boxcar: ${text.replace(/^error: /, '')}`) });
-  registerRun(program, logger);
-  registerPipeline(program, logger);
-  registerJobs(program, logger);
-  registerDoctor(program, logger);
-  registerPolicy(program, logger);
-  registerVerifyIsolation(program, logger);
-  registerServe(program, logger);
-  registerToken(program, logger);
-  registerSecret(program, logger);
-  registerAudit(program, logger);
-  registerCost(program, logger);
-  registerImages(program, logger);
-  registerRegistry(program, logger);
-  registerK8s(program);
-  registerSubmit(program);
-  registerRemoteJobCommands(program);
+  const named = commandNamed(argv);
+  for (const c of named ? [named] : COMMANDS) (await c.load())(program, logger);
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) cmd.exitOverride().configureOutput(program.configureOutput());
 

@@ -187,6 +187,24 @@ export function gauge(name: string, help: string, collect: () => number): void {
   });
 }
 
+/**
+ * A counter kept elsewhere as a plain number (a module that must not load this one, on the
+ * CLI's path), read at each scrape.
+ */
+export function counterOf(name: string, help: string, read: () => number): void {
+  let seen = 0;
+  new client.Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      const now = read();
+      this.inc(now - seen);
+      seen = now;
+    },
+  });
+}
+
 /** A counter other modules increment as events happen (firewall repairs, …); labels bounded. */
 export function counter<L extends string = never>(
   name: string,

@@ -1,6 +1,7 @@
 import type { Boxcar } from '../boxcar.js';
 import { RUNTIME_NAMES } from '../jobs/spec.js';
-import { enableTenantLabels, gauge, labelledGauge } from '../observability/metrics.js';
+import { counterOf, enableTenantLabels, gauge, labelledGauge } from '../observability/metrics.js';
+import { firewallRepairs } from '../runtimes/shared/firewall.js';
 import { RuntimeHealthBook } from '../policy/health.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -34,6 +35,11 @@ export function registerNodeMetrics(box: Boxcar, scheduler: Scheduler): void {
       const views = await book.views(Date.now());
       return RUNTIME_NAMES.map((runtime) => [{ runtime }, BREAKER_STATE[views(runtime).breaker]]);
     },
+  );
+  counterOf(
+    'boxcar_firewall_repairs_total',
+    'Times a network job found Boxcar’s nftables table missing or changed and reinstalled it',
+    firewallRepairs,
   );
   if (box.config.observability.tenant_labels) enableTenantLabels();
 }

@@ -1,6 +1,5 @@
 import type { StatePaths } from '../lib/state-paths.js';
 import { UserError, errorMessage } from '../lib/errors.js';
-import { PostgresStore } from './postgres/postgres-store.js';
 import { SqliteStore } from './sqlite/sqlite-store.js';
 import type { Store } from './store.js';
 
@@ -11,6 +10,8 @@ export async function openStore(url: string | undefined, paths: StatePaths): Pro
     return new SqliteStore(url.slice('sqlite:'.length).replace(/^\/\//, '') || paths.db);
   if (storeIsShared(url)) {
     try {
+      // Loaded only for several nodes: a one-node CLI does not pay for the driver.
+      const { PostgresStore } = await import('./postgres/postgres-store.js');
       return await PostgresStore.connect(url);
     } catch (err) {
       throw new UserError(

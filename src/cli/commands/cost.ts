@@ -76,7 +76,8 @@ function printReport(
   idle?: ReturnType<typeof idleCapacity>,
 ): void {
   if (format === 'json') {
-    process.stdout.write(`${JSON.stringify(idle ? { lines, idleCapacity: idle } : lines)}\n`);
+    // The node's idle capacity is null in a tenant's report: it is the operator's, not a tenant's.
+    process.stdout.write(`${JSON.stringify({ lines, idleCapacity: idle ?? null })}\n`);
     return;
   }
   const fields = ['jobs', 'memory', 'cpu', 'overhead', 'total', 'isolationPremium'] as const;

@@ -3,7 +3,6 @@ import { writeFile } from 'node:fs/promises';
 import { withContext } from '../../lib/errors.js';
 import { ExecError, run } from '../../lib/exec.js';
 import type { Logger } from '../../observability/logger.js';
-import { counter } from '../../observability/metrics.js';
 
 export const JOB_SUBNET = '10.213.0.0/16';
 export const HOST_IF_PREFIX = 'bxh';
@@ -50,10 +49,9 @@ table inet boxcar {
 }
 `;
 
-const repairs = counter(
-  'boxcar_firewall_repairs_total',
-  'Times a network job found Boxcar’s nftables table missing or changed and reinstalled it',
-);
+/** Times this process found the table missing or changed and reinstalled it (a metric of serve's). */
+let repairs = 0;
+export const firewallRepairs = () => repairs;
 
 /** The hash of the table as the kernel printed it right after this process installed it. */
 let installedHash: string | undefined;
@@ -75,7 +73,7 @@ async function checkOrInstall(log: Logger): Promise<void> {
   if (installedHash !== undefined) {
     const now = await readTableHash();
     if (now === installedHash) return;
-    repairs.inc();
+    repairs++;
     log.warn(
       { table: FIREWALL_TABLE.join(' '), found: now === undefined ? 'missing' : 'changed' },
       'job firewall missing or changed: reinstalling it before the job starts',
