@@ -21,6 +21,19 @@ let a: Awaited<ReturnType<typeof tempState>>;
 let b: Awaited<ReturnType<typeof tempState>>;
 const children: ChildProcess[] = [];
 
+/** A client of the nodes' API with a tenant's token: a request to any node, its JSON answer. */
+const apiAs =
+  (token: string) =>
+  async <T>(url: string, p: string, init: RequestInit = {}): Promise<T> => {
+    const res = await fetch(`${url}${p}`, {
+      ...init,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    });
+    const body = await res.text();
+    assert.ok(res.ok, `${p}: ${res.status} ${body}`);
+    return JSON.parse(body) as T;
+  };
+
 async function serve(state: string, config: string): Promise<{ child: ChildProcess; url: string }> {
   const started = await startServe(['--state', state, '--store', pg.url, '--config', config]);
   children.push(started.child);
@@ -65,15 +78,7 @@ test(
     assert.match(token, /^bxc_/);
     const nodeA = await serve(a.root, config);
     const nodeB = await serve(b.root, config);
-    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
-      const res = await fetch(`${url}${p}`, {
-        ...init,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      });
-      const body = await res.text();
-      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
-      return JSON.parse(body) as T;
-    };
+    const api = apiAs(token);
     const ids: string[] = [];
     for (let i = 0; i < JOBS; i++)
       ids.push(
@@ -140,15 +145,7 @@ test(
     const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
     const honest = await startServe(['--state', c.root, '--store', pg.url, '--config', config]);
     children.push(honest.child);
-    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
-      const res = await fetch(`${url}${p}`, {
-        ...init,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      });
-      const body = await res.text();
-      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
-      return JSON.parse(body) as T;
-    };
+    const api = apiAs(token);
     const job = await api<JobView>(honest.url, '/v1/jobs', {
       method: 'POST',
       body: JSON.stringify({
@@ -207,15 +204,7 @@ test(
       logs: (l) => logs.push(l),
     });
     children.push(paused.child);
-    const api = async <T>(url: string, p: string, init: RequestInit = {}) => {
-      const res = await fetch(`${url}${p}`, {
-        ...init,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      });
-      const body = await res.text();
-      assert.ok(res.ok, `${p}: ${res.status} ${body}`);
-      return JSON.parse(body) as T;
-    };
+    const api = apiAs(token);
     const ids: string[] = [];
     for (let i = 0; i < 3; i++)
       ids.push(

@@ -133,6 +133,28 @@ const usageSql = (and: string) =>
      OR (state = 'queued' AND owner IS NOT NULL AND lease_until IS NOT NULL)) ${and}
    GROUP BY tenant`;
 
+/** The WHERE of a list by tenant, states and (`columns.group`) a pull request's group. */
+function filterClause(
+  filter: { tenant?: string; states?: readonly string[]; group?: string },
+  columns: { group?: string },
+): { where: string; args: unknown[] } {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  if (filter.tenant) {
+    where.push('tenant = ?');
+    args.push(filter.tenant);
+  }
+  if (filter.states?.length) {
+    where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
+    args.push(...filter.states);
+  }
+  if (filter.group && columns.group) {
+    where.push(`${columns.group} = ?`);
+    args.push(filter.group);
+  }
+  return { where: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
+}
+
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
 
@@ -191,21 +213,8 @@ export class SqliteStore implements Store {
   }
 
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.tenant) {
-      where.push('tenant = ?');
-      args.push(filter.tenant);
-    }
-    if (filter.states?.length) {
-      where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
-      args.push(...filter.states);
-    }
-    if (filter.group) {
-      where.push('group_key = ?');
-      args.push(filter.group);
-    }
-    const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
+    const { where, args } = filterClause(filter, { group: 'group_key' });
+    const sql = `SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
     return (this.sql(sql).all(...args, filter.limit ?? 50) as Row[]).map(decode);
   }
 
@@ -608,20 +617,9 @@ export class SqliteStore implements Store {
   }
 
   async listPipelines(filter: PipelineFilter = {}): Promise<PipelineRecord[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.tenant) {
-      where.push('tenant = ?');
-      args.push(filter.tenant);
-    }
-    if (filter.states?.length) {
-      where.push(`state IN (${filter.states.map(() => '?').join(', ')})`);
-      args.push(...filter.states);
-    }
-    const rows = this.sql(
-      `SELECT * FROM pipelines ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id LIMIT ?`,
-    ).all(...args, filter.limit ?? 50) as PipelineRow[];
-    return rows.map(toPipeline);
+    const { where, args } = filterClause(filter, {});
+    const sql = `SELECT * FROM pipelines ${where} ORDER BY created_at DESC, id LIMIT ?`;
+    return (this.sql(sql).all(...args, filter.limit ?? 50) as PipelineRow[]).map(toPipeline);
   }
 
   async updatePipeline(
