@@ -374,6 +374,10 @@ describe('the dashboard in Chromium', () => {
         return { response: nav.responseEnd - nav.requestStart, loaded: nav.loadEventEnd - nav.startTime };
       });
       assert.ok((await page.locator('tr[data-job]').count()) >= FLEET_JOBS);
+      const node = await api<{ memory: { rss: number } }>('operator', '/v1/node');
+      diagnostic(
+        `serve's RSS with ${FLEET_JOBS}+ jobs stored and this list open: ${Math.round(node.memory.rss / 2 ** 20)} MiB`,
+      );
       diagnostic(
         `10 MB log: tail on the page in ${tail} ms; 1,000-job list: page loaded in ${list} ms (server ${Math.round(timing.response)} ms, load event ${Math.round(timing.loaded)} ms)`,
       );

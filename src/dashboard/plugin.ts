@@ -3,22 +3,23 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { z } from 'zod';
 import { pipelineJobs, pipelineView } from '../api/job-view.js';
 import { readLogs } from '../api/logs.js';
-import { tokenHash } from '../api/tokens.js';
 import type { Boxcar } from '../boxcar.js';
 import { costReport, priceJob, type PricedJob } from '../cost/allocation.js';
 import { TERMINAL_STATES, type JobState } from '../jobs/states.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { JobRecord } from '../store/store.js';
+import { registerAuth } from './auth.js';
+import { costByDay, DAY_MS } from './cost-by-day.js';
 import { operatorStatus } from './fleet-status.js';
 import { JobFeed } from './job-feed.js';
 import { streamJobLog } from './log-stream.js';
-import { costPage, type DailyCost } from './pages/cost.js';
+import { costPage } from './pages/cost.js';
 import { fleetPage } from './pages/fleet.js';
 import { jobPage } from './pages/job.js';
 import { jobRow, jobsPage } from './pages/jobs.js';
-import { loginPage, messagePage } from './pages/login.js';
+import { messagePage } from './pages/login.js';
 import { pipelinePage } from './pages/pipeline.js';
-import { SESSION_COOKIE, SESSION_TTL_MS, Sessions, cookieValue } from './sessions.js';
+import { sendHtml, sendNotFound } from './respond.js';
 import { openEventStream } from './sse.js';
 import { loadStaticFiles } from './static.js';
 import { canSee, tenantFilter, type Viewer } from './viewer.js';
@@ -33,15 +34,13 @@ const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
   "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-const LoginForm = z.object({
-  token: z.string().trim().min(1, 'enter an API token').max(512, 'too long for a token'),
-});
 const ListQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) });
 const LIVE_STATES: JobState[] = ['queued', 'starting', 'running'];
 /** The jobs the fleet page's figures are drawn from (the newest). */
 const FLEET_JOBS = 5000;
 const COST_DAYS = 14;
-const DAY_MS = 86_400_000;
+/** The most finished jobs the cost page prices (the newest). */
+const COST_JOBS_MAX = 100_000;
 
 /**
  * The dashboard, served by `boxcar serve` at `/`: a login with an API token (kept server-side;
@@ -50,7 +49,6 @@ const DAY_MS = 86_400_000;
  * sees only its own jobs (another's is "not found"); an operator sees every tenant's and the node.
  */
 export async function dashboard(app: FastifyInstance, { box, scheduler }: DashboardOptions): Promise<void> {
-  const sessions = new Sessions();
   const feed = new JobFeed(box, scheduler);
   const files = await loadStaticFiles();
   const follows = new Map<string, number>();
@@ -58,27 +56,11 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
   const closing = new AbortController();
   app.addHook('preClose', async () => closing.abort());
 
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
-    done(null, Object.fromEntries(new URLSearchParams(body as string))),
-  );
   app.addHook('onSend', async (_req, reply) => {
     reply.header('content-security-policy', CSP);
     reply.header('x-content-type-options', 'nosniff');
     reply.header('referrer-policy', 'same-origin');
     reply.header('x-frame-options', 'DENY');
-  });
-  // A form posted from another site is refused even before SameSite would keep the cookie away
-  // (a login form posted cross-site would otherwise log the browser in as someone else).
-  app.addHook('preHandler', async (req, reply) => {
-    const origin = req.headers.origin;
-    // `Origin: null` (a sandboxed frame, a privacy redirect) is no origin of this server's either.
-    const foreign =
-      origin !== undefined && (!URL.canParse(origin) || new URL(origin).host !== req.headers.host);
-    if (req.method === 'POST' && foreign)
-      return reply
-        .code(403)
-        .type('text/html; charset=utf-8')
-        .send(messagePage('Refused', 'a form from another site'));
   });
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
     // A request fastify itself refused (a body too large, a malformed form): say why.
@@ -95,18 +77,7 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
       .send(messagePage('Something went wrong', `internal error (reference ${ref} in the server's log)`));
   });
 
-  /** The logged-in viewer, if the session is live and its token still exists (revoking logs out). */
-  const viewerOf = async (req: FastifyRequest): Promise<Viewer | undefined> => {
-    const s = sessions.get(cookieValue(req.headers.cookie, SESSION_COOKIE));
-    if (!s) return undefined;
-    if (await box.store.tokenByHash(s.tokenHash)) return s;
-    sessions.delete(s.id);
-    return undefined;
-  };
-  const html = (reply: FastifyReply, body: string, code = 200) =>
-    reply.code(code).header('cache-control', 'no-store').type('text/html; charset=utf-8').send(body);
-  const notFound = (reply: FastifyReply, what: string) =>
-    html(reply, messagePage('Not found', `No ${what}.`), 404);
+  const viewerOf = registerAuth(app, box);
   /** A page that needs a login: the login form otherwise. */
   const page = <R extends FastifyRequest>(
     render: (req: R, reply: FastifyReply, v: Viewer) => Promise<unknown>,
@@ -123,37 +94,9 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     return job && canSee(v, job) ? job : undefined;
   };
 
-  app.get('/ui/login', async (req, reply) =>
-    (await viewerOf(req)) ? reply.redirect('/', 303) : html(reply, loginPage()),
-  );
-  app.post('/ui/login', async (req, reply) => {
-    const form = LoginForm.safeParse(req.body ?? {});
-    if (!form.success)
-      return html(reply, loginPage(form.error.issues[0]?.message ?? 'enter an API token'), 400);
-    const token = await box.store.tokenByHash(tokenHash(form.data.token));
-    if (!token || (token.role === 'tenant' && !token.tenant)) {
-      box.logger.warn({ ip: req.ip }, 'dashboard login refused: unknown API token');
-      return html(reply, loginPage('Unknown API token: create one with `boxcar token create`.'), 401);
-    }
-    const s = sessions.create(token);
-    const secure = req.protocol === 'https' ? '; Secure' : '';
-    reply.header(
-      'set-cookie',
-      `${SESSION_COOKIE}=${s.id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${SESSION_TTL_MS / 1000}${secure}`,
-    );
-    box.logger.info({ token: token.id, tenant: token.tenant }, 'dashboard login');
-    return reply.redirect('/', 303);
-  });
-  app.post('/ui/logout', async (req, reply) => {
-    const id = cookieValue(req.headers.cookie, SESSION_COOKIE);
-    if (id) sessions.delete(id);
-    reply.header('set-cookie', `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`);
-    return reply.redirect('/ui/login', 303);
-  });
-
   app.get<{ Params: { file: string } }>('/ui/static/:file', async (req, reply) => {
     const f = files.get(req.params.file);
-    if (!f) return notFound(reply, 'such file');
+    if (!f) return sendNotFound(reply, 'such file');
     const gzip = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
     if (gzip) reply.header('content-encoding', 'gzip');
     return reply
@@ -168,10 +111,10 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     page(async (req, reply, v) => {
       const q = ListQuery.safeParse(req.query);
       if (!q.success)
-        return html(reply, messagePage('Bad request', 'limit: use a whole number from 1 to 1000'), 400);
+        return sendHtml(reply, messagePage('Bad request', 'limit: use a whole number from 1 to 1000'), 400);
       const limit = q.data.limit;
       const jobs = await box.store.listJobs({ ...tenantFilter(v), limit });
-      return html(reply, jobsPage(jobs, v, limit));
+      return sendHtml(reply, jobsPage(jobs, v, limit));
     }),
   );
 
@@ -220,14 +163,14 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     '/ui/jobs/:id',
     page(async (req, reply, v) => {
       const job = await visibleJob(req.params.id, v);
-      return job ? html(reply, jobPage(job, v)) : notFound(reply, `job ${req.params.id}`);
+      return job ? sendHtml(reply, jobPage(job, v)) : sendNotFound(reply, `job ${req.params.id}`);
     }),
   );
   app.get<{ Params: { id: string } }>(
     '/ui/jobs/:id/log.txt',
     page(async (req, reply, v) => {
       const job = await visibleJob(req.params.id, v);
-      if (!job) return notFound(reply, `job ${req.params.id}`);
+      if (!job) return sendNotFound(reply, `job ${req.params.id}`);
       return reply.type('text/plain; charset=utf-8').send(await readLogs(box, job));
     }),
   );
@@ -258,9 +201,9 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     '/ui/pipelines/:id',
     page(async (req, reply, v) => {
       const p = await box.store.getPipeline(req.params.id);
-      if (!p || !canSee(v, p)) return notFound(reply, `pipeline ${req.params.id}`);
+      if (!p || !canSee(v, p)) return sendNotFound(reply, `pipeline ${req.params.id}`);
       const view = pipelineView(p, await pipelineJobs(p, (id) => box.store.getJob(id)));
-      return html(reply, pipelinePage(view, v));
+      return sendHtml(reply, pipelinePage(view, v));
     }),
   );
 
@@ -269,35 +212,23 @@ export async function dashboard(app: FastifyInstance, { box, scheduler }: Dashbo
     page(async (_req, reply, v) => {
       const jobs = await box.store.listJobs({ ...tenantFilter(v), limit: FLEET_JOBS });
       const operator = v.role === 'operator' ? await operatorStatus(box, scheduler) : undefined;
-      return html(reply, fleetPage(jobs, v, operator));
+      return sendHtml(reply, fleetPage(jobs, v, operator));
     }),
   );
 
   app.get(
     '/ui/cost',
     page(async (_req, reply, v) => {
-      const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
-      const from = today - (COST_DAYS - 1) * DAY_MS;
+      const from = Math.floor(Date.now() / DAY_MS) * DAY_MS - (COST_DAYS - 1) * DAY_MS;
       const jobs = (
-        await box.store.listJobs({ ...tenantFilter(v), states: [...TERMINAL_STATES], limit: 100_000 })
+        await box.store.listJobs({ ...tenantFilter(v), states: [...TERMINAL_STATES], limit: COST_JOBS_MAX })
       ).filter((j) => j.durationMs !== null && (j.finishedAt ?? 0) >= from);
       const overheadOf = (j: PricedJob) =>
         box.runtimes.get(j.runtime).capabilities.memoryOverheadBytes(j.spec.limits);
-      const days: DailyCost[] = Array.from({ length: COST_DAYS }, (_, i) => ({
-        day: new Date(from + i * DAY_MS).toISOString().slice(0, 10),
-        byRuntime: new Map(),
-      }));
-      for (const j of jobs) {
-        const d = days[Math.floor(((j.finishedAt as number) - from) / DAY_MS)];
-        if (d)
-          d.byRuntime.set(
-            j.runtime,
-            (d.byRuntime.get(j.runtime) ?? 0) + priceJob(j, overheadOf(j), box.prices).total,
-          );
-      }
+      const days = costByDay(jobs, from, COST_DAYS, (j) => priceJob(j, overheadOf(j), box.prices).total);
       const byRuntime = costReport(jobs, 'runtime', overheadOf, box.prices);
       const byTrust = costReport(jobs, 'trust', overheadOf, box.prices);
-      return html(reply, costPage(days, byRuntime, byTrust, v, COST_DAYS));
+      return sendHtml(reply, costPage(days, byRuntime, byTrust, v, COST_DAYS));
     }),
   );
 }

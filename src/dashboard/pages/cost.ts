@@ -1,15 +1,10 @@
 import type { CostLine } from '../../cost/allocation.js';
-import { formatMoney, type Micro } from '../../cost/money.js';
+import { formatMoney } from '../../cost/money.js';
+import type { DailyCost } from '../cost-by-day.js';
 import { html } from '../html.js';
 import type { Viewer } from '../viewer.js';
 import { stackedColumns } from './charts.js';
 import { page } from './layout.js';
-
-export interface DailyCost {
-  /** YYYY-MM-DD (UTC). */
-  day: string;
-  byRuntime: Map<string, Micro>;
-}
 
 function costTable(title: string, lines: CostLine[]) {
   return html`<h3>${title}</h3>
