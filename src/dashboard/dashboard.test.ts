@@ -415,7 +415,9 @@ jobs:
       assert.match((await page.textContent('main')) ?? '', /By runtime[\s\S]*runc/);
       assert.deepEqual(await axeProblems(page), [], 'cost page');
       await shot(page, 'cost');
-      await page.goto(`${serve?.url}/ui/pipelines/${pipeline.id}`);
+      await page.goto(`${serve?.url}/`);
+      await page.click(`a[href="/ui/pipelines/${pipeline.id}"] >> nth=0`); // from a job of it in the list
+      await page.waitForURL(`${serve?.url}/ui/pipelines/${pipeline.id}`);
       assert.equal(await page.locator('svg.dag rect.node').count(), 3);
       assert.equal(await page.locator('svg.dag path.edge').count(), 1, 'unit needs compile (and not lint)');
       assert.deepEqual(await axeProblems(page), [], 'pipeline page');

@@ -9,7 +9,9 @@ export function jobRow(j: JobRecord, v: Viewer): Html {
   return html`<tr data-job="${j.id}">
     <td>
       <a href="/ui/jobs/${encodeURIComponent(j.id)}">${j.name}</a>
-      <div class="sub">${j.id.slice(0, 8)}</div>
+      <div class="sub">
+        ${j.id.slice(0, 8)}${j.origin.pipeline ? html` · <a href="/ui/pipelines/${encodeURIComponent(j.origin.pipeline)}">pipeline</a>` : ''}
+      </div>
     </td>
     ${v.role === 'operator' ? html`<td>${j.tenant}</td>` : ''}
     <td>
