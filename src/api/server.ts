@@ -27,6 +27,7 @@ import { registerGithubWebhook, type DeliveryWorker } from './github-webhook.js'
 import { registerGitlabWebhook } from './gitlab-webhook.js';
 import { jobView, pipelineJobs, pipelineView } from './job-view.js';
 import { registerPeerBlobs } from './peer-blobs.js';
+import { registerPeerLogs, relayLog, remoteLog } from './peer-logs.js';
 import { streamLogs, readLogs } from './logs.js';
 import { bearerToken, tokenHash } from './tokens.js';
 
@@ -166,6 +167,7 @@ export function buildApi(
     registerGitlabWebhook(app, box, deliveries);
   }
   if (box.peers) registerPeerBlobs(app, box.images, box.peers);
+  registerPeerLogs(app, box, scheduler);
   app.get('/metrics', async (req, reply) => {
     requireOperator(await authenticate(box, req));
     const { contentType, text } = await metricsText();
@@ -253,6 +255,12 @@ export function buildApi(
             req.query.follow === 'true' ||
             req.query.follow === '1' ||
             (req.headers.accept ?? '').includes('text/event-stream');
+          // Another node ran it: its log is there, and that node is asked for it.
+          const remote = await remoteLog(box, job);
+          if (remote && !follow) {
+            reply.hijack();
+            return relayLog(box, remote, false, req.raw, reply.raw);
+          }
           if (!follow) return reply.type('text/plain; charset=utf-8').send(await readLogs(box, job));
           const open = follows.get(job.tenant) ?? 0;
           const cap = box.config.api.max_follows_per_tenant;
@@ -264,7 +272,8 @@ export function buildApi(
           follows.set(job.tenant, open + 1);
           reply.hijack();
           try {
-            await streamLogs(box, scheduler, job, req.raw, reply.raw);
+            if (remote) await relayLog(box, remote, true, req.raw, reply.raw);
+            else await streamLogs(box, scheduler, job, req.raw, reply.raw);
           } finally {
             const left = (follows.get(job.tenant) ?? 1) - 1;
             if (left) follows.set(job.tenant, left);

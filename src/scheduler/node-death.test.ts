@@ -367,3 +367,61 @@ test(
     assert.deepEqual(await leftovers(ranOn === nodes[0] ? d : c), []);
   },
 );
+
+test(
+  'a job’s log is served by every node: the one that ran it is asked, live and whole',
+  { timeout: 60_000 },
+  async (t) => {
+    const c = await tempState();
+    const d = await tempState();
+    t.after(async () => {
+      await c.cleanup();
+      await d.cleanup();
+    });
+    const config = path.join(c.root, 'config.yaml');
+    writeFileSync(config, 'tenants:\n  ci: { trust: trusted }\n');
+    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const api = apiAs(token);
+    const nodes = [
+      await startServe(['--state', c.root, '--store', pg.url, '--config', config]),
+      await startServe(['--state', d.root, '--store', pg.url, '--config', config]),
+    ];
+    children.push(...nodes.map((n) => n.child));
+    const job = await api<JobView>((nodes[0] as (typeof nodes)[0]).url, '/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({
+        source: 'internal_repo',
+        user_group: 'internal_team',
+        command: 'echo first; sleep 2; echo second',
+      }),
+    });
+    const store = await PostgresStore.connect(pg.url);
+    t.after(() => store.close());
+    let owner: string | null = null;
+    for (let i = 0; i < 200 && !owner; i++) {
+      owner = (await store.getJob(job.id))?.owner ?? null;
+      if (!owner) await new Promise((r) => setTimeout(r, 50));
+    }
+    // Asked of the node that did not run it.
+    const other = nodes.find((n) => !owner?.includes(`:${n.child.pid}:`)) as (typeof nodes)[0];
+    const live = await fetch(`${other.url}/v1/jobs/${job.id}/logs?follow=true`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(live.status, 200);
+    const events = await live.text(); // to the job's end
+    assert.match(events, /"text":"first\\n"/);
+    assert.match(events, /"text":"second\\n"/);
+    assert.match(events, /event: end/);
+    const whole = await fetch(`${other.url}/v1/jobs/${job.id}/logs`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(await whole.text(), 'first\nsecond\n');
+    const stranger = await fetch(`${other.url}/peer/v1/jobs/${job.id}/logs`);
+    assert.equal(stranger.status, 401, 'only nodes ask nodes');
+    for (const n of nodes) {
+      n.child.kill('SIGTERM');
+      await exited(n.child);
+    }
+    assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
+  },
+);
