@@ -104,11 +104,6 @@ const Images = z.strictObject({
   prefetch: Prefetch.prefault({}),
 });
 
-const Observability = z.strictObject({
-  /** Per-tenant metric series (boxcar_tenant_*): off by default, as tenants are unbounded labels. */
-  tenant_labels: z.boolean().default(false),
-});
-
 /** What jobs start with and leave behind: checkouts, artifacts, caches (see src/workspace). */
 const Workspaces = z.strictObject({
   /** Transports a job's `checkout.url` may use (`file` for tests and local repositories). */
@@ -123,6 +118,18 @@ const Workspaces = z.strictObject({
 });
 
 const HttpUrl = z.url({ protocol: /^https?$/, error: 'use http://HOST[:PORT][/PATH] or https://…' });
+
+const Observability = z.strictObject({
+  /** Per-tenant metric series (boxcar_tenant_*): off by default, as tenants are unbounded labels. */
+  tenant_labels: z.boolean().default(false),
+  /**
+   * An OpenTelemetry collector's OTLP/HTTP base URL (e.g. http://127.0.0.1:4318): spans of
+   * pipelines and jobs go to its /v1/traces. Default: OTEL_EXPORTER_OTLP_ENDPOINT; without
+   * either, no spans are made.
+   */
+  otlp_endpoint: HttpUrl.optional(),
+});
+
 const Repositories = z
   .record(z.string().regex(/^[^/\s]+\/[^/\s]+$/, 'use owner/name or owner/*'), TenantName)
   .default({});

@@ -8,6 +8,7 @@ import { isTerminal } from '../jobs/states.js';
 import type { VmAttributes } from '../jobs/handle.js';
 import type { Decision } from '../jobs/decision.js';
 import type { JobRecord } from '../store/store.js';
+import { startPath } from './start-path.js';
 
 const registry = new client.Registry();
 client.collectDefaultMetrics({ register: registry });
@@ -159,12 +160,6 @@ export function labelledGauge<L extends string>(
       for (const [labels, value] of await collect()) this.set(labels, value);
     },
   });
-}
-
-/** How a job's sandbox came up: a VM from the warm pool or a snapshot; anything else cold. */
-function startPath(vm: VmAttributes | undefined): 'cold' | 'restored' | 'pooled' {
-  if (vm?.fromWarmPool) return 'pooled';
-  return vm?.restoredFromSnapshot ? 'restored' : 'cold';
 }
 
 function observeVm(job: JobRecord, vm: VmAttributes): void {

@@ -7,6 +7,7 @@ import type { ImageStore } from '../images/image-store.js';
 import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
 import type { Logger } from '../observability/logger.js';
+import { traceJob, withTraceparent } from '../observability/tracing.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { ExitStatus, Runtime } from '../runtimes/runtime.js';
 import type { OutputChunk } from '../lib/follow.js';
@@ -67,11 +68,32 @@ function sandboxLogPath(paths: StatePaths, sandboxId: string): string {
  * Runs one accepted job through its runtime driver, from `queued` to a terminal state. Each
  * state is written before the step it announces; the sandbox is destroyed whatever happens.
  */
-export async function executeJob(
+export function executeJob(
   deps: ExecuteDeps,
   job: JobRecord,
   opts: ExecuteOptions = {},
 ): Promise<ExecuteResult> {
+  return traceJob(job, () => execute(deps, job, opts));
+}
+
+/**
+ * Follows a running job to its end: output, time limit (counted from its start), cancel, the
+ * final state and figures; destroys the sandbox whatever happens. Also what a restarted node
+ * does with a job it re-attaches to.
+ */
+export function superviseJob(
+  deps: ExecuteDeps,
+  job: JobRecord,
+  driver: Runtime,
+  handle: TaskHandle,
+  opts: ExecuteOptions & { secrets?: Record<string, string> } = {},
+): Promise<ExecuteResult> {
+  return traceJob(job, () => supervise(deps, job, driver, handle, opts));
+}
+
+// The two above, untraced: each job's span is recorded once, by whichever of them ran it.
+
+async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions): Promise<ExecuteResult> {
   const { store, logger } = deps;
   const log = logger.child({ job_id: job.id, tenant: job.tenant, runtime: job.runtime });
   let driver: Runtime | undefined;
@@ -106,7 +128,7 @@ export async function executeJob(
     handle = await driver.prepare({
       jobId: job.id,
       sandboxId,
-      spec: withCheckoutEnv(job.spec),
+      spec: withTraceparent(job, withCheckoutEnv(job.spec)),
       image,
       tenant: job.tenant,
       trust: job.decision.trust,
@@ -184,7 +206,7 @@ export async function executeJob(
   }
   log.info({ startupMs: startedAt - takenAt, queuedMs: takenAt - job.createdAt }, 'job started');
   opts.onStartDone?.();
-  return superviseJob(deps, record, driver, handle, { ...opts, secrets });
+  return supervise(deps, record, driver, handle, { ...opts, secrets });
 }
 
 /** A checked-out job knows what it runs on, as CI jobs do (GitLab's CI_COMMIT_SHA). */
@@ -217,17 +239,12 @@ export function startedAudit(job: JobRecord, handle: TaskHandle, extra: Record<s
   };
 }
 
-/**
- * Follows a running job to its end: output, time limit (counted from its start), cancel, the
- * final state and figures; destroys the sandbox whatever happens. Also what a restarted node
- * does with a job it re-attaches to.
- */
-export async function superviseJob(
+async function supervise(
   deps: ExecuteDeps,
   job: JobRecord,
   driver: Runtime,
   handle: TaskHandle,
-  opts: ExecuteOptions & { secrets?: Record<string, string> } = {},
+  opts: ExecuteOptions & { secrets?: Record<string, string> },
 ): Promise<ExecuteResult> {
   const { store, logger } = deps;
   const log = logger.child({ job_id: job.id, tenant: job.tenant, runtime: job.runtime });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Boxcar } from '../boxcar.js';
 import { UserError } from '../lib/errors.js';
 import type { JobSpec } from '../jobs/spec.js';
+import { pipelineEnded } from '../observability/tracing.js';
 import { evaluate, type AttemptOutcome, type PipelineJobStatus } from '../pipelines/dag.js';
 import type { PipelinePlan, PlannedJob } from '../pipelines/plan.js';
 import type { TrustInputs } from '../policy/trust.js';
@@ -60,6 +61,7 @@ export async function advancePipeline(
       if (!updated) continue; // another node moved it on first: look again
       current = updated;
       onChange?.(current);
+      pipelineEnded(current); // its span, once: the one write that moved it to its end
     }
     const failed: Record<string, string> = {};
     for (const a of [...unqueued, ...fresh]) {

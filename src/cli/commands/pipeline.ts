@@ -13,6 +13,7 @@ import { formatBytes } from '../../lib/quantity.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
 import { jobResultJson } from '../../runner/result.js';
 import type { Logger } from '../../observability/logger.js';
+import { startTracing } from '../../observability/tracing-setup.js';
 import type { JobRecord, PipelineRecord } from '../../store/store.js';
 import { runLocalJob } from '../../runner/local.js';
 import { advancePipeline } from '../../scheduler/pipelines.js';
@@ -70,6 +71,7 @@ export function registerPipeline(program: Command, logger: Logger): void {
       if (process.getuid?.() !== 0)
         throw new UserError('boxcar pipeline needs root (it creates containers); run it as root');
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+      const tracing = await startTracing(box.config.observability.otlp_endpoint, logger);
       const cancel = cancelOnSignals();
       try {
         await reconcileOrphans(box);
@@ -110,6 +112,7 @@ export function registerPipeline(program: Command, logger: Logger): void {
         process.exitCode = p.state === 'succeeded' ? 0 : 1;
       } finally {
         cancel.dispose();
+        await tracing?.shutdown(); // the spans of the pipeline and its jobs, sent before exiting
         await box.close();
       }
     });

@@ -9,6 +9,7 @@ import { Prefetcher } from '../../images/prefetch.js';
 import { UserError } from '../../lib/errors.js';
 import { parseDurationMs } from '../../lib/quantity.js';
 import type { Logger } from '../../observability/logger.js';
+import { startTracing } from '../../observability/tracing-setup.js';
 import { PipelineRunner } from '../../scheduler/pipelines.js';
 import { registerNodeMetrics } from '../../scheduler/node-metrics.js';
 import { Scheduler } from '../../scheduler/scheduler.js';
@@ -40,6 +41,9 @@ export function registerServe(program: Command, logger: Logger): void {
       const drain = parseDurationMs(opts.drain);
       if (!drain.ok) throw new UserError(`--drain: ${drain.message}`);
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+      const tracing = await startTracing(box.config.observability.otlp_endpoint, logger, {
+        publicUrl: box.config.webhooks.publicUrl,
+      });
       const scheduler = new Scheduler(box);
       await scheduler.start();
       registerNodeMetrics(box, scheduler);
@@ -90,6 +94,7 @@ export function registerServe(program: Command, logger: Logger): void {
       unwatch?.();
       unwatchPipelines?.();
       await forge?.stop(FORGE_GRACE_MS);
+      await tracing?.shutdown(); // the spans of the last jobs, sent
       if (left) {
         // Their sandboxes keep running, unwatched; the next start of this node re-attaches them.
         logger.info({ drained, left }, 'stopped; jobs left running are re-attached at the next start');
