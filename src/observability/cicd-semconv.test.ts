@@ -12,6 +12,9 @@ test('every copied CI/CD name matches @opentelemetry/semantic-conventions/incuba
         assert.equal(published[`CICD_PIPELINE_RESULT_VALUE_${v.toUpperCase()}`], v);
         assert.equal(published[`CICD_PIPELINE_TASK_RUN_RESULT_VALUE_${v.toUpperCase()}`], v);
       }
+    } else if (name === 'CICD_PIPELINE_TASK_TYPE_VALUES') {
+      for (const v of copied.CICD_PIPELINE_TASK_TYPE_VALUES)
+        assert.equal(published[`CICD_PIPELINE_TASK_TYPE_VALUE_${v.toUpperCase()}`], v);
     } else assert.equal(published[name], value, name);
   }
 });

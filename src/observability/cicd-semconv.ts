@@ -13,6 +13,7 @@ export const ATTR_CICD_PIPELINE_TASK_NAME = 'cicd.pipeline.task.name';
 export const ATTR_CICD_PIPELINE_TASK_RUN_ID = 'cicd.pipeline.task.run.id';
 export const ATTR_CICD_PIPELINE_TASK_RUN_RESULT = 'cicd.pipeline.task.run.result';
 export const ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL = 'cicd.pipeline.task.run.url.full';
+export const ATTR_CICD_PIPELINE_TASK_TYPE = 'cicd.pipeline.task.type';
 export const ATTR_CICD_WORKER_ID = 'cicd.worker.id';
 export const ATTR_PROCESS_EXIT_CODE = 'process.exit.code';
 
@@ -28,3 +29,6 @@ export const CICD_RESULT = {
   skip: 'skip',
 } as const;
 export type CicdResult = (typeof CICD_RESULT)[keyof typeof CICD_RESULT];
+
+/** The values of `cicd.pipeline.task.type`: a job in a stage of one of these names has that type. */
+export const CICD_PIPELINE_TASK_TYPE_VALUES: readonly string[] = ['build', 'test', 'deploy'];

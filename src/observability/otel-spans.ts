@@ -6,6 +6,7 @@ import {
   SpanStatusCode,
   TraceFlags,
   trace,
+  type Attributes,
   type Context,
   type Tracer,
 } from '@opentelemetry/api';
@@ -22,7 +23,7 @@ import { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conv
 import type { JobState } from '../jobs/states.js';
 import { errorMessage } from '../lib/errors.js';
 import type { Logger } from './logger.js';
-import type { PipelineRecord } from '../store/store.js';
+import type { JobRecord, PipelineRecord } from '../store/store.js';
 import {
   ATTR_CICD_PIPELINE_ACTION_NAME,
   ATTR_CICD_PIPELINE_NAME,
@@ -32,9 +33,11 @@ import {
   ATTR_CICD_PIPELINE_TASK_RUN_ID,
   ATTR_CICD_PIPELINE_TASK_RUN_RESULT,
   ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL,
+  ATTR_CICD_PIPELINE_TASK_TYPE,
   ATTR_CICD_WORKER_ID,
   ATTR_PROCESS_EXIT_CODE,
   CICD_PIPELINE_ACTION_NAME_VALUE_RUN,
+  CICD_PIPELINE_TASK_TYPE_VALUES,
   CICD_RESULT,
   type CicdResult,
 } from './cicd-semconv.js';
@@ -103,8 +106,11 @@ function errorTypeOf(result: CicdResult | undefined, state: string): string | un
 }
 
 export interface OtelOptions {
+  log: Logger;
   /** Where each job's page is (`<public_url>/v1/jobs/ID/logs`), for cicd.pipeline.task.run.url.full. */
   publicUrl?: string;
+  /** Reads a pipeline, for the stage of its jobs (cicd.pipeline.task.type). */
+  pipelineOf?: (id: string) => Promise<PipelineRecord | undefined>;
 }
 
 /**
@@ -112,7 +118,7 @@ export interface OtelOptions {
  * recorded: a pipeline run (SERVER, `RUN <pipeline>`), each job a task run (INTERNAL, named
  * after the job) under it, and each job's sandbox start (runtime, start path) under the job.
  */
-export function otelRecorder(processor: SpanProcessor, opts: OtelOptions = {}): SpanRecorder {
+export function otelRecorder(processor: SpanProcessor, opts: OtelOptions): SpanRecorder {
   const ids = new DerivedIds();
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'boxcar' }),
@@ -120,8 +126,24 @@ export function otelRecorder(processor: SpanProcessor, opts: OtelOptions = {}): 
     spanProcessors: [processor],
   });
   const tracer: Tracer = provider.getTracer('boxcar');
+  /** The job's stage, when it is one of the task types; a pipeline that cannot be read leaves it out. */
+  const taskType = async (job: JobRecord): Promise<Attributes> => {
+    if (!job.origin.pipeline || !opts.pipelineOf) return {};
+    try {
+      const stage = (await opts.pipelineOf(job.origin.pipeline))?.plan.jobs.find(
+        (j) => j.name === job.name,
+      )?.stage;
+      return stage && CICD_PIPELINE_TASK_TYPE_VALUES.includes(stage)
+        ? { [ATTR_CICD_PIPELINE_TASK_TYPE]: stage }
+        : {};
+    } catch (err) {
+      opts.log.warn({ err: errorMessage(err), job_id: job.id }, "the job's span goes without its stage");
+      return {};
+    }
+  };
   return {
-    jobEnded(job, takenAt) {
+    async jobEnded(job, takenAt) {
+      const type = await taskType(job);
       const own = jobSpanIds(job);
       const started = job.startedAt !== null && job.startupMs !== null;
       const startTime = started ? (job.startedAt as number) - (job.startupMs as number) : takenAt;
@@ -136,6 +158,7 @@ export function otelRecorder(processor: SpanProcessor, opts: OtelOptions = {}): 
             attributes: {
               [ATTR_CICD_PIPELINE_TASK_NAME]: job.name,
               [ATTR_CICD_PIPELINE_TASK_RUN_ID]: job.id,
+              ...type,
               ...(opts.publicUrl
                 ? { [ATTR_CICD_PIPELINE_TASK_RUN_URL_FULL]: `${opts.publicUrl}/v1/jobs/${job.id}/logs` }
                 : {}),
@@ -207,7 +230,8 @@ export function otelRecorder(processor: SpanProcessor, opts: OtelOptions = {}): 
  * Spans in batches to an OTLP/HTTP collector (`url`: its traces endpoint, …/v1/traces). The
  * SDK says why an export failed only to its diagnostic logger: that goes to the service log.
  */
-export function otlpRecorder(url: string, log: Logger, opts: OtelOptions = {}): SpanRecorder {
+export function otlpRecorder(url: string, opts: OtelOptions): SpanRecorder {
+  const { log } = opts;
   const say =
     (level: 'error' | 'warn') =>
     (msg: string, ...args: unknown[]) =>

@@ -1,3 +1,4 @@
+import type { PipelineRecord } from '../store/store.js';
 import type { Logger } from './logger.js';
 import { setSpanRecorder, type SpanRecorder } from './tracing.js';
 
@@ -22,12 +23,16 @@ export function otlpTracesUrl(configured: string | undefined, env: NodeJS.Proces
 export async function startTracing(
   configured: string | undefined,
   log: Logger,
-  opts: { publicUrl?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    publicUrl?: string;
+    pipelineOf?: (id: string) => Promise<PipelineRecord | undefined>;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<SpanRecorder | undefined> {
   const url = otlpTracesUrl(configured, opts.env ?? process.env);
   if (!url) return undefined;
   const { otlpRecorder } = await import('./otel-spans.js');
-  const recorder = otlpRecorder(url, log, { publicUrl: opts.publicUrl });
+  const recorder = otlpRecorder(url, { log, publicUrl: opts.publicUrl, pipelineOf: opts.pipelineOf });
   setSpanRecorder(recorder);
   return recorder;
 }

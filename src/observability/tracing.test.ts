@@ -88,7 +88,13 @@ async function runPipeline(raw: unknown): Promise<{ p: PipelineRecord; jobs: Job
 
 function recording() {
   const exporter = new InMemorySpanExporter();
-  setSpanRecorder(otelRecorder(new SimpleSpanProcessor(exporter), { publicUrl: 'https://ci.example' }));
+  setSpanRecorder(
+    otelRecorder(new SimpleSpanProcessor(exporter), {
+      log: silentLogger(),
+      publicUrl: 'https://ci.example',
+      pipelineOf: (id) => box.store.getPipeline(id),
+    }),
+  );
   return exporter;
 }
 
@@ -156,11 +162,13 @@ describe('traces', () => {
     }
     const unit = named(spans, 'unit');
     assert.equal(unit.attributes['cicd.pipeline.task.run.result'], 'failure');
+    assert.equal(unit.attributes['cicd.pipeline.task.type'], 'test'); // its stage (the default one)
     assert.equal(unit.attributes['process.exit.code'], 3);
     assert.equal(unit.attributes['error.type'], 'failed');
     assert.equal(unit.status.code, SpanStatusCode.ERROR);
     const build = named(spans, 'build');
     assert.equal(build.attributes['cicd.pipeline.task.run.result'], 'success');
+    assert.equal(build.attributes['cicd.pipeline.task.type'], 'build');
     assert.equal(build.attributes['error.type'], undefined);
     assert.equal(build.status.code, SpanStatusCode.UNSET);
   });
@@ -217,7 +225,7 @@ describe('traces', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const url = otlpTracesUrl(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, {}) as string;
-      const recorder = otlpRecorder(url, silentLogger());
+      const recorder = otlpRecorder(url, { log: silentLogger() });
       setSpanRecorder(recorder);
       const job = await runJob({ name: 'exported' });
       await recorder.shutdown();

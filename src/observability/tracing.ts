@@ -10,7 +10,7 @@ import { jobSpanIds, traceparent } from './trace-ids.js';
  */
 export interface SpanRecorder {
   /** A job ended in this process; `takenAt`: when this process took it, if it never started. */
-  jobEnded(job: JobRecord, takenAt: number): void;
+  jobEnded(job: JobRecord, takenAt: number): Promise<void>;
   pipelineEnded(pipeline: PipelineRecord): void;
   /** Sends what is still buffered, then stops. */
   shutdown(): Promise<void>;
@@ -45,7 +45,7 @@ export async function traceJob<T extends { record: JobRecord }>(
   const result = await run();
   const end = result.record;
   if (recorder && isTerminal(end.state) && end.owner === job.owner && end.attempts === job.attempts)
-    recorder.jobEnded(end, takenAt);
+    await recorder.jobEnded(end, takenAt);
   return result;
 }
 

@@ -71,7 +71,9 @@ export function registerPipeline(program: Command, logger: Logger): void {
       if (process.getuid?.() !== 0)
         throw new UserError('boxcar pipeline needs root (it creates containers); run it as root');
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
-      const tracing = await startTracing(box.config.observability.otlp_endpoint, logger);
+      const tracing = await startTracing(box.config.observability.otlp_endpoint, logger, {
+        pipelineOf: (id) => box.store.getPipeline(id),
+      });
       const cancel = cancelOnSignals();
       try {
         await reconcileOrphans(box);

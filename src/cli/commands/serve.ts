@@ -43,6 +43,7 @@ export function registerServe(program: Command, logger: Logger): void {
       const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
       const tracing = await startTracing(box.config.observability.otlp_endpoint, logger, {
         publicUrl: box.config.webhooks.publicUrl,
+        pipelineOf: (id) => box.store.getPipeline(id),
       });
       const scheduler = new Scheduler(box);
       await scheduler.start();
