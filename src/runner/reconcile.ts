@@ -1,9 +1,9 @@
 import { jobCostDollars } from '../cost/model.js';
 import { errorMessage } from '../lib/errors.js';
-import type { JobRecord } from '../store/store.js';
+import { IllegalTransition, type Fence, type JobPatch, type JobRecord } from '../store/store.js';
 import { storeOutput, type ExecuteDeps } from './execute.js';
 import { ownerAlive } from '../lib/owner.js';
-import { finalState } from '../jobs/states.js';
+import { finalState, type JobState } from '../jobs/states.js';
 
 type ReconcileDeps = Pick<
   ExecuteDeps,
@@ -40,9 +40,13 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
 export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRecord> {
   const { store, runtimes, logger, prices } = deps;
   const died = `its boxcar process (${job.owner}) died`;
+  // Written only while the job is still the dead owner's: another node may have taken it over
+  // or run it again meanwhile (then this is not its result to record).
+  const fence: Fence | undefined = job.owner ? { owner: job.owner, attempts: job.attempts } : undefined;
+  const write = (to: JobState, patch: JobPatch, reason: string) =>
+    store.transition(job.id, to, patch, reason, undefined, fence);
   if (!job.handle)
-    return store.transition(
-      job.id,
+    return write(
       'error',
       { finishedAt: Date.now(), error: `${died} before the sandbox was created` },
       'orphaned',
@@ -56,11 +60,9 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
       const stats = await driver.stats(job.handle);
       const finishedAt = Date.now();
       const durationMs = job.startedAt ? finishedAt - job.startedAt : null;
-      if (job.state !== 'running')
-        await store.transition(job.id, 'running', {}, 'recovered after its owner died');
+      if (job.state !== 'running') await write('running', {}, 'recovered after its owner died');
       const state = finalState({ ...found.exit, timedOut: false, cancelled: false });
-      return await store.transition(
-        job.id,
+      return await write(
         state,
         {
           exitCode: found.exit.exitCode,
@@ -84,22 +86,20 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
     }
     if (found.state === 'running' || found.state === 'created') {
       await driver.stop(job.handle, 'SIGKILL');
-      return await store.transition(
-        job.id,
+      return await write(
         'error',
         { finishedAt: Date.now(), error: `${died} while the job ran; the job was stopped` },
         'orphaned',
       );
     }
-    return await store.transition(
-      job.id,
+    return await write(
       'error',
       { finishedAt: Date.now(), error: `${died}; sandbox lost: ${found.reason}` },
       'orphaned',
     );
   } catch (err) {
-    return store.transition(
-      job.id,
+    if (err instanceof IllegalTransition) return (await store.getJob(job.id)) ?? job; // it moved on
+    return write(
       'error',
       { finishedAt: Date.now(), error: `${died}; recovery failed: ${errorMessage(err)}` },
       'orphaned',

@@ -308,7 +308,7 @@ test(
             body: JSON.stringify({
               source: 'internal_repo',
               user_group: 'internal_team',
-              command: 'sleep 1',
+              command: 'sleep 2',
               resources: { memory: '32Mi', requests: { cpus: '10m' } },
             }),
           })
@@ -423,5 +423,100 @@ test(
       await exited(n.child);
     }
     assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
+  },
+);
+
+test(
+  '100 jobs over 3 nodes, one killed, restarted and killed again: none lost, none recorded twice',
+  { timeout: 240_000 },
+  async (t) => {
+    const states = [await tempState(), await tempState(), await tempState()];
+    t.after(async () => {
+      for (const s of states) await s.cleanup();
+    });
+    const config = path.join((states[0] as (typeof states)[0]).root, 'config.yaml');
+    writeFileSync(config, 'scheduler:\n  lease: 2s\n  max_attempts: 5\ntenants:\n  ci: { trust: trusted }\n');
+    const root = (i: number) => (states[i] as (typeof states)[0]).root;
+    const token = boxcarSync(['--state', root(0), '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const api = apiAs(token);
+    const start = async (i: number) => {
+      const n = await startServe(['--state', root(i), '--store', pg.url, '--config', config]);
+      children.push(n.child);
+      return n;
+    };
+    const nodes = [await start(0), await start(1), await start(2)];
+    const ids: string[] = [];
+    for (let i = 0; i < 100; i++)
+      ids.push(
+        (
+          await api<JobView>((nodes[i % 3] as (typeof nodes)[0]).url, '/v1/jobs', {
+            method: 'POST',
+            body: JSON.stringify({
+              source: 'internal_repo',
+              user_group: 'internal_team',
+              command: 'sleep 2',
+              resources: { memory: '16Mi', requests: { cpus: '10m', memory: '8Mi' } },
+            }),
+          })
+        ).id,
+      );
+    const store = await PostgresStore.connect(pg.url);
+    t.after(() => store.close());
+    /** Waits (up to 5 s) until node 2 runs some of the jobs: a kill then loses work in flight. */
+    const node2Busy = async (): Promise<boolean> => {
+      const pid = (nodes[2] as (typeof nodes)[0]).child.pid;
+      for (let i = 0; i < 200; i++) {
+        const running = await store.listJobs({ tenant: 'ci', states: ['starting', 'running'], limit: 200 });
+        if (running.some((j) => j.owner?.includes(`:${pid}:`))) return true;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return false;
+    };
+    let killedBusy = 0;
+    // Node 2 is killed (with its sandboxes, as a lost machine), restarted, and killed again.
+    const kill = async () => {
+      if (await node2Busy()) killedBusy++;
+      const n = nodes[2] as (typeof nodes)[0];
+      n.child.kill('SIGKILL');
+      await exited(n.child);
+      // The machine is lost: its monitors die with it (no exit status is written for its jobs).
+      spawnSync('pkill', ['-9', '-f', `${root(2)}/`]);
+      const runc = (...args: string[]) =>
+        spawnSync('runc', ['--root', (states[2] as (typeof states)[0]).runcRoot, ...args], {
+          encoding: 'utf8',
+        });
+      for (const id of runc('list', '-q').stdout.split('\n').filter(Boolean)) runc('delete', '--force', id);
+    };
+    await kill();
+    nodes[2] = await start(2);
+    await kill();
+    const done = await Promise.all(
+      ids.map((id) => api<JobView>((nodes[0] as (typeof nodes)[0]).url, `/v1/jobs/${id}?wait=180s`)),
+    );
+    const notDone = done
+      .filter((j) => j.state !== 'succeeded')
+      .map((j) => `${j.id}: ${j.state} ${j.error ?? ''}`);
+    assert.deepEqual(notDone, [], 'none lost');
+    let twice = 0;
+    let requeued = 0;
+    for (const id of ids) {
+      const events = await store.events(id);
+      if (events.filter((e) => e.to === 'succeeded').length !== 1) twice++;
+      if (events.some((e) => e.to === 'queued' && e.from !== null)) requeued++;
+    }
+    assert.equal(twice, 0, 'no result recorded twice');
+    assert.ok(killedBusy >= 1 && requeued >= 1, 'the lost node held jobs, run again elsewhere');
+    t.diagnostic(`${requeued} of 100 jobs were requeued after a node was lost`);
+    for (const n of nodes.slice(0, 2)) {
+      n.child.kill('SIGTERM');
+      await exited(n.child);
+    }
+    assert.deepEqual(
+      [
+        ...(await leftovers(states[0] as (typeof states)[0])),
+        ...(await leftovers(states[1] as (typeof states)[0])),
+      ],
+      [],
+    );
   },
 );

@@ -280,13 +280,15 @@ export class Scheduler {
     const { store, logger } = this.box;
     try {
       const now = Date.now();
+      // Only jobs claimed before the renewal are judged by it (one claimed meanwhile is not in it).
+      const running = [...this.active.keys()];
       const held = new Set(await store.renewLeases(this.owner, now + this.leaseMs));
       // A job this node runs whose claim it no longer holds (it was paused or cut off past its
       // lease, and another node took the job over or ran it again): its sandbox is stopped at
       // once, and what this node would write of it is fenced off.
       // (A job that has just ended is not held either: stopping it then does nothing.)
-      for (const id of this.active.keys())
-        if (!held.has(id)) {
+      for (const id of running)
+        if (!held.has(id) && this.active.has(id)) {
           logger.warn({ job_id: id }, 'this node lost its claim on a job it runs: stopping its sandbox');
           this.cancelLocal(id);
         }
