@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { openBoxcar, type BoxcarOptions } from '../../boxcar.js';
+import { startTracing } from '../../observability/tracing-setup.js';
 import { UserError } from '../../lib/errors.js';
 import { isWasmModule } from '../../jobs/spec.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
@@ -24,6 +25,8 @@ export function registerRun(program: Command, logger: Logger): void {
         'boxcar run needs root (it creates containers, cgroups and namespaces); run it as root',
       );
     const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+    // Its span, when a collector is configured (the SDK is loaded only then).
+    const tracing = await startTracing(box.config.observability.otlp_endpoint, logger);
     // The runtime a job names, or the lightweight one for a module, gets ready while the job is decided.
     const early = spec.runtime ?? (isWasmModule(spec.image) ? box.policy.lightweight?.runtime : undefined);
     if (early) void box.runtimes.get(early).warm?.();
@@ -47,6 +50,7 @@ export function registerRun(program: Command, logger: Logger): void {
       process.exitCode = cliExitCode(record);
     } finally {
       cancel.dispose();
+      await tracing?.shutdown();
       await box.close();
     }
   });
