@@ -336,7 +336,7 @@ describe('microVM driver (QEMU microvm, for real)', () => {
       qmp.close();
     }
     const { record, output } = await running;
-    assert.equal(record.state, 'failed');
+    assert.equal(record.state, 'failed', `${record.error ?? ''} ${output}`);
     assert.equal(record.exitCode, 128 + 25, 'as if killed by SIGXFSZ');
     assert.match(output, /wrote its disk up to the job's limit .*resources\.rootfs\): the VM was stopped/);
     const disk = path.join(dir, 'disk.qcow2');
