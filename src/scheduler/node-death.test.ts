@@ -34,6 +34,22 @@ const apiAs =
     return JSON.parse(body) as T;
   };
 
+type State = Awaited<ReturnType<typeof tempState>>;
+
+type After = { after: (fn: () => Promise<void>) => void };
+
+/** `n` state directories, one per node, removed (with what they hold) after the test. */
+async function nodeStates(t: After, n: 2): Promise<[State, State]>;
+async function nodeStates(t: After, n: 3): Promise<[State, State, State]>;
+async function nodeStates(t: After, n: number): Promise<State[]> {
+  const states: State[] = [];
+  for (let i = 0; i < n; i++) states.push(await tempState());
+  t.after(async () => {
+    for (const s of states) await s.cleanup();
+  });
+  return states;
+}
+
 async function serve(state: string, config: string): Promise<{ child: ChildProcess; url: string }> {
   const started = await startServe(['--state', state, '--store', pg.url, '--config', config]);
   children.push(started.child);
@@ -134,12 +150,7 @@ test(
   'a node whose clock runs 60 s ahead takes over no lease early: leases are the database’s clock',
   { timeout: 120_000 },
   async (t) => {
-    const c = await tempState();
-    const d = await tempState();
-    t.after(async () => {
-      await c.cleanup();
-      await d.cleanup();
-    });
+    const [c, d] = await nodeStates(t, 2);
     const config = path.join(c.root, 'config.yaml');
     writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
     const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
@@ -190,12 +201,7 @@ test(
   'a node paused past its lease comes back: its late writes are refused, its stale sandboxes go, each job ends once',
   { timeout: 120_000 },
   async (t) => {
-    const c = await tempState();
-    const d = await tempState();
-    t.after(async () => {
-      await c.cleanup();
-      await d.cleanup();
-    });
+    const [c, d] = await nodeStates(t, 2);
     const config = path.join(c.root, 'config.yaml');
     writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
     const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
@@ -270,12 +276,7 @@ test(
   'a quota of pods: 4 over two nodes: never more than 4 of the tenant’s jobs admitted at once; a cancel outlives its node',
   { timeout: 120_000 },
   async (t) => {
-    const c = await tempState();
-    const d = await tempState();
-    t.after(async () => {
-      await c.cleanup();
-      await d.cleanup();
-    });
+    const [c, d] = await nodeStates(t, 2);
     const config = path.join(c.root, 'config.yaml');
     writeFileSync(
       config,
@@ -372,12 +373,7 @@ test(
   'a job’s log is served by every node: the one that ran it is asked, live and whole',
   { timeout: 60_000 },
   async (t) => {
-    const c = await tempState();
-    const d = await tempState();
-    t.after(async () => {
-      await c.cleanup();
-      await d.cleanup();
-    });
+    const [c, d] = await nodeStates(t, 2);
     const config = path.join(c.root, 'config.yaml');
     writeFileSync(config, 'tenants:\n  ci: { trust: trusted }\n');
     const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
@@ -430,10 +426,7 @@ test(
   '100 jobs over 3 nodes, one killed, restarted and killed again: none lost, none recorded twice',
   { timeout: 240_000 },
   async (t) => {
-    const states = [await tempState(), await tempState(), await tempState()];
-    t.after(async () => {
-      for (const s of states) await s.cleanup();
-    });
+    const states = await nodeStates(t, 3);
     const config = path.join((states[0] as (typeof states)[0]).root, 'config.yaml');
     writeFileSync(config, 'scheduler:\n  lease: 2s\n  max_attempts: 5\ntenants:\n  ci: { trust: trusted }\n');
     const root = (i: number) => (states[i] as (typeof states)[0]).root;
