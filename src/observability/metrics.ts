@@ -105,18 +105,16 @@ const imageBytes = new client.Counter({
   registers: [registry],
 });
 
-const admissions = new client.Counter({
-  name: 'boxcar_admissions_total',
-  help: 'Jobs admitted to run, made to wait, or refused, by reason (queue_full, limits, policy, runtime, secrets, quota, capacity)',
-  labelNames: ['outcome', 'reason'],
-  registers: [registry],
-});
-const fallbacks = new client.Counter({
-  name: 'boxcar_fallbacks_total',
-  help: "Untrusted jobs routed to the policy's fallback instead of its primary runtime, by why",
-  labelNames: ['from', 'to', 'reason'],
-  registers: [registry],
-});
+const admissions = counter(
+  'boxcar_admissions_total',
+  'Jobs admitted to run, made to wait, or refused, by reason (queue_full, limits, policy, runtime, secrets, quota, capacity)',
+  ['outcome', 'reason'],
+);
+const fallbacks = counter(
+  'boxcar_fallbacks_total',
+  "Untrusted jobs routed to the policy's fallback instead of its primary runtime, by why",
+  ['from', 'to', 'reason'],
+);
 
 export type AdmissionOutcome = 'admitted' | 'waiting' | 'refused';
 export type AdmissionReason =
@@ -135,12 +133,11 @@ export function observeDecision(d: Decision): void {
 /** Per-tenant series, only where the operator enables them (`observability.tenant_labels`): tenants are unbounded. */
 let tenantFinished: client.Counter<'tenant' | 'state'> | undefined;
 export function enableTenantLabels(): void {
-  tenantFinished ??= new client.Counter({
-    name: 'boxcar_tenant_jobs_finished_total',
-    help: 'Jobs that reached a final state, by tenant',
-    labelNames: ['tenant', 'state'],
-    registers: [registry],
-  });
+  tenantFinished ??= counter(
+    'boxcar_tenant_jobs_finished_total',
+    'Jobs that reached a final state, by tenant',
+    ['tenant', 'state'],
+  );
 }
 
 /** A gauge with labels, read when scraped (from the store, the breakers…). */

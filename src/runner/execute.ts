@@ -141,8 +141,7 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     if (image.pull) handle.attributes.image = { ref: image.ref, digest: image.digest, ...image.pull };
     await store.saveHandle(job.id, handle);
     if (opts.signal?.aborted) {
-      await destroyQuietly(driver, handle, log);
-      await removeWorkspace(deps, job, log);
+      await tearDown(deps, job, driver, handle, log);
       record = await store.transition(
         job.id,
         'cancelled',
@@ -161,8 +160,7 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     const infraFailure = !(err instanceof UserError);
     if (infraFailure) log.error({ err }, 'job failed to start');
     else log.info({ why: errorMessage(err) }, 'job refused: its own input');
-    if (driver && handle) await destroyQuietly(driver, handle, log);
-    await removeWorkspace(deps, job, log);
+    await tearDown(deps, job, driver, handle, log);
     const why = errorMessage(err);
     // Only a job whose process never started is run again: nothing of it has run yet.
     const retryable = infraFailure && record.state === 'starting';
@@ -198,8 +196,7 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     // The job moved on while it started (cancelled, taken by another node): its sandbox must
     // not run on unwatched.
     log.warn({ err: errorMessage(err) }, 'the job moved on while its sandbox started: destroying it');
-    await destroyQuietly(driver, handle, log);
-    await removeWorkspace(deps, job, log);
+    await tearDown(deps, job, driver, handle, log);
     if (err instanceof IllegalTransition)
       return { record: (await store.getJob(job.id)) ?? record, output: '' };
     throw err;
@@ -306,8 +303,7 @@ async function supervise(
       fenceOf(job),
     );
   } finally {
-    await destroyQuietly(driver, handle, log);
-    await removeWorkspace(deps, job, log);
+    await tearDown(deps, job, driver, handle, log);
   }
   return { record, output: capture.text() };
 }
@@ -371,25 +367,30 @@ async function keepWorkspace(
   return after.error;
 }
 
-/** Removes a job's workspace, if it had one; a failure is logged (the mount stays for reconcile). */
-async function removeWorkspace(deps: ExecuteDeps, job: JobRecord, log: Logger): Promise<void> {
-  if (!wantsWorkspace(job.spec)) return;
-  try {
-    await deps.workspaces.remove(job.id);
-  } catch (err) {
-    log.error({ err }, "removing the job's workspace failed");
-  }
-}
-
-async function destroyQuietly(driver: Runtime, handle: TaskHandle, log: Logger): Promise<void> {
-  try {
-    await driver.destroy(handle);
-  } catch (err) {
-    log.error(
-      { err, sandboxId: handle.sandboxId },
-      'destroying the sandbox failed; it may hold host resources',
-    );
-  }
+/**
+ * Removes what a job holds on the host: its sandbox (when it got one) and its workspace (when it
+ * had one). Failures are logged, not thrown: whatever stays behind is reconcile's to remove.
+ */
+async function tearDown(
+  deps: ExecuteDeps,
+  job: JobRecord,
+  driver: Runtime | undefined,
+  handle: TaskHandle | undefined,
+  log: Logger,
+): Promise<void> {
+  if (driver && handle)
+    await driver
+      .destroy(handle)
+      .catch((err: unknown) =>
+        log.error(
+          { err, sandboxId: handle.sandboxId },
+          'destroying the sandbox failed; it may hold host resources',
+        ),
+      );
+  if (wantsWorkspace(job.spec))
+    await deps.workspaces
+      .remove(job.id)
+      .catch((err: unknown) => log.error({ err }, "removing the job's workspace failed"));
 }
 
 /**
