@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import type { Boxcar } from '../boxcar.js';
 import { errorMessage, UserError } from '../lib/errors.js';
@@ -8,7 +8,7 @@ import { JOB_FILE, planOf } from '../pipelines/plan.js';
 import { githubPullRequestTrust } from '../policy/webhooks.js';
 import type { PipelineRunner } from '../scheduler/pipelines.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
-import type { Delivery } from '../store/store.js';
+import type { Delivery, NewDelivery } from '../store/store.js';
 import { pipelineSpecFor } from '../tenants/limits.js';
 import { tenantForRepository, tenantSettings } from '../tenants/tenant-config.js';
 
@@ -195,6 +195,22 @@ export class DeliveryWorker {
 }
 
 /**
+ * Remembers a forge's delivery (a replay of one seen already is a no-op, answered 200) and wakes
+ * the worker; answers 202 at once, before any job is queued.
+ */
+export async function rememberDelivery(
+  box: Boxcar,
+  worker: DeliveryWorker,
+  reply: FastifyReply,
+  d: Omit<NewDelivery, 'receivedAt'>,
+): Promise<FastifyReply> {
+  const added = await box.store.addDelivery({ ...d, receivedAt: Date.now() });
+  if (!added) return reply.code(200).send({ delivery: d.id, duplicate: true });
+  worker.notify();
+  return reply.code(202).send({ delivery: d.id, state: 'pending' });
+}
+
+/**
  * GitHub webhook intake. The body is authenticated by its `X-Hub-Signature-256` HMAC (checked
  * in constant time, before anything in it is read); a bad or missing signature queues nothing.
  * A pull request opened, reopened or pushed to is remembered by its `X-GitHub-Delivery` id (a
@@ -252,16 +268,12 @@ export function registerGithubWebhook(app: FastifyInstance, box: Boxcar, worker:
           cloneUrl: head.repo.clone_url,
           classifier: githubPullRequestTrust(payload),
         };
-        const added = await box.store.addDelivery({
+        return rememberDelivery(box, worker, reply, {
           id: delivery,
           forge: 'github',
           tenant: tenantForRepository(github, repository),
           event: ev,
-          receivedAt: Date.now(),
         });
-        if (!added) return reply.code(200).send({ delivery, duplicate: true });
-        worker.notify();
-        return reply.code(202).send({ delivery, state: 'pending' });
       });
     },
     { prefix: '/v1/webhooks' },

@@ -6,7 +6,7 @@ import type { GitlabStatusTarget } from '../forge/reporter.js';
 import { UserError } from '../lib/errors.js';
 import { gitlabMergeRequestTrust } from '../policy/webhooks.js';
 import { tenantForRepository } from '../tenants/tenant-config.js';
-import type { DeliveryEvent, DeliveryWorker } from './github-webhook.js';
+import { rememberDelivery, type DeliveryEvent, type DeliveryWorker } from './github-webhook.js';
 
 /** Opened, reopened, and updated with new commits (GitLab sends `oldrev` only then). */
 const RUN_ON = ['open', 'reopen'];
@@ -91,16 +91,12 @@ export function registerGitlabWebhook(app: FastifyInstance, box: Boxcar, worker:
           classifier: gitlabMergeRequestTrust(payload),
           gitlab: { project: a.source_project_id, ref: a.source_branch },
         };
-        const added = await box.store.addDelivery({
+        return rememberDelivery(box, worker, reply, {
           id: delivery,
           forge: 'gitlab',
           tenant: tenantForRepository(box.config.webhooks.gitlab, repository),
           event: ev,
-          receivedAt: Date.now(),
         });
-        if (!added) return reply.code(200).send({ delivery, duplicate: true });
-        worker.notify();
-        return reply.code(202).send({ delivery, state: 'pending' });
       });
     },
     { prefix: '/v1/webhooks' },
