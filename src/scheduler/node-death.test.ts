@@ -36,6 +36,14 @@ const apiAs =
 
 type State = Awaited<ReturnType<typeof tempState>>;
 
+/** Stops nodes as an operator would (SIGTERM: they drain) and waits for them to exit. */
+async function stopNodes(...nodes: Array<{ child: ChildProcess }>): Promise<void> {
+  for (const n of nodes) {
+    n.child.kill('SIGTERM');
+    await exited(n.child);
+  }
+}
+
 type After = { after: (fn: () => Promise<void>) => void };
 
 /** `n` state directories, one per node, removed (with what they hold) after the test. */
@@ -141,8 +149,7 @@ test(
     } finally {
       await store.close();
     }
-    nodeB.child.kill('SIGTERM');
-    await exited(nodeB.child);
+    await stopNodes(nodeB);
   },
 );
 
@@ -189,10 +196,7 @@ test(
     } finally {
       await store.close();
     }
-    for (const n of [ahead, honest]) {
-      n.child.kill('SIGTERM');
-      await exited(n.child);
-    }
+    await stopNodes(ahead, honest);
     assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
   },
 );
@@ -276,10 +280,7 @@ test(
       `the resumed node says it lost its jobs: ${logs.join('\n')}`,
     );
     t.diagnostic(`stale sandboxes gone ${goneMs} ms after the node resumed`);
-    for (const n of [paused, other]) {
-      n.child.kill('SIGTERM');
-      await exited(n.child);
-    }
+    await stopNodes(paused, other);
     assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
   },
 );
@@ -374,8 +375,7 @@ test(
     const survivor = nodes.find((n) => n !== ranOn) as (typeof nodes)[0];
     const ended = await api<JobView>(survivor.url, `/v1/jobs/${job.id}?wait=30s`);
     assert.equal(ended.state, 'cancelled', `${ended.state} ${ended.error ?? ''}`);
-    survivor.child.kill('SIGTERM');
-    await exited(survivor.child);
+    await stopNodes(survivor);
     // The killed node's machine is "lost" with its mounts (cleaned by the test's state); the survivor left nothing.
     assert.deepEqual(await leftovers(ranOn === nodes[0] ? d : c), []);
   },
@@ -426,10 +426,7 @@ test(
     assert.equal(await whole.text(), 'first\nsecond\n');
     const stranger = await fetch(`${other.url}/peer/v1/jobs/${job.id}/logs`);
     assert.equal(stranger.status, 401, 'only nodes ask nodes');
-    for (const n of nodes) {
-      n.child.kill('SIGTERM');
-      await exited(n.child);
-    }
+    await stopNodes(...nodes);
     assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
   },
 );
@@ -512,10 +509,7 @@ test(
     assert.equal(twice, 0, 'no result recorded twice');
     assert.ok(killedBusy >= 1 && requeued >= 1, 'the lost node held jobs, run again elsewhere');
     t.diagnostic(`${requeued} of 100 jobs were requeued after a node was lost`);
-    for (const n of nodes.slice(0, 2)) {
-      n.child.kill('SIGTERM');
-      await exited(n.child);
-    }
+    await stopNodes(...nodes.slice(0, 2));
     assert.deepEqual(
       [
         ...(await leftovers(states[0] as (typeof states)[0])),
