@@ -6,6 +6,7 @@ import { errorMessage, UserError } from '../lib/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
+import { destroySandbox, recordSandbox } from './sandbox-ledger.js';
 import type { Logger } from '../observability/logger.js';
 import { traceJob, withTraceparent } from '../observability/tracing.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
@@ -123,6 +124,7 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
       logPath: sandboxLogPath(deps.paths, sandboxId),
     });
     await store.saveHandle(job.id, handle);
+    await recordSandbox(deps.paths, handle);
     secrets = await deps.secrets.forJob(job);
     const workspace = wantsWorkspace(job.spec) ? await deps.workspaces.prepare(job) : undefined;
     handle = await driver.prepare({
@@ -378,15 +380,7 @@ async function tearDown(
   handle: TaskHandle | undefined,
   log: Logger,
 ): Promise<void> {
-  if (driver && handle)
-    await driver
-      .destroy(handle)
-      .catch((err: unknown) =>
-        log.error(
-          { err, sandboxId: handle.sandboxId },
-          'destroying the sandbox failed; it may hold host resources',
-        ),
-      );
+  if (driver && handle) await destroySandbox({ paths: deps.paths, logger: log }, driver, handle);
   if (wantsWorkspace(job.spec))
     await deps.workspaces
       .remove(job.id)

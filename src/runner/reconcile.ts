@@ -4,6 +4,7 @@ import { IllegalTransition, type Fence, type JobPatch, type JobRecord } from '..
 import { storeOutput, type ExecuteDeps } from './execute.js';
 import { ownerAlive } from '../lib/owner.js';
 import { finalState, type JobState } from '../jobs/states.js';
+import { destroySandbox, sweepStaleSandboxes } from './sandbox-ledger.js';
 
 type ReconcileDeps = Pick<
   ExecuteDeps,
@@ -28,6 +29,7 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
       logger.error({ err, job_id: job.id }, 'could not settle an orphaned job');
     }
   }
+  await sweepStaleSandboxes(deps);
   // Workspaces of jobs that ended while their cleanup did not run (a crash in between).
   const unfinished = new Set(live.map((j) => j.id));
   const tidied = await deps.workspaces.tidy((id) => unfinished.has(id));
@@ -105,11 +107,7 @@ export async function settle(deps: ReconcileDeps, job: JobRecord): Promise<JobRe
       'orphaned',
     );
   } finally {
-    await driver
-      .destroy(job.handle)
-      .catch((err: unknown) =>
-        logger.error({ err, job_id: job.id }, 'destroying an orphaned sandbox failed'),
-      );
+    await destroySandbox(deps, driver, job.handle);
     await deps.workspaces
       .remove(job.id)
       .catch((err: unknown) =>

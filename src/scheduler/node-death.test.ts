@@ -286,6 +286,71 @@ test(
 );
 
 test(
+  'a node killed with its sandboxes running, restarted after another node took its jobs: its start-up removes them',
+  { timeout: 120_000 },
+  async (t) => {
+    const [c, d] = await nodeStates(t, 2);
+    const config = path.join(c.root, 'config.yaml');
+    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
+    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const killed = await serve(c.root, config);
+    const api = apiAs(token);
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++)
+      ids.push(
+        (
+          await api<JobView>(killed.url, '/v1/jobs', {
+            method: 'POST',
+            body: JSON.stringify({
+              source: 'internal_repo',
+              user_group: 'internal_team',
+              command: 'trap "exit 143" TERM; sleep 60 & wait',
+              resources: { memory: '32Mi', requests: { cpus: '10m' } },
+            }),
+          })
+        ).id,
+      );
+    const runcList = () =>
+      spawnSync('runc', ['--root', c.runcRoot, 'list', '-q'], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean);
+    for (let i = 0; i < 200 && runcList().length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    const first = runcList();
+    assert.equal(first.length, 2, 'the node runs its jobs when it is killed');
+    // Only the process dies: its monitors and containers run on, as after an OOM kill of Boxcar.
+    killed.child.kill('SIGKILL');
+    await exited(killed.child);
+    const other = await serve(d.root, config);
+    const store = await PostgresStore.connect(pg.url);
+    t.after(() => store.close());
+    const takenOver = async () =>
+      (await Promise.all(ids.map((id) => store.getJob(id)))).every(
+        (j) => j?.state === 'running' && !first.includes(j.handle?.sandboxId ?? ''),
+      );
+    for (let i = 0; i < 200 && !(await takenOver()); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(await takenOver(), 'the other node runs both jobs again');
+    assert.deepEqual(runcList().sort(), [...first].sort(), "the killed node's containers still run");
+
+    const logs: string[] = [];
+    const restarted = await startServe(['--state', c.root, '--store', pg.url, '--config', config], {
+      logs: (l) => logs.push(l),
+    });
+    children.push(restarted.child);
+    // Serving means started: the sweep is done by the time the node listens.
+    assert.deepEqual(runcList(), [], 'the restarted node removed the containers of jobs it no longer holds');
+    assert.ok(
+      logs.some((l) => /removed sandboxes whose jobs are no longer supervised here/.test(l)),
+      `it says so: ${logs.join('\n')}`,
+    );
+    for (const id of ids) await api(other.url, `/v1/jobs/${id}/cancel`, { method: 'POST' });
+    const done = await Promise.all(ids.map((id) => api<JobView>(other.url, `/v1/jobs/${id}?wait=60s`)));
+    for (const j of done) assert.equal(j.state, 'cancelled', `${j.id}: ${j.state} ${j.error ?? ''}`);
+    await stopNodes(restarted, other);
+    assert.deepEqual([...(await leftovers(c)), ...(await leftovers(d))], []);
+  },
+);
+
+test(
   'a quota of pods: 4 over two nodes: never more than 4 of the tenant’s jobs admitted at once; a cancel outlives its node',
   { timeout: 120_000 },
   async (t) => {

@@ -6,6 +6,7 @@ import { errorMessage } from '../lib/errors.js';
 import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner, ownerAlive } from '../lib/owner.js';
 import { settle } from '../runner/reconcile.js';
+import { destroySandbox, sweepStaleSandboxes } from '../runner/sandbox-ledger.js';
 import { IllegalTransition, ZERO_USAGE, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder, RecentStarts } from './fair-order.js';
@@ -70,6 +71,8 @@ export class Scheduler {
 
   async start(): Promise<void> {
     await this.recoverAfterCrash();
+    // Only now: the jobs re-attached above are this process's, and their sandboxes stay.
+    await sweepStaleSandboxes(this.box, (job) => job.owner === this.owner);
     await this.tidy();
     this.heartbeat = setInterval(() => void this.beat(), Math.max(100, Math.floor(this.leaseMs / 3)));
     this.maintenance = setInterval(() => void this.tidy(), TIDY_EVERY_MS).unref();
@@ -385,12 +388,7 @@ export class Scheduler {
     if (found?.state === 'exited') return void (await settle(this.box, job));
     // Its sandbox is gone with its node (or never existed): the job has not finished anywhere,
     // so it runs again elsewhere, within the retry budget.
-    if (job.handle)
-      await driver
-        .destroy(job.handle)
-        .catch((err: unknown) =>
-          logger.warn({ err, job_id: job.id }, 'could not clean up a lost sandbox here'),
-        );
+    if (job.handle) await destroySandbox(this.box, driver, job.handle);
     const why =
       job.state === 'starting'
         ? `node ${from} was lost before the job started`
