@@ -11,7 +11,8 @@ import { WasmPool, type PoolJob } from './pool.js';
 import { capResources, moduleLimits } from './module.js';
 
 const MiB = 2 ** 20;
-const HELLO = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../wasm/hello.wasm');
+const WASM = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../wasm');
+const HELLO = path.join(WASM, 'hello.wasm');
 
 let state: Awaited<ReturnType<typeof tempState>>;
 let confinement: Confinement;
@@ -127,5 +128,46 @@ test('a stopped job’s worker is killed and replaced; a worker that cannot star
     );
   } finally {
     await broken.close();
+  }
+});
+
+test('a worker frees a large job’s memory before its next job, and small jobs’ memory within a bound', async () => {
+  const pool = new WasmPool({
+    size: 1,
+    defaultWorkspaceBytes: 8 * MiB,
+    defaultMemoryBytes: 64 * MiB,
+    confinement: async () => confinement,
+    logger: silentLogger(),
+  });
+  const charged = () => {
+    const [w] = pool.workers();
+    assert.ok(w, 'one worker');
+    return Number(readFileSync(`/sys/fs/cgroup/memory${w.cgroup}/memory.usage_in_bytes`, 'utf8'));
+  };
+  try {
+    await pool.warm();
+    const idle = charged();
+    const alloc = {
+      ...hello('a/trusted'),
+      memoryBytes: 64 * MiB,
+      key: 'alloc',
+      bytes: capResources(readFileSync(path.join(WASM, 'alloc.wasm')), moduleLimits(64 * MiB)),
+      args: ['alloc'],
+    };
+    const big = await pool.run(alloc).done;
+    assert.equal(big.exitCode, 3, `allocated until its limit: ${big.trap}`);
+    assert.ok(big.memoryBytes > 48 * MiB, `it held ${big.memoryBytes} bytes`);
+    // Released in stages (node:wasi's objects): gone within a few jobs, whatever they are.
+    let after = 0;
+    while (charged() > idle + 16 * MiB && after < 5) {
+      assert.equal((await pool.run({ ...hello('a/trusted'), memoryBytes: 64 * MiB }).done).exitCode, 7);
+      after++;
+    }
+    assert.ok(charged() < idle + 16 * MiB, `its ${big.memoryBytes >> 20} MiB still charged ${after} jobs later`);
+    for (let i = 0; i < 200; i++)
+      assert.equal((await pool.run({ ...hello('a/trusted'), memoryBytes: 64 * MiB }).done).exitCode, 7);
+    assert.ok(charged() < idle + 24 * MiB, `200 small jobs later: ${charged() >> 20} MiB, idle ${idle >> 20} MiB`);
+  } finally {
+    await pool.close();
   }
 });

@@ -17,8 +17,8 @@ import type { RunTask, WorkerMessage } from './worker.js';
 /**
  * What a worker process may hold above its job's memory limit: Node and V8's heap (a worker
  * measured 8 MiB charged to its cgroup idle, 36 MiB more if it is the first to load Node's
- * code) and the module's compiled code. The job's memory and tables are capped inside the
- * module at the job's limit.
+ * code), the module's compiled code, and earlier jobs' memory not collected yet (under 8 MiB
+ * of small jobs', see worker.ts; a large job's until a few jobs later). The job's memory and tables are capped inside the module at the job's limit.
  */
 export const WORKER_OVERHEAD_BYTES = 64 * 2 ** 20;
 /** Node's own threads (libuv's pool, V8's platform): a module cannot start any. */
