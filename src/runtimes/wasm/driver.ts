@@ -1,5 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatePaths } from '../../lib/state-paths.js';
@@ -19,10 +18,10 @@ import type {
 import type { OutputChunk } from '../../lib/follow.js';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { imageModule } from '../../images/image.js';
-import { followFile, rawDecoder } from '../../lib/follow.js';
 import { toolVersion } from '../shared/fingerprint.js';
 import { chownTree } from '../../lib/fs-util.js';
 import { capResources, moduleLimits, nonWasiImports } from './module.js';
+import { OutputBuffer } from './output-buffer.js';
 import { WasmPool, type Running } from './pool.js';
 import { prepareConfinement, WORKER_USER, type Confinement } from './launcher.js';
 import { sweepWorkerCgroups, WORKER_OVERHEAD_BYTES, type JobExit } from './worker-process.js';
@@ -42,7 +41,7 @@ interface Task {
   /** Boxcar's directory for the job's workspace, owned by the worker's user for the job. */
   workspaceDir?: string;
   affinity: string;
-  outputFd?: number;
+  output: OutputBuffer;
   exit?: JobExit;
 }
 
@@ -157,7 +156,6 @@ export class WasmDriver implements Runtime {
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     const { memoryBytes, workspaceBytes } = req.spec.limits;
     const { key, bytes } = this.module(req.image.digest, imageModule(req.image), memoryBytes);
-    await mkdir(path.dirname(req.logPath), { recursive: true });
     const env: Record<string, string> = {
       CI: 'true',
       BOXCAR: 'true',
@@ -176,6 +174,7 @@ export class WasmDriver implements Runtime {
       workspaceBytes,
       workspaceDir: req.workspaceDir,
       affinity: `${req.tenant}\0${req.trust}`,
+      output: new OutputBuffer(LOG_SIZE_MAX),
     });
     // The module runs as the worker's user: its workspace's files (Boxcar's, root's) become its
     // own, links themselves and never what they point to.
@@ -199,17 +198,8 @@ export class WasmDriver implements Runtime {
 
   async start(handle: TaskHandle): Promise<void> {
     const t = this.task(handle);
-    const fd = openSync(handle.logPath, 'a');
-    t.outputFd = fd;
-    let written = 0;
     const output = (chunk: Buffer) => {
-      if (written >= LOG_SIZE_MAX) return;
-      const kept = chunk.subarray(0, LOG_SIZE_MAX - written);
-      writeSync(fd, kept);
-      written += kept.length;
-      if (written < LOG_SIZE_MAX) return;
-      writeSync(fd, `\n[boxcar: the job wrote more than ${LOG_SIZE_MAX / 2 ** 20} MiB of output: stopped]\n`);
-      t.running?.kill();
+      if (!t.output.push(chunk)) t.running?.kill();
     };
     t.running = this.pool.run({
       affinity: t.affinity,
@@ -235,11 +225,7 @@ export class WasmDriver implements Runtime {
     if (!t.running) throw new Error('wasm: wait before start');
     const exit = await t.running.done;
     t.exit = exit;
-    if (t.outputFd !== undefined) {
-      if (exit.trap) writeSync(t.outputFd, `wasm trap: ${exit.trap}\n`);
-      closeSync(t.outputFd);
-      t.outputFd = undefined;
-    }
+    t.output.end(exit.trap ? `wasm trap: ${exit.trap}\n` : undefined);
     // The worker's cgroup, or V8 failing to reserve the instance's memory, is the limit; an out-of-bounds access is a bug in the module.
     const limitHit = exit.oomKilled || /out of memory|Cannot allocate/i.test(exit.trap ?? '');
     return { exitCode: exit.exitCode, oomKilled: limitHit };
@@ -262,9 +248,8 @@ export class WasmDriver implements Runtime {
   async destroy(handle: TaskHandle): Promise<void> {
     const t = this.tasks.get(handle.sandboxId);
     if (t?.running && !t.exit) t.running.kill();
-    if (t?.outputFd !== undefined) closeSync(t.outputFd);
+    t?.output.end();
     this.tasks.delete(handle.sandboxId);
-    await rm(handle.logPath, { force: true });
   }
 
   /** A confined worker process, its node:wasi loaded, ready before the job is accepted. */
@@ -291,12 +276,6 @@ export class WasmDriver implements Runtime {
   }
 
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
-    return followFile(handle.logPath, rawDecoder, {
-      follow: opts.follow,
-      signal: opts.signal,
-      ended: opts.ended,
-      isDone: async () =>
-        this.tasks.get(handle.sandboxId)?.exit !== undefined || !this.tasks.has(handle.sandboxId),
-    });
+    return this.task(handle).output.read(opts);
   }
 }
