@@ -2,6 +2,8 @@
  * Startup of a container job: Boxcar (`startupMs`, and the whole `boxcar run` process) beside
  * the raw OCI runtime (`runc run` / `runsc run`) on the same bundle and `podman run --rm` with
  * that runtime on the same rootfs.
+ * With a warm pool (runc): startupMs of a job that takes over a pooled container, in a node as
+ * `serve` runs them, with a pooled container free for each job; and an idle one's memory.
  * Run: node dist/bench/startup.js [runc|gvisor] [runs]   (root; installs podman if missing)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -19,6 +21,12 @@ import { ociSpec } from '../src/runtimes/shared/oci-spec.js';
 import { mountJobRoot, unmountJobRoot } from '../src/runtimes/shared/job-root.js';
 import { imageLayers } from '../src/images/image.js';
 import { median, row, timeCommand } from './lib/stats.js';
+import { openBoxcar } from '../src/boxcar.js';
+import { silentLogger } from '../src/observability/logger.js';
+import { decideLocally, operatorOrigin } from '../src/runner/local.js';
+import { executeJob } from '../src/runner/execute.js';
+import { currentOwner } from '../src/lib/owner.js';
+import { sleep } from '../src/lib/exec.js';
 
 const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
 const RUNS = Number(process.argv[3] ?? 15);
@@ -56,6 +64,53 @@ async function main() {
       const r = timeCommand(process.execPath, [MAIN, '--state', paths.root, ...run]);
       startup.push((JSON.parse(r.stdout) as { startupMs: number }).startupMs);
       wall.push(r.ms);
+    }
+
+    // A node with a warm pool of one container: each job waits until one is free, as a node
+    // does whose pool keeps up with its start rate.
+    const pooled: number[] = [];
+    let idleBytes = 0;
+    if (RUNTIME === 'runc') {
+      const config = path.join(root, 'pool.yaml');
+      await writeFile(config, 'warm_pools:\n  runc: 1\n');
+      const box = await openBoxcar({ state: path.join(root, 'pooled'), config }, silentLogger());
+      try {
+        const spec = JobSpec.parse({
+          runtime: 'runc',
+          command: ['true'],
+          source: SOURCE,
+          user_group: 'internal_team',
+        });
+        const idle = async () =>
+          (
+            (await box.runtimes.status()).runc as {
+              warmPool: { idle: Array<{ memoryBytes: number; monitorRssBytes: number }> };
+            }
+          ).warmPool.idle;
+        for (let i = 0; i < RUNS + 1; i++) {
+          for (let w = 0; w < 400 && i > 0 && (await idle()).length < 1; w++) await sleep(25);
+          const [member] = await idle();
+          if (member) idleBytes = member.memoryBytes + member.monitorRssBytes;
+          const id = randomUUID();
+          const job = await box.store.createJob({
+            id,
+            tenant: 'bench',
+            spec,
+            decision: await decideLocally(box, id, spec),
+            origin: operatorOrigin(),
+            owner: currentOwner(box.paths.root),
+          });
+          const { record } = await executeJob(box, job);
+          if (record.state !== 'succeeded') throw new Error(`pooled job ${record.state}: ${record.error}`);
+          if (i > 0) {
+            if (!record.handle?.attributes.fromWarmPool)
+              throw new Error('a pooled job found no pooled container');
+            pooled.push(record.startupMs ?? NaN);
+          }
+        }
+      } finally {
+        await box.close();
+      }
     }
 
     // The raw runtime on the same OCI config (same seccomp, mounts, limits) and a root like a
@@ -142,9 +197,16 @@ async function main() {
     console.log(row(['what', 'median', `vs raw ${tool}`]));
     console.log(row([`raw \`${tool} run\` (same bundle, foreground)`, mRaw, '1.00x']));
     console.log(row(['boxcar startupMs (accepted → running)', median(startup), vsRaw(median(startup))]));
+    if (pooled.length)
+      console.log(row(['boxcar startupMs, pooled container free', median(pooled), vsRaw(median(pooled))]));
     console.log(row(['boxcar run, whole process (node + job)', median(wall), vsRaw(median(wall))]));
     console.log(row([`podman run --rm --runtime ${tool}`, median(podman), vsRaw(median(podman))]));
     console.log(`boxcar startupMs minus raw ${tool}: ${(median(startup) - mRaw).toFixed(1)} ms`);
+    if (pooled.length)
+      console.log(
+        `idle pooled container: ${(idleBytes / 2 ** 20).toFixed(2)} MiB (its cgroup and its conmon's RSS)`,
+      );
+    else console.log(`${RUNTIME}: no warm pool for this runtime yet`);
   } catch (err) {
     console.error('benchmark failed:', err);
     process.exitCode = 1;

@@ -56,6 +56,8 @@ export interface BoxcarOptions {
   policy?: string;
   /** A store URL (postgres://…); default: SQLite in the state directory. */
   store?: string;
+  /** A serving node (`boxcar serve`): warm pools are on unless the config says otherwise. */
+  serving?: boolean;
 }
 
 /** What a caller may put in place of the host's own parts (tests: the mock runtime). */
@@ -86,10 +88,15 @@ export async function openBoxcar(
   const store = await openStore(opts.store, paths);
   const runtimes =
     parts.runtimes?.(paths) ??
-    hostRuntimes(paths, logger, {
-      warmPool: config.microvm.warm_pool,
-      allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
-    });
+    hostRuntimes(
+      paths,
+      logger,
+      {
+        warmPool: config.warmPools.firecracker ?? config.microvm.warm_pool,
+        allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
+      },
+      { warmPool: config.warmPools.runc ?? (opts.serving ? 2 : 0) },
+    );
   const images = new ImageStore(paths, {
     ...DEFAULT_UNPACK_LIMITS,
     maxBytes: config.images.max_unpacked,

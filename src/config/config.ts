@@ -30,11 +30,23 @@ const Scheduler = z.strictObject({
 });
 export type SchedulerConfig = z.output<typeof Scheduler>;
 
+/**
+ * Idle sandboxes kept ready per runtime and pool key (image and shape), each made ahead and
+ * serving exactly one job. Unset: `boxcar serve` keeps 2 runc containers per key, a one-job
+ * command none.
+ */
+const WarmPools = z.strictObject({
+  runc: z.number().int().min(0).max(64).optional(),
+  /** Microvms (was `microvm.warm_pool`, still read when this is unset). */
+  firecracker: z.number().int().min(0).max(64).optional(),
+});
+export type WarmPoolsConfig = z.output<typeof WarmPools>;
+
 const Microvm = z.strictObject({
   /**
    * Idle VMs kept restored and warmed per VM shape and image (the base image from the start,
    * then those of the jobs that come), their memory reclaimed by the balloon until a job
-   * takes one. 0: every job restores its own.
+   * takes one. 0: every job restores its own. Deprecated: `warm_pools.firecracker` says it now.
    */
   warm_pool: z.number().int().min(0).max(64).default(0),
   /**
@@ -149,6 +161,7 @@ const ConfigFile = z.strictObject({
   quotas: z.array(ResourceQuota).default([]),
   scheduler: Scheduler.prefault({}),
   microvm: Microvm.prefault({}),
+  warm_pools: WarmPools.prefault({}),
   api: Api.prefault({}),
   registries: Registries.prefault({}),
   images: Images.prefault({}),
@@ -235,6 +248,7 @@ export interface Config {
   tenants: TenantsConfig;
   scheduler: SchedulerConfig;
   microvm: MicrovmConfig;
+  warmPools: WarmPoolsConfig;
   api: ApiConfig;
   registries: RegistriesConfig;
   images: z.output<typeof Images>;
@@ -265,6 +279,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     tenants: c.tenants,
     scheduler: c.scheduler,
     microvm: c.microvm,
+    warmPools: c.warm_pools,
     api: c.api,
     registries: c.registries,
     images: c.images,

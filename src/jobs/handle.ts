@@ -13,6 +13,8 @@ export interface SandboxAttributes {
   image?: ImageAttributes;
   /** What the job's workspace started with and what was kept of it. */
   workspace?: WorkspaceAttributes;
+  /** A container made ahead, idle in the driver's warm pool until this job took it over. */
+  fromWarmPool?: boolean;
 }
 
 const Workspace = z.object({
@@ -113,6 +115,7 @@ const V2 = z.object({
       })
       .optional(),
     workspace: Workspace.optional(),
+    fromWarmPool: z.boolean().optional(),
   }),
 });
 

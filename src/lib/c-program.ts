@@ -8,19 +8,26 @@ import { run } from './exec.js';
 /**
  * A small C program of Boxcar's own (a launcher that confines a process before it execs it),
  * built with gcc into `dir` the first time, once per source digest, so an upgraded source is
- * rebuilt and two Boxcars never race on one file. `user` names what needs it in the error.
+ * rebuilt and two Boxcars never race on one file. `user` names what needs it in the error;
+ * `flags` go to gcc (e.g. `-static`) and are part of the digest.
  */
-export async function builtCProgram(source: string, dir: string, user: string): Promise<string> {
+export async function builtCProgram(
+  source: string,
+  dir: string,
+  user: string,
+  flags: readonly string[] = [],
+): Promise<string> {
   const text = await readFile(source);
   const name = path.basename(source, '.c');
-  const binary = path.join(dir, `${name}-${digestHex(sha256(text)).slice(0, 12)}`);
+  const built = flags.length ? Buffer.concat([text, Buffer.from(`\0${flags.join(' ')}`)]) : text;
+  const binary = path.join(dir, `${name}-${digestHex(sha256(built)).slice(0, 12)}`);
   if (existsSync(binary)) return binary;
   await mkdir(dir, { recursive: true });
   await withLock(`${binary}.lock`, async () => {
     if (existsSync(binary)) return;
     const tmp = `${binary}.tmp`;
     try {
-      await run('gcc', ['-O2', '-o', tmp, source], { timeoutMs: 120_000 });
+      await run('gcc', ['-O2', ...flags, '-o', tmp, source], { timeoutMs: 120_000 });
     } catch (err) {
       throw new Error(`${user} builds its ${name} with gcc: install gcc and libc6-dev`, { cause: err });
     }

@@ -6,7 +6,8 @@ import { errorMessage, UserError } from '../lib/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
-import { destroySandbox, recordSandbox } from './sandbox-ledger.js';
+import { destroySandbox } from './sandbox-cleanup.js';
+import { forgetSandbox, recordSandbox } from '../runtimes/sandbox-ledger.js';
 import type { Logger } from '../observability/logger.js';
 import { traceJob, withTraceparent } from '../observability/tracing.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
@@ -142,6 +143,8 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     // Which image it ran, and (pulled for it) how it came: part of the job's result.
     if (image.pull) handle.attributes.image = { ref: image.ref, digest: image.digest, ...image.pull };
     await store.saveHandle(job.id, handle);
+    // A sandbox made ahead (a warm pool's) was handed over: the one requested never existed.
+    if (handle.sandboxId !== sandboxId) await forgetSandbox(deps.paths, sandboxId);
     if (opts.signal?.aborted) {
       await tearDown(deps, job, driver, handle, log);
       record = await store.transition(

@@ -4,7 +4,7 @@ import { IllegalTransition, type Fence, type JobPatch, type JobRecord } from '..
 import { storeOutput, type ExecuteDeps } from './execute.js';
 import { ownerAlive } from '../lib/owner.js';
 import { finalState, type JobState } from '../jobs/states.js';
-import { destroySandbox, sweepStaleSandboxes } from './sandbox-ledger.js';
+import { destroySandbox, sweepStaleSandboxes } from './sandbox-cleanup.js';
 
 type ReconcileDeps = Pick<
   ExecuteDeps,

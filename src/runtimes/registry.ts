@@ -73,9 +73,10 @@ export function hostRuntimes(
   paths: StatePaths,
   logger: Logger,
   microvm: MicrovmSettings = {},
+  runc: { warmPool?: number } = {},
 ): RuntimeRegistry {
   return new RuntimeRegistry([
-    new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }) }),
+    new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }), ...runc }),
     new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
     new MicrovmDriver({
       paths,

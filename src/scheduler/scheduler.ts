@@ -6,7 +6,7 @@ import { errorMessage } from '../lib/errors.js';
 import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner, ownerAlive } from '../lib/owner.js';
 import { settle } from '../runner/reconcile.js';
-import { destroySandbox, sweepStaleSandboxes } from '../runner/sandbox-ledger.js';
+import { destroySandbox, sweepStaleSandboxes } from '../runner/sandbox-cleanup.js';
 import { IllegalTransition, ZERO_USAGE, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder, RecentStarts } from './fair-order.js';

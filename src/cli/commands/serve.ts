@@ -40,7 +40,7 @@ export function registerServe(program: Command, logger: Logger): void {
       const listen = parseListen(opts.listen);
       const drain = parseDurationMs(opts.drain);
       if (!drain.ok) throw new UserError(`--drain: ${drain.message}`);
-      const box = await openBoxcar(program.opts<BoxcarOptions>(), logger);
+      const box = await openBoxcar({ ...program.opts<BoxcarOptions>(), serving: true }, logger);
       const tracing = await startTracing(box.config.observability.otlp_endpoint, logger, {
         publicUrl: box.config.webhooks.publicUrl,
         pipelineOf: (id) => box.store.getPipeline(id),

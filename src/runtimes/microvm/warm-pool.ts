@@ -11,7 +11,7 @@ import type { Logger } from '../../observability/logger.js';
 import type { AgentChannel } from './agent-channel.js';
 import { createJobDisk, imageDisk, vmFileBytes } from './disk.js';
 import type { VmLauncher } from './launcher.js';
-import { VmPool } from './pool.js';
+import { IdlePool } from '../shared/idle-pool.js';
 import { encodeRunRequest } from './protocol.js';
 import { runRequest } from './run-request.js';
 import type { VmHost } from './vm-host.js';
@@ -46,7 +46,7 @@ const START_TIMEOUT_MS = 30_000;
  * Boxcar that died are swept by the next.
  */
 export class WarmPool {
-  private readonly pool: VmPool<PooledVm>;
+  private readonly pool: IdlePool<PooledVm>;
   /** What each pool key stands for: the VM shape and the image its disk holds. */
   private readonly keys = new Map<string, { shape: VmShape; image: ResolvedImage }>();
 
@@ -55,7 +55,7 @@ export class WarmPool {
     private readonly host: VmHost,
     private readonly launcher: VmLauncher,
   ) {
-    this.pool = new VmPool(
+    this.pool = new IdlePool(
       opts.size,
       (key) => this.create(key),
       (vm) => this.dispose(vm),
@@ -158,7 +158,7 @@ export class WarmPool {
     const entries = this.pool.entries();
     const vmm = entries.length ? (await this.host.ready()).vmm : undefined; // no VM yet: nothing to ask
     const idle = await Promise.all(
-      entries.map(async ({ key, vm }) => ({
+      entries.map(async ({ key, member: vm }) => ({
         key,
         pid: vm.pid,
         guestMiB: vm.launch.shape.memoryMiB,

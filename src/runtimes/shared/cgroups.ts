@@ -111,6 +111,49 @@ export function existingCgroupDirs(cgroupsPath: string): string[] {
   return cgroupDirs(cgroupsPath).filter((d) => existsSync(d));
 }
 
+/**
+ * Gives a container made ahead (a warm pool's) its job's limits, as runc would have set them at
+ * creation, and zeroes its peak and CPU figures, so they count from the job's start.
+ */
+export async function setContainerLimits(
+  cgroupsPath: string,
+  limits: { memoryBytes: number; pids: number; cpuQuotaUs: number; cpuPeriodUs: number; cpuShares: number },
+): Promise<void> {
+  const set = (dir: string, file: string, value: number | string) =>
+    writeFile(path.join(dir, file), String(value));
+  if (cgroupMode() === 'v2') {
+    const dir = path.join(ROOT, cgroupsPath);
+    await set(dir, 'memory.max', limits.memoryBytes);
+    await set(dir, 'memory.swap.max', 0);
+    await set(dir, 'pids.max', limits.pids);
+    await set(dir, 'cpu.max', `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`);
+    // runc's conversion of shares to a weight.
+    await set(dir, 'cpu.weight', 1 + Math.floor(((limits.cpuShares - 2) * 9999) / 262142));
+    // memory.peak takes a reset only from Linux 6.12; older kernels count from the pool's start.
+    await set(dir, 'memory.peak', 'reset').catch((err: unknown) => {
+      if (!['EINVAL', 'EACCES', 'EPERM'].includes(errnoCode(err) ?? '')) throw err;
+    });
+    return;
+  }
+  await setMemoryLimitV1(path.join(ROOT, 'memory', cgroupsPath), limits.memoryBytes);
+  await set(path.join(ROOT, 'memory', cgroupsPath), 'memory.max_usage_in_bytes', 0);
+  await set(path.join(ROOT, 'pids', cgroupsPath), 'pids.max', limits.pids);
+  const cpu = path.join(ROOT, 'cpu', cgroupsPath);
+  await set(cpu, 'cpu.cfs_period_us', limits.cpuPeriodUs);
+  await set(cpu, 'cpu.cfs_quota_us', limits.cpuQuotaUs);
+  await set(cpu, 'cpu.shares', limits.cpuShares);
+  await set(path.join(ROOT, 'cpuacct', cgroupsPath), 'cpuacct.usage', 0);
+}
+
+/** memsw is memory plus swap, and may never be below memory: lower it last, raise it first. */
+async function setMemoryLimitV1(dir: string, bytes: number): Promise<void> {
+  const memsw = swapAccounting();
+  const current = Number((await readFile(path.join(dir, 'memory.limit_in_bytes'), 'utf8')).trim());
+  if (memsw && bytes > current) await writeFile(path.join(dir, 'memory.memsw.limit_in_bytes'), String(bytes));
+  await writeFile(path.join(dir, 'memory.limit_in_bytes'), String(bytes));
+  if (memsw) await writeFile(path.join(dir, 'memory.memsw.limit_in_bytes'), String(bytes));
+}
+
 export interface CgroupLimits {
   memoryBytes: number;
   pids: number;
@@ -145,13 +188,7 @@ export async function createLimitedCgroup(cgroupsPath: string, limits: CgroupLim
   const pids = path.join(ROOT, 'pids', cgroupsPath);
   const cpuacct = path.join(ROOT, 'cpuacct', cgroupsPath);
   for (const dir of [memory, pids, cpuacct]) await mkdir(dir, { recursive: true });
-  // memsw is memory plus swap, and may never be below memory: lower it last, raise it first.
-  const memsw = swapAccounting();
-  const current = Number((await readFile(path.join(memory, 'memory.limit_in_bytes'), 'utf8')).trim());
-  if (memsw && limits.memoryBytes > current)
-    await set(memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
-  await set(memory, 'memory.limit_in_bytes', limits.memoryBytes);
-  if (memsw) await set(memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+  await setMemoryLimitV1(memory, limits.memoryBytes);
   await set(pids, 'pids.max', limits.pids);
   return [memory, pids, cpuacct].map((d) => path.join(d, 'cgroup.procs'));
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
@@ -22,7 +23,7 @@ import type { OutputChunk } from '../../lib/follow.js';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, run, scrubbedEnv } from '../../lib/exec.js';
-import { processAlive } from '../../lib/proc.js';
+import { processAlive, processFootprint } from '../../lib/proc.js';
 import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
@@ -30,6 +31,19 @@ import { mountJobRoot, unmountJobRoot } from './job-root.js';
 import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
 import { ifExists, errorMessage } from '../../lib/errors.js';
+import { currentOwner } from '../../lib/owner.js';
+import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
+import { setContainerLimits } from './cgroups.js';
+import {
+  ContainerPool,
+  jobMessage,
+  poolInit,
+  poolShape,
+  POOL_INIT_PATH,
+  POOL_WRAPPER,
+  type PoolMember,
+  type PoolTemplate,
+} from './container-pool.js';
 
 export interface OciTool {
   /** The OCI runtime binary conmon runs. */
@@ -51,10 +65,16 @@ export interface ConmonDriverOptions {
   conmon?: string;
   /** Size cap of each job's log file; conmon truncates past it. */
   logSizeMax?: number;
+  /** Idle containers kept ready per pool key (config `warm_pools`); 0: none. */
+  warmPool?: number;
 }
 
 /** What a container's handle keeps for its driver: the monitor that holds it. */
-const ConmonState = z.object({ conmonPid: z.number().int().positive() });
+const ConmonState = z.object({
+  conmonPid: z.number().int().positive(),
+  /** A warm pool's container: its first process waits on its FIFO for the job's command. */
+  pooled: z.boolean().optional(),
+});
 type ConmonState = z.output<typeof ConmonState>;
 
 const CREATE_TIMEOUT_MS = 60_000;
@@ -73,6 +93,9 @@ interface SandboxFiles {
   ociLog: string;
   /** The job's network slot, written before the network exists (see setupNetwork). */
   networkFile: string;
+  /** A pooled container's command FIFO, and the job's message for it until it is sent. */
+  channel: string;
+  command: string;
 }
 
 /**
@@ -86,9 +109,18 @@ export abstract class ConmonDriver implements Runtime {
   abstract readonly name: RuntimeName;
   abstract readonly capabilities: Capabilities;
   protected readonly conmon: string;
+  private readonly pool: ContainerPool;
+  /** Sandboxes whose pool key is topped up once their job has started (not beside its start). */
+  private readonly refillAfterStart = new Map<string, string>();
 
   constructor(protected readonly opts: ConmonDriverOptions) {
     this.conmon = opts.conmon ?? 'conmon';
+    this.pool = new ContainerPool(
+      opts.warmPool ?? 0,
+      (template) => this.createMember(template),
+      (member) => this.disposeMember(member),
+      opts.logger,
+    );
   }
 
   abstract fingerprint(): Promise<Fingerprint>;
@@ -108,6 +140,8 @@ export abstract class ConmonDriver implements Runtime {
       conmonLog: path.join(dir, 'conmon.log'),
       ociLog: path.join(dir, 'oci-log'),
       networkFile: path.join(dir, 'network.json'),
+      channel: path.join(dir, 'channel'),
+      command: path.join(dir, 'command'),
     };
   }
 
@@ -121,6 +155,16 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
+    const key = this.pool.enabled ? this.poolKey(req) : undefined;
+    if (key !== undefined) {
+      this.refillAfterStart.set(req.sandboxId, key);
+      const member = this.pool.take(key);
+      if (member) {
+        this.refillAfterStart.delete(req.sandboxId);
+        this.refillAfterStart.set(member.id, key);
+        return this.adopt(member, req);
+      }
+    }
     const f = this.files(req.sandboxId);
     await mkdir(f.exitDir, { recursive: true });
     await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
@@ -160,10 +204,13 @@ export abstract class ConmonDriver implements Runtime {
     logPath: string,
     f: SandboxFiles,
     toolOpts: ToolOptions,
+    pooled?: { init: string },
   ): Promise<number> {
     const tool = this.tool(toolOpts);
     // conmon runs `<runtime> <runtime args…> create …`: a wrapper becomes the runtime, the tool its first argument.
-    const [runtime, ...toolArgs] = commandLine(tool);
+    const [runtime, ...toolArgs] = pooled
+      ? ['/bin/sh', '-c', POOL_WRAPPER, 'boxcar-pool', pooled.init, f.channel, ...commandLine(tool)]
+      : commandLine(tool);
     const runtimeArgs = [...toolArgs, '--log-format=json', '--log', f.ociLog].flatMap((a) => [
       '--runtime-arg',
       a,
@@ -266,8 +313,146 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   async start(handle: TaskHandle): Promise<void> {
-    await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
-    await rm(this.files(handle.sandboxId).config, { force: true });
+    const f = this.files(handle.sandboxId);
+    if (driverState(handle, ConmonState)?.pooled) {
+      // The init has waited on its FIFO since the pool made it: the job's message is its start.
+      await writeFile(f.channel, await readFile(f.command));
+      await rm(f.command, { force: true });
+    } else {
+      await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
+      await rm(f.config, { force: true });
+    }
+    const key = this.refillAfterStart.get(handle.sandboxId);
+    if (key !== undefined) {
+      this.refillAfterStart.delete(handle.sandboxId);
+      this.pool.refill(key);
+    }
+  }
+
+  /** The pool key of a request (undefined: it takes no pooled container). */
+  private poolKey(req: SandboxRequest): string | undefined {
+    const spec = ociSpec({
+      jobId: req.jobId,
+      spec: req.spec,
+      image: req.image,
+      rootPath: '',
+      cgroupsPath: '',
+      workspaceDir: req.workspaceDir,
+    });
+    return this.pool.keyOf(req, poolShape(this.adjustSpec(spec)));
+  }
+
+  /**
+   * An idle container for the pool: root, namespaces, cgroup and seccomp made as for a job of
+   * the template's shape, started, its init waiting for a job. Recorded as this process's, so a
+   * restart after a crash destroys it (sandbox-cleanup.ts).
+   */
+  private async createMember(template: PoolTemplate): Promise<PoolMember> {
+    const id = randomUUID();
+    const logPath = path.join(this.opts.paths.sandboxes, `${id}.log`);
+    const handle = newHandle({ runtime: this.name, jobId: 'warm-pool', sandboxId: id, logPath });
+    await recordSandbox(this.opts.paths, handle, currentOwner(this.opts.paths.root));
+    try {
+      const init = await poolInit(path.join(this.opts.paths.root, 'bin'));
+      const f = this.files(id);
+      await mkdir(f.exitDir, { recursive: true });
+      await mkdir(f.persistDir, { recursive: true });
+      await run('mkfifo', ['-m', '600', f.channel]);
+      const rootPath = await mountJobRoot(
+        f.dir,
+        imageLayers(template.image),
+        template.spec.limits.rootfsBytes,
+      );
+      const spec = this.adjustSpec(
+        ociSpec({
+          jobId: id,
+          spec: template.spec,
+          image: template.image,
+          rootPath,
+          cgroupsPath: this.cgroupsPath(id),
+        }),
+      ) as { process: { args: string[]; env: string[] } };
+      spec.process.args = [POOL_INIT_PATH];
+      spec.process.env = [];
+      await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
+      const conmonPid = await this.createWithConmon(id, 'warm-pool', logPath, f, {}, { init });
+      await this.ociRun(id, ['start', id]);
+      await rm(f.config, { force: true });
+      const containerPid = Number((await readFile(f.pidFile, 'utf8')).trim());
+      return { id, logPath, conmonPid, containerPid };
+    } catch (err) {
+      await this.destroy(handle).catch((e: unknown) =>
+        this.opts.logger.warn({ err: e, sandboxId: id }, 'removing a pooled container that failed failed'),
+      );
+      await forgetSandbox(this.opts.paths, id);
+      throw err;
+    }
+  }
+
+  private async disposeMember(member: PoolMember): Promise<void> {
+    await this.destroy(this.memberHandle(member, 'warm-pool'));
+    await forgetSandbox(this.opts.paths, member.id);
+  }
+
+  private memberHandle(member: PoolMember, jobId: string): TaskHandle {
+    return {
+      ...newHandle({ runtime: this.name, jobId, sandboxId: member.id, logPath: member.logPath }),
+      driverState: { conmonPid: member.conmonPid, pooled: true } satisfies ConmonState,
+      attributes: { hostPid: member.conmonPid, fromWarmPool: true },
+    };
+  }
+
+  /**
+   * A job takes over an idle container: its limits and hostname are set as its own config
+   * would have set them, and its command, environment (secrets included) and working
+   * directory wait in a root-only file for `start`, which sends them down the FIFO. The handle
+   * names the pooled container: the sandbox the request named is never made.
+   */
+  private async adopt(member: PoolMember, req: SandboxRequest): Promise<TaskHandle> {
+    const f = this.files(member.id);
+    const spec = this.adjustSpec(
+      ociSpec({
+        jobId: req.jobId,
+        spec: req.spec,
+        image: req.image,
+        rootPath: '',
+        cgroupsPath: this.cgroupsPath(member.id),
+        secrets: req.secrets,
+      }),
+    ) as {
+      process: { args: string[]; env: string[]; cwd: string };
+      hostname: string;
+      linux: {
+        resources: {
+          memory: { limit: number };
+          cpu: { quota: number; period: number; shares: number };
+          pids: { limit: number };
+        };
+      };
+    };
+    const r = spec.linux.resources;
+    const handle = this.memberHandle(member, req.jobId);
+    // The job's own from here on: a crash before its handle is stored leaves no holder, and
+    // the next start-up removes the container.
+    await recordSandbox(this.opts.paths, handle);
+    try {
+      await setContainerLimits(this.cgroupsPath(member.id), {
+        memoryBytes: r.memory.limit,
+        pids: r.pids.limit,
+        cpuQuotaUs: r.cpu.quota,
+        cpuPeriodUs: r.cpu.period,
+        cpuShares: r.cpu.shares,
+      });
+      await run('nsenter', ['-t', String(member.containerPid), '-u', 'hostname', spec.hostname]);
+      await writeFile(f.command, jobMessage(spec.process.cwd, spec.process.args, spec.process.env), {
+        mode: 0o600,
+      });
+    } catch (err) {
+      throw new Error(`${this.name}: taking over a pooled container failed: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    return handle;
   }
 
   private async readExit(f: SandboxFiles): Promise<number | undefined> {
@@ -332,6 +517,7 @@ export abstract class ConmonDriver implements Runtime {
 
   async destroy(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId);
+    this.refillAfterStart.delete(handle.sandboxId);
     try {
       try {
         await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
@@ -366,6 +552,12 @@ export abstract class ConmonDriver implements Runtime {
     if (code !== undefined)
       return { state: 'exited', exit: { exitCode: code, oomKilled: await this.oomKilled(handle, f) } };
     const pid = await this.conmonPid(handle, f);
+    if (pid !== undefined && processAlive(pid) && driverState(handle, ConmonState)?.pooled) {
+      // A pooled container runs from the pool's start; its job has not begun while the init waits.
+      const initPid = (await ifExists(readFile(f.pidFile, 'utf8')))?.trim();
+      const cmdline = initPid ? await ifExists(readFile(`/proc/${initPid}/cmdline`, 'utf8')) : undefined;
+      if (cmdline?.startsWith(`${POOL_INIT_PATH}\0`)) return { state: 'created' };
+    }
     if (pid !== undefined && processAlive(pid)) {
       const { stdout } = await this.ociRun(handle.sandboxId, ['state', handle.sandboxId]);
       const status = (JSON.parse(stdout) as { status?: string }).status;
@@ -375,6 +567,23 @@ export abstract class ConmonDriver implements Runtime {
       state: 'gone',
       reason: `no exit code recorded and its monitor (conmon pid ${pid ?? '?'}) is not running`,
     };
+  }
+
+  /** The warm pool: each idle container's memory (its cgroup) and its monitor's. */
+  async status(): Promise<Record<string, unknown>> {
+    const idle = await Promise.all(
+      this.pool.entries().map(async ({ key, member }) => ({
+        key,
+        sandboxId: member.id,
+        memoryBytes: (await readCgroupStats(this.cgroupsPath(member.id))).memoryBytes,
+        monitorRssBytes: (await processFootprint(member.conmonPid))?.rssBytes ?? 0,
+      })),
+    );
+    return { warmPool: { size: this.pool.size, idle } };
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
   }
 
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {

@@ -1,11 +1,12 @@
 import type { Logger } from '../../observability/logger.js';
 
 /**
- * Idle VMs ready for a job, by key (VM shape and image): `take` hands one over; `refill` tops
- * the key up in the background once the job has started (a refill beside a job's start would
- * slow that start down). Refills of one key run one at a time; a failed one is logged.
+ * Idle sandboxes ready for a job (microVMs, containers), by key (their shape and image): `take`
+ * hands one over; `refill` tops the key up in the background once the job has started (a refill
+ * beside a job's start would slow that start down). Refills of one key run one at a time; a
+ * failed one is logged.
  */
-export class VmPool<T> {
+export class IdlePool<T> {
   private readonly idle = new Map<string, T[]>();
   private readonly filling = new Map<string, Promise<void>>();
   private closed = false;
@@ -26,12 +27,12 @@ export class VmPool<T> {
     return [...this.idle.values()].reduce((n, l) => n + l.length, 0);
   }
 
-  /** Every idle VM with its key. */
-  entries(): Array<{ key: string; vm: T }> {
-    return [...this.idle].flatMap(([key, list]) => list.map((vm) => ({ key, vm })));
+  /** Every idle sandbox with its key. */
+  entries(): Array<{ key: string; member: T }> {
+    return [...this.idle].flatMap(([key, list]) => list.map((member) => ({ key, member })));
   }
 
-  /** An idle VM of `key`, if any; the caller refills (`refill`) once its job has started. */
+  /** An idle sandbox of `key`, if any; the caller refills (`refill`) once its job has started. */
   take(key: string): T | undefined {
     if (!this.enabled || this.closed) return undefined;
     return this.idle.get(key)?.shift();
@@ -39,7 +40,7 @@ export class VmPool<T> {
 
   /** Tops `key` up in the background (after a take, or a miss: the next job of it will find one). */
   refill(key: string): void {
-    this.fill(key).catch((err: unknown) => this.logger.warn({ err, key }, 'refilling the VM pool failed'));
+    this.fill(key).catch((err: unknown) => this.logger.warn({ err, key }, 'refilling a warm pool failed'));
   }
 
   /** Tops `key` up to the pool size; resolves when it is full (or closed). */

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../observability/logger.js';
-import { VmPool } from './pool.js';
+import { IdlePool } from './idle-pool.js';
 
 test('the pool tops a key up, hands VMs out one by one, and refills after a take, full or not', async () => {
   let made = 0;
   const disposed: number[] = [];
-  const pool = new VmPool(
+  const pool = new IdlePool(
     2,
     async () => ++made,
     async (vm) => void disposed.push(vm),
@@ -20,7 +20,7 @@ test('the pool tops a key up, hands VMs out one by one, and refills after a take
   pool.refill('a');
   await pool.fill('a');
   assert.deepEqual(
-    pool.entries().map((e) => e.vm),
+    pool.entries().map((e) => e.member),
     [2, 3],
   );
   await pool.close();

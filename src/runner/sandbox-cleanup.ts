@@ -1,0 +1,72 @@
+import type { TaskHandle } from '../jobs/handle.js';
+import { errorMessage } from '../lib/errors.js';
+import { ownerAlive } from '../lib/owner.js';
+import type { StatePaths } from '../lib/state-paths.js';
+import type { Logger } from '../observability/logger.js';
+import type { RuntimeRegistry } from '../runtimes/registry.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import { forgetSandbox, readSandboxRecord, recordedSandboxes } from '../runtimes/sandbox-ledger.js';
+import type { JobRecord, Store } from '../store/store.js';
+
+/**
+ * Destroys a sandbox and forgets it. A failed destroy keeps the record, so the next start-up
+ * sweep tries again; the error is logged, never thrown (the caller is cleaning up after a job).
+ */
+export async function destroySandbox(
+  deps: { paths: StatePaths; logger: Logger },
+  driver: Runtime,
+  handle: TaskHandle,
+): Promise<boolean> {
+  try {
+    await driver.destroy(handle);
+  } catch (err) {
+    deps.logger.error(
+      { err, job_id: handle.jobId, sandboxId: handle.sandboxId },
+      'destroying the sandbox failed; it may hold host resources until the next start-up',
+    );
+    return false;
+  }
+  await forgetSandbox(deps.paths, handle.sandboxId);
+  return true;
+}
+
+/**
+ * At start-up: destroys every sandbox on this disk that neither a live job of a live process
+ * holds nor a live process keeps idle in its warm pool: those of jobs another node took over
+ * and ran again while this node was down, of jobs whose process died before cleaning up, and
+ * the idle pool of a process that died. `keep` says which live jobs are supervised here (this
+ * process's own, after it re-attached).
+ */
+export async function sweepStaleSandboxes(
+  deps: { paths: StatePaths; store: Store; runtimes: RuntimeRegistry; logger: Logger },
+  keep: (job: JobRecord) => boolean = () => false,
+): Promise<string[]> {
+  const { paths, store, runtimes, logger } = deps;
+  // Records first, jobs second: a job's sandbox is recorded after its handle is saved, so every
+  // record read here belongs to a job the listing below already shows in its current state.
+  const ids = await recordedSandboxes(paths);
+  if (!ids.length) return [];
+  const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 1_000_000 });
+  const held = new Set(
+    live
+      .filter((j) => j.handle && j.owner && (keep(j) || ownerAlive(j.owner, paths.root) === true))
+      .map((j) => j.handle?.sandboxId),
+  );
+  const removed: string[] = [];
+  for (const sandboxId of ids) {
+    if (held.has(sandboxId)) continue;
+    let record;
+    try {
+      record = await readSandboxRecord(paths, sandboxId);
+    } catch (err) {
+      logger.error({ err: errorMessage(err), sandboxId }, 'a sandbox record cannot be read; left alone');
+      continue;
+    }
+    if (record.heldBy && ownerAlive(record.heldBy, paths.root) === true) continue;
+    if (await destroySandbox(deps, runtimes.get(record.handle.runtime), record.handle))
+      removed.push(sandboxId);
+  }
+  if (removed.length)
+    logger.warn({ sandboxes: removed }, 'removed sandboxes whose jobs are no longer supervised here');
+  return removed;
+}

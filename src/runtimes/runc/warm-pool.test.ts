@@ -1,0 +1,158 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../../testing/harness.js';
+import { recordedSandboxes } from '../sandbox-ledger.js';
+import { jobHostname } from '../shared/oci-spec.js';
+import { sleep } from '../../lib/exec.js';
+import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
+import { openBoxcar } from '../../boxcar.js';
+import { silentLogger } from '../../observability/logger.js';
+import { reconcileOrphans } from '../../runner/reconcile.js';
+
+/**
+ * runc's warm pool for real: containers made ahead, each taken over by exactly one job, which
+ * must not be able to tell (its command is PID 1, its limits, hostname and environment are its
+ * own, nothing of the pool is in its files, fds or mounts), and none left behind.
+ */
+type Box = Awaited<ReturnType<typeof testBoxcar>>;
+let box: Box;
+
+const TRUSTED = { runtime: 'runc', source: 'internal_repo', user_group: 'internal_team' };
+
+/** What a job sees of its own sandbox, with what differs between any two jobs left out. */
+const VIEW = [
+  'echo "pid1=$(tr "\\0" " " </proc/1/cmdline)"',
+  'echo "fds=$(ls /proc/self/fd | tr "\\n" " ")"',
+  'echo "host=$(hostname)"',
+  'echo "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"',
+  'echo "pids=$(cat /sys/fs/cgroup/pids/pids.max)"',
+  'echo "cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"',
+  'echo "env=$(env | grep -v -e ^BOXCAR_JOB_ID= -e ^HOSTNAME= | sort | tr "\\n" " ")"',
+  'echo "caps=$(grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status | tr "\\n\\t" "  ")"',
+  // Mount points and their options; the ids and host paths differ by sandbox.
+  'echo "mounts=$(cut -d" " -f5,6,9 /proc/self/mountinfo | tr "\\n" ";")"',
+  'echo "root=$(ls -a / | tr "\\n" " ")"',
+  'echo "tmp=$(ls -a /tmp /workspace | tr "\\n" " ")"',
+].join('; ');
+
+async function idleMembers(): Promise<number> {
+  const status = (await box.runtimes.status()).runc as { warmPool: { idle: unknown[] } };
+  return status.warmPool.idle.length;
+}
+
+async function poolFilled(): Promise<void> {
+  for (let i = 0; i < 200 && (await idleMembers()) < 1; i++) await sleep(50);
+  assert.equal(await idleMembers(), 1, 'the pool holds an idle container');
+}
+
+before(async () => {
+  const state = await tempState();
+  const config = path.join(state.root, 'config.yaml');
+  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  runc: 1\n`);
+  box = await testBoxcar({ config });
+  after(() => state.cleanup());
+});
+
+after(async () => {
+  await box.runtimes.close();
+  const left = await leftovers(box.paths);
+  await box.cleanup();
+  assert.deepEqual(left, [], 'closing the pool destroyed its containers');
+});
+
+test('a job takes over a pooled container and cannot tell: the same view as a container made for it', async () => {
+  const spec = (name: string) => ({
+    ...TRUSTED,
+    name,
+    command: ['sh', '-c', VIEW],
+    env: { GREETING: 'hello' },
+    resources: { memory: '96Mi', cpus: '0.5', pids: 77 },
+  });
+  // The first job of its shape finds no pooled container: it is made for it, and fills the pool.
+  const cold = await box.runJob(spec('view'));
+  assert.equal(cold.record.state, 'succeeded', cold.output);
+  assert.notEqual(cold.record.handle?.attributes.fromWarmPool, true);
+  await poolFilled();
+  const warm = await box.runJob(spec('view'));
+  assert.equal(warm.record.state, 'succeeded', warm.output);
+  assert.equal(warm.record.handle?.attributes.fromWarmPool, true, 'the second took the pooled container');
+  // Each job has a hostname and a trace of its own; everything else it sees is the same.
+  const neutral = (out: string) => out.replace(/^host=.*$/m, 'host=').replace(/TRACEPARENT=\S+/, '');
+  assert.equal(neutral(warm.output), neutral(cold.output));
+  assert.match(warm.output, new RegExp(`^host=${jobHostname('view', warm.record.id)}$`, 'm'));
+  assert.match(warm.output, /^pid1=sh -c /m);
+  assert.match(warm.output, /^fds=0 1 2 3 $/m, 'nothing of the pool is open in the job');
+  assert.match(warm.output, new RegExp(`^mem=${96 * 2 ** 20}$`, 'm'));
+  assert.match(warm.output, /^pids=77$/m);
+  assert.match(warm.output, /^cpu=50000$/m);
+  assert.match(warm.output, /GREETING=hello/);
+  assert.ok((warm.record.peakMemoryBytes ?? 0) > 0);
+});
+
+test('a pooled job: exit code, output, OOM kill at its own limit, a missing command', async () => {
+  const shape = { ...TRUSTED, resources: { memory: '64Mi' } };
+  await box.runJob({ ...shape, command: ['true'] });
+  await poolFilled();
+  const failed = await box.runJob({ ...shape, command: ['sh', '-c', 'echo out; echo err >&2; exit 3'] });
+  assert.equal(failed.record.handle?.attributes.fromWarmPool, true);
+  assert.equal(failed.record.exitCode, 3);
+  assert.match(failed.output, /out\nerr\n|err\nout\n/);
+  await poolFilled();
+  const oom = await box.runJob({
+    ...shape,
+    command: ['sh', '-c', 'head -c 200m /dev/zero | tail > /dev/null'],
+  });
+  assert.equal(oom.record.handle?.attributes.fromWarmPool, true);
+  assert.equal(oom.record.oomKilled, true, `${oom.record.state} ${oom.output}`);
+  await poolFilled();
+  const missing = await box.runJob({ ...shape, command: ['no-such-command'] });
+  assert.equal(missing.record.exitCode, 127);
+  assert.match(missing.output, /cannot run the job's command: no-such-command/);
+});
+
+test('a pooled container of a process that was killed is removed by the next start', async () => {
+  const state = await tempState();
+  try {
+    const config = path.join(state.root, 'config.yaml');
+    await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  runc: 1\ntenants:\n  ci: { trust: trusted }\n`);
+    const token = boxcarSync([
+      '--state',
+      state.root,
+      '--config',
+      config,
+      'token',
+      'create',
+      '--tenant',
+      'ci',
+    ]);
+    // A serving node fills its pool after its first job; then it is killed.
+    const node = await startServe(['--state', state.root, '--config', config]);
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const posted = await fetch(`${node.url}/v1/jobs`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ source: 'internal_repo', user_group: 'internal_team', command: 'true' }),
+    });
+    const body = await posted.text();
+    assert.ok(posted.ok, body);
+    const { id } = JSON.parse(body) as { id: string };
+    const done = (await (await fetch(`${node.url}/v1/jobs/${id}?wait=60s`, { headers })).json()) as {
+      state: string;
+    };
+    assert.equal(done.state, 'succeeded');
+    for (let i = 0; i < 200 && (await recordedSandboxes(state)).length < 1; i++) await sleep(50);
+    assert.equal((await recordedSandboxes(state)).length, 1, 'an idle pooled container is recorded');
+    node.child.kill('SIGKILL');
+    await exited(node.child);
+    assert.notDeepEqual(await leftovers(state), [], 'its container outlived it');
+    // Any command's start reconciles (`boxcar run`, `serve`): the container is the dead process's.
+    const next = await openBoxcar({ state: state.root, config }, silentLogger());
+    await reconcileOrphans(next);
+    await next.close();
+    assert.deepEqual(await leftovers(state), []);
+  } finally {
+    await state.cleanup();
+  }
+});
