@@ -88,15 +88,22 @@ export async function openBoxcar(
   const store = await openStore(opts.store, paths);
   const runtimes =
     parts.runtimes?.(paths) ??
-    hostRuntimes(
-      paths,
-      logger,
-      {
-        warmPool: config.warmPools.firecracker ?? config.microvm.warm_pool,
-        allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
-      },
-      { warmPool: config.warmPools.runc ?? (opts.serving ? 2 : 0) },
-    );
+    (config.executor === 'kubernetes'
+      ? // Loaded only here: the client library is no cost to a node that runs jobs itself.
+        (await import('./runtimes/kubernetes/registry.js')).kubernetesRuntimes(
+          config.kubernetes,
+          paths,
+          logger,
+        )
+      : hostRuntimes(
+          paths,
+          logger,
+          {
+            warmPool: config.warmPools.firecracker ?? config.microvm.warm_pool,
+            allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
+          },
+          { warmPool: config.warmPools.runc ?? (opts.serving ? 2 : 0) },
+        ));
   const images = new ImageStore(paths, {
     ...DEFAULT_UNPACK_LIMITS,
     maxBytes: config.images.max_unpacked,

@@ -168,6 +168,8 @@ const ConfigFile = z.strictObject({
   workspaces: Workspaces.prefault({}),
   /** Boxcar on a Kubernetes cluster: `boxcar k8s manifests` (see k8s/settings.ts). */
   kubernetes: KubernetesSettings.prefault({}),
+  /** Where jobs run: sandboxes on this host (`local`), or Pods on the `kubernetes:` cluster. */
+  executor: z.enum(['local', 'kubernetes']).default('local'),
   observability: Observability.prefault({}),
   secrets: z
     .strictObject({
@@ -254,6 +256,7 @@ export interface Config {
   images: z.output<typeof Images>;
   workspaces: z.output<typeof Workspaces>;
   kubernetes: KubernetesSettings;
+  executor: 'local' | 'kubernetes';
   observability: z.output<typeof Observability>;
   /** Where the secrets key is, if not in the state directory. */
   secretsKeyFile: string | undefined;
@@ -285,6 +288,7 @@ export async function loadConfig(opts: { config?: string; policy?: string }): Pr
     images: c.images,
     workspaces: c.workspaces,
     kubernetes: c.kubernetes,
+    executor: c.executor,
     observability: c.observability,
     secretsKeyFile: c.secrets.key_file,
     webhooks: webhooksConfig(c.webhooks),

@@ -27,6 +27,21 @@ export interface PullFigures {
   bytes: { origin: number; peers: number; cache: number };
 }
 
+/**
+ * An image this node does not pull, for a driver whose sandboxes' host pulls it (`pullsImages`:
+ * a cluster's nodes): its reference and, when pinned (`name@sha256:…`), its digest; nothing of
+ * it is on this node, and its config is the registry's, read where it runs.
+ */
+export function unpulledImage(ref: string): ResolvedImage {
+  const at = ref.lastIndexOf('@');
+  return {
+    ref,
+    digest: at < 0 ? '' : ref.slice(at + 1),
+    content: { layers: [] },
+    config: { env: [], entrypoint: [], cmd: [], workingDir: '' },
+  };
+}
+
 export const BASE_IMAGE_REF = 'boxcar/base:latest';
 
 /** A WASM module's config: no environment of its own, its arguments the job's command. */

@@ -1,7 +1,7 @@
 /**
- * The RuntimeClasses of Boxcar's sandboxed runtimes (seed 4.1): named as Boxcar's runtimes are,
- * so the routing decision's runtime is the Pod's `runtimeClassName` as it stands; the handler is
- * what the cluster's nodes call it. runc jobs name no class: the nodes' default runtime.
+ * The RuntimeClasses of Boxcar's sandboxed runtimes (seed 4.1): named as Boxcar's runtimes are
+ * unless the config names them (`runtime_classes.<runtime>.name`), so the routing decision's
+ * runtime gives the Pod's `runtimeClassName`; the handler is what the cluster's nodes call it. runc jobs name no class: the nodes' default runtime.
  */
 
 import type { IRuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
@@ -34,7 +34,7 @@ export function runtimeClasses(k: KubernetesSettings): RuntimeClassManifest[] {
       object: {
         apiVersion: 'node.k8s.io/v1',
         kind: 'RuntimeClass',
-        metadata: { name: runtime, labels: { ...MANAGED_BY } },
+        metadata: { name: s.name, labels: { ...MANAGED_BY } },
         handler: s.handler,
         ...(fixed && { overhead: { podFixed: fixed } }),
         ...(hasScheduling && {

@@ -66,9 +66,15 @@ const Placement = {
   tolerations: z.array(Toleration).default([]),
 };
 
-const RuntimeClassSettings = (handler: string) =>
+const RuntimeClassSettings = (runtime: string, handler: string) =>
   z
     .strictObject({
+      /** The RuntimeClass's name: what the executor's Pods name in runtimeClassName. */
+      name: z
+        .string()
+        .regex(DNS_LABEL, 'a RuntimeClass name is a DNS label, e.g. gvisor')
+        .max(63)
+        .default(runtime),
       /** The CRI handler the nodes' containerd or CRI-O knows this runtime by. */
       handler: z
         .string()
@@ -89,6 +95,16 @@ const RuntimeClassSettings = (handler: string) =>
     .prefault({});
 
 export const KubernetesSettings = z.strictObject({
+  /**
+   * The kubeconfig file of the cluster the `kubernetes` executor runs jobs on (its current
+   * context); absent: the credentials of the Pod Boxcar runs in (in-cluster).
+   */
+  kubeconfig: z.string().min(1).optional(),
+  /**
+   * What the executor's Pods run for a job that names no image (Boxcar's built-in base image is
+   * on its own node, not in a registry the cluster can pull from), e.g. busybox:1.37.
+   */
+  default_image: z.string().min(1).optional(),
   /** Where Boxcar itself runs (its Deployment, Service and ServiceAccount). */
   namespace: z.string().regex(DNS_LABEL, 'use a namespace name, e.g. boxcar').max(63).default('boxcar'),
   /** Tenant `t`'s jobs run in namespace `<prefix>t`. */
@@ -106,8 +122,8 @@ export const KubernetesSettings = z.strictObject({
   /** The sandboxed runtimes' RuntimeClasses; runc jobs use the nodes' default runtime. */
   runtime_classes: z
     .strictObject({
-      firecracker: RuntimeClassSettings('firecracker'),
-      gvisor: RuntimeClassSettings('runsc'),
+      firecracker: RuntimeClassSettings('firecracker', 'firecracker'),
+      gvisor: RuntimeClassSettings('gvisor', 'runsc'),
     })
     .prefault({}),
 });

@@ -6,6 +6,7 @@ import { errorMessage, UserError } from '../lib/errors.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
+import { unpulledImage } from '../images/image.js';
 import { destroySandbox } from './sandbox-cleanup.js';
 import { forgetSandbox, recordSandbox } from '../runtimes/sandbox-ledger.js';
 import type { Logger } from '../observability/logger.js';
@@ -116,7 +117,9 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     driver = deps.runtimes.get(job.runtime);
     // The operator's own jobs pull with the node's credentials; a tenant's with its own.
     const identity = job.origin.via === 'cli' ? undefined : deps.registryLogins.identity(job.tenant);
-    const image = await resolveImage(deps.images, job.spec.image, deps.puller, identity);
+    const image = driver.capabilities.pullsImages
+      ? unpulledImage(job.spec.image ?? '')
+      : await resolveImage(deps.images, job.spec.image, deps.puller, identity);
     const sandboxId = randomUUID();
     handle = newHandle({
       runtime: job.runtime,

@@ -15,7 +15,11 @@ export class RuntimeRegistry {
   private readonly drivers = new Map<RuntimeName, Runtime>();
   private readonly fingerprints = new Map<RuntimeName, Promise<Fingerprint>>();
 
-  constructor(drivers: Runtime[]) {
+  constructor(
+    drivers: Runtime[],
+    /** Why runtimes without a driver here have none (default: not in this build). */
+    private readonly missing: Partial<Record<RuntimeName, string>> = {},
+  ) {
     for (const d of drivers) this.drivers.set(d.name, d);
   }
 
@@ -37,7 +41,7 @@ export class RuntimeRegistry {
         : Promise.resolve({
             runtime: name,
             usable: false,
-            reason: 'no driver for it in this build of Boxcar yet',
+            reason: this.missing[name] ?? 'no driver for it in this build of Boxcar yet',
             details: {},
           });
       this.fingerprints.set(name, fp);
@@ -54,6 +58,16 @@ export class RuntimeRegistry {
     const out: Record<string, Record<string, unknown>> = {};
     for (const d of this.drivers.values()) if (d.status) out[d.name] = await d.status();
     return out;
+  }
+
+  /**
+   * After a restart: each driver that finds its sandboxes by a query removes those of this node
+   * that no live job holds (`live`: sandbox ids). Returns what was removed.
+   */
+  async removeStrays(live: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    for (const d of this.drivers.values()) if (d.removeStrays) removed.push(...(await d.removeStrays(live)));
+    return removed;
   }
 
   /** Every runtime Boxcar knows, usable here or not. */

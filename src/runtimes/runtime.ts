@@ -41,6 +41,12 @@ export interface Runtime {
   close?(): Promise<void>;
   /** What the driver holds for future jobs, for operators (warm pools and their memory). */
   status?(): Promise<Record<string, unknown>>;
+  /**
+   * After a restart: removes this node's sandboxes that outlive Boxcar and that no job in
+   * `live` (sandbox ids of the store's unfinished jobs) holds; returns what it removed. For
+   * drivers whose sandboxes are found by a query (a cluster's Pods by label), not by a handle.
+   */
+  removeStrays?(live: ReadonlySet<string>): Promise<string[]>;
 }
 
 export interface Fingerprint {
@@ -89,8 +95,11 @@ export interface Capabilities {
   sharedKernel: boolean;
   /** What a job runs: a command in an OCI image's root filesystem, or a WebAssembly module. */
   workload: 'image' | 'wasm-module';
-  /** Where a job's memory figures come from: its cgroup, the VMM process holding its guest, or the module's own memory. */
-  memoryMeasure: 'cgroup' | 'vmm-process' | 'module';
+  /**
+   * Where a job's memory figures come from: its cgroup, the VMM process holding its guest, or the
+   * module's own memory; `none`: the driver measures nothing (its `stats` are zeros).
+   */
+  memoryMeasure: 'cgroup' | 'vmm-process' | 'module' | 'none';
   /** The most host memory a job can show above its memory limit (a VMM and its guest's kernel; 0 in a cgroup). */
   memoryOverheadBytes(limits: JobLimits): number;
   /** A stop sends TERM to the job's processes before KILL; otherwise it kills at once. */
@@ -112,6 +121,11 @@ export interface Capabilities {
    * artifacts and caches are collected from. Otherwise the job's files stay in its sandbox.
    */
   workspaceReturned: boolean;
+  /**
+   * The sandbox's own host pulls the job's image (a cluster's nodes): Boxcar pulls nothing and
+   * the request's `image` is only its reference (`unpulledImage`). Absent: Boxcar pulls it.
+   */
+  pullsImages?: boolean;
 }
 
 /** A driver's own state from a handle, through the driver's schema; undefined before its sandbox existed. */
