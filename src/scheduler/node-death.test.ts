@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { JobView } from '../api/job-view.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { leftovers, tempState } from '../testing/harness.js';
+import { readSandboxRecord } from '../runtimes/sandbox-ledger.js';
 import { startPostgres, type TestPostgres } from '../testing/postgres.js';
 import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 
@@ -42,6 +43,17 @@ async function stopNodes(...nodes: Array<{ child: ChildProcess }>): Promise<void
     n.child.kill('SIGTERM');
     await exited(n.child);
   }
+}
+
+/** A node's job containers: what `runc list` shows, less its idle warm-pool members. */
+async function jobContainers(state: State): Promise<string[]> {
+  const ids = spawnSync('runc', ['--root', state.runcRoot, 'list', '-q'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter(Boolean);
+  const idle = await Promise.all(
+    ids.map(async (id) => (await readSandboxRecord(state, id).catch(() => undefined))?.heldBy !== undefined),
+  );
+  return ids.filter((_, i) => !idle[i]);
 }
 
 type After = { after: (fn: () => Promise<void>) => void };
@@ -231,12 +243,10 @@ test(
           })
         ).id,
       );
-    const runcList = () =>
-      spawnSync('runc', ['--root', c.runcRoot, 'list', '-q'], { encoding: 'utf8' })
-        .stdout.split('\n')
-        .filter(Boolean);
-    for (let i = 0; i < 200 && runcList().length < 3; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(runcList().length, 3, 'the node runs its jobs when it is paused');
+    const runcList = () => jobContainers(c);
+    for (let i = 0; i < 200 && (await runcList()).length < 3; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await runcList()).length, 3, 'the node runs its jobs when it is paused');
     const other = await startServe(['--state', d.root, '--store', pg.url, '--config', config]);
     children.push(other.child);
     // Paused (SIGSTOP) for twice its lease: the other node takes its jobs over and runs them.
@@ -254,15 +264,15 @@ test(
           j?.owner?.includes(`:${paused.child.pid}:`) &&
           !['succeeded', 'failed', 'cancelled', 'error'].includes(j.state),
       ).length;
-    let stale = runcList().length - (await stillMine());
+    let stale = (await runcList()).length - (await stillMine());
     for (let i = 0; i < 200 && stale > 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
-      stale = runcList().length - (await stillMine());
+      stale = (await runcList()).length - (await stillMine());
     }
     const goneMs = Date.now() - resumedAt;
     assert.ok(
       stale <= 0,
-      `its stale sandboxes are gone (${runcList().length} left, ${await stillMine()} still its own)`,
+      `its stale sandboxes are gone (${(await runcList()).length} left, ${await stillMine()} still its own)`,
     );
     assert.ok(goneMs < 2000 + 2500, `gone within a lease (and the stop's grace) of resuming: ${goneMs} ms`);
     const done = await Promise.all(ids.map((id) => api<JobView>(other.url, `/v1/jobs/${id}?wait=60s`)));
@@ -310,12 +320,10 @@ test(
           })
         ).id,
       );
-    const runcList = () =>
-      spawnSync('runc', ['--root', c.runcRoot, 'list', '-q'], { encoding: 'utf8' })
-        .stdout.split('\n')
-        .filter(Boolean);
-    for (let i = 0; i < 200 && runcList().length < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    const first = runcList();
+    const runcList = () => jobContainers(c);
+    for (let i = 0; i < 200 && (await runcList()).length < 2; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const first = await runcList();
     assert.equal(first.length, 2, 'the node runs its jobs when it is killed');
     // Only the process dies: its monitors and containers run on, as after an OOM kill of Boxcar.
     killed.child.kill('SIGKILL');
@@ -329,7 +337,7 @@ test(
       );
     for (let i = 0; i < 200 && !(await takenOver()); i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(await takenOver(), 'the other node runs both jobs again');
-    assert.deepEqual(runcList().sort(), [...first].sort(), "the killed node's containers still run");
+    assert.deepEqual((await runcList()).sort(), [...first].sort(), "the killed node's containers still run");
 
     const logs: string[] = [];
     const restarted = await startServe(['--state', c.root, '--store', pg.url, '--config', config], {
@@ -337,7 +345,11 @@ test(
     });
     children.push(restarted.child);
     // Serving means started: the sweep is done by the time the node listens.
-    assert.deepEqual(runcList(), [], 'the restarted node removed the containers of jobs it no longer holds');
+    assert.deepEqual(
+      await runcList(),
+      [],
+      'the restarted node removed the containers of jobs it no longer holds',
+    );
     assert.ok(
       logs.some((l) => /removed sandboxes whose jobs are no longer supervised here/.test(l)),
       `it says so: ${logs.join('\n')}`,
