@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApiException, CoreV1Api, KubeConfig, NodeV1Api } from '@kubernetes/client-node';
-import { clusterObjects, SCENARIOS, type ClusterUnderTest } from './admission-scenarios.js';
+import { clusterObjects, SCENARIOS, type ClusterUnderTest } from './cluster-scenarios.js';
 import { FakeApiServer } from './api-server.js';
 
 /**
