@@ -5,6 +5,7 @@ import type { RuntimeName } from '../../jobs/spec.js';
 import { canTransition, type JobState } from '../../jobs/states.js';
 import type { TaskHandle } from '../../jobs/handle.js';
 import { nextAuditRecord } from '../audit-chain.js';
+import { GroupCommit } from './group-commit.js';
 import {
   type ApiToken,
   type BlobHolding,
@@ -168,9 +169,12 @@ export class SqliteStore implements Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 10000');
     this.migrate();
+    this.writes = new GroupCommit(this.db);
   }
 
   private readonly statements = new Map<string, Database.Statement>();
+  /** A job's life cycle writes (creation, transitions, handles), committed together per turn. */
+  private readonly writes: GroupCommit;
 
   /** A prepared statement, compiled once per SQL text (the dynamic ones have few variants). */
   private sql(text: string): Database.Statement {
@@ -193,18 +197,17 @@ export class SqliteStore implements Store {
 
   async createJob(input: NewJob): Promise<JobRecord> {
     const now = Date.now();
-    this.db
-      .transaction(() => {
-        this.sql(
-          `INSERT INTO jobs (${INSERT_JOB_COLUMNS}) VALUES (${INSERT_JOB_COLUMNS.split(',').map(() => '?')})`,
-        ).run(...newJobValues(input, now));
-        this.sql(
-          `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, 'queued', ?)`,
-        ).run(input.id, now, input.decision.reasons.join('; '));
-        this.appendAudit(submittedAudit(input), now);
-      })
-      .immediate();
-    return (await this.getJob(input.id)) as JobRecord;
+    const values = newJobValues(input, now);
+    return this.writes.run(() => {
+      this.sql(
+        `INSERT INTO jobs (${INSERT_JOB_COLUMNS}) VALUES (${INSERT_JOB_COLUMNS.split(',').map(() => '?')})`,
+      ).run(...values);
+      this.sql(
+        `INSERT INTO job_events (job_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, 'queued', ?)`,
+      ).run(input.id, now, input.decision.reasons.join('; '));
+      this.appendAudit(submittedAudit(input), now);
+      return this.getRow(input.id);
+    });
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
@@ -226,13 +229,11 @@ export class SqliteStore implements Store {
     audit?: AuditEntry,
     fence?: Fence,
   ): Promise<JobRecord> {
-    return this.db
-      .transaction(() => {
-        const record = this.transitionNow(id, to, patch, reason, fence);
-        if (audit) this.appendAudit(audit, Date.now());
-        return record;
-      })
-      .immediate();
+    return this.writes.run(() => {
+      const record = this.transitionNow(id, to, patch, reason, fence);
+      if (audit) this.appendAudit(audit, Date.now());
+      return record;
+    });
   }
 
   /** Appends one audit record after the last; the caller holds a write transaction. */
@@ -283,7 +284,8 @@ export class SqliteStore implements Store {
   }
 
   async saveHandle(id: string, handle: TaskHandle): Promise<void> {
-    this.sql('UPDATE jobs SET handle = ? WHERE id = ?').run(JSON.stringify(handle), id);
+    const json = JSON.stringify(handle); // as it is now: the caller may change it before the commit
+    await this.writes.run(() => this.sql('UPDATE jobs SET handle = ? WHERE id = ?').run(json, id));
   }
 
   async events(id: string): Promise<JobEvent[]> {
@@ -739,6 +741,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.writes.flush();
     this.db.close();
   }
 }
