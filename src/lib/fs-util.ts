@@ -4,14 +4,22 @@ import { lchown, open, readdir, readFile, rename, rm, mkdir, stat } from 'node:f
 import path from 'node:path';
 import { errnoCode, ifExists } from './errors.js';
 
-/** Writes a file so readers see the old or the new content, never half of it. */
-export async function writeFileAtomic(file: string, data: string | Buffer): Promise<void> {
+/**
+ * Writes a file so readers see the old or the new content, never half of it; `durable: false`
+ * skips the fsync (the content survives the process, not a power loss) for a file that costs
+ * nothing much to lose.
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: string | Buffer,
+  { durable = true }: { durable?: boolean } = {},
+): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${randomUUID()}.tmp`;
   const fh = await open(tmp, 'w');
   try {
     await fh.writeFile(data);
-    await fh.sync();
+    if (durable) await fh.sync();
   } finally {
     await fh.close();
   }
