@@ -37,7 +37,7 @@ export function boxcarObjects(k: KubernetesSettings): BoxcarObject[] {
     );
   const labels = { ...MANAGED_BY, ...APP };
   const meta = (name: string) => ({ name, namespace: k.namespace, labels });
-  const clusterRole = 'boxcar:runtimeclasses';
+  const clusterRole = 'boxcar:cluster-reads';
   const hasPlacement = Object.keys(k.boxcar.node_selector).length > 0;
   return [
     {
@@ -46,13 +46,18 @@ export function boxcarObjects(k: KubernetesSettings): BoxcarObject[] {
       metadata: { name: k.namespace, labels: { ...labels, ...RESTRICTED_NAMESPACE } },
     },
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(SERVICE_ACCOUNT) },
-    // RuntimeClasses are cluster-scoped: reading them (is a class there, what overhead does it
-    // add) cannot be granted by a Role. Everything else is granted per tenant namespace.
+    // Cluster-scoped reads, which a Role cannot grant: RuntimeClasses (is a class there, what
+    // overhead does it add), Nodes (is one Ready that a class can run on), and Namespaces (the
+    // tenants', to find a restarted node's stray Pods in). Everything else is granted per
+    // tenant namespace.
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
       metadata: { name: clusterRole, labels },
-      rules: [{ apiGroups: ['node.k8s.io'], resources: ['runtimeclasses'], verbs: ['get', 'list'] }],
+      rules: [
+        { apiGroups: ['node.k8s.io'], resources: ['runtimeclasses'], verbs: ['get', 'list'] },
+        { apiGroups: [''], resources: ['nodes', 'namespaces'], verbs: ['list'] },
+      ],
     },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',

@@ -230,12 +230,15 @@ test("Boxcar's Pod passes the restricted profile; the check can fail", async () 
   ]);
 });
 
-test('RBAC: a ClusterRole only for RuntimeClasses, everything else per tenant namespace, no wildcard', async () => {
+test('RBAC: a ClusterRole only for reading RuntimeClasses, Nodes and Namespaces, everything else per tenant namespace, no wildcard', async () => {
   const objs = await applied();
   const rules = (o: Obj) => o.rules as Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>;
   const clusterRoles = objs.filter((o) => o.kind === 'ClusterRole');
   assert.deepEqual(clusterRoles.map(rules), [
-    [{ apiGroups: ['node.k8s.io'], resources: ['runtimeclasses'], verbs: ['get', 'list'] }],
+    [
+      { apiGroups: ['node.k8s.io'], resources: ['runtimeclasses'], verbs: ['get', 'list'] },
+      { apiGroups: [''], resources: ['nodes', 'namespaces'], verbs: ['list'] },
+    ],
   ]);
   const roles = objs.filter((o) => o.kind === 'Role');
   assert.deepEqual(roles.map((r) => r.metadata.namespace).sort(), ['boxcar-forks', 'boxcar-team-a']);

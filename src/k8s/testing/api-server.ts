@@ -5,7 +5,7 @@
  * wording where Boxcar predicts it (RuntimeClass, ResourceQuota: see ../admission.ts) and its
  * own elsewhere (schema failures, the Pod Security details).
  *
- * Served: RuntimeClasses (get, list), ResourceQuotas (get, list), Namespaces (get), Nodes
+ * Served: RuntimeClasses (get, list), ResourceQuotas (get, list), Namespaces (get, list), Nodes
  * (list), Pods (create, get, list by label, delete, watch with resourceVersion, bookmarks and
  * 410 Gone, log with follow, timestamps and sinceTime), Secrets (create, get, list, delete; deleted
  * with the Pod that owns them), Events (list by involved object). Every request body is
@@ -280,6 +280,12 @@ export class FakeApiServer {
       );
     if (method === 'GET' && p === '/api/v1/pods')
       return list('PodList', 'v1', this.allPods().filter(matches(url.searchParams.get('labelSelector'))));
+    if (method === 'GET' && p === '/api/v1/namespaces')
+      return list(
+        'NamespaceList',
+        'v1',
+        [...this.namespaces.values()].filter(matches(url.searchParams.get('labelSelector'))),
+      );
     if (method === 'GET' && (m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(p)))
       return this.namespaces.get(m[1] as string) ?? notFound('namespaces', m[1] as string);
     if (

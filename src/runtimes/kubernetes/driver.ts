@@ -304,26 +304,36 @@ export class KubernetesDriver implements Runtime {
    */
   async removeStrays(live: ReadonlySet<string>): Promise<string[]> {
     const { cluster } = this.opts;
-    const labelSelector = Object.entries({
-      ...MANAGED_BY,
-      [NODE_LABEL]: this.opts.node,
-      [RUNTIME_LABEL]: this.name,
-    })
-      .map(([k, v]) => `${k}=${v}`)
-      .join(',');
-    const pods = await cluster.call("listing this node's pods", () =>
-      cluster.core.listPodForAllNamespaces({ labelSelector }),
+    const selector = (labels: Record<string, string>) =>
+      Object.entries(labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',');
+    // Per tenant namespace (Boxcar's RBAC grants Pods there, not cluster-wide).
+    const namespaces = await cluster.call("listing Boxcar's namespaces", () =>
+      cluster.core.listNamespace({ labelSelector: selector(MANAGED_BY) }),
     );
     const removed: string[] = [];
-    for (const pod of pods.items) {
-      const sandbox = pod.metadata?.labels?.[SANDBOX_LABEL] ?? '';
-      if (live.has(sandbox)) continue;
-      const s = { namespace: pod.metadata?.namespace ?? '', pod: pod.metadata?.name ?? '', secret: true };
-      await this.deleteObject(`secret ${s.namespace}/${s.pod}`, () =>
-        cluster.core.deleteNamespacedSecret({ name: s.pod, namespace: s.namespace }),
+    for (const ns of namespaces.items) {
+      const namespace = ns.metadata?.name ?? '';
+      const pods = await cluster.call(`listing this node's pods in ${namespace}`, () =>
+        cluster.core.listNamespacedPod({
+          namespace,
+          labelSelector: selector({
+            ...MANAGED_BY,
+            [NODE_LABEL]: this.opts.node,
+            [RUNTIME_LABEL]: this.name,
+          }),
+        }),
       );
-      await this.deletePod(s, 0);
-      removed.push(`${s.namespace}/${s.pod}`);
+      for (const pod of pods.items) {
+        if (live.has(pod.metadata?.labels?.[SANDBOX_LABEL] ?? '')) continue;
+        const s = { namespace, pod: pod.metadata?.name ?? '', secret: true };
+        await this.deleteObject(`secret ${s.namespace}/${s.pod}`, () =>
+          cluster.core.deleteNamespacedSecret({ name: s.pod, namespace: s.namespace }),
+        );
+        await this.deletePod(s, 0);
+        removed.push(`${s.namespace}/${s.pod}`);
+      }
     }
     return removed;
   }
