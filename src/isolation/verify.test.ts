@@ -2,10 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { leftovers, tempState, testBoxcar } from '../testing/harness.js';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../testing/harness.js';
+import { openStore } from '../store/open-store.js';
 import { ensureProbeImage } from './probe-image.js';
 import {
   CROSS_JOB_PROBES,
+  PRIMING_JOB,
   SYSCALL_PROBES,
   crossJobChecks,
   runOn,
@@ -47,6 +51,36 @@ test('boxcar verify-isolation: every probe blocked on runc, gvisor and wasm; sys
       `wasm probe ${name}`,
     );
   for (const p of wasm) assert.equal(p.verdict, 'blocked', `wasm ${p.probe}: ${p.detail}`);
+  assert.deepEqual(await leftovers(state), []);
+});
+
+test('boxcar verify-isolation on pooled runc containers: every probe blocked in a container made ahead', async (t) => {
+  const state = await tempState();
+  t.after(() => state.cleanup());
+  const config = path.join(state.root, 'config.yaml');
+  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  runc: 2\n`);
+  const r = spawnSync(
+    process.execPath,
+    [MAIN, '--state', state.root, '--config', config, 'verify-isolation', '--runtime', 'runc', '--json'],
+    { encoding: 'utf8', timeout: 300_000 },
+  );
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
+  assert.equal(passed, true);
+  assert.ok(results.length >= SYSCALL_PROBES.length + 14, `${results.length} probes`);
+  for (const p of results) assert.equal(p.verdict, 'blocked', `${p.probe}: ${p.detail}`);
+  // Jobs with a network never take a pooled container; every other probe job did (verify.ts
+  // primes each shape first).
+  const store = await openStore(undefined, state);
+  t.after(() => store.close());
+  const probes = (await store.listJobs({ limit: 1000 })).filter((j) => j.spec.name !== PRIMING_JOB);
+  const plain = probes.filter((j) => !j.spec.network.enabled);
+  t.diagnostic(
+    `${plain.length} of ${probes.length} probe jobs had no network: each ran in a pooled container`,
+  );
+  assert.ok(plain.length >= 5, `${plain.length} probe jobs without network`);
+  for (const j of plain)
+    assert.equal(j.handle?.attributes.fromWarmPool, true, `${j.spec.command.join(' ').slice(0, 80)}: pooled`);
   assert.deepEqual(await leftovers(state), []);
 });
 

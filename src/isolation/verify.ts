@@ -54,7 +54,15 @@ export function jobTrustFields(caps: Pick<Capabilities, 'sharedKernel'>): {
     : { source: 'external_pr', user_group: 'external_contributor' };
 }
 
-/** Runs a job on `runtime` with the trust that runtime is for (runc: trusted; sandboxes: untrusted). */
+/** The jobs that give a warm pool the shape of a probe job before it runs (see `runOn`). */
+export const PRIMING_JOB = 'verify-isolation-priming';
+
+/**
+ * Runs a job on `runtime` with the trust that runtime is for (runc: trusted; sandboxes: untrusted).
+ * With a warm pool on the runtime, a job that can take a pooled sandbox (no network, no
+ * workspace) gets one: a job of its shape runs first, and the pool is let fill, so the probes
+ * run in sandboxes made before their job, as a busy node's jobs do.
+ */
 export async function runOn(
   box: Boxcar,
   runtime: RuntimeName,
@@ -67,6 +75,24 @@ export async function runOn(
   const untrusted = (await box.runtimes.fingerprint(runtime)).untrustedCode?.allowed ?? true;
   const trust = jobTrustFields(untrusted ? caps : { sharedKernel: true });
   const spec = JobSpec.parse({ timeout: '60s', ...input, ...trust, runtime });
+  if (!spec.network.enabled && (await poolFilling(box, runtime)) !== undefined) {
+    await runJob(
+      box,
+      JobSpec.parse({ timeout: '60s', ...input, ...trust, runtime, name: PRIMING_JOB, command: ['true'] }),
+    );
+    for (let i = 0; i < 400 && ((await poolFilling(box, runtime)) ?? 0) > 0; i++) await sleep(25);
+  }
+  return runJob(box, spec, signal);
+}
+
+/** How many pool keys of the runtime are being filled; undefined: it keeps no warm pool. */
+async function poolFilling(box: Boxcar, runtime: RuntimeName): Promise<number | undefined> {
+  const pool = (await box.runtimes.status())[runtime]?.warmPool as
+    { size?: number; filling?: number } | undefined;
+  return pool?.size ? (pool.filling ?? 0) : undefined;
+}
+
+async function runJob(box: Boxcar, spec: JobSpec, signal?: AbortSignal): Promise<ExecuteResult> {
   const id = randomUUID();
   const decision = await decideLocally(box, id, spec);
   const job = await box.store.createJob({

@@ -579,7 +579,7 @@ export abstract class ConmonDriver implements Runtime {
         monitorRssBytes: (await processFootprint(member.conmonPid))?.rssBytes ?? 0,
       })),
     );
-    return { warmPool: { size: this.pool.size, idle } };
+    return { warmPool: { size: this.pool.size, filling: this.pool.filling(), idle } };
   }
 
   close(): Promise<void> {

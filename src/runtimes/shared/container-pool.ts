@@ -101,6 +101,11 @@ export class ContainerPool {
     return this.pool.fill(key);
   }
 
+  /** Keys whose containers are being made now. */
+  filling(): number {
+    return this.pool.fillingCount();
+  }
+
   entries(): Array<{ key: string; member: PoolMember }> {
     return this.pool.entries();
   }

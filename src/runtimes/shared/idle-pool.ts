@@ -27,6 +27,11 @@ export class IdlePool<T> {
     return [...this.idle.values()].reduce((n, l) => n + l.length, 0);
   }
 
+  /** Keys being topped up now. */
+  fillingCount(): number {
+    return this.filling.size;
+  }
+
   /** Every idle sandbox with its key. */
   entries(): Array<{ key: string; member: T }> {
     return [...this.idle].flatMap(([key, list]) => list.map((member) => ({ key, member })));
