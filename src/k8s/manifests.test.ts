@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { RuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
 import {
   ClusterRole,
@@ -57,6 +58,7 @@ const MODELS: Record<string, Validator> = {
   'v1 PersistentVolumeClaim': PersistentVolumeClaim,
   'v1 Service': Service,
   'apps/v1 Deployment': Deployment,
+  'networking.k8s.io/v1 NetworkPolicy': NetworkPolicy,
   'rbac.authorization.k8s.io/v1 Role': Role,
   'rbac.authorization.k8s.io/v1 RoleBinding': RoleBinding,
   'rbac.authorization.k8s.io/v1 ClusterRole': ClusterRole,
@@ -139,7 +141,7 @@ test("a configured webhook's tenants get namespaces, listed or not", (t) => {
 
 test('every object validates against the Kubernetes OpenAPI schemas', async () => {
   const objs = await applied();
-  assert.equal(objs.length, 20); // 2 RuntimeClasses, Boxcar's 7, 5 for forks, 6 for team-a (its quota)
+  assert.equal(objs.length, 22); // 2 RuntimeClasses, Boxcar's 7, 6 for forks, 7 for team-a (its quota)
   for (const o of objs) assert.doesNotThrow(() => validate(o), `${o.kind} ${o.metadata.name}`);
 });
 

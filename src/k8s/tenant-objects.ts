@@ -1,10 +1,11 @@
 /**
  * One namespace per tenant (seed 4.3), with what the cluster itself enforces there: the tenant's
- * ResourceQuotas, its LimitRange, Pod Security "restricted", no API token for job Pods, and the
- * Role that lets Boxcar (and only Boxcar) run jobs in it.
+ * ResourceQuotas, its LimitRange, Pod Security "restricted", no API token and no network for job
+ * Pods, and the Role that lets Boxcar (and only Boxcar) run jobs in it.
  */
 
 import type { ILimitRange, INamespace, IResourceQuota, IServiceAccount } from 'kubernetes-models/v1';
+import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import type { IRole, IRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { UserError } from '../lib/errors.js';
 import type { Hard } from '../tenants/quota.js';
@@ -16,7 +17,8 @@ import type { KubernetesSettings } from './settings.js';
 export const SERVICE_ACCOUNT = 'boxcar';
 const EXECUTOR_ROLE = 'boxcar-executor';
 
-type TenantObject = INamespace | IServiceAccount | IResourceQuota | ILimitRange | IRole | IRoleBinding;
+type TenantObject =
+  INamespace | IServiceAccount | INetworkPolicy | IResourceQuota | ILimitRange | IRole | IRoleBinding;
 
 /** Tenants that get a namespace: those the config lists, those a quota names, those webhooks feed. */
 export function clusterTenants(
@@ -58,6 +60,15 @@ export function tenantObjects(
       kind: 'ServiceAccount',
       metadata: meta('default'),
       automountServiceAccountToken: false,
+    },
+    // Job Pods get no network, in or out: a Boxcar job has none unless it asks, and the
+    // kubernetes executor refuses jobs that ask. Enforced where the cluster's network plugin
+    // enforces NetworkPolicy.
+    {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: meta('boxcar-no-network'),
+      spec: { podSelector: {}, policyTypes: ['Ingress', 'Egress'] },
     },
     ...quotas.filter((q) => q.tenant === tenant).map((q) => resourceQuota(q, meta(q.name))),
     limitRange(tenant, tenantSettings(tenants, tenant).limits, meta('boxcar-limits')),

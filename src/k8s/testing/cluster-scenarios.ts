@@ -552,6 +552,25 @@ export const EXECUTOR_SCENARIOS: ExecutorScenario[] = [
     },
   },
   {
+    name: 'a job past its timeout is stopped (its Pod deleted) and ends timed out',
+    async run(c, t) {
+      const box = await executorBoxcar(c, t);
+      const started = Date.now();
+      const r = await runJob(
+        box,
+        job(
+          'echo started; sleep 60',
+          { lines: ['started', 'never'], lineEveryMs: 30_000 },
+          { timeout: '2s' },
+        ),
+      );
+      assert.equal(r.record.state, 'timeout', r.record.error ?? '');
+      assert.equal(r.record.timedOut, true);
+      assert.ok(Date.now() - started < 30_000, 'stopped at its timeout, not at its end');
+      assert.deepEqual(await podsOf(c, r.record.id), []);
+    },
+  },
+  {
     name: 'an image the nodes cannot pull fails the job at once with ErrImagePull, not as a sandbox failure',
     async run(c, t) {
       const box = await executorBoxcar(c, t, { defaultImage: 'registry.invalid/boxcar/none:1' });

@@ -130,3 +130,11 @@ test("a start the API server had already taken (409) is the same Pod; another sa
   await precreated(other, randomUUID());
   await assert.rejects(d.start(taken), /exists and is not sandbox/);
 });
+
+test('a job that asks for network is refused, naming the field: its namespace denies all traffic', async (t) => {
+  const d = driver(await cluster(t));
+  await assert.rejects(
+    d.prepare(request({}, { network: { enabled: true } })),
+    /^UserError: network: the kubernetes executor runs jobs without network/,
+  );
+});

@@ -77,6 +77,7 @@ export class KubernetesDriver implements Runtime {
       memoryOverheadBytes: (_limits: JobLimits) => opts.overheadBytes,
       gracefulStop: true,
       hostCgroup: false,
+      // Denied by the tenant namespace's NetworkPolicy (boxcar k8s manifests); prepare refuses jobs that ask.
       network: false,
       survivesRestart: true,
       writableRoot: false,
@@ -98,6 +99,10 @@ export class KubernetesDriver implements Runtime {
       defaultImage: this.opts.defaultImage,
     };
     podImage(req.spec, this.opts.defaultImage); // a job's image the cluster cannot pull is refused now
+    if (req.spec.network.enabled)
+      throw new UserError(
+        "network: the kubernetes executor runs jobs without network (their namespace's NetworkPolicy boxcar-no-network denies all traffic); drop network, or run the job with executor: local",
+      );
     await predictAdmission(this.opts.cluster, place, req.spec);
     this.prepared.set(req.sandboxId, { req, place });
     const handle = newHandle({
