@@ -8,14 +8,23 @@ import { formatTable } from '../table.js';
 export function registerDoctor(program: Command, logger: Logger): void {
   program
     .command('doctor')
-    .description('say, per runtime, whether it can run jobs on this machine and why not')
+    .description('say, per runtime, whether it can run jobs on this machine (or the cluster) and why not')
     .option('--json', 'print the fingerprints as JSON')
     .action(async (opts: { json?: boolean }) => {
       const globals = program.opts<{ state?: string; config?: string }>();
       const config = await loadConfig(globals);
-      const runtimes = hostRuntimes(statePaths(globals.state), logger, {
-        allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
-      });
+      const paths = statePaths(globals.state);
+      // With executor: kubernetes, jobs run on the cluster: its runtimes are the ones to judge.
+      const runtimes =
+        config.executor === 'kubernetes'
+          ? (await import('../../runtimes/kubernetes/registry.js')).kubernetesRuntimes(
+              config.kubernetes,
+              paths,
+              logger,
+            )
+          : hostRuntimes(paths, logger, {
+              allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
+            });
       const fps = await runtimes.fingerprintAll();
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(fps, null, 2)}\n`);

@@ -48,7 +48,7 @@ const driver = (c: KubeCluster) =>
     overheadBytes: 0,
     namespaceOf: (tenant) => `boxcar-${tenant}`,
     defaultImage: 'busybox:1.37',
-    node: randomUUID(),
+    node: () => 'node-of-the-test',
     logger: silentLogger(),
   });
 

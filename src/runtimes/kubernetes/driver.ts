@@ -55,8 +55,8 @@ export interface KubernetesDriverOptions {
   /** The tenant's namespace (`<namespace_prefix><tenant>`). */
   namespaceOf: (tenant: string) => string;
   defaultImage: string | undefined;
-  /** This node's id: its Pods carry it, so that its own strays are found after a restart. */
-  node: string;
+  /** This node's id: its Pods carry it, so that its own strays are found after a restart (read when first needed: judging the cluster needs no state directory). */
+  node: () => string;
   logger: Logger;
 }
 
@@ -95,7 +95,7 @@ export class KubernetesDriver implements Runtime {
       namespace: this.opts.namespaceOf(req.tenant),
       name: podName(req.sandboxId),
       runtimeClassName: this.opts.runtimeClassName,
-      node: this.opts.node,
+      node: this.opts.node(),
       defaultImage: this.opts.defaultImage,
     };
     podImage(req.spec, this.opts.defaultImage); // a job's image the cluster cannot pull is refused now
@@ -325,7 +325,7 @@ export class KubernetesDriver implements Runtime {
           namespace,
           labelSelector: selector({
             ...MANAGED_BY,
-            [NODE_LABEL]: this.opts.node,
+            [NODE_LABEL]: this.opts.node(),
             [RUNTIME_LABEL]: this.name,
           }),
         }),

@@ -27,7 +27,7 @@ export function kubernetesRuntimes(
     cluster,
     namespaceOf: (tenant: string) => tenantNamespace(settings, tenant),
     defaultImage: settings.default_image,
-    node: nodeId(paths.root),
+    node: () => nodeId(paths.root),
   };
   const sandboxed = (runtime: SandboxRuntime) =>
     new KubernetesDriver(runtime, {
