@@ -51,10 +51,24 @@ export class RuntimeHealthBook {
     this.breakers.get(runtime)?.record(ok, at);
   }
 
-  /** Views of every runtime at `now`; `overrides` replace measured health (`policy explain --health`). */
-  async views(now: number, overrides: HealthOverride[] = []): Promise<RuntimeViews> {
+  /**
+   * Views of every runtime at `now`; `overrides` replace measured health (`policy explain
+   * --health`). With `only`, just those runtimes are fingerprinted, and the others are viewed as
+   * usable: for a caller that routes again with what the router asked for (see `decide`).
+   */
+  async views(
+    now: number,
+    overrides: HealthOverride[] = [],
+    only?: ReadonlySet<RuntimeName>,
+  ): Promise<RuntimeViews> {
     const out = new Map<RuntimeName, RuntimeView>();
-    const fingerprints = await Promise.all(RUNTIME_NAMES.map((r) => this.fingerprint(r)));
+    const fingerprints = await Promise.all(
+      RUNTIME_NAMES.map((r) =>
+        !only || only.has(r)
+          ? this.fingerprint(r)
+          : { runtime: r, usable: true, reason: 'not fingerprinted: the decision did not ask', details: {} },
+      ),
+    );
     for (const [i, r] of RUNTIME_NAMES.entries()) {
       const fp = fingerprints[i] as Fingerprint;
       const breaker = this.breakers.get(r) as Breaker;

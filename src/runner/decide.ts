@@ -2,7 +2,7 @@ import type { RoutingPolicy } from '../policy/policy-schema.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { Store } from '../store/store.js';
 import { UserError } from '../lib/errors.js';
-import type { JobSpec } from '../jobs/spec.js';
+import type { JobSpec, RuntimeName } from '../jobs/spec.js';
 import type { Decision } from '../jobs/decision.js';
 import { RuntimeHealthBook, type HealthOverride } from '../policy/health.js';
 import { route } from '../policy/route.js';
@@ -28,11 +28,22 @@ export async function decide(
   const health = await new RuntimeHealthBook(deps.policy, (r) => deps.runtimes.fingerprint(r)).loadHistory(
     deps.store,
   );
-  return route(
-    deps.policy,
-    { jobId, spec, trust: opts.trust },
-    await health.views(Date.now(), opts.overrides),
-  );
+  // Only the runtimes the router asks about are fingerprinted (each costs a few processes): it
+  // routes with the others assumed usable, and again once what it asked for is known, until it
+  // asks for nothing new. Routing is pure, so the last decision is the one all views would give.
+  const now = Date.now();
+  const known = new Set<RuntimeName>();
+  for (;;) {
+    const views = await health.views(now, opts.overrides, known);
+    const asked = new Set<RuntimeName>();
+    const decision = route(deps.policy, { jobId, spec, trust: opts.trust }, (r) => {
+      asked.add(r);
+      return views(r);
+    });
+    const unknown = [...asked].filter((r) => !known.has(r));
+    if (!unknown.length) return decision;
+    for (const r of unknown) known.add(r);
+  }
 }
 
 /** Refuses, before anything is recorded, a decision for a runtime this node cannot run. */
