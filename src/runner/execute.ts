@@ -128,7 +128,8 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
       logPath: sandboxLogPath(deps.paths, sandboxId),
     });
     await store.saveHandle(job.id, handle);
-    await recordSandbox(deps.paths, handle);
+    // A sandbox that ends with this process (WASM's) leaves nothing for a start-up to sweep.
+    if (driver.capabilities.survivesRestart) await recordSandbox(deps.paths, handle);
     secrets = await deps.secrets.forJob(job);
     const workspace = wantsWorkspace(job.spec) ? await deps.workspaces.prepare(job) : undefined;
     handle = await driver.prepare({

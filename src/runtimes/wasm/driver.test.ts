@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { leftovers, testBoxcar } from '../../testing/harness.js';
@@ -254,6 +254,12 @@ describe('wasm driver', () => {
       assert.match(mounts, new RegExp(`^tmpfs ${box.paths.root} tmpfs ro,`, 'm'), mounts);
       assert.match(mounts, /^tmpfs \/proc tmpfs ro,/m);
       assert.match(mounts, /^tmpfs \/tmp tmpfs rw,.*size=262144k/m);
+      const onDisk = existsSync(box.paths.sandboxes) ? readdirSync(box.paths.sandboxes) : [];
+      assert.deepEqual(
+        onDisk,
+        [],
+        'nothing of the sandbox on disk (no log, no record): it ends with this process',
+      );
     } finally {
       await box.runtimes.get('wasm').stop(
         {
