@@ -138,3 +138,15 @@ test('a job that asks for network is refused, naming the field: its namespace de
     /^UserError: network: the kubernetes executor runs jobs without network/,
   );
 });
+
+test('a Pod that never starts fails its start at the job timeout, saying where it waits', async (t) => {
+  const d = driver(await cluster(t));
+  const handle = await d.prepare(
+    request({ [SCRIPT_ENV]: JSON.stringify({ startAfterMs: 600_000 }) }, { timeout: '1s' }),
+  );
+  await assert.rejects(
+    d.start(handle),
+    /^SandboxFailure: pod boxcar-local\/boxcar-[0-9a-f-]+ did not start within the job's timeout \(1 s\): ContainerCreating$/,
+  );
+  await d.destroy(handle);
+});

@@ -140,7 +140,7 @@ export class KubernetesDriver implements Runtime {
         .catch((err: unknown) => {
           if (!isStatus(err, 409)) throw err; // made by an earlier try of this start
         });
-    await this.untilStarted(place, pod.spec?.containers[0]?.image ?? '');
+    await this.untilStarted(place, pod.spec?.containers[0]?.image ?? '', req.spec.timeoutMs);
   }
 
   /** Creates the Pod; one that exists already (a retried request that had arrived) is this sandbox's. */
@@ -164,12 +164,22 @@ export class KubernetesDriver implements Runtime {
     }
   }
 
-  /** Until the container runs (or has run); a pull failure or a sandbox failure ends the wait. */
-  private async untilStarted(place: PodPlace, image: string): Promise<void> {
+  /**
+   * Until the container runs (or has run); a pull failure or a sandbox failure ends the wait, and
+   * so does the job's timeout: a Pod no node takes (none has room, none is Ready) never counts
+   * against activeDeadlineSeconds, so without it the job would wait for ever.
+   */
+  private async untilStarted(place: PodPlace, image: string, timeoutMs: number): Promise<void> {
     const { cluster, logger } = this.opts;
     const stop = new AbortController();
     let sandboxFailure: string | undefined;
     let eventsFailure: unknown;
+    let pending = 'Pending';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop.abort();
+    }, timeoutMs);
     // Beside the watch: a sandbox that fails to start shows in the Pod's events, not its status.
     const events = (async () => {
       while (!stop.signal.aborted) {
@@ -197,7 +207,9 @@ export class KubernetesDriver implements Runtime {
         (pod, last) => {
           if (!pod) return { kind: 'deleted' as const, last };
           const s = containerState(pod);
-          return s.kind === 'pending' ? undefined : s;
+          if (s.kind !== 'pending') return s;
+          pending = s.reason;
+          return undefined;
         },
         logger,
         stop.signal,
@@ -207,6 +219,10 @@ export class KubernetesDriver implements Runtime {
         throw new SandboxFailure(
           `${this.name}: the cluster could not start the Pod's sandbox (RuntimeClass ${place.runtimeClassName ?? 'default'}): FailedCreatePodSandBox: ${sandboxFailure}`,
         );
+      if (timedOut)
+        throw new SandboxFailure(
+          `pod ${place.namespace}/${place.name} did not start within the job's timeout (${timeoutMs / 1000} s): ${pending}`,
+        );
       if (!state) throw new Error(`pod ${place.namespace}/${place.name}: stopped waiting for it to start`);
       if (state.kind === 'deleted')
         throw new Error(`pod ${place.namespace}/${place.name} was deleted before its container started`);
@@ -215,6 +231,7 @@ export class KubernetesDriver implements Runtime {
           `image ${image}: the cluster's node could not pull it (${state.reason}: ${state.message})`,
         );
     } finally {
+      clearTimeout(timer);
       stop.abort();
       await events;
     }

@@ -35,6 +35,9 @@ export function containerState(pod: V1Pod): ContainerState {
   // The Pod ended before its container ever did (activeDeadlineSeconds, eviction).
   if (pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded')
     return { kind: 'exited', exit: KILLED };
+  // Not yet on a node: the scheduler says why (Unschedulable: 0/3 nodes are available: …).
+  const unscheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
+  if (unscheduled) return { kind: 'pending', reason: `${unscheduled.reason}: ${unscheduled.message ?? ''}` };
   return { kind: 'pending', reason: waiting?.reason ?? pod.status?.reason ?? pod.status?.phase ?? 'Pending' };
 }
 
