@@ -60,6 +60,12 @@ export async function processFootprint(pid: number): Promise<Footprint | undefin
   };
 }
 
+/** The CPU this process's children used, those that have ended and been waited for. */
+export function endedChildrenCpuNs(): number {
+  const fields = statFields(readFileSync('/proc/self/stat', 'utf8'));
+  return ((Number(fields[13]) + Number(fields[14])) * 1e9) / CLOCK_TICKS; // cutime + cstime
+}
+
 const kBField = (text: string, field: string): number =>
   Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
 
