@@ -384,15 +384,9 @@ async function podsOf(c: ExecutorCluster, jobId: string): Promise<V1Pod[]> {
 
 /** Runs a job; `whileRunning` looks at the cluster once its process runs. */
 async function runJob(box: Boxcar, spec: JobSpec, whileRunning?: (jobId: string) => Promise<void>) {
+  const id = randomUUID();
   let looked: Promise<void> | undefined;
-  const result = await runLocalJob(box, spec, {
-    onStartDone: () => {
-      // The job's id is known once it is recorded; its only running job is this one.
-      looked = box.store
-        .listJobs({ states: ['running'], limit: 1 })
-        .then(([j]) => whileRunning?.((j as { id: string }).id));
-    },
-  });
+  const result = await runLocalJob(box, spec, { onStartDone: () => (looked = whileRunning?.(id)) }, { id });
   await looked;
   return result;
 }

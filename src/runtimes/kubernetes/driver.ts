@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import type { V1Pod } from '@kubernetes/client-node';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
-import type { JobLimits, RuntimeName } from '../../jobs/spec.js';
+import type { RuntimeName } from '../../jobs/spec.js';
 import { UserError } from '../../lib/errors.js';
 import { sleep } from '../../lib/exec.js';
 import type { OutputChunk } from '../../lib/follow.js';
@@ -74,7 +74,7 @@ export class KubernetesDriver implements Runtime {
       sharedKernel: opts.runtimeClassName === undefined,
       workload: 'image',
       memoryMeasure: 'none',
-      memoryOverheadBytes: (_limits: JobLimits) => opts.overheadBytes,
+      memoryOverheadBytes: () => opts.overheadBytes,
       gracefulStop: true,
       hostCgroup: false,
       // Denied by the tenant namespace's NetworkPolicy (boxcar k8s manifests); prepare refuses jobs that ask.
