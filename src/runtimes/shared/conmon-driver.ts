@@ -34,6 +34,7 @@ import { ifExists, errorMessage } from '../../lib/errors.js';
 import { currentOwner } from '../../lib/owner.js';
 import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
 import { setContainerLimits } from './cgroups.js';
+import { HostnameSetter } from './hostname-setter.js';
 import {
   ContainerPool,
   jobMessage,
@@ -112,9 +113,11 @@ export abstract class ConmonDriver implements Runtime {
   private readonly pool: ContainerPool;
   /** Sandboxes whose pool key is topped up once their job has started (not beside its start). */
   private readonly refillAfterStart = new Map<string, string>();
+  private readonly hostnames: HostnameSetter;
 
   constructor(protected readonly opts: ConmonDriverOptions) {
     this.conmon = opts.conmon ?? 'conmon';
+    this.hostnames = new HostnameSetter(path.join(opts.paths.root, 'bin'));
     this.pool = new ContainerPool(
       opts.warmPool ?? 0,
       (template) => this.createMember(template),
@@ -351,13 +354,14 @@ export abstract class ConmonDriver implements Runtime {
     const id = randomUUID();
     const logPath = path.join(this.opts.paths.sandboxes, `${id}.log`);
     const handle = newHandle({ runtime: this.name, jobId: 'warm-pool', sandboxId: id, logPath });
+    // Its programs first (built once per host): a take-over then waits for no compiler.
+    const init = await poolInit(path.join(this.opts.paths.root, 'bin'));
+    await this.hostnames.prepare();
     await recordSandbox(this.opts.paths, handle, currentOwner(this.opts.paths.root));
     try {
-      const init = await poolInit(path.join(this.opts.paths.root, 'bin'));
       const f = this.files(id);
       await mkdir(f.exitDir, { recursive: true });
       await mkdir(f.persistDir, { recursive: true });
-      await run('mkfifo', ['-m', '600', f.channel]);
       const rootPath = await mountJobRoot(
         f.dir,
         imageLayers(template.image),
@@ -443,7 +447,7 @@ export abstract class ConmonDriver implements Runtime {
         cpuPeriodUs: r.cpu.period,
         cpuShares: r.cpu.shares,
       });
-      await run('nsenter', ['-t', String(member.containerPid), '-u', 'hostname', spec.hostname]);
+      await this.hostnames.set(member.containerPid, spec.hostname);
       await writeFile(f.command, jobMessage(spec.process.cwd, spec.process.args, spec.process.env), {
         mode: 0o600,
       });
@@ -582,8 +586,9 @@ export abstract class ConmonDriver implements Runtime {
     return { warmPool: { size: this.pool.size, filling: this.pool.filling(), idle } };
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  async close(): Promise<void> {
+    await this.pool.close();
+    this.hostnames.close();
   }
 
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {

@@ -15,8 +15,8 @@ export const POOL_INIT_PATH = '/proc/self/fd/3';
 
 /**
  * conmon runs `<runtime> <runtime args…> create … ID`; for a pooled container the runtime is
- * this script: it opens the init binary (fd 3) and the command FIFO (fd 4) and hands both to
- * the container with `create --preserve-fds 2`. Arguments: init, FIFO, then the OCI runtime's
+ * this script: it makes the command FIFO, opens the init binary (fd 3) and the FIFO (fd 4), and
+ * hands both to the container with `create --preserve-fds 2`. Arguments: init, FIFO, then the OCI runtime's
  * own command line.
  */
 export const POOL_WRAPPER = [
@@ -27,6 +27,8 @@ export const POOL_WRAPPER = [
   '  if [ $added = 0 ] && [ "$a" = create ]; then set -- "$@" create --preserve-fds 2; added=1',
   '  else set -- "$@" "$a"; fi',
   'done',
+  // The FIFO is made here rather than by a process of its own: one fewer per pooled container.
+  '[ -p "$channel" ] || mkfifo -m 600 "$channel"',
   'exec 3<"$init" 4<>"$channel"',
   'exec "$@"',
 ].join('\n');
