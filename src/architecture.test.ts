@@ -95,7 +95,12 @@ test('the cycle check can fail: a planted cycle is found', () => {
 });
 
 test('outside the drivers, nothing reads a sandbox handle’s driver state', () => {
-  const allowed = [path.join(SRC, 'runtimes'), path.join(SRC, 'jobs', 'handle.ts')];
+  // The Kubernetes executor's driver lives with the rest of Kubernetes (k8s/ imports runtimes/).
+  const allowed = [
+    path.join(SRC, 'runtimes'),
+    path.join(SRC, 'k8s', 'executor'),
+    path.join(SRC, 'jobs', 'handle.ts'),
+  ];
   const offenders = sources(SRC)
     .filter((f) => !allowed.some((a) => f.startsWith(a)))
     .filter((f) => /\.driverState\b/.test(readFileSync(f, 'utf8')))

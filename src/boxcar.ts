@@ -90,11 +90,7 @@ export async function openBoxcar(
     parts.runtimes?.(paths) ??
     (config.executor === 'kubernetes'
       ? // Loaded only here: the client library is no cost to a node that runs jobs itself.
-        (await import('./runtimes/kubernetes/registry.js')).kubernetesRuntimes(
-          config.kubernetes,
-          paths,
-          logger,
-        )
+        (await import('./k8s/executor/registry.js')).kubernetesRuntimes(config.kubernetes, paths, logger)
       : hostRuntimes(
           paths,
           logger,

@@ -17,7 +17,7 @@ export function registerDoctor(program: Command, logger: Logger): void {
       // With executor: kubernetes, jobs run on the cluster: its runtimes are the ones to judge.
       const runtimes =
         config.executor === 'kubernetes'
-          ? (await import('../../runtimes/kubernetes/registry.js')).kubernetesRuntimes(
+          ? (await import('../../k8s/executor/registry.js')).kubernetesRuntimes(
               config.kubernetes,
               paths,
               logger,

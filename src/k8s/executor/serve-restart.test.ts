@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { sleep } from '../../lib/exec.js';
-import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../../k8s/labels.js';
-import { EXECUTOR_TENANT, executorObjects } from '../../k8s/testing/cluster-scenarios.js';
-import { FakeApiServer } from '../../k8s/testing/api-server.js';
-import { SCRIPT_ENV } from '../../k8s/testing/fake-kubelet.js';
+import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../labels.js';
+import { EXECUTOR_TENANT, executorObjects } from '../testing/cluster-scenarios.js';
+import { FakeApiServer } from '../testing/api-server.js';
+import { SCRIPT_ENV } from '../testing/fake-kubelet.js';
 import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
 
 /**

@@ -8,7 +8,7 @@
 import type { V1Node } from '@kubernetes/client-node';
 import { errorMessage } from '../../lib/errors.js';
 import type { RuntimeName } from '../../jobs/spec.js';
-import type { Fingerprint } from '../runtime.js';
+import type { Fingerprint } from '../../runtimes/runtime.js';
 import { isStatus, type KubeCluster } from './cluster.js';
 
 const ready = (n: V1Node) =>

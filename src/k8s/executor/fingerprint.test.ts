@@ -7,9 +7,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import type { Fingerprint } from '../runtime.js';
-import { executorObjects } from '../../k8s/testing/cluster-scenarios.js';
-import { FakeApiServer } from '../../k8s/testing/api-server.js';
+import type { Fingerprint } from '../../runtimes/runtime.js';
+import { executorObjects } from '../testing/cluster-scenarios.js';
+import { FakeApiServer } from '../testing/api-server.js';
 
 const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
 

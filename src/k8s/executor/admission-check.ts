@@ -2,7 +2,7 @@
  * The API server's admission of a job's Pod, predicted from what the cluster holds now (its
  * RuntimeClass, the namespace's ResourceQuotas with their `status.used`) before the Pod is sent:
  * a job the API server would refuse is refused by Boxcar first, in the API server's words
- * (../../k8s/admission.ts), with its class's overhead counted as Kubernetes counts it. A missing
+ * (../admission.ts), with its class's overhead counted as Kubernetes counts it. A missing
  * RuntimeClass is the cluster's failure, not the job's: it is a sandbox failure (the breaker
  * counts it); a quota refusal is the job's (it asks for more than its tenant has).
  */
@@ -11,8 +11,8 @@ import type { IRuntimeClass } from 'kubernetes-models/node.k8s.io/v1';
 import type { IResourceQuota } from 'kubernetes-models/v1';
 import { UserError } from '../../lib/errors.js';
 import type { JobSpec } from '../../jobs/spec.js';
-import { admitPod, jobPodRequest } from '../../k8s/admission.js';
-import { quotaView, runtimeClassView } from '../../k8s/admission-views.js';
+import { admitPod, jobPodRequest } from '../admission.js';
+import { quotaView, runtimeClassView } from '../admission-views.js';
 import type { KubeCluster } from './cluster.js';
 
 /** A sandbox the cluster cannot make (its RuntimeClass is missing, its nodes fail to start it). */

@@ -9,17 +9,10 @@
 import type { V1Pod, V1Secret } from '@kubernetes/client-node';
 import { UserError } from '../../lib/errors.js';
 import { isLocalReference } from '../../images/reference.js';
-import {
-  JOB_LABEL,
-  MANAGED_BY,
-  NODE_LABEL,
-  RUNTIME_LABEL,
-  SANDBOX_LABEL,
-  TENANT_LABEL,
-} from '../../k8s/labels.js';
-import { cpuSpec, memoryQuantity } from '../../k8s/quantity.js';
-import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../../k8s/security.js';
-import type { SandboxRequest } from '../runtime.js';
+import { JOB_LABEL, MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL, TENANT_LABEL } from '../labels.js';
+import { cpuSpec, memoryQuantity } from '../quantity.js';
+import { restrictedContainerSecurityContext, restrictedPodSecurityContext } from '../security.js';
+import type { SandboxRequest } from '../../runtimes/runtime.js';
 
 /** The job's one container. */
 export const CONTAINER = 'job';

@@ -6,7 +6,7 @@
  */
 
 import type { V1Pod } from '@kubernetes/client-node';
-import type { ExitStatus } from '../runtime.js';
+import type { ExitStatus } from '../../runtimes/runtime.js';
 import { CONTAINER } from './pod.js';
 
 export const PULL_FAILURES = ['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull'];

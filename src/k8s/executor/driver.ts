@@ -18,7 +18,7 @@ import type { RuntimeName } from '../../jobs/spec.js';
 import { UserError } from '../../lib/errors.js';
 import { sleep } from '../../lib/exec.js';
 import type { OutputChunk } from '../../lib/follow.js';
-import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../../k8s/labels.js';
+import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../labels.js';
 import type { Logger } from '../../observability/logger.js';
 import {
   driverState,
@@ -31,7 +31,7 @@ import {
   type SandboxRequest,
   type StopSignal,
   type TaskStats,
-} from '../runtime.js';
+} from '../../runtimes/runtime.js';
 import { predictAdmission, refusalOf, SandboxFailure } from './admission-check.js';
 import { ClusterError, isStatus, type KubeCluster } from './cluster.js';
 import { clusterFingerprint } from './fingerprint.js';

@@ -5,14 +5,14 @@
  * (`kubernetes.runtime_classes.<runtime>.name`, by default the runtime's own name).
  */
 
-import type { KubernetesSettings } from '../../k8s/settings.js';
-import { runtimeOverhead, type SandboxRuntime } from '../../k8s/overhead.js';
-import { tenantNamespace } from '../../k8s/tenant-objects.js';
+import type { KubernetesSettings } from '../settings.js';
+import { runtimeOverhead, type SandboxRuntime } from '../overhead.js';
+import { tenantNamespace } from '../tenant-objects.js';
 import { UserError } from '../../lib/errors.js';
 import { nodeId } from '../../lib/owner.js';
 import type { StatePaths } from '../../lib/state-paths.js';
 import type { Logger } from '../../observability/logger.js';
-import { RuntimeRegistry } from '../registry.js';
+import { RuntimeRegistry } from '../../runtimes/registry.js';
 import { KubeCluster } from './cluster.js';
 import { KubernetesDriver } from './driver.js';
 
