@@ -98,7 +98,7 @@ export async function openBoxcar(
             warmPool: config.warmPools.firecracker ?? config.microvm.warm_pool,
             allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
           },
-          { warmPool: config.warmPools.runc ?? (opts.serving ? 2 : 0) },
+          { warmPool: config.warmPools.runc ?? (opts.serving ? 4 : 0) },
         ));
   const images = new ImageStore(paths, {
     ...DEFAULT_UNPACK_LIMITS,

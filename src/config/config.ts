@@ -31,9 +31,9 @@ const Scheduler = z.strictObject({
 export type SchedulerConfig = z.output<typeof Scheduler>;
 
 /**
- * Idle sandboxes kept ready per runtime and pool key (image and shape), each made ahead and
- * serving exactly one job. Unset: `boxcar serve` keeps 2 runc containers per key, a one-job
- * command none.
+ * The most idle sandboxes kept ready per runtime and pool key (image and shape), each made
+ * ahead and serving exactly one job; how many a key keeps follows its recent jobs. Unset:
+ * `boxcar serve` keeps up to 4 runc containers per key, a one-job command none.
  */
 const WarmPools = z.strictObject({
   runc: z.number().int().min(0).max(64).optional(),

@@ -33,6 +33,9 @@ export const POOL_WRAPPER = [
   'exec "$@"',
 ].join('\n');
 
+/** Per key: as many idle containers as jobs in the last 10 s; none after 5 idle minutes. */
+const DEMAND = { burstMs: 10_000, idleMs: 5 * 60_000 };
+
 /** An idle container: created, started, its first process waiting on its FIFO for a job. */
 export interface PoolMember {
   id: string;
@@ -49,7 +52,7 @@ export interface PoolTemplate {
 }
 
 /**
- * A driver's warm pool of containers (config `warm_pools`), by key: containers whose OCI config
+ * A driver's warm pool of containers (config `warm_pools`: the most per key), by key: containers whose OCI config
  * would be the same but for the job's command, environment, hostname and cgroup limits, which
  * are what a job brings when it takes one over. A request with a workspace or network never
  * takes one (their mounts and namespaces are the job's own); each member serves one job.
@@ -73,6 +76,7 @@ export class ContainerPool {
       },
       dispose,
       logger,
+      DEMAND,
     );
   }
 

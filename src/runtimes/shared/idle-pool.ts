@@ -1,6 +1,17 @@
 import type { Logger } from '../../observability/logger.js';
 
 /**
+ * How a pool follows demand: each key keeps as many idle sandboxes as jobs asked for it in the
+ * last `burstMs` (at least one, at most the pool's size), and a key no job asked for in
+ * `idleMs` gives its sandboxes back. Without it, every key is kept full.
+ */
+export interface PoolDemand {
+  burstMs: number;
+  idleMs: number;
+  now?: () => number;
+}
+
+/**
  * Idle sandboxes ready for a job (microVMs, containers), by key (their shape and image): `take`
  * hands one over; `refill` tops the key up in the background once the job has started (a refill
  * beside a job's start would slow that start down). Refills of one key run one at a time; a
@@ -9,6 +20,9 @@ import type { Logger } from '../../observability/logger.js';
 export class IdlePool<T> {
   private readonly idle = new Map<string, T[]>();
   private readonly filling = new Map<string, Promise<void>>();
+  /** When jobs asked for each key (taken or not), within the demand's window. */
+  private readonly asked = new Map<string, number[]>();
+  private readonly expiry: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
@@ -16,7 +30,39 @@ export class IdlePool<T> {
     private readonly create: (key: string) => Promise<T>,
     private readonly dispose: (vm: T) => Promise<void>,
     private readonly logger: Logger,
-  ) {}
+    private readonly demand?: PoolDemand,
+  ) {
+    if (demand && size > 0)
+      this.expiry = setInterval(() => void this.expire(), Math.max(1000, demand.idleMs / 4)).unref();
+  }
+
+  private now(): number {
+    return this.demand?.now?.() ?? Date.now();
+  }
+
+  /** How many idle sandboxes `key` should have now. */
+  target(key: string): number {
+    if (!this.demand) return this.size;
+    const since = this.now() - this.demand.burstMs;
+    const recent = (this.asked.get(key) ?? []).filter((t) => t >= since).length;
+    return Math.min(this.size, Math.max(1, recent));
+  }
+
+  /** Gives back the sandboxes of keys no job asked for within the demand's `idleMs`. */
+  async expire(): Promise<void> {
+    if (!this.demand) return;
+    const now = this.now();
+    for (const [key, times] of this.asked) {
+      if (now - (times.at(-1) ?? 0) < this.demand.idleMs || this.filling.has(key)) continue;
+      this.asked.delete(key);
+      const members = this.idle.get(key) ?? [];
+      this.idle.delete(key);
+      for (const m of members)
+        await this.dispose(m).catch((err: unknown) =>
+          this.logger.warn({ err, key }, 'giving back an idle pooled sandbox failed'),
+        );
+    }
+  }
 
   get enabled(): boolean {
     return this.size > 0;
@@ -40,6 +86,10 @@ export class IdlePool<T> {
   /** An idle sandbox of `key`, if any; the caller refills (`refill`) once its job has started. */
   take(key: string): T | undefined {
     if (!this.enabled || this.closed) return undefined;
+    if (this.demand) {
+      const since = this.now() - Math.max(this.demand.burstMs, 0);
+      this.asked.set(key, [...(this.asked.get(key) ?? []).filter((t) => t >= since), this.now()]);
+    }
     return this.idle.get(key)?.shift();
   }
 
@@ -48,13 +98,13 @@ export class IdlePool<T> {
     this.fill(key).catch((err: unknown) => this.logger.warn({ err, key }, 'refilling a warm pool failed'));
   }
 
-  /** Tops `key` up to the pool size; resolves when it is full (or closed). */
+  /** Tops `key` up to its target; resolves when it is full (or closed). */
   fill(key: string): Promise<void> {
     if (!this.enabled || this.closed) return Promise.resolve();
     let running = this.filling.get(key);
     if (!running) {
       const top = async () => {
-        while (!this.closed && this.idleCount(key) < this.size) {
+        while (!this.closed && this.idleCount(key) < this.target(key)) {
           const vm = await this.create(key);
           if (this.closed) await this.dispose(vm);
           else this.idle.set(key, [...(this.idle.get(key) ?? []), vm]);
@@ -69,6 +119,7 @@ export class IdlePool<T> {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.expiry);
     await Promise.allSettled([...this.filling.values()]);
     const all = [...this.idle.values()].flat();
     this.idle.clear();
