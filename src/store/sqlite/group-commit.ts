@@ -6,6 +6,8 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+
 /**
  * Group commit: the writes asked for in one turn of the event loop run in call order in one
  * transaction, each in a savepoint of its own (one that throws is undone alone and rejects
@@ -20,8 +22,24 @@ interface Pending {
  */
 export class GroupCommit {
   private pending: Pending[] = [];
+  /** One write in a savepoint of the batch's transaction: undone alone when it throws. */
+  private readonly inSavepoint: (write: () => unknown) => unknown;
+  /** The batch's transaction: each write's outcome, in order. */
+  private readonly commit: (batch: Pending[]) => Outcome[];
 
-  constructor(private readonly db: Database.Database) {}
+  constructor(db: Database.Database) {
+    this.inSavepoint = db.transaction((write: () => unknown) => write());
+    const all = db.transaction((batch: Pending[]) =>
+      batch.map((p): Outcome => {
+        try {
+          return { ok: true, value: this.inSavepoint(p.write) };
+        } catch (err) {
+          return { ok: false, err };
+        }
+      }),
+    );
+    this.commit = (batch) => all.immediate(batch);
+  }
 
   run<T>(write: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -35,26 +53,16 @@ export class GroupCommit {
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
-    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
+    let outcomes: Outcome[];
     try {
-      this.db
-        .transaction(() => {
-          for (const p of batch) {
-            try {
-              outcomes.push({ ok: true, value: this.db.transaction(p.write)() }); // a savepoint
-            } catch (err) {
-              outcomes.push({ ok: false, err });
-            }
-          }
-        })
-        .immediate();
+      outcomes = this.commit(batch);
     } catch (err) {
       // Nothing committed (busy past the timeout, disk full): every write fails as it would have alone.
       for (const p of batch) p.reject(err);
       return;
     }
     batch.forEach((p, i) => {
-      const o = outcomes[i] as (typeof outcomes)[number];
+      const o = outcomes[i] as Outcome;
       if (o.ok) p.resolve(o.value);
       else p.reject(o.err);
     });
