@@ -16,7 +16,11 @@ export interface Runtime {
   readonly capabilities: Capabilities;
   /** Whether this driver can run jobs on this host, and if not, why. Never throws. */
   fingerprint(): Promise<Fingerprint>;
-  /** Creates the sandbox (bundle, VM disk, module…) without starting the job's process. */
+  /**
+   * Creates the sandbox (bundle, VM disk, module…) without starting the job's process. A driver
+   * with a warm pool may hand over a sandbox it made ahead instead: the handle then names that
+   * sandbox (its `sandboxId` and `logPath`), and the one the request named is never made.
+   */
   prepare(req: SandboxRequest): Promise<TaskHandle>;
   /** Starts the job's process; resolves once it runs. */
   start(handle: TaskHandle): Promise<void>;
@@ -39,7 +43,10 @@ export interface Runtime {
   warm?(): Promise<void>;
   /** Releases what the driver holds for future jobs (threads, warm pools). */
   close?(): Promise<void>;
-  /** What the driver holds for future jobs, for operators (warm pools and their memory). */
+  /**
+   * What the driver holds for future jobs, for operators: a warm pool is `warmPool: { size,
+   * idle: [{ key, memoryBytes, … }] }`, each idle sandbox with the host memory it holds.
+   */
   status?(): Promise<Record<string, unknown>>;
   /**
    * After a restart: removes this node's sandboxes that outlive Boxcar and that no job in

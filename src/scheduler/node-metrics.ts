@@ -36,6 +36,27 @@ export function registerNodeMetrics(box: Boxcar, scheduler: Scheduler): void {
       return RUNTIME_NAMES.map((runtime) => [{ runtime }, BREAKER_STATE[views(runtime).breaker]]);
     },
   );
+  const idle = async () =>
+    Object.entries(await box.runtimes.status()).map(([runtime, status]) => {
+      const pool = status.warmPool as { idle?: Array<{ memoryBytes?: number }> } | undefined;
+      return { runtime, idle: pool?.idle ?? [] };
+    });
+  labelledGauge(
+    'boxcar_warm_pool_idle',
+    'Idle sandboxes in the warm pools, made ahead for jobs',
+    ['runtime'],
+    async () => (await idle()).map(({ runtime, idle }) => [{ runtime }, idle.length]),
+  );
+  labelledGauge(
+    'boxcar_warm_pool_idle_memory_bytes',
+    "Host memory the warm pools' idle sandboxes hold",
+    ['runtime'],
+    async () =>
+      (await idle()).map(({ runtime, idle }) => [
+        { runtime },
+        idle.reduce((n, m) => n + (m.memoryBytes ?? 0), 0),
+      ]),
+  );
   counterOf(
     'boxcar_firewall_repairs_total',
     'Times a network job found Boxcar’s nftables table missing or changed and reinstalled it',

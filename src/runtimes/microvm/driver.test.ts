@@ -362,7 +362,7 @@ describe('microVM warm pool', () => {
   test('a pooled VM is warmed, ballooned down while idle, and taken over by a job instead of a restore', async () => {
     const driver = box.runtimes.get('firecracker');
     await driver.warm?.();
-    type Idle = { guestMiB: number; rssBytes: number; balloon: { actualBytes: number } };
+    type Idle = { guestMiB: number; memoryBytes: number; balloon: { actualBytes: number } };
     const idle = async () => ((await driver.status?.())?.warmPool as { idle: Idle[] }).idle;
     assert.equal((await idle()).length, 1, 'one idle VM of the base image');
     // The balloon gives back all but the idle allowance (it settles within seconds).

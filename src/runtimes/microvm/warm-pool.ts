@@ -162,7 +162,8 @@ export class WarmPool {
         key,
         pid: vm.pid,
         guestMiB: vm.launch.shape.memoryMiB,
-        rssBytes: (await processFootprint(vm.pid))?.rssBytes ?? 0,
+        // The VMM's RSS holds the guest's memory: all an idle VM costs the host.
+        memoryBytes: (await processFootprint(vm.pid))?.rssBytes ?? 0,
         balloon: await vmm?.balloonStats(vm.launch),
       })),
     );

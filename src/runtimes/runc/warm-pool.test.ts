@@ -126,6 +126,7 @@ test('a pooled container of a process that was killed is removed by the next sta
       'create',
       '--tenant',
       'ci',
+      '--operator',
     ]);
     // A serving node fills its pool after its first job; then it is killed.
     const node = await startServe(['--state', state.root, '--config', config]);
@@ -144,6 +145,14 @@ test('a pooled container of a process that was killed is removed by the next sta
     assert.equal(done.state, 'succeeded');
     for (let i = 0; i < 200 && (await recordedSandboxes(state)).length < 1; i++) await sleep(50);
     assert.equal((await recordedSandboxes(state)).length, 1, 'an idle pooled container is recorded');
+    // Operators see it, with the memory it holds, on /v1/node and in the metrics.
+    type Node = { runtimeStatus: { runc: { warmPool: { idle: Array<{ memoryBytes: number }> } } } };
+    const status = (await (await fetch(`${node.url}/v1/node`, { headers })).json()) as Node;
+    const [idle] = status.runtimeStatus.runc.warmPool.idle;
+    assert.ok(idle && idle.memoryBytes > 0, JSON.stringify(status.runtimeStatus.runc));
+    const metrics = await (await fetch(`${node.url}/metrics`, { headers })).text();
+    assert.match(metrics, /^boxcar_warm_pool_idle\{runtime="runc"\} 1$/m);
+    assert.match(metrics, /^boxcar_warm_pool_idle_memory_bytes\{runtime="runc"\} [1-9]\d*$/m);
     node.child.kill('SIGKILL');
     await exited(node.child);
     assert.notDeepEqual(await leftovers(state), [], 'its container outlived it');

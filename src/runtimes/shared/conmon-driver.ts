@@ -573,15 +573,20 @@ export abstract class ConmonDriver implements Runtime {
     };
   }
 
-  /** The warm pool: each idle container's memory (its cgroup) and its monitor's. */
+  /** The warm pool: each idle container's memory (its cgroup and its monitor's RSS). */
   async status(): Promise<Record<string, unknown>> {
     const idle = await Promise.all(
-      this.pool.entries().map(async ({ key, member }) => ({
-        key,
-        sandboxId: member.id,
-        memoryBytes: (await readCgroupStats(this.cgroupsPath(member.id))).memoryBytes,
-        monitorRssBytes: (await processFootprint(member.conmonPid))?.rssBytes ?? 0,
-      })),
+      this.pool.entries().map(async ({ key, member }) => {
+        const cgroupBytes = (await readCgroupStats(this.cgroupsPath(member.id))).memoryBytes;
+        const monitorRssBytes = (await processFootprint(member.conmonPid))?.rssBytes ?? 0;
+        return {
+          key,
+          sandboxId: member.id,
+          memoryBytes: cgroupBytes + monitorRssBytes,
+          cgroupBytes,
+          monitorRssBytes,
+        };
+      }),
     );
     return { warmPool: { size: this.pool.size, filling: this.pool.filling(), idle } };
   }
