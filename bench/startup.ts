@@ -47,6 +47,7 @@ const RAW: Record<typeof RUNTIME, { bin: string; flags: (root: string) => string
   },
 };
 const SOURCE = RUNTIME === 'runc' ? 'internal_repo' : 'external_pr';
+const mib = (b = 0) => (b / 2 ** 20).toFixed(2);
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 async function main() {
@@ -69,7 +70,7 @@ async function main() {
     // A node with a warm pool of one container: each job waits until one is free, as a node
     // does whose pool keeps up with its start rate.
     const pooled: number[] = [];
-    let idleBytes = 0;
+    let idle1: { memoryBytes: number; cgroupBytes: number; monitorPssBytes: number } | undefined;
     if (RUNTIME === 'runc') {
       const config = path.join(root, 'pool.yaml');
       await writeFile(config, 'warm_pools:\n  runc: 1\n');
@@ -84,13 +85,15 @@ async function main() {
         const idle = async () =>
           (
             (await box.runtimes.status()).runc as {
-              warmPool: { idle: Array<{ memoryBytes: number; monitorRssBytes: number }> };
+              warmPool: {
+                idle: Array<{ memoryBytes: number; cgroupBytes: number; monitorPssBytes: number }>;
+              };
             }
           ).warmPool.idle;
         for (let i = 0; i < RUNS + 1; i++) {
           for (let w = 0; w < 400 && i > 0 && (await idle()).length < 1; w++) await sleep(25);
           const [member] = await idle();
-          if (member) idleBytes = member.memoryBytes + member.monitorRssBytes;
+          if (member) idle1 = member;
           const id = randomUUID();
           const job = await box.store.createJob({
             id,
@@ -204,7 +207,7 @@ async function main() {
     console.log(`boxcar startupMs minus raw ${tool}: ${(median(startup) - mRaw).toFixed(1)} ms`);
     if (pooled.length)
       console.log(
-        `idle pooled container: ${(idleBytes / 2 ** 20).toFixed(2)} MiB (its cgroup and its conmon's RSS)`,
+        `idle pooled container: ${mib(idle1?.memoryBytes)} MiB (its cgroup ${mib(idle1?.cgroupBytes)}, its conmon's PSS ${mib(idle1?.monitorPssBytes)})`,
       );
     else console.log(`${RUNTIME}: no warm pool for this runtime yet`);
   } catch (err) {

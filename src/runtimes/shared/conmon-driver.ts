@@ -23,14 +23,14 @@ import type { OutputChunk } from '../../lib/follow.js';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import { readCgroupStats, removeCgroup } from './cgroups.js';
 import { ExecError, run, scrubbedEnv } from '../../lib/exec.js';
-import { processAlive, processFootprint } from '../../lib/proc.js';
+import { processAlive, pss } from '../../lib/proc.js';
 import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
 import { mountJobRoot, unmountJobRoot } from './job-root.js';
 import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
-import { ifExists, errorMessage } from '../../lib/errors.js';
+import { ifExists, ifExistsSync, errorMessage } from '../../lib/errors.js';
 import { currentOwner } from '../../lib/owner.js';
 import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
 import { setContainerLimits } from './cgroups.js';
@@ -573,18 +573,19 @@ export abstract class ConmonDriver implements Runtime {
     };
   }
 
-  /** The warm pool: each idle container's memory (its cgroup and its monitor's RSS). */
+  /** The warm pool: each idle container's memory (its cgroup and its monitor's share). */
   async status(): Promise<Record<string, unknown>> {
     const idle = await Promise.all(
       this.pool.entries().map(async ({ key, member }) => {
         const cgroupBytes = (await readCgroupStats(this.cgroupsPath(member.id))).memoryBytes;
-        const monitorRssBytes = (await processFootprint(member.conmonPid))?.rssBytes ?? 0;
+        // Its share of the pages it shares with other monitors (PSS), not all it maps (RSS).
+        const monitorPssBytes = ifExistsSync(() => pss(member.conmonPid)) ?? 0;
         return {
           key,
           sandboxId: member.id,
-          memoryBytes: cgroupBytes + monitorRssBytes,
+          memoryBytes: cgroupBytes + monitorPssBytes,
           cgroupBytes,
-          monitorRssBytes,
+          monitorPssBytes,
         };
       }),
     );
