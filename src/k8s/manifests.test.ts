@@ -258,6 +258,7 @@ test('RBAC: a ClusterRole only for reading RuntimeClasses, Nodes and Namespaces,
     'resourcequotas:list',
     'events:list',
     'events:watch',
+    'pods:get', // metrics.k8s.io
   ]);
   for (const o of [...roles, ...clusterRoles])
     for (const r of rules(o)) assert.ok(![...r.resources, ...r.verbs, ...r.apiGroups].includes('*'));

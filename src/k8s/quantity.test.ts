@@ -35,5 +35,7 @@ test('quantities are read as the API server reads them, rounding up what is belo
   assert.equal(quantityThousandths('250m'), 250);
   assert.equal(quantityThousandths('0.5'), 500);
   assert.equal(quantityThousandths('1k'), 1_000_000);
+  assert.equal(quantityThousandths('123456789n'), 124); // metrics-server's nanocores
+  assert.equal(quantityThousandths('1500u'), 2);
   assert.throws(() => quantityThousandths('12 Mi'), /not a Kubernetes quantity; use e\.g\. 256Mi/);
 });

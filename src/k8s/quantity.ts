@@ -56,6 +56,8 @@ export function memoryQuantity(bytes: number): string {
 
 const SUFFIX_SCALE: Record<string, number> = {
   '': 1,
+  n: 1e-9,
+  u: 1e-6,
   m: 1e-3,
   k: 1e3,
   M: 1e6,
@@ -72,12 +74,13 @@ const SUFFIX_SCALE: Record<string, number> = {
 };
 
 /**
- * A quantity as the API server reads it (`224Mi`, `250m`, `1k`, `1e3`, `0.5`), in thousandths
+ * A quantity as the API server reads it (`224Mi`, `250m`, `1k`, `1e3`, `0.5`, and the metrics
+ * API's nanocores, `123456789n`), in thousandths
  * of its unit: millicores for CPU, thousandths of a byte for memory (see `bytesOf`). Rounded up,
  * as resource.Quantity rounds what it cannot hold.
  */
 export function quantityThousandths(text: string | number): number {
-  const m = /^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(?:([KMGTPE]i|[mkMGTPE])|[eE]([+-]?[0-9]+))?$/.exec(
+  const m = /^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)(?:([KMGTPE]i|[numkMGTPE])|[eE]([+-]?[0-9]+))?$/.exec(
     String(text).trim(),
   );
   if (!m) throw new RangeError(`"${text}" is not a Kubernetes quantity; use e.g. 256Mi, 250m, 2`);

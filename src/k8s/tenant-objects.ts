@@ -87,6 +87,8 @@ export function tenantObjects(
         { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list'] },
         // A sandbox that fails to start (FailedCreatePodSandBox) is reported only as an Event.
         { apiGroups: [''], resources: ['events'], verbs: ['list', 'watch'] },
+        // A running job's memory and CPU, as metrics-server reports them.
+        { apiGroups: ['metrics.k8s.io'], resources: ['pods'], verbs: ['get'] },
       ],
     },
     {

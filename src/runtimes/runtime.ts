@@ -103,10 +103,11 @@ export interface Capabilities {
   /** What a job runs: a command in an OCI image's root filesystem, or a WebAssembly module. */
   workload: 'image' | 'wasm-module';
   /**
-   * Where a job's memory figures come from: its cgroup, the VMM process holding its guest, or the
-   * module's own memory; `none`: the driver measures nothing (its `stats` are zeros).
+   * Where a job's memory figures come from: its cgroup, the VMM process holding its guest, the
+   * module's own memory, or a cluster's resource metrics API (sampled: approximate, and zeros
+   * where the cluster serves none).
    */
-  memoryMeasure: 'cgroup' | 'vmm-process' | 'module' | 'none';
+  memoryMeasure: 'cgroup' | 'vmm-process' | 'module' | 'metrics-api';
   /** The most host memory a job can show above its memory limit (a VMM and its guest's kernel; 0 in a cgroup). */
   memoryOverheadBytes(limits: JobLimits): number;
   /** A stop sends TERM to the job's processes before KILL; otherwise it kills at once. */

@@ -49,6 +49,7 @@ const driver = (c: KubeCluster) =>
     namespaceOf: (tenant) => `boxcar-${tenant}`,
     defaultImage: 'busybox:1.37',
     node: () => 'node-of-the-test',
+    usageEveryMs: 50,
     logger: silentLogger(),
   });
 
@@ -149,4 +150,29 @@ test('a Pod that never starts fails its start at the job timeout, saying where i
     /^SandboxFailure: pod boxcar-local\/boxcar-[0-9a-f-]+ did not start within the job's timeout \(1 s\): ContainerCreating$/,
   );
   await d.destroy(handle);
+});
+
+test("a job's memory and CPU come from the metrics API while it runs; without the API, none", async (t) => {
+  const server = new FakeApiServer();
+  server.load(executorObjects(names));
+  const url = await server.listen();
+  t.after(() => server.close());
+  const kc = new KubeConfig();
+  kc.loadFromString(server.kubeconfig(url));
+  const d = driver(new KubeCluster(kc, silentLogger()));
+  const script = { lines: ['a', 'b', 'c', 'd'], lineEveryMs: 100, usage: { cpu: '500m', memory: '64Mi' } };
+  const run = async () => {
+    const handle = await d.prepare(request({ [SCRIPT_ENV]: JSON.stringify(script) }));
+    await d.start(handle);
+    await d.wait(handle);
+    const stats = await d.stats(handle);
+    await d.destroy(handle);
+    return stats;
+  };
+  const measured = await run();
+  assert.equal(measured.peakMemoryBytes, 64 * 2 ** 20);
+  // Half a core for about 0.4 s, sampled every 50 ms: roughly 0.2 s of CPU.
+  assert.ok(measured.cpuUsageNs > 0.05e9 && measured.cpuUsageNs < 0.5e9, String(measured.cpuUsageNs));
+  server.removeMetricsApi();
+  assert.deepEqual(await run(), { memoryBytes: 0, peakMemoryBytes: 0, cpuUsageNs: 0, pids: 0 });
 });

@@ -16,7 +16,6 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { newHandle, type TaskHandle } from '../../jobs/handle.js';
 import type { RuntimeName } from '../../jobs/spec.js';
 import { UserError } from '../../lib/errors.js';
-import { sleep } from '../../lib/exec.js';
 import type { OutputChunk } from '../../lib/follow.js';
 import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../labels.js';
 import type { Logger } from '../../observability/logger.js';
@@ -38,7 +37,21 @@ import { clusterFingerprint } from './fingerprint.js';
 import { followLog } from './log-follow.js';
 import { jobPod, jobSecret, podImage, podName, wantsSecret, type PodPlace } from './pod.js';
 import { containerState, deletedExit } from './pod-state.js';
+import { PodUsage } from './pod-usage.js';
 import { watchPod } from './pod-watch.js';
+
+/** Settles after `ms`, or at once when `signal` aborts. */
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}
 
 /** How often a Pending Pod's events are read for a sandbox that failed to start. */
 const EVENTS_EVERY_MS = 500;
@@ -55,6 +68,8 @@ export interface KubernetesDriverOptions {
   /** The tenant's namespace (`<namespace_prefix><tenant>`). */
   namespaceOf: (tenant: string) => string;
   defaultImage: string | undefined;
+  /** How often a running Pod's usage is read from the metrics API. */
+  usageEveryMs: number;
   /** This node's id: its Pods carry it, so that its own strays are found after a restart (read when first needed: judging the cluster needs no state directory). */
   node: () => string;
   logger: Logger;
@@ -64,6 +79,9 @@ export class KubernetesDriver implements Runtime {
   readonly capabilities: Capabilities;
   /** Requests between prepare and start: the Pod is made from them (secrets are never persisted). */
   private readonly prepared = new Map<string, { req: SandboxRequest; place: PodPlace }>();
+  /** Running Pods' usage, sampled from when `wait` follows them until `destroy`. */
+  private readonly usage = new Map<string, PodUsage>();
+  private noMetricsApiSaid = false;
 
   constructor(
     readonly name: RuntimeName,
@@ -73,7 +91,7 @@ export class KubernetesDriver implements Runtime {
       // The nodes' default runtime (runc) shares the node's kernel; a sandboxed class does not.
       sharedKernel: opts.runtimeClassName === undefined,
       workload: 'image',
-      memoryMeasure: 'none',
+      memoryMeasure: 'metrics-api',
       memoryOverheadBytes: () => opts.overheadBytes,
       gracefulStop: true,
       hostCgroup: false,
@@ -194,7 +212,8 @@ export class KubernetesDriver implements Runtime {
           sandboxFailure = failed.message ?? 'FailedCreatePodSandBox';
           return stop.abort();
         }
-        await sleep(EVENTS_EVERY_MS);
+        // Cut short when the wait ends: the start must not wait for the next poll.
+        await sleepUnless(EVENTS_EVERY_MS, stop.signal);
       }
     })().catch((err: unknown) => {
       eventsFailure = err;
@@ -240,6 +259,37 @@ export class KubernetesDriver implements Runtime {
   async wait(handle: TaskHandle): Promise<ExitStatus> {
     const s = this.state(handle);
     if (!s) throw new Error(`kubernetes: sandbox ${handle.sandboxId} has no Pod`);
+    const usage = this.usageOf(handle.sandboxId, s);
+    usage.start();
+    try {
+      return await this.untilExited(s);
+    } finally {
+      await usage.stop();
+    }
+  }
+
+  private usageOf(sandboxId: string, s: State): PodUsage {
+    let u = this.usage.get(sandboxId);
+    if (!u) {
+      u = new PodUsage(
+        this.opts.cluster,
+        { namespace: s.namespace, name: s.pod },
+        this.opts.usageEveryMs,
+        this.opts.logger,
+        () => {
+          if (this.noMetricsApiSaid) return;
+          this.noMetricsApiSaid = true;
+          this.opts.logger.warn(
+            'the cluster serves no metrics API (metrics.k8s.io: install metrics-server): jobs get no memory or CPU figures',
+          );
+        },
+      );
+      this.usage.set(sandboxId, u);
+    }
+    return u;
+  }
+
+  private async untilExited(s: State): Promise<ExitStatus> {
     const exit = await watchPod(
       this.opts.cluster,
       { namespace: s.namespace, name: s.pod },
@@ -261,6 +311,8 @@ export class KubernetesDriver implements Runtime {
 
   async destroy(handle: TaskHandle): Promise<void> {
     this.prepared.delete(handle.sandboxId);
+    await this.usage.get(handle.sandboxId)?.stop();
+    this.usage.delete(handle.sandboxId);
     const s = this.state(handle);
     if (!s) return;
     // The Secret is the Pod's (the garbage collector deletes it with it); deleted here too, so
@@ -272,9 +324,16 @@ export class KubernetesDriver implements Runtime {
     await this.deletePod(s, 0);
   }
 
-  /** Kubernetes keeps no figures Boxcar reads here (the metrics API is not asked): none. */
-  async stats(): Promise<TaskStats> {
-    return { memoryBytes: 0, peakMemoryBytes: 0, cpuUsageNs: 0, pids: 0 };
+  /** What the metrics API showed while the job ran (approximate: see pod-usage.ts); zeros without it. */
+  async stats(handle: TaskHandle): Promise<TaskStats> {
+    return (
+      this.usage.get(handle.sandboxId)?.figures() ?? {
+        memoryBytes: 0,
+        peakMemoryBytes: 0,
+        cpuUsageNs: 0,
+        pids: 0,
+      }
+    );
   }
 
   async recover(handle: TaskHandle): Promise<Recovered> {

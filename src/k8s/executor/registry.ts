@@ -28,6 +28,8 @@ export function kubernetesRuntimes(
     namespaceOf: (tenant: string) => tenantNamespace(settings, tenant),
     defaultImage: settings.default_image,
     node: () => nodeId(paths.root),
+    // metrics-server scrapes every 15 s by default: a few samples per scrape catch each new one.
+    usageEveryMs: 5000,
   };
   const sandboxed = (runtime: SandboxRuntime) =>
     new KubernetesDriver(runtime, {

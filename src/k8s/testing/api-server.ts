@@ -6,7 +6,7 @@
  * own elsewhere (schema failures, the Pod Security details).
  *
  * Served: RuntimeClasses (get, list), ResourceQuotas (get, list), Namespaces (get, list), Nodes
- * (list), Pods (create, get, list by label, delete, watch with resourceVersion, bookmarks and
+ * (list), PodMetrics (metrics.k8s.io, from the script), Pods (create, get, list by label, delete, watch with resourceVersion, bookmarks and
  * 410 Gone, log with follow, timestamps and sinceTime), Secrets (create, get, list, delete; deleted
  * with the Pod that owns them), Events (list by involved object). Every request body is
  * validated against the Kubernetes OpenAPI schema (kubernetes-models) before anything else looks
@@ -102,6 +102,7 @@ export class FakeApiServer {
   private readonly failingClasses = new Set<string>();
   private throttled = { count: 0, retryAfterSeconds: 0 };
   private logDrops = { count: 0, afterBytes: 0 };
+  private metricsApi = true;
   private resourceVersion = 1;
   private server: Server | undefined;
   private bookmarkTimer: NodeJS.Timeout | undefined;
@@ -179,6 +180,11 @@ export class FakeApiServer {
   /** The operator deletes a RuntimeClass (`kubectl delete runtimeclass NAME`). */
   deleteRuntimeClass(name: string): void {
     this.runtimeClasses.delete(name);
+  }
+
+  /** The cluster has no metrics-server: metrics.k8s.io is not served. */
+  removeMetricsApi(): void {
+    this.metricsApi = false;
   }
 
   /** Pods as the server holds them now, in every namespace. */
@@ -280,6 +286,11 @@ export class FakeApiServer {
       );
     if (method === 'GET' && p === '/api/v1/pods')
       return list('PodList', 'v1', this.allPods().filter(matches(url.searchParams.get('labelSelector'))));
+    if (
+      method === 'GET' &&
+      (m = /^\/apis\/metrics\.k8s\.io\/v1beta1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(p))
+    )
+      return this.podMetrics(m[1] as string, m[2] as string);
     if (method === 'GET' && p === '/api/v1/namespaces')
       return list(
         'NamespaceList',
@@ -398,6 +409,24 @@ export class FakeApiServer {
     this.record('ADDED', pod);
     this.runKubelet(ns, pod);
     return pod;
+  }
+
+  /** metrics-server's PodMetrics: the script's usage while the container runs. */
+  private podMetrics(ns: string, name: string): unknown {
+    if (!this.metricsApi)
+      throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
+    const pod = this.pods.get(ns)?.get(name);
+    const usage = pod && scriptOf(pod.spec?.containers[0]?.env).usage;
+    if (!pod?.status?.containerStatuses?.[0]?.state?.running || !usage)
+      return notFound('podmetrics.metrics.k8s.io', `${ns}/${name}`);
+    return {
+      kind: 'PodMetrics',
+      apiVersion: 'metrics.k8s.io/v1beta1',
+      metadata: { name, namespace: ns },
+      timestamp: new Date().toISOString(),
+      window: '15s',
+      containers: [{ name: pod.spec?.containers[0]?.name, usage }],
+    };
   }
 
   private deletePod(ns: string, name: string, graceSeconds: number): IPod {

@@ -18,6 +18,8 @@ export const KubeletScript = z.strictObject({
   oomKilled: z.boolean().default(false),
   /** The image cannot be pulled: the container waits with this reason and never runs. */
   pullFails: z.enum(['ErrImagePull', 'ImagePullBackOff']).optional(),
+  /** What the metrics API reports while it runs (as metrics-server writes it, e.g. 250m, 64Mi); none: not scraped yet. */
+  usage: z.strictObject({ cpu: z.string(), memory: z.string() }).optional(),
   /** How long the container stays ContainerCreating before it runs. */
   startAfterMs: z.number().int().min(0).default(20),
 });
