@@ -2,8 +2,8 @@
  * The Kubernetes executor as a runtime driver: one instance per Boxcar runtime, each running its
  * jobs as Pods of its RuntimeClass (runc: none, the nodes' default runtime). Routing, trust,
  * quotas, the breaker and the store are Boxcar's as on any node; what the cluster does differently
- * is in the capabilities: it pulls images itself, measures nothing Boxcar reads, keeps the
- * workspace in the Pod, and its Pods outlive Boxcar.
+ * is in the capabilities: it pulls images itself, its usage comes from the metrics API, it keeps
+ * the workspace in the Pod, and its Pods outlive Boxcar.
  *
  * prepare predicts admission (refused in the API server's words before anything is sent); start
  * creates the Pod (and, for a trusted job with secrets, a Secret it owns) and waits until its
@@ -70,7 +70,10 @@ export interface KubernetesDriverOptions {
   defaultImage: string | undefined;
   /** How often a running Pod's usage is read from the metrics API. */
   usageEveryMs: number;
-  /** This node's id: its Pods carry it, so that its own strays are found after a restart (read when first needed: judging the cluster needs no state directory). */
+  /**
+   * This node's id: its Pods carry it, so that its own strays are found after a restart. Read
+   * when first needed: judging the cluster (`boxcar doctor`) needs no state directory.
+   */
   node: () => string;
   logger: Logger;
 }
