@@ -176,3 +176,11 @@ test("a job's memory and CPU come from the metrics API while it runs; without th
   server.removeMetricsApi();
   assert.deepEqual(await run(), { memoryBytes: 0, peakMemoryBytes: 0, cpuUsageNs: 0, pids: 0 });
 });
+
+test('a job that starts with files (a checkout, artifacts, a cache) is refused: its Pod would not get them', async (t) => {
+  const d = driver(await cluster(t));
+  await assert.rejects(
+    d.prepare({ ...request(), workspaceDir: '/var/lib/boxcar/workspaces/x' }),
+    /^UserError: checkout, artifacts, cache and needs: the kubernetes executor gives a job an empty \/workspace/,
+  );
+});

@@ -120,6 +120,10 @@ export class KubernetesDriver implements Runtime {
       defaultImage: this.opts.defaultImage,
     };
     podImage(req.spec, this.opts.defaultImage); // a job's image the cluster cannot pull is refused now
+    if (req.workspaceDir)
+      throw new UserError(
+        'checkout, artifacts, cache and needs: the kubernetes executor gives a job an empty /workspace of its own (nothing is copied into or out of its Pod yet); drop them, or run the job with executor: local',
+      );
     if (req.spec.network.enabled)
       throw new UserError(
         "network: the kubernetes executor runs jobs without network (their namespace's NetworkPolicy boxcar-no-network denies all traffic); drop network, or run the job with executor: local",
