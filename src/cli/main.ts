@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { SYSTEM_CONFIG } from '../config/config.js';
+import { SYSTEM_CONFIG } from '../config/system-config.js';
 import { defaultStateDir } from '../lib/state-paths.js';
 import { UserError, errorMessage } from '../lib/errors.js';
 import { createLogger, type Logger } from '../observability/logger.js';
@@ -9,42 +9,94 @@ import { createLogger, type Logger } from '../observability/logger.js';
 type Register = (program: Command, logger: Logger) => void;
 
 /**
- * Each command's module, imported only when that command runs (all of them for the help): a
- * command pays only for what it uses (`run` loads no HTTP server, PostgreSQL driver or metrics).
+ * Each command's module, imported only when that command runs: a command pays only for what it
+ * uses (`run` loads no HTTP server, PostgreSQL driver or metrics), and the help lists commands
+ * by their one-line summaries, kept here for that, without loading any.
  */
-const COMMANDS: Array<{ names: string[]; load: () => Promise<Register> }> = [
-  { names: ['run'], load: async () => (await import('./commands/run.js')).registerRun },
-  { names: ['pipeline'], load: async () => (await import('./commands/pipeline.js')).registerPipeline },
-  { names: ['jobs'], load: async () => (await import('./commands/jobs.js')).registerJobs },
-  { names: ['doctor'], load: async () => (await import('./commands/doctor.js')).registerDoctor },
-  { names: ['policy'], load: async () => (await import('./commands/policy.js')).registerPolicy },
+const COMMANDS: Array<{ commands: Record<string, string>; load: () => Promise<Register> }> = [
   {
-    names: ['verify-isolation'],
+    commands: { run: 'run one job in the foreground and exit with its exit code' },
+    load: async () => (await import('./commands/run.js')).registerRun,
+  },
+  {
+    commands: {
+      pipeline:
+        'run a CI pipeline: its jobs as a DAG (stages, needs), each checked out from --repo, with artifacts and caches; then the DAG as a tree',
+    },
+    load: async () => (await import('./commands/pipeline.js')).registerPipeline,
+  },
+  {
+    commands: { jobs: "list recent jobs: this machine's, or with --server your tenant's on that server" },
+    load: async () => (await import('./commands/jobs.js')).registerJobs,
+  },
+  {
+    commands: {
+      doctor: 'say, per runtime, whether it can run jobs on this machine (or the cluster) and why not',
+    },
+    load: async () => (await import('./commands/doctor.js')).registerDoctor,
+  },
+  {
+    commands: { policy: 'the routing policy' },
+    load: async () => (await import('./commands/policy.js')).registerPolicy,
+  },
+  {
+    commands: {
+      'verify-isolation': 'run attack probes inside real jobs on each runtime; exits non-zero if any escapes',
+    },
     load: async () => (await import('./commands/verify-isolation.js')).registerVerifyIsolation,
   },
-  { names: ['serve'], load: async () => (await import('./commands/serve.js')).registerServe },
-  { names: ['token'], load: async () => (await import('./commands/token.js')).registerToken },
-  { names: ['secret'], load: async () => (await import('./commands/secret.js')).registerSecret },
-  { names: ['audit'], load: async () => (await import('./commands/audit.js')).registerAudit },
-  { names: ['cost'], load: async () => (await import('./commands/cost.js')).registerCost },
-  { names: ['images'], load: async () => (await import('./commands/images.js')).registerImages },
-  { names: ['registry'], load: async () => (await import('./commands/registry.js')).registerRegistry },
   {
-    names: ['k8s'],
+    commands: { serve: 'run a node: the HTTP API and a scheduler that runs queued jobs' },
+    load: async () => (await import('./commands/serve.js')).registerServe,
+  },
+  {
+    commands: { token: 'API tokens of tenants and operators' },
+    load: async () => (await import('./commands/token.js')).registerToken,
+  },
+  {
+    commands: { secret: "tenants' secrets (encrypted in the store)" },
+    load: async () => (await import('./commands/secret.js')).registerSecret,
+  },
+  {
+    commands: {
+      audit:
+        'the audit trail: submissions, routing decisions, sandboxes, cancels, token and secret changes, refusals',
+    },
+    load: async () => (await import('./commands/audit.js')).registerAudit,
+  },
+  {
+    commands: {
+      cost: "what finished jobs cost, by tenant, repo, pipeline, runtime or trust; --scenario: the seed's cost table and the Firecracker migration's payback",
+    },
+    load: async () => (await import('./commands/cost.js')).registerCost,
+  },
+  {
+    commands: { images: "this node's image cache: pull, list, remove, prune" },
+    load: async () => (await import('./commands/images.js')).registerImages,
+  },
+  {
+    commands: { registry: "tenants' own registry credentials" },
+    load: async () => (await import('./commands/registry.js')).registerRegistry,
+  },
+  {
+    commands: { k8s: 'Boxcar on a Kubernetes cluster' },
     load: async () => {
       const { registerK8s } = await import('./commands/k8s.js');
       return (p) => registerK8s(p);
     },
   },
   {
-    names: ['submit'],
+    commands: { submit: 'queue a job on a boxcar server and print its id (with --wait: run it to the end)' },
     load: async () => {
       const { registerSubmit } = await import('./commands/submit.js');
       return (p) => registerSubmit(p);
     },
   },
   {
-    names: ['logs', 'cancel'],
+    commands: {
+      logs: "print a job's output (with -f: follow it live until the job ends)",
+      cancel: 'cancel a queued or running job',
+    },
     load: async () => {
       const { registerRemoteJobCommands } = await import('./commands/remote-jobs.js');
       return (p) => registerRemoteJobCommands(p);
@@ -55,12 +107,13 @@ const COMMANDS: Array<{ names: string[]; load: () => Promise<Register> }> = [
 /** Global options that take a value: what comes after them is not the command's name. */
 const VALUED = new Set(['--state', '--config', '--policy', '--store']);
 
-/** The command `argv` names, if it names one: then only its module is loaded. */
+/** The command `argv` names (`help NAME` names NAME), if it names one: then only its module is loaded. */
 function commandNamed(argv: string[]): (typeof COMMANDS)[number] | undefined {
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i] as string;
     if (VALUED.has(a)) i++;
-    else if (!a.startsWith('-')) return COMMANDS.find((c) => c.names.includes(a));
+    else if (a === 'help') continue;
+    else if (!a.startsWith('-')) return COMMANDS.find((c) => a in c.commands);
   }
   return undefined;
 }
@@ -84,7 +137,14 @@ async function main(argv: string[]): Promise<void> {
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(`boxcar: ${text.replace(/^error: /, '')}`) });
   const named = commandNamed(argv);
-  for (const c of named ? [named] : COMMANDS) (await c.load())(program, logger);
+  if (named) {
+    (await named.load())(program, logger);
+    for (const cmd of program.commands) cmd.description(named.commands[cmd.name()] ?? '');
+  } else {
+    // No command named: the help, --version, or a name Commander refuses. Listing is enough.
+    for (const c of COMMANDS)
+      for (const [name, summary] of Object.entries(c.commands)) program.command(name).description(summary);
+  }
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const cmd of all(program).slice(1)) cmd.exitOverride().configureOutput(program.configureOutput());
 

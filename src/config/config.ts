@@ -10,8 +10,7 @@ import { hardLimits, ResourceQuota, type Hard } from '../tenants/quota.js';
 import { KubernetesSettings } from '../k8s/settings.js';
 import { TenantName, TenantsConfig } from '../tenants/tenant-config.js';
 import { loadYamlFile } from '../lib/yaml.js';
-
-export const SYSTEM_CONFIG = '/etc/boxcar/config.yaml';
+import { SYSTEM_CONFIG } from './system-config.js';
 
 const Scheduler = z.strictObject({
   /** What this node offers to jobs' requests (default: its memory less 1Gi, its cores). */

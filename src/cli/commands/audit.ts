@@ -10,9 +10,6 @@ import { formatTable } from '../table.js';
 export function registerAudit(program: Command, logger: Logger): void {
   const audit = program
     .command('audit')
-    .description(
-      'the audit trail: submissions, routing decisions, sandboxes, cancels, token and secret changes, refusals',
-    )
     .option('--tenant <name>', "one tenant's records")
     .option('--since <duration>', 'how far back, e.g. 24h, 30m', '24h')
     .option('--limit <n>', 'at most this many records (oldest first)', '1000')

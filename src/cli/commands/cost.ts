@@ -114,9 +114,6 @@ function printReport(
 export function registerCost(program: Command, logger: Logger): void {
   program
     .command('cost')
-    .description(
-      "what finished jobs cost, by tenant, repo, pipeline, runtime or trust; --scenario: the seed's cost table and the Firecracker migration's payback",
-    )
     .addOption(
       new Option(
         '--scenario <name>',

@@ -8,7 +8,6 @@ import { formatTable } from '../table.js';
 export function registerDoctor(program: Command, logger: Logger): void {
   program
     .command('doctor')
-    .description('say, per runtime, whether it can run jobs on this machine (or the cluster) and why not')
     .option('--json', 'print the fingerprints as JSON')
     .action(async (opts: { json?: boolean }) => {
       const globals = program.opts<{ state?: string; config?: string }>();

@@ -46,7 +46,7 @@ function progressPrinter(): { onProgress: PullProgress; finish: () => void } {
 }
 
 export function registerImages(program: Command, logger: Logger): void {
-  const images = program.command('images').description("this node's image cache: pull, list, remove, prune");
+  const images = program.command('images');
   const open = () => openBoxcar(program.opts<BoxcarOptions>(), logger);
 
   images

@@ -42,11 +42,7 @@ function table(jobs: Listed[]): string {
 
 export function registerJobs(program: Command, logger: Logger): void {
   addServerFlags(
-    program
-      .command('jobs')
-      .description("list recent jobs: this machine's, or with --server your tenant's on that server")
-      .option('--limit <n>', 'how many', '20')
-      .option('--json', 'print a JSON array'),
+    program.command('jobs').option('--limit <n>', 'how many', '20').option('--json', 'print a JSON array'),
   ).action(async (opts: ServerFlags & { limit: string; json?: boolean }) => {
     const limit = Math.max(1, Number(opts.limit) || 20);
     let jobs: Listed[];

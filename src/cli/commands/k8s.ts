@@ -4,7 +4,7 @@ import { manifests, renderManifests } from '../../k8s/manifests.js';
 
 /** `boxcar k8s …`: Boxcar on a Kubernetes cluster. */
 export function registerK8s(program: Command): void {
-  const k8s = program.command('k8s').description('Boxcar on a Kubernetes cluster');
+  const k8s = program.command('k8s');
   k8s
     .command('manifests')
     .description(

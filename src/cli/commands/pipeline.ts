@@ -51,9 +51,6 @@ async function checkoutOf(opts: PipelineOptions): Promise<{ url: string; commit:
 export function registerPipeline(program: Command, logger: Logger): void {
   program
     .command('pipeline')
-    .description(
-      'run a CI pipeline: its jobs as a DAG (stages, needs), each checked out from --repo, with artifacts and caches; then the DAG as a tree',
-    )
     .argument('[file]', `pipeline YAML file (default: ${JOB_FILE} of --repo at its commit)`)
     .option('--repo <path|url>', 'the repository every job checks out (a local path: its HEAD)')
     .option('--commit <sha>', 'the commit to check out (default: HEAD of a local --repo)')

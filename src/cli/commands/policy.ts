@@ -87,7 +87,7 @@ function explainClaims(
 }
 
 export function registerPolicy(program: Command, logger: Logger): void {
-  const policy = program.command('policy').description('the routing policy');
+  const policy = program.command('policy');
   const explain = policy
     .command('explain')
     .description('print the routing decision for a job, with its reasons, without running anything')

@@ -28,7 +28,7 @@ function checkRegistry(registry: string): string {
  * sealed in the store. Its jobs' images are pinned and pulled with them, never with the node's.
  */
 export function registerRegistry(program: Command, logger: Logger): void {
-  const registry = program.command('registry').description("tenants' own registry credentials");
+  const registry = program.command('registry');
   const open = () => openBoxcar(program.opts<BoxcarOptions>(), logger);
 
   registry

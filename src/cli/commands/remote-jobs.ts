@@ -7,7 +7,6 @@ export function registerRemoteJobCommands(program: Command): void {
   addServerFlags(
     program
       .command('logs')
-      .description("print a job's output (with -f: follow it live until the job ends)")
       .argument('<id>', 'job id')
       .option('-f, --follow', 'follow the output until the job ends'),
   ).action(async (id: string, opts: ServerFlags & { follow?: boolean }) => {
@@ -19,14 +18,14 @@ export function registerRemoteJobCommands(program: Command): void {
     await client.follow(id, (c) => (c.stream === 'stderr' ? process.stderr : process.stdout).write(c.text));
   });
 
-  addServerFlags(
-    program.command('cancel').description('cancel a queued or running job').argument('<id>', 'job id'),
-  ).action(async (id: string, opts: ServerFlags) => {
-    const job = await ApiClient.from(opts).json<JobView>(`/v1/jobs/${encodeURIComponent(id)}/cancel`, {
-      method: 'POST',
-    });
-    process.stdout.write(
-      `${job.id} ${job.state}${job.cancelRequested && job.state !== 'cancelled' ? ' (stopping)' : ''}\n`,
-    );
-  });
+  addServerFlags(program.command('cancel').argument('<id>', 'job id')).action(
+    async (id: string, opts: ServerFlags) => {
+      const job = await ApiClient.from(opts).json<JobView>(`/v1/jobs/${encodeURIComponent(id)}/cancel`, {
+        method: 'POST',
+      });
+      process.stdout.write(
+        `${job.id} ${job.state}${job.cancelRequested && job.state !== 'cancelled' ? ' (stopping)' : ''}\n`,
+      );
+    },
+  );
 }

@@ -15,7 +15,6 @@ import { ms } from '../table.js';
 export function registerRun(program: Command, logger: Logger): void {
   const cmd = program
     .command('run')
-    .description('run one job in the foreground and exit with its exit code')
     .argument('[command...]', 'the command to run, after --')
     .option('--json', 'print only one JSON result object on stdout, at the end');
   addJobFlags(cmd).action(async (command: string[], opts: JobFlags & { json?: boolean }) => {

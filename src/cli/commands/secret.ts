@@ -28,7 +28,7 @@ function scope(flags: ScopeFlags, name: string): SecretScope {
  * store. Values come from stdin, are sealed before they are stored and never printed.
  */
 export function registerSecret(program: Command, logger: Logger): void {
-  const secret = program.command('secret').description("tenants' secrets (encrypted in the store)");
+  const secret = program.command('secret');
   const withScope = (cmd: Command) =>
     cmd
       .requiredOption('--tenant <name>', 'the tenant the secret belongs to')

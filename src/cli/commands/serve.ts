@@ -29,7 +29,6 @@ function parseListen(value: string): { host: string; port: number } {
 export function registerServe(program: Command, logger: Logger): void {
   program
     .command('serve')
-    .description('run a node: the HTTP API and a scheduler that runs queued jobs')
     .requiredOption('--listen <host:port>', 'address to listen on, e.g. 127.0.0.1:8080')
     .option(
       '--drain <duration>',

@@ -8,7 +8,6 @@ import { addJobFlags, jobSpecFromFlags, type JobFlags } from '../job-flags.js';
 export function registerSubmit(program: Command): void {
   const cmd = program
     .command('submit')
-    .description('queue a job on a boxcar server and print its id (with --wait: run it to the end)')
     .argument('[command...]', 'the command to run, after --')
     .option('--wait', 'follow the job to its end and exit with its exit code')
     .option('--json', 'with --wait: print only the JSON result object, as `boxcar run --json`');

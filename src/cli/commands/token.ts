@@ -7,7 +7,7 @@ import { TENANT_NAME } from '../../tenants/tenant-config.js';
 import { operatorOrigin } from '../../runner/local.js';
 
 export function registerToken(program: Command, logger: Logger): void {
-  const token = program.command('token').description('API tokens of tenants and operators');
+  const token = program.command('token');
   token
     .command('create')
     .description('create an API token and print it (it is stored only as a hash)')

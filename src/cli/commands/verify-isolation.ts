@@ -9,7 +9,6 @@ import { formatTable } from '../table.js';
 export function registerVerifyIsolation(program: Command, logger: Logger): void {
   program
     .command('verify-isolation')
-    .description('run attack probes inside real jobs on each runtime; exits non-zero if any escapes')
     .addOption(
       new Option('--runtime <runtime...>', 'runtimes to verify (default: every one usable here)').choices(
         RUNTIME_NAMES,
