@@ -41,8 +41,11 @@ async function main() {
   const job = JSON.stringify({
     source: 'internal_repo',
     user_group: 'internal_team',
-    command: ['sleep', '600'],
-    resources: { memory: '16Mi', pids: 16, tmp: '1Mi', requests: { cpus: '1m' } },
+    command: ['sleep', '1800'],
+    timeout: '1h', // not the default 10 min: filling 2,000 can take longer
+    // A sleeping job holds ~1.5 MiB: it requests 8Mi (under a 16Mi limit), so the node's
+    // capacity (its memory less 1Gi) places 2,000 of them, as a node packs idle-heavy CI jobs.
+    resources: { memory: '16Mi', pids: 16, tmp: '1Mi', requests: { cpus: '1m', memory: '8Mi' } },
   });
   try {
     await sleep(500);

@@ -12,6 +12,7 @@ import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder, RecentStarts } from './fair-order.js';
 import { addUsage, admit, jobUsage } from '../tenants/quota.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
+import { isTerminal } from '../jobs/states.js';
 
 const PER_TENANT_WINDOW = 200;
 /**
@@ -289,12 +290,15 @@ export class Scheduler {
       // A job this node runs whose claim it no longer holds (it was paused or cut off past its
       // lease, and another node took the job over or ran it again): its sandbox is stopped at
       // once, and what this node would write of it is fenced off.
-      // (A job that has just ended is not held either: stopping it then does nothing.)
-      for (const id of running)
-        if (!held.has(id) && this.active.has(id)) {
-          logger.warn({ job_id: id }, 'this node lost its claim on a job it runs: stopping its sandbox');
-          this.cancelLocal(id);
-        }
+      for (const id of running) {
+        if (held.has(id) || !this.active.has(id)) continue;
+        // One that ended here is not held either while its sandbox is torn down (which can take
+        // a while when a thousand end at once): its final state, written under this claim, says so.
+        const now = await store.getJob(id);
+        if (now && isTerminal(now.state) && now.owner === this.owner) continue;
+        logger.warn({ job_id: id }, 'this node lost its claim on a job it runs: stopping its sandbox');
+        this.cancelLocal(id);
+      }
       for (const id of await store.cancelRequests(this.owner)) this.cancelLocal(id);
       for (const job of await store.expiredLeases(now, 100)) await this.takeOverExpired(job);
     } catch (err) {
