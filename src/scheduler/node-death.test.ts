@@ -56,6 +56,45 @@ async function jobContainers(state: State): Promise<string[]> {
   return ids.filter((_, i) => !idle[i]);
 }
 
+/** Two nodes' state directories and what both read: a 2 s lease, tenant ci trusted, its token. */
+async function trustedPair(t: After): Promise<{ c: State; d: State; config: string; token: string }> {
+  const [c, d] = await nodeStates(t, 2);
+  const config = path.join(c.root, 'config.yaml');
+  writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
+  const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+  return { c, d, config, token };
+}
+
+/** A job's shell that a TERM ends at once (sh as PID 1 would ignore one). */
+const TERM_ENDS = 'trap "exit 143" TERM;';
+
+/** Submits `n` trusted jobs of `command` (32Mi each) to the node at `url`; their ids. */
+async function submitTrusted(api: ReturnType<typeof apiAs>, url: string, n: number, command: string) {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++)
+    ids.push(
+      (
+        await api<JobView>(url, '/v1/jobs', {
+          method: 'POST',
+          body: JSON.stringify({
+            source: 'internal_repo',
+            user_group: 'internal_team',
+            command,
+            resources: { memory: '32Mi', requests: { cpus: '10m' } },
+          }),
+        })
+      ).id,
+    );
+  return ids;
+}
+
+/** The node's job containers once there are `n` of them (or after 10 s). */
+async function containersOnce(state: State, n: number): Promise<string[]> {
+  for (let i = 0; i < 200 && (await jobContainers(state)).length < n; i++)
+    await new Promise((r) => setTimeout(r, 50));
+  return jobContainers(state);
+}
+
 type After = { after: (fn: () => Promise<void>) => void };
 
 /** `n` state directories, one per node, removed (with what they hold) after the test. */
@@ -169,10 +208,7 @@ test(
   'a node whose clock runs 60 s ahead takes over no lease early: leases are the database’s clock',
   { timeout: 120_000 },
   async (t) => {
-    const [c, d] = await nodeStates(t, 2);
-    const config = path.join(c.root, 'config.yaml');
-    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
-    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const { c, d, config, token } = await trustedPair(t);
     const honest = await startServe(['--state', c.root, '--store', pg.url, '--config', config]);
     children.push(honest.child);
     const api = apiAs(token);
@@ -217,36 +253,17 @@ test(
   'a node paused past its lease comes back: its late writes are refused, its stale sandboxes go, each job ends once',
   { timeout: 120_000 },
   async (t) => {
-    const [c, d] = await nodeStates(t, 2);
-    const config = path.join(c.root, 'config.yaml');
-    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
-    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const { c, d, config, token } = await trustedPair(t);
     const logs: string[] = [];
     const paused = await startServe(['--state', c.root, '--store', pg.url, '--config', config], {
       logs: (l) => logs.push(l),
     });
     children.push(paused.child);
     const api = apiAs(token);
-    const ids: string[] = [];
-    for (let i = 0; i < 3; i++)
-      ids.push(
-        (
-          await api<JobView>(paused.url, '/v1/jobs', {
-            method: 'POST',
-            body: JSON.stringify({
-              source: 'internal_repo',
-              user_group: 'internal_team',
-              // Still running when the paused node resumes; a TERM ends it at once (sh as PID 1 would ignore one).
-              command: 'trap "exit 143" TERM; sleep 8 & wait; echo done',
-              resources: { memory: '32Mi', requests: { cpus: '10m' } },
-            }),
-          })
-        ).id,
-      );
+    // Still running when the paused node resumes.
+    const ids = await submitTrusted(api, paused.url, 3, `${TERM_ENDS} sleep 8 & wait; echo done`);
     const runcList = () => jobContainers(c);
-    for (let i = 0; i < 200 && (await runcList()).length < 3; i++)
-      await new Promise((r) => setTimeout(r, 50));
-    assert.equal((await runcList()).length, 3, 'the node runs its jobs when it is paused');
+    assert.equal((await containersOnce(c, 3)).length, 3, 'the node runs its jobs when it is paused');
     const other = await startServe(['--state', d.root, '--store', pg.url, '--config', config]);
     children.push(other.child);
     // Paused (SIGSTOP) for twice its lease: the other node takes its jobs over and runs them.
@@ -299,31 +316,12 @@ test(
   'a node killed with its sandboxes running, restarted after another node took its jobs: its start-up removes them',
   { timeout: 120_000 },
   async (t) => {
-    const [c, d] = await nodeStates(t, 2);
-    const config = path.join(c.root, 'config.yaml');
-    writeFileSync(config, 'scheduler:\n  lease: 2s\ntenants:\n  ci: { trust: trusted }\n');
-    const token = boxcarSync(['--state', c.root, '--store', pg.url, 'token', 'create', '--tenant', 'ci']);
+    const { c, d, config, token } = await trustedPair(t);
     const killed = await serve(c.root, config);
     const api = apiAs(token);
-    const ids: string[] = [];
-    for (let i = 0; i < 2; i++)
-      ids.push(
-        (
-          await api<JobView>(killed.url, '/v1/jobs', {
-            method: 'POST',
-            body: JSON.stringify({
-              source: 'internal_repo',
-              user_group: 'internal_team',
-              command: 'trap "exit 143" TERM; sleep 60 & wait',
-              resources: { memory: '32Mi', requests: { cpus: '10m' } },
-            }),
-          })
-        ).id,
-      );
+    const ids = await submitTrusted(api, killed.url, 2, `${TERM_ENDS} sleep 60 & wait`);
     const runcList = () => jobContainers(c);
-    for (let i = 0; i < 200 && (await runcList()).length < 2; i++)
-      await new Promise((r) => setTimeout(r, 50));
-    const first = await runcList();
+    const first = await containersOnce(c, 2);
     assert.equal(first.length, 2, 'the node runs its jobs when it is killed');
     // Only the process dies: its monitors and containers run on, as after an OOM kill of Boxcar.
     killed.child.kill('SIGKILL');

@@ -27,7 +27,7 @@ import { processAlive, pss } from '../../lib/proc.js';
 import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
-import { mountJobRoot, unmountJobRoot } from './job-root.js';
+import { prepareJobRoot, unmountJobRoot, type JobRootMount } from './job-root.js';
 import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
 import { ifExists, ifExistsSync, errorMessage } from '../../lib/errors.js';
@@ -172,7 +172,7 @@ export abstract class ConmonDriver implements Runtime {
     await mkdir(f.exitDir, { recursive: true });
     await mkdir(f.persistDir, { recursive: true }); // conmon dies at exit if this is missing
     await mkdir(path.dirname(req.logPath), { recursive: true });
-    const rootPath = await mountJobRoot(f.dir, imageLayers(req.image), req.spec.limits.rootfsBytes);
+    const root = await prepareJobRoot(f.dir, imageLayers(req.image), req.spec.limits.rootfsBytes);
     const network = req.spec.network.enabled
       ? await setupNetwork(req.sandboxId, req.spec.network, recordSlotIn(f.networkFile), this.opts.logger)
       : undefined;
@@ -181,7 +181,7 @@ export abstract class ConmonDriver implements Runtime {
         jobId: req.jobId,
         spec: req.spec,
         image: req.image,
-        rootPath,
+        rootPath: root.root,
         secrets: req.secrets,
         cgroupsPath: this.cgroupsPath(req.sandboxId),
         netnsPath: network?.netnsPath,
@@ -191,7 +191,7 @@ export abstract class ConmonDriver implements Runtime {
     // It holds the job's environment, secrets included: only root may read it, and it is gone
     // once the job has started (runsc reads it again at `start`) or its sandbox is destroyed.
     await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
-    const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f, {
+    const conmonPid = await this.createWithConmon(req.sandboxId, req.jobId, req.logPath, f, root, {
       netnsPath: network?.netnsPath,
     });
     return {
@@ -201,11 +201,19 @@ export abstract class ConmonDriver implements Runtime {
     };
   }
 
+  /**
+   * Starts the container's monitor in a mount namespace of its own, where the job's root is
+   * mounted: the host's mount table never grows with running jobs (every new container copies
+   * the table of the namespace it comes from, so a host holding two mounts per job made each
+   * start slower the more jobs ran), and the root goes with the namespace when the monitor and
+   * the container have ended.
+   */
   private async createWithConmon(
     id: string,
     jobId: string,
     logPath: string,
     f: SandboxFiles,
+    root: JobRootMount,
     toolOpts: ToolOptions,
     pooled?: { init: string },
   ): Promise<number> {
@@ -237,12 +245,30 @@ export abstract class ConmonDriver implements Runtime {
     const out = openSync(f.conmonLog, 'a');
     try {
       // detached: its own session, so a Ctrl-C to our process group does not reach the monitor.
-      const child = spawn(this.conmon, args, {
-        cwd: f.dir,
-        detached: true,
-        stdio: ['ignore', out, out, 'pipe'],
-        env: scrubbedEnv({ _OCI_SYNCPIPE: '3' }),
-      });
+      const mountThenMonitor = `${root.script}; cd "$8"; shift 8; exec "$@"`;
+      const child = spawn(
+        'unshare',
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-ec',
+          mountThenMonitor,
+          'sh',
+          ...root.args,
+          f.dir,
+          this.conmon,
+          ...args,
+        ],
+        {
+          cwd: f.dir,
+          detached: true,
+          stdio: ['ignore', out, out, 'pipe'],
+          env: scrubbedEnv({ _OCI_SYNCPIPE: '3' }),
+        },
+      );
       const sync = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
       const pid = await new Promise<number>((resolve, reject) => {
         let text = '';
@@ -275,12 +301,18 @@ export abstract class ConmonDriver implements Runtime {
       return Number((await readFile(f.conmonPidFile, 'utf8')).trim());
     } catch (err) {
       throw new Error(
-        `${this.name}: creating the container failed: ${errorMessage(err)}${await this.ociErrors(f)}`,
+        `${this.name}: creating the container failed: ${errorMessage(err)}${await this.ociErrors(f)}${await this.monitorErrors(f)}`,
         { cause: err },
       );
     } finally {
       closeSync(out);
     }
+  }
+
+  /** What the monitor's process wrote before it failed (a mount of the job's root that failed). */
+  private async monitorErrors(f: SandboxFiles): Promise<string> {
+    const text = ((await ifExists(readFile(f.conmonLog, 'utf8'))) ?? '').trim();
+    return text ? ` (${firstLines(text)})` : '';
   }
 
   /** The OCI runtime's own error lines, which say why a create failed. */
@@ -362,24 +394,20 @@ export abstract class ConmonDriver implements Runtime {
       const f = this.files(id);
       await mkdir(f.exitDir, { recursive: true });
       await mkdir(f.persistDir, { recursive: true });
-      const rootPath = await mountJobRoot(
-        f.dir,
-        imageLayers(template.image),
-        template.spec.limits.rootfsBytes,
-      );
+      const root = await prepareJobRoot(f.dir, imageLayers(template.image), template.spec.limits.rootfsBytes);
       const spec = this.adjustSpec(
         ociSpec({
           jobId: id,
           spec: template.spec,
           image: template.image,
-          rootPath,
+          rootPath: root.root,
           cgroupsPath: this.cgroupsPath(id),
         }),
       ) as { process: { args: string[]; env: string[] } };
       spec.process.args = [POOL_INIT_PATH];
       spec.process.env = [];
       await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
-      const conmonPid = await this.createWithConmon(id, 'warm-pool', logPath, f, {}, { init });
+      const conmonPid = await this.createWithConmon(id, 'warm-pool', logPath, f, root, {}, { init });
       await this.ociRun(id, ['start', id]);
       await rm(f.config, { force: true });
       const containerPid = Number((await readFile(f.pidFile, 'utf8')).trim());

@@ -8,8 +8,9 @@ import { overlayOptions, tmpfsOptions, unmount } from './mounts.js';
  * A container job's root: the image's layers, shared read-only, under an overlay whose upper
  * layer (everything the job writes there) is on a tmpfs of the job's own, sized by its
  * `resources.rootfs`. Its pages are charged to the memory cgroup of whoever writes them: the
- * job. Mounted on the host before the container is created, at the sandbox's own path, so
- * that destroying the sandbox finds it from the sandbox id alone, also after a crash.
+ * job. Its mount points are at the sandbox's own path; a container's root is mounted in the
+ * mount namespace of its monitor (see conmon-driver.ts), which holds it while the sandbox
+ * lives and takes it along when it ends. `unmountJobRoot` removes what is left either way.
  */
 
 function rootPaths(sandboxDir: string) {
@@ -23,40 +24,51 @@ function rootPaths(sandboxDir: string) {
 }
 
 /**
- * Mounts the job's root; returns where it is. One shell does the whole sequence (the tmpfs,
- * the upper and work directories in it, the overlay): a process started from Boxcar costs
- * more than the mounts themselves, and a job's start waits for it.
+ * How to mount a job's root: one shell does the whole sequence (the tmpfs, the upper and work
+ * directories in it, the overlay), since a process started from Boxcar costs more than the
+ * mounts themselves. `script` takes `args` as its positional parameters ($1…$7); the mount
+ * points are made first (`prepareJobRoot`).
  */
+export interface JobRootMount {
+  root: string;
+  script: string;
+  args: string[];
+}
+
+export async function prepareJobRoot(
+  sandboxDir: string,
+  layers: readonly string[],
+  bytes: number,
+): Promise<JobRootMount> {
+  const p = rootPaths(sandboxDir);
+  const overlay = overlayOptions(p.root, { lower: layers, upper: { dir: p.upper, work: p.work } }, [
+    'nodev',
+    'nosuid',
+  ]);
+  await mkdir(p.rw);
+  await mkdir(p.root);
+  return {
+    root: p.root,
+    // The merged root takes the upper directory's mode: 0755, as every layer's root has.
+    script:
+      'mount -t tmpfs -o "$1" tmpfs "$2"; mkdir -m 0755 "$3"; mkdir "$4"; cd "$5"; mount -t overlay -o "$6" overlay "$7"',
+    args: [tmpfsOptions({ bytes, mode: 0o700 }), p.rw, p.upper, p.work, overlay.cwd, overlay.options, p.root],
+  };
+}
+
+/** Mounts the job's root in this (the host's) mount namespace; returns where it is. */
 export async function mountJobRoot(
   sandboxDir: string,
   layers: readonly string[],
   bytes: number,
 ): Promise<string> {
-  const p = rootPaths(sandboxDir);
   try {
-    const overlay = overlayOptions(p.root, { lower: layers, upper: { dir: p.upper, work: p.work } }, [
-      'nodev',
-      'nosuid',
-    ]);
-    await mkdir(p.rw);
-    await mkdir(p.root);
-    // The merged root takes the upper directory's mode: 0755, as every layer's root has.
-    await run('sh', [
-      '-ec',
-      'mount -t tmpfs -o "$1" tmpfs "$2"; mkdir -m 0755 "$3"; mkdir "$4"; cd "$5"; mount -t overlay -o "$6" overlay "$7"',
-      'sh',
-      tmpfsOptions({ bytes, mode: 0o700 }),
-      p.rw,
-      p.upper,
-      p.work,
-      overlay.cwd,
-      overlay.options,
-      p.root,
-    ]);
+    const m = await prepareJobRoot(sandboxDir, layers, bytes);
+    await run('sh', ['-ec', m.script, 'sh', ...m.args]);
+    return m.root;
   } catch (err) {
-    throw withContext(`mounting the job's root at ${p.root}`, err);
+    throw withContext(`mounting the job's root at ${rootPaths(sandboxDir).root}`, err);
   }
-  return p.root;
 }
 
 /** Unmounts the job's root and its tmpfs and removes their mount points; nothing when they are gone. */
