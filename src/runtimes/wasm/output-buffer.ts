@@ -29,7 +29,9 @@ export class OutputBuffer {
     this.bytes += kept.length;
     if (this.bytes >= this.maxBytes)
       this.chunks.push(
-        Buffer.from(`\n[boxcar: the job wrote more than ${this.maxBytes / 2 ** 20} MiB of output: stopped]\n`),
+        Buffer.from(
+          `\n[boxcar: the job wrote more than ${this.maxBytes / 2 ** 20} MiB of output: stopped]\n`,
+        ),
       );
     this.wake();
     return this.bytes < this.maxBytes;

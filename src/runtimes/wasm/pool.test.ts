@@ -163,10 +163,16 @@ test('a worker frees a large jobâ€™s memory before its next job, and small jobsâ
       assert.equal((await pool.run({ ...hello('a/trusted'), memoryBytes: 64 * MiB }).done).exitCode, 7);
       after++;
     }
-    assert.ok(charged() < idle + 16 * MiB, `its ${big.memoryBytes >> 20} MiB still charged ${after} jobs later`);
+    assert.ok(
+      charged() < idle + 16 * MiB,
+      `its ${big.memoryBytes >> 20} MiB still charged ${after} jobs later`,
+    );
     for (let i = 0; i < 200; i++)
       assert.equal((await pool.run({ ...hello('a/trusted'), memoryBytes: 64 * MiB }).done).exitCode, 7);
-    assert.ok(charged() < idle + 24 * MiB, `200 small jobs later: ${charged() >> 20} MiB, idle ${idle >> 20} MiB`);
+    assert.ok(
+      charged() < idle + 24 * MiB,
+      `200 small jobs later: ${charged() >> 20} MiB, idle ${idle >> 20} MiB`,
+    );
   } finally {
     await pool.close();
   }

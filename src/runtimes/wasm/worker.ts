@@ -68,7 +68,9 @@ function compiled(task: RunTask): Promise<WebAssembly.Module> {
 }
 
 /** Runs the module; its instance and memory are unreachable once this has returned. */
-async function execute(task: RunTask): Promise<Omit<Extract<WorkerMessage, { type: 'exited' }>, 'id' | 'type'>> {
+async function execute(
+  task: RunTask,
+): Promise<Omit<Extract<WorkerMessage, { type: 'exited' }>, 'id' | 'type'>> {
   const wasi = new WASI({
     version: 'preview1',
     args: task.args,

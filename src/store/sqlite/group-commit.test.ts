@@ -11,7 +11,8 @@ let db: Database.Database;
 /** Another connection to the same file: sees only what has committed. */
 let other: Database.Database;
 const insert = (v: string) => () => db.prepare('INSERT INTO t (v) VALUES (?)').run(v).changes;
-const seen = () => (other.prepare('SELECT v FROM t ORDER BY rowid').all() as Array<{ v: string }>).map((r) => r.v);
+const seen = () =>
+  (other.prepare('SELECT v FROM t ORDER BY rowid').all() as Array<{ v: string }>).map((r) => r.v);
 
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'bx-group-commit-'));
