@@ -69,6 +69,19 @@ export function endedChildrenCpuNs(): number {
 const kBField = (text: string, field: string): number =>
   Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
 
+/**
+ * CPU time every process and the kernel have used since boot, split into user and system
+ * (/proc/stat's first line): a run's difference is what it cost the host, all processes in.
+ */
+export function hostCpuNs(): { userNs: number; systemNs: number } {
+  const [, user, nice, system, , , irq, softirq] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const ns = (ticks: number) => (ticks * 1e9) / CLOCK_TICKS;
+  return { userNs: ns((user ?? 0) + (nice ?? 0)), systemNs: ns((system ?? 0) + (irq ?? 0) + (softirq ?? 0)) };
+}
+
 /** What the host could still give: the drop across a run is everything the run holds. */
 export const memAvailable = () => kBField(readFileSync('/proc/meminfo', 'utf8'), 'MemAvailable');
 export const rss = (pid: number) => kBField(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS');
