@@ -414,7 +414,10 @@ export abstract class ConmonDriver implements Runtime {
       return { id, logPath, conmonPid, containerPid };
     } catch (err) {
       await this.destroy(handle).catch((e: unknown) =>
-        this.opts.logger.warn({ err: e, sandboxId: id }, 'removing a pooled container that failed failed'),
+        this.opts.logger.warn(
+          { err: e, sandboxId: id },
+          'could not remove a pooled container whose creation failed',
+        ),
       );
       await forgetSandbox(this.opts.paths, id);
       throw err;
@@ -480,6 +483,13 @@ export abstract class ConmonDriver implements Runtime {
         mode: 0o600,
       });
     } catch (err) {
+      // The caller holds the handle of the sandbox it asked for, not this one: it goes here.
+      await this.disposeMember(member).catch((e: unknown) =>
+        this.opts.logger.warn(
+          { err: e, sandboxId: member.id },
+          'could not remove a pooled container a job failed to take over',
+        ),
+      );
       throw new Error(`${this.name}: taking over a pooled container failed: ${errorMessage(err)}`, {
         cause: err,
       });
