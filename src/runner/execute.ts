@@ -8,7 +8,7 @@ import type { ImagePuller } from '../images/pull.js';
 import { resolveImage } from '../images/resolve.js';
 import { unpulledImage } from '../images/image.js';
 import { destroySandbox } from './sandbox-cleanup.js';
-import { forgetSandbox, recordSandbox } from '../runtimes/sandbox-ledger.js';
+import { forgetSandbox, recordSandbox, recordsSandboxes } from '../runtimes/sandbox-ledger.js';
 import type { Logger } from '../observability/logger.js';
 import { traceJob, withTraceparent } from '../observability/tracing.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
@@ -129,7 +129,7 @@ async function execute(deps: ExecuteDeps, job: JobRecord, opts: ExecuteOptions):
     });
     await store.saveHandle(job.id, handle);
     // A sandbox that ends with this process (WASM's) leaves nothing for a start-up to sweep.
-    if (driver.capabilities.survivesRestart) await recordSandbox(deps.paths, handle);
+    if (recordsSandboxes(driver)) await recordSandbox(deps.paths, handle);
     secrets = await deps.secrets.forJob(job);
     const workspace = wantsWorkspace(job.spec) ? await deps.workspaces.prepare(job) : undefined;
     handle = await driver.prepare({

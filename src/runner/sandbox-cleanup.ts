@@ -5,7 +5,12 @@ import type { StatePaths } from '../lib/state-paths.js';
 import type { Logger } from '../observability/logger.js';
 import type { RuntimeRegistry } from '../runtimes/registry.js';
 import type { Runtime } from '../runtimes/runtime.js';
-import { forgetSandbox, readSandboxRecord, recordedSandboxes } from '../runtimes/sandbox-ledger.js';
+import {
+  forgetSandbox,
+  readSandboxRecord,
+  recordedSandboxes,
+  recordsSandboxes,
+} from '../runtimes/sandbox-ledger.js';
 import type { JobRecord, Store } from '../store/store.js';
 
 /**
@@ -26,7 +31,7 @@ export async function destroySandbox(
     );
     return false;
   }
-  await forgetSandbox(deps.paths, handle.sandboxId);
+  if (recordsSandboxes(driver)) await forgetSandbox(deps.paths, handle.sandboxId);
   return true;
 }
 

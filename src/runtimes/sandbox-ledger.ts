@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { readHandle, type TaskHandle } from '../jobs/handle.js';
 import { withContext } from '../lib/errors.js';
 import type { StatePaths } from '../lib/state-paths.js';
+import type { Runtime } from './runtime.js';
 
 /**
  * Which sandboxes exist on this host's disk, kept beside them (`sandboxes/<id>.handle`) rather
@@ -27,6 +28,12 @@ export interface SandboxRecord {
 
 const recordPath = (paths: StatePaths, sandboxId: string) =>
   path.join(paths.sandboxes, `${sandboxId}${SUFFIX}`);
+
+/**
+ * Whether a driver's sandboxes are recorded: those that outlive Boxcar's process. The others
+ * (WASM's workers) end with it and leave nothing on disk to find.
+ */
+export const recordsSandboxes = (driver: Runtime): boolean => driver.capabilities.survivesRestart;
 
 /** The sandbox may exist from now on. Root-only, like the sandbox itself. */
 export async function recordSandbox(paths: StatePaths, handle: TaskHandle, heldBy?: string): Promise<void> {
