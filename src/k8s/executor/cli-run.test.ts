@@ -1,12 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { executorObjects } from '../testing/cluster-scenarios.js';
-import { FakeApiServer } from '../testing/api-server.js';
+import { testCluster } from '../testing/test-cluster.js';
 import { SCRIPT_ENV } from '../testing/fake-kubelet.js';
 import { BOXCAR_MAIN } from '../../testing/serve-process.js';
 
@@ -16,29 +14,12 @@ import { BOXCAR_MAIN } from '../../testing/serve-process.js';
  * by itself when the job has ended (nothing of the client library keeps it alive).
  */
 test('boxcar run (executor: kubernetes) exits with the Pod container’s exit code and prints its output', async (t) => {
-  const server = new FakeApiServer();
-  const names = { namespacePrefix: 'boxcar-', classes: { firecracker: 'firecracker', gvisor: 'gvisor' } };
-  server.load([
-    ...executorObjects(names),
-    {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: { name: 'node-1' },
-      status: { conditions: [{ type: 'Ready', status: 'True' }] },
-    } as { kind: string },
-  ]);
-  const url = await server.listen();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-k8s-run-'));
-  t.after(async () => {
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await writeFile(path.join(dir, 'kubeconfig'), server.kubeconfig(url));
+  const { server, dir, kubeconfig } = await testCluster(t);
   await writeFile(
     path.join(dir, 'config.yaml'),
     stringify({
       executor: 'kubernetes',
-      kubernetes: { kubeconfig: path.join(dir, 'kubeconfig'), default_image: 'busybox:1.37' },
+      kubernetes: { kubeconfig, default_image: 'busybox:1.37' },
     }),
   );
   await writeFile(

@@ -1,15 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import type { Fingerprint } from '../../runtimes/runtime.js';
 import { executorObjects } from '../testing/cluster-scenarios.js';
-import { FakeApiServer } from '../testing/api-server.js';
+import { testCluster, testNode, TEST_NAMES } from '../testing/test-cluster.js';
 
 const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
 
@@ -18,34 +17,18 @@ const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
  * class exists, a Ready node carries its nodeSelector), not this host's.
  */
 test('boxcar doctor judges the cluster: a class without a Ready node of its selector is unusable, saying which', async (t) => {
-  const server = new FakeApiServer();
-  const names = { namespacePrefix: 'boxcar-', classes: { firecracker: 'firecracker', gvisor: 'gvisor' } };
-  const objects = executorObjects(names);
+  const objects = executorObjects(TEST_NAMES);
   // gVisor's nodes are labelled; no Ready node carries the label.
   for (const o of objects)
     if (o.kind === 'RuntimeClass' && o.metadata?.name === 'gvisor')
       Object.assign(o, { scheduling: { nodeSelector: { 'boxcar.dev/sandbox': 'gvisor' } } });
-  const node = (name: string, ready: string, labels: Record<string, string>) => ({
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name, labels },
-    status: { conditions: [{ type: 'Ready', status: ready }] },
+  const { dir, kubeconfig } = await testCluster(t, {
+    objects,
+    nodes: [testNode('plain'), testNode('sandbox-down', false, { 'boxcar.dev/sandbox': 'gvisor' })],
   });
-  server.load([
-    ...objects,
-    node('plain', 'True', {}),
-    node('sandbox-down', 'False', { 'boxcar.dev/sandbox': 'gvisor' }),
-  ]);
-  const url = await server.listen();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-doctor-'));
-  t.after(async () => {
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await writeFile(path.join(dir, 'kubeconfig'), server.kubeconfig(url));
   await writeFile(
     path.join(dir, 'config.yaml'),
-    stringify({ executor: 'kubernetes', kubernetes: { kubeconfig: path.join(dir, 'kubeconfig') } }),
+    stringify({ executor: 'kubernetes', kubernetes: { kubeconfig } }),
   );
   const { stdout } = await promisify(execFile)(process.execPath, [
     CLI,

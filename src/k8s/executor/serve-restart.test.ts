@@ -1,14 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { sleep } from '../../lib/exec.js';
 import { MANAGED_BY, NODE_LABEL, RUNTIME_LABEL, SANDBOX_LABEL } from '../labels.js';
-import { EXECUTOR_TENANT, executorObjects } from '../testing/cluster-scenarios.js';
-import { FakeApiServer } from '../testing/api-server.js';
+import { EXECUTOR_TENANT } from '../testing/cluster-scenarios.js';
+import { testCluster } from '../testing/test-cluster.js';
 import { SCRIPT_ENV } from '../testing/fake-kubelet.js';
 import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
 
@@ -18,34 +17,19 @@ import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
  * (exit code, the whole log) and deletes it, and deletes the Pods of its own that no job holds.
  */
 test('a restarted boxcar serve re-attaches to the Pod its job runs in, and removes its stray Pods', async (t) => {
-  const server = new FakeApiServer();
-  const names = { namespacePrefix: 'boxcar-', classes: { firecracker: 'firecracker', gvisor: 'gvisor' } };
-  server.load([
-    ...executorObjects(names),
-    {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: { name: 'node-1' },
-      status: { conditions: [{ type: 'Ready', status: 'True' }] },
-    } as { kind: string },
-  ]);
-  const url = await server.listen();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'bx-k8s-serve-'));
+  const { server, url, dir, kubeconfig } = await testCluster(t);
   const servers: Array<Awaited<ReturnType<typeof startServe>>> = [];
   t.after(async () => {
     for (const s of servers) {
       s.child.kill('SIGKILL');
       await exited(s.child);
     }
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
   });
-  await writeFile(path.join(dir, 'kubeconfig'), server.kubeconfig(url));
   await writeFile(
     path.join(dir, 'config.yaml'),
     stringify({
       executor: 'kubernetes',
-      kubernetes: { kubeconfig: path.join(dir, 'kubeconfig'), default_image: 'busybox:1.37' },
+      kubernetes: { kubeconfig, default_image: 'busybox:1.37' },
     }),
   );
   const global = ['--state', path.join(dir, 'state'), '--config', path.join(dir, 'config.yaml')];
