@@ -26,6 +26,9 @@ const V1_CONTROLLERS = [
   'rdma',
   'misc',
   'systemd',
+  // A hybrid host's v2 hierarchy, where runc makes the cgroup too (and, when its container was
+  // killed with its node, does not always remove it).
+  'unified',
 ];
 
 export type CgroupMode = 'v1' | 'v2';
