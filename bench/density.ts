@@ -79,7 +79,7 @@ async function main() {
     let cgroupBytes = 0;
     for (const j of jobs) {
       const pid = j.handle?.attributes.hostPid;
-      if (typeof pid === 'number') conmonPss += pss(pid);
+      if (typeof pid === 'number') conmonPss += pss(pid) ?? 0;
       if (j.handle) cgroupBytes += (await readCgroupStats(`/boxcar/${j.handle.sandboxId}`)).memoryBytes;
     }
     console.log(

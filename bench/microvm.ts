@@ -163,7 +163,7 @@ async function main() {
           property: 'guest-stats',
         });
         const used = (g.stats['stat-total-memory'] ?? 0) - (g.stats['stat-available-memory'] ?? 0);
-        figures.push({ rss: rss(pid), pss: pss(pid), used });
+        figures.push({ rss: rss(pid), pss: pss(pid) ?? 0, used });
       } finally {
         qmp.close();
       }

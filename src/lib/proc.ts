@@ -6,7 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { ifExists, errnoCode } from './errors.js';
+import { errnoCode } from './errors.js';
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
@@ -18,6 +18,17 @@ function statFields(text: string): string[] {
 function readIfAlive(file: string): string | undefined {
   try {
     return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw err;
+  }
+}
+
+/** `readIfAlive` without blocking the event loop. */
+async function readIfAliveAsync(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;
@@ -48,8 +59,9 @@ export interface Footprint {
 
 /** A process's resident memory now and at its peak, and the CPU it used; undefined once it is gone. */
 export async function processFootprint(pid: number): Promise<Footprint | undefined> {
-  const status = await ifExists(readFile(`/proc/${pid}/status`, 'utf8'));
-  const stat = await ifExists(readFile(`/proc/${pid}/stat`, 'utf8'));
+  // A process that is exiting answers ESRCH rather than ENOENT: gone either way.
+  const status = await readIfAliveAsync(`/proc/${pid}/status`);
+  const stat = await readIfAliveAsync(`/proc/${pid}/stat`);
   if (status === undefined || stat === undefined) return undefined;
   const fields = statFields(stat);
   const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
@@ -85,7 +97,11 @@ export function hostCpuNs(): { userNs: number; systemNs: number } {
 /** What the host could still give: the drop across a run is everything the run holds. */
 export const memAvailable = () => kBField(readFileSync('/proc/meminfo', 'utf8'), 'MemAvailable');
 export const rss = (pid: number) => kBField(readFileSync(`/proc/${pid}/status`, 'utf8'), 'VmRSS');
-export const pss = (pid: number) => kBField(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss');
+/** A process's proportional share of the memory it maps; undefined once it is gone. */
+export function pss(pid: number): number | undefined {
+  const text = readIfAlive(`/proc/${pid}/smaps_rollup`);
+  return text === undefined ? undefined : kBField(text, 'Pss');
+}
 
 export interface MountEntry {
   source: string;

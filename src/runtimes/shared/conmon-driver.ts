@@ -30,7 +30,7 @@ import { ociSpec } from './oci-spec.js';
 import { prepareJobRoot, unmountJobRoot, type JobRootMount } from './job-root.js';
 import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
-import { ifExists, ifExistsSync, errorMessage } from '../../lib/errors.js';
+import { ifExists, errorMessage } from '../../lib/errors.js';
 import { currentOwner } from '../../lib/owner.js';
 import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
 import { setContainerLimits } from './cgroups.js';
@@ -617,7 +617,7 @@ export abstract class ConmonDriver implements Runtime {
       this.pool.entries().map(async ({ key, member }) => {
         const cgroupBytes = (await readCgroupStats(this.cgroupsPath(member.id))).memoryBytes;
         // Its share of the pages it shares with other monitors (PSS), not all it maps (RSS).
-        const monitorPssBytes = ifExistsSync(() => pss(member.conmonPid)) ?? 0;
+        const monitorPssBytes = pss(member.conmonPid) ?? 0;
         return {
           key,
           sandboxId: member.id,
