@@ -12,7 +12,6 @@ import { nodeCapacity, Placement } from './capacity.js';
 import { fairOrder, RecentStarts } from './fair-order.js';
 import { addUsage, admit, jobUsage } from '../tenants/quota.js';
 import { tenantSettings } from '../tenants/tenant-config.js';
-import { isTerminal } from '../jobs/states.js';
 
 const PER_TENANT_WINDOW = 200;
 /**
@@ -284,20 +283,23 @@ export class Scheduler {
     const { store, logger } = this.box;
     try {
       const now = Date.now();
-      // Only jobs claimed before the renewal are judged by it (one claimed meanwhile is not in it).
-      const running = [...this.active.keys()];
+      // Only the runs of jobs claimed before the renewal are judged by it (one claimed meanwhile
+      // is not in it), each by its own claim: the job may have been requeued and claimed again
+      // since, by this node too, and that later run is not the one judged here.
+      const running = [...this.active.values()];
       const held = new Set(await store.renewLeases(this.owner, now + this.leaseMs));
-      // A job this node runs whose claim it no longer holds (it was paused or cut off past its
-      // lease, and another node took the job over or ran it again): its sandbox is stopped at
-      // once, and what this node would write of it is fenced off.
-      for (const id of running) {
-        if (held.has(id) || !this.active.has(id)) continue;
-        // One that ended here is not held either while its sandbox is torn down (which can take
-        // a while when a thousand end at once): its final state, written under this claim, says so.
-        const now = await store.getJob(id);
-        if (now && isTerminal(now.state) && now.owner === this.owner) continue;
+      // A run whose claim this node no longer holds (it was paused or cut off past its lease,
+      // and another node took the job over or ran it again): its sandbox is stopped at once,
+      // and what it would write of the job is fenced off.
+      for (const run of running) {
+        const { id, attempts } = run.job;
+        if (held.has(id) && this.active.get(id) === run) continue;
+        // Not held either: a run that ended here (its final state is written under its claim)
+        // while its sandbox is torn down, which can take a while when a thousand end at once.
+        const current = await store.getJob(id);
+        if (current?.owner === this.owner && current.attempts === attempts) continue;
         logger.warn({ job_id: id }, 'this node lost its claim on a job it runs: stopping its sandbox');
-        this.cancelLocal(id);
+        run.abort.abort();
       }
       for (const id of await store.cancelRequests(this.owner)) this.cancelLocal(id);
       for (const job of await store.expiredLeases(now, 100)) await this.takeOverExpired(job);
