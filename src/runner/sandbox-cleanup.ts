@@ -37,7 +37,8 @@ export async function destroySandbox(
 
 /**
  * At start-up: destroys every sandbox on this disk that neither a live job of a live process
- * holds nor a live process keeps idle in its warm pool: those of jobs another node took over
+ * (or of a dead serving one, which re-attaches when it starts) holds nor a live process keeps
+ * idle in its warm pool: those of jobs another node took over
  * and ran again while this node was down, of jobs whose process died before cleaning up, and
  * the idle pool of a process that died. `keep` says which live jobs are supervised here (this
  * process's own, after it re-attached).
@@ -52,11 +53,15 @@ export async function sweepStaleSandboxes(
   const ids = await recordedSandboxes(paths);
   if (!ids.length) return [];
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 1_000_000 });
-  const held = new Set(
-    live
-      .filter((j) => j.handle && j.owner && (keep(j) || ownerAlive(j.owner, paths.root) === true))
-      .map((j) => j.handle?.sandboxId),
-  );
+  const holds = (j: JobRecord): boolean => {
+    if (!j.owner) return false;
+    if (keep(j)) return true;
+    const alive = ownerAlive(j.owner, paths.root);
+    // A serving process of this host that died (its job has a lease) is not done with it: its
+    // next start re-attaches to the sandbox, which a command run meanwhile must leave alone.
+    return alive === true || (alive === false && j.leaseUntil !== null);
+  };
+  const held = new Set(live.filter((j) => j.handle && holds(j)).map((j) => j.handle?.sandboxId));
   const removed: string[] = [];
   for (const sandboxId of ids) {
     if (held.has(sandboxId)) continue;

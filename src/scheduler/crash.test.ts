@@ -83,6 +83,9 @@ test(
     assert.ok(runningAtKill >= 1, 'jobs were running at the kill');
     first.child.kill('SIGKILL');
     await exited(first.child);
+    // A local command on the state directory before the node comes back reconciles it too: the
+    // dead node's running jobs are its to re-attach, and their containers must still be there.
+    boxcarSync(['--state', state.root, '--config', config, 'jobs']);
 
     const second = await serve();
     const call2 = api(second.url);
