@@ -70,6 +70,19 @@ export interface ConmonDriverOptions {
   warmPool?: number;
 }
 
+/** What a pooled container takes of a job's OCI config (oci-spec.ts) when the job takes it over. */
+type JobConfig = {
+  process: { args: string[]; env: string[]; cwd: string };
+  hostname: string;
+  linux: {
+    resources: {
+      memory: { limit: number };
+      cpu: { quota: number; period: number; shares: number };
+      pids: { limit: number };
+    };
+  };
+};
+
 /** What a container's handle keeps for its driver: the monitor that holds it. */
 const ConmonState = z.object({
   conmonPid: z.number().int().positive(),
@@ -158,14 +171,25 @@ export abstract class ConmonDriver implements Runtime {
   }
 
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
-    const key = this.pool.enabled ? this.poolKey(req) : undefined;
-    if (key !== undefined) {
-      this.refillAfterStart.set(req.sandboxId, key);
-      const member = this.pool.take(key);
-      if (member) {
-        this.refillAfterStart.delete(req.sandboxId);
-        this.refillAfterStart.set(member.id, key);
-        return this.adopt(member, req);
+    if (this.pool.enabled) {
+      // The job's own config, less what only its own sandbox has (root, cgroup): its pool key,
+      // and all a pooled container needs of it.
+      const spec = this.adjustSpec(
+        ociSpec({
+          jobId: req.jobId,
+          spec: req.spec,
+          image: req.image,
+          rootPath: '',
+          cgroupsPath: '',
+          secrets: req.secrets,
+          workspaceDir: req.workspaceDir,
+        }),
+      ) as JobConfig;
+      const key = this.pool.keyOf(req, poolShape(spec));
+      if (key !== undefined) {
+        const member = this.pool.take(key);
+        this.refillAfterStart.set(member?.id ?? req.sandboxId, key);
+        if (member) return this.adopt(member, req, spec);
       }
     }
     const f = this.files(req.sandboxId);
@@ -364,19 +388,6 @@ export abstract class ConmonDriver implements Runtime {
     }
   }
 
-  /** The pool key of a request (undefined: it takes no pooled container). */
-  private poolKey(req: SandboxRequest): string | undefined {
-    const spec = ociSpec({
-      jobId: req.jobId,
-      spec: req.spec,
-      image: req.image,
-      rootPath: '',
-      cgroupsPath: '',
-      workspaceDir: req.workspaceDir,
-    });
-    return this.pool.keyOf(req, poolShape(this.adjustSpec(spec)));
-  }
-
   /**
    * An idle container for the pool: root, namespaces, cgroup and seccomp made as for a job of
    * the template's shape, started, its init waiting for a job. Recorded as this process's, so a
@@ -443,28 +454,8 @@ export abstract class ConmonDriver implements Runtime {
    * directory wait in a root-only file for `start`, which sends them down the FIFO. The handle
    * names the pooled container: the sandbox the request named is never made.
    */
-  private async adopt(member: PoolMember, req: SandboxRequest): Promise<TaskHandle> {
+  private async adopt(member: PoolMember, req: SandboxRequest, spec: JobConfig): Promise<TaskHandle> {
     const f = this.files(member.id);
-    const spec = this.adjustSpec(
-      ociSpec({
-        jobId: req.jobId,
-        spec: req.spec,
-        image: req.image,
-        rootPath: '',
-        cgroupsPath: this.cgroupsPath(member.id),
-        secrets: req.secrets,
-      }),
-    ) as {
-      process: { args: string[]; env: string[]; cwd: string };
-      hostname: string;
-      linux: {
-        resources: {
-          memory: { limit: number };
-          cpu: { quota: number; period: number; shares: number };
-          pids: { limit: number };
-        };
-      };
-    };
     const r = spec.linux.resources;
     const handle = this.memberHandle(member, req.jobId);
     // The job's own from here on: a crash before its handle is stored leaves no holder, and

@@ -1,5 +1,4 @@
 import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import type { ResolvedImage } from '../../images/image.js';
 import type { JobSpec } from '../../jobs/spec.js';
 import { builtCProgram } from '../../lib/c-program.js';
@@ -103,10 +102,6 @@ export class ContainerPool {
     this.pool.refill(key);
   }
 
-  fill(key: string): Promise<void> {
-    return this.pool.fill(key);
-  }
-
   /** Keys whose containers are being made now. */
   filling(): number {
     return this.pool.fillingCount();
@@ -123,7 +118,7 @@ export class ContainerPool {
 
 /** The pooled containers' init, built static: it runs inside images that may have no libc. */
 export function poolInit(dir: string): Promise<string> {
-  return builtCProgram(INIT_SOURCE, path.join(dir), 'the warm pool of containers', ['-static']);
+  return builtCProgram(INIT_SOURCE, dir, 'the warm pool of containers', ['-static']);
 }
 
 /** The OCI config without what a job brings at take-over: what all members of a key share. */

@@ -87,8 +87,9 @@ export class IdlePool<T> {
   take(key: string): T | undefined {
     if (!this.enabled || this.closed) return undefined;
     if (this.demand) {
-      const since = this.now() - Math.max(this.demand.burstMs, 0);
-      this.asked.set(key, [...(this.asked.get(key) ?? []).filter((t) => t >= since), this.now()]);
+      const now = this.now();
+      const since = now - this.demand.burstMs;
+      this.asked.set(key, [...(this.asked.get(key) ?? []).filter((t) => t >= since), now]);
     }
     return this.idle.get(key)?.shift();
   }
