@@ -7,6 +7,7 @@ import type { JobView } from '../api/job-view.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { leftovers, tempState } from '../testing/harness.js';
 import { readSandboxRecord } from '../runtimes/sandbox-ledger.js';
+import { isTerminal } from '../jobs/states.js';
 import { startPostgres, type TestPostgres } from '../testing/postgres.js';
 import { boxcarSync, exited, startServe } from '../testing/serve-process.js';
 
@@ -262,7 +263,6 @@ test(
     const api = apiAs(token);
     // Still running when the paused node resumes.
     const ids = await submitTrusted(api, paused.url, 3, `${TERM_ENDS} sleep 8 & wait; echo done`);
-    const runcList = () => jobContainers(c);
     assert.equal((await containersOnce(c, 3)).length, 3, 'the node runs its jobs when it is paused');
     const other = await startServe(['--state', d.root, '--store', pg.url, '--config', config]);
     children.push(other.child);
@@ -277,19 +277,17 @@ test(
     // running here; the sandboxes of every other job must go.
     const stillMine = async () =>
       (await Promise.all(ids.map((id) => store.getJob(id)))).filter(
-        (j) =>
-          j?.owner?.includes(`:${paused.child.pid}:`) &&
-          !['succeeded', 'failed', 'cancelled', 'error'].includes(j.state),
+        (j) => j?.owner?.includes(`:${paused.child.pid}:`) && !isTerminal(j.state),
       ).length;
-    let stale = (await runcList()).length - (await stillMine());
+    let stale = (await jobContainers(c)).length - (await stillMine());
     for (let i = 0; i < 200 && stale > 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
-      stale = (await runcList()).length - (await stillMine());
+      stale = (await jobContainers(c)).length - (await stillMine());
     }
     const goneMs = Date.now() - resumedAt;
     assert.ok(
       stale <= 0,
-      `its stale sandboxes are gone (${(await runcList()).length} left, ${await stillMine()} still its own)`,
+      `its stale sandboxes are gone (${(await jobContainers(c)).length} left, ${await stillMine()} still its own)`,
     );
     assert.ok(goneMs < 2000 + 2500, `gone within a lease (and the stop's grace) of resuming: ${goneMs} ms`);
     const done = await Promise.all(ids.map((id) => api<JobView>(other.url, `/v1/jobs/${id}?wait=60s`)));
@@ -320,7 +318,6 @@ test(
     const killed = await serve(c.root, config);
     const api = apiAs(token);
     const ids = await submitTrusted(api, killed.url, 2, `${TERM_ENDS} sleep 60 & wait`);
-    const runcList = () => jobContainers(c);
     const first = await containersOnce(c, 2);
     assert.equal(first.length, 2, 'the node runs its jobs when it is killed');
     // Only the process dies: its monitors and containers run on, as after an OOM kill of Boxcar.
@@ -335,7 +332,11 @@ test(
       );
     for (let i = 0; i < 200 && !(await takenOver()); i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(await takenOver(), 'the other node runs both jobs again');
-    assert.deepEqual((await runcList()).sort(), [...first].sort(), "the killed node's containers still run");
+    assert.deepEqual(
+      (await jobContainers(c)).sort(),
+      [...first].sort(),
+      "the killed node's containers still run",
+    );
 
     const logs: string[] = [];
     const restarted = await startServe(['--state', c.root, '--store', pg.url, '--config', config], {
@@ -344,7 +345,7 @@ test(
     children.push(restarted.child);
     // Serving means started: the sweep is done by the time the node listens.
     assert.deepEqual(
-      await runcList(),
+      await jobContainers(c),
       [],
       'the restarted node removed the containers of jobs it no longer holds',
     );
