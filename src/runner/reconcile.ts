@@ -30,31 +30,12 @@ export async function reconcileOrphans(deps: ReconcileDeps): Promise<JobRecord[]
     }
   }
   await sweepStaleSandboxes(deps);
-  await removeStraySandboxes(deps, live);
   // Workspaces of jobs that ended while their cleanup did not run (a crash in between).
   const unfinished = new Set(live.map((j) => j.id));
   const tidied = await deps.workspaces.tidy((id) => unfinished.has(id));
   if (tidied.workspaces.length || tidied.artifacts)
     logger.info(tidied, 'removed leftover workspaces and expired artifacts');
   return settled;
-}
-
-/**
- * Sandboxes this node made that no unfinished job (`live`) holds are removed: those a driver
- * finds by a query (a cluster's Pods by label) rather than by a stored handle. A failure is
- * logged: the next start tries again.
- */
-export async function removeStraySandboxes(
-  deps: Pick<ReconcileDeps, 'runtimes' | 'logger'>,
-  live: readonly JobRecord[],
-): Promise<void> {
-  const held = new Set(live.flatMap((j) => (j.handle ? [j.handle.sandboxId] : [])));
-  try {
-    const removed = await deps.runtimes.removeStrays(held);
-    if (removed.length) deps.logger.info({ removed }, 'removed sandboxes of this node that no job holds');
-  } catch (err) {
-    deps.logger.error({ err }, "removing this node's stray sandboxes failed");
-  }
 }
 
 /** Records the exit status of a job whose sandbox ended while nobody watched it. */

@@ -36,12 +36,13 @@ export async function destroySandbox(
 }
 
 /**
- * At start-up: destroys every sandbox on this disk that neither a live job of a live process
- * (or of a dead serving one, which re-attaches when it starts) holds nor a live process keeps
- * idle in its warm pool: those of jobs another node took over
- * and ran again while this node was down, of jobs whose process died before cleaning up, and
- * the idle pool of a process that died. `keep` says which live jobs are supervised here (this
- * process's own, after it re-attached).
+ * At start-up: destroys every sandbox that no live job holds (of a live process, or of a dead
+ * serving one, which re-attaches when it starts) and no live process keeps idle in its warm
+ * pool: those of jobs another node took over and ran again while this node was down, of jobs
+ * whose process died before cleaning up, the idle pool of a process that died. They are found
+ * by their records on this disk, and through drivers that find theirs by a query (a cluster's
+ * Pods, by label). `keep` says which live jobs are supervised here (this process's own, after
+ * it re-attached).
  */
 export async function sweepStaleSandboxes(
   deps: { paths: StatePaths; store: Store; runtimes: RuntimeRegistry; logger: Logger },
@@ -51,7 +52,7 @@ export async function sweepStaleSandboxes(
   // Records first, jobs second: a job's sandbox is recorded after its handle is saved, so every
   // record read here belongs to a job the listing below already shows in its current state.
   const ids = await recordedSandboxes(paths);
-  if (!ids.length) return [];
+  if (!ids.length && !runtimes.findsStrays) return [];
   const live = await store.listJobs({ states: ['queued', 'starting', 'running'], limit: 1_000_000 });
   const holds = (j: JobRecord): boolean => {
     if (!j.owner) return false;
@@ -61,7 +62,7 @@ export async function sweepStaleSandboxes(
     // next start re-attaches to the sandbox, which a command run meanwhile must leave alone.
     return alive === true || (alive === false && j.leaseUntil !== null);
   };
-  const held = new Set(live.filter((j) => j.handle && holds(j)).map((j) => j.handle?.sandboxId));
+  const held = new Set(live.flatMap((j) => (j.handle && holds(j) ? [j.handle.sandboxId] : [])));
   const removed: string[] = [];
   for (const sandboxId of ids) {
     if (held.has(sandboxId)) continue;
@@ -75,6 +76,12 @@ export async function sweepStaleSandboxes(
     if (record.heldBy && ownerAlive(record.heldBy, paths.root) === true) continue;
     if (await destroySandbox(deps, runtimes.get(record.handle.runtime), record.handle))
       removed.push(sandboxId);
+  }
+  // Sandboxes a driver finds by a query rather than a record (a cluster's Pods, by label).
+  try {
+    removed.push(...(await runtimes.removeStrays(held)));
+  } catch (err) {
+    logger.error({ err }, "removing this node's stray sandboxes failed; the next start tries again");
   }
   if (removed.length)
     logger.warn({ sandboxes: removed }, 'removed sandboxes whose jobs are no longer supervised here');

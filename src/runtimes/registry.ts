@@ -64,6 +64,11 @@ export class RuntimeRegistry {
    * After a restart: each driver that finds its sandboxes by a query removes those of this node
    * that no live job holds (`live`: sandbox ids). Returns what was removed.
    */
+  /** Whether any driver finds its sandboxes by a query (`removeStrays`). */
+  get findsStrays(): boolean {
+    return [...this.drivers.values()].some((d) => d.removeStrays);
+  }
+
   async removeStrays(live: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
     for (const d of this.drivers.values()) if (d.removeStrays) removed.push(...(await d.removeStrays(live)));

@@ -5,7 +5,7 @@ import { observeAdmission, observeFinishedJob } from '../observability/metrics.j
 import { errorMessage } from '../lib/errors.js';
 import { executeJob, startedAudit, superviseJob, type ExecuteResult } from '../runner/execute.js';
 import { currentOwner, ownerAlive } from '../lib/owner.js';
-import { removeStraySandboxes, settle } from '../runner/reconcile.js';
+import { settle } from '../runner/reconcile.js';
 import { destroySandbox, sweepStaleSandboxes } from '../runner/sandbox-cleanup.js';
 import { IllegalTransition, ZERO_USAGE, type JobRecord } from '../store/store.js';
 import { nodeCapacity, Placement } from './capacity.js';
@@ -361,7 +361,6 @@ export class Scheduler {
         this.box.logger.error({ err, job_id: job.id }, 'could not recover a job after a restart');
       }
     }
-    await removeStraySandboxes(this.box, live);
   }
 
   /** A job of a dead process of this host: re-attach, record its exit, or requeue it. */
