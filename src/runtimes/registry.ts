@@ -60,14 +60,15 @@ export class RuntimeRegistry {
     return out;
   }
 
-  /**
-   * After a restart: each driver that finds its sandboxes by a query removes those of this node
-   * that no live job holds (`live`: sandbox ids). Returns what was removed.
-   */
   /** Whether any driver finds its sandboxes by a query (`removeStrays`). */
   get findsStrays(): boolean {
     return [...this.drivers.values()].some((d) => d.removeStrays);
   }
+
+  /**
+   * After a restart: each driver that finds its sandboxes by a query removes those of this node
+   * that no live job holds (`live`: sandbox ids). Returns what was removed.
+   */
 
   async removeStrays(live: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];

@@ -27,7 +27,8 @@ export async function startServe(
     stdio: ['ignore', 'pipe', opts.logs ? 'pipe' : 'inherit'],
     env: {
       ...process.env,
-      BOXCAR_LOG_LEVEL: 'warn',
+      // BOXCAR_TEST_SERVE_LOG_LEVEL=debug shows what the nodes of a failing test did.
+      BOXCAR_LOG_LEVEL: process.env.BOXCAR_TEST_SERVE_LOG_LEVEL ?? 'warn',
       BOXCAR_TEST_CLOCK_SKEW_MS: String(opts.clockSkewMs ?? 0),
     },
   });

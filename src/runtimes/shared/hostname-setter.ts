@@ -14,8 +14,13 @@ const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/uts-setter
  * dies fails the calls waiting on it and is started again by the next.
  */
 export class HostnameSetter {
-  private helper: ChildProcessWithoutNullStreams | undefined;
   private readonly waiting: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /**
+   * The running helper, or the one being started: set synchronously, so that concurrent first
+   * calls share one helper (two would leave one unclosed, holding Node up after `close`).
+   */
+  private helper: Promise<ChildProcessWithoutNullStreams> | undefined;
+  private closed = false;
 
   constructor(private readonly binDir: string) {}
 
@@ -23,6 +28,7 @@ export class HostnameSetter {
     if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(hostname))
       throw new Error(`hostname ${JSON.stringify(hostname)} is not a valid host name`);
     const helper = await this.started();
+    if (this.closed) throw new Error('the hostname helper is closed');
     // Held only while an answer is due: an idle helper never keeps Node up.
     socket(helper.stdout).ref();
     return new Promise((resolve, reject) => {
@@ -36,9 +42,23 @@ export class HostnameSetter {
     return builtCProgram(SOURCE, this.binDir, 'the warm pool of containers');
   }
 
-  private async started(): Promise<ChildProcessWithoutNullStreams> {
-    if (this.helper && this.helper.exitCode === null && this.helper.signalCode === null) return this.helper;
-    const binary = await this.prepare();
+  private started(): Promise<ChildProcessWithoutNullStreams> {
+    if (this.closed) return Promise.reject(new Error('the hostname helper is closed'));
+    if (this.helper) return this.helper;
+    const starting: Promise<ChildProcessWithoutNullStreams> = this.prepare().then((binary) =>
+      this.spawnHelper(binary, () => this.forget(starting)),
+    );
+    // A failed build fails its callers (they hold `starting`); the next call tries again.
+    starting.then(undefined, () => this.forget(starting));
+    this.helper = starting;
+    return starting;
+  }
+
+  private forget(helper: Promise<ChildProcessWithoutNullStreams>): void {
+    if (this.helper === helper) this.helper = undefined;
+  }
+
+  private spawnHelper(binary: string, forgetSelf: () => void): ChildProcessWithoutNullStreams {
     const helper = spawn(binary, [], { stdio: 'pipe', env: scrubbedEnv({}) });
     let stderr = '';
     helper.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -49,6 +69,7 @@ export class HostnameSetter {
       else call?.reject(new Error(`setting a pooled container's hostname: ${line.replace(/^error /, '')}`));
     });
     helper.on('exit', (code, signal) => {
+      forgetSelf();
       const why = new Error(
         `the hostname helper ended (${signal ?? `exit ${code}`}) ${stderr.trim()}`.trim(),
       );
@@ -60,13 +81,21 @@ export class HostnameSetter {
     socket(helper.stderr).unref();
     // A write to a helper that just died: its exit (above) fails the calls waiting on it.
     helper.stdin.on('error', (err) => this.waiting.shift()?.reject(err));
-    this.helper = helper;
+    // Closed while it was being built: it ends at once.
+    if (this.closed) helper.stdin.end();
     return helper;
   }
 
+  /** Ends the helper, also one still being started; later calls fail. */
   close(): void {
-    this.helper?.stdin.end();
+    this.closed = true;
+    const helper = this.helper;
     this.helper = undefined;
+    // A helper that failed to start has nothing to end (its callers got the error).
+    helper?.then(
+      (h) => h.stdin.end(),
+      () => undefined,
+    );
   }
 }
 
