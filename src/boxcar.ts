@@ -50,6 +50,13 @@ export interface Boxcar {
   close(): Promise<void>;
 }
 
+/**
+ * The most idle sandboxes per pool key a serving node keeps when the config names none (each
+ * pool sizes itself to recent demand below it): a runc container holds ~1.5 MiB, a gVisor
+ * sandbox its sentry and gofer (tens of MiB), so fewer of those.
+ */
+const SERVE_POOLS = { runc: 4, gvisor: 2 };
+
 export interface BoxcarOptions {
   state?: string;
   config?: string;
@@ -98,7 +105,10 @@ export async function openBoxcar(
             warmPool: config.warmPools.firecracker ?? config.microvm.warm_pool,
             allowTcgForUntrusted: config.microvm.allow_tcg_for_untrusted,
           },
-          { warmPool: config.warmPools.runc ?? (opts.serving ? 4 : 0) },
+          {
+            runc: config.warmPools.runc ?? (opts.serving ? SERVE_POOLS.runc : 0),
+            gvisor: config.warmPools.gvisor ?? (opts.serving ? SERVE_POOLS.gvisor : 0),
+          },
         ));
   const images = new ImageStore(paths, {
     ...DEFAULT_UNPACK_LIMITS,

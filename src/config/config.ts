@@ -36,6 +36,8 @@ export type SchedulerConfig = z.output<typeof Scheduler>;
  */
 const WarmPools = z.strictObject({
   runc: z.number().int().min(0).max(64).optional(),
+  /** Each idle gVisor sandbox holds its sentry and gofer (see `/v1/node` for their memory). */
+  gvisor: z.number().int().min(0).max(64).optional(),
   /** Microvms (was `microvm.warm_pool`, still read when this is unset). */
   firecracker: z.number().int().min(0).max(64).optional(),
 });

@@ -93,11 +93,11 @@ export function hostRuntimes(
   paths: StatePaths,
   logger: Logger,
   microvm: MicrovmSettings = {},
-  runc: { warmPool?: number } = {},
+  pools: { runc?: number; gvisor?: number } = {},
 ): RuntimeRegistry {
   return new RuntimeRegistry([
-    new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }), ...runc }),
-    new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }) }),
+    new RuncDriver({ paths, logger: logger.child({ runtime: 'runc' }), warmPool: pools.runc }),
+    new GvisorDriver({ paths, logger: logger.child({ runtime: 'gvisor' }), warmPool: pools.gvisor }),
     new MicrovmDriver({
       paths,
       logger: logger.child({ runtime: 'firecracker' }),

@@ -6,6 +6,7 @@ import {
   type OciTool,
   type ToolOptions,
 } from '../shared/conmon-driver.js';
+import { poolShape, type PoolEntry } from '../shared/container-pool.js';
 import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
 import type { SeccompProfile } from '../shared/seccomp.js';
 import { choosePlatform, type Platform } from './platform.js';
@@ -54,6 +55,8 @@ export class GvisorDriver extends ConmonDriver {
     writableRoot: true,
     workspaceReturned: true,
   };
+  /** runsc passes a container no fds: a pooled init is in its root, its job comes on stdin. */
+  protected override readonly poolEntry: PoolEntry = 'stdin';
   private readonly binary: string;
   private platform: Platform | undefined;
 
@@ -90,6 +93,11 @@ export class GvisorDriver extends ConmonDriver {
     if (allow) linux.seccomp.syscalls = [{ ...allow, names: [...allow.names, 'syslog'] }, ...rest];
     linux.resources.pids.limit += SANDBOX_TASKS;
     return spec;
+  }
+
+  /** The sentry sizes itself (MemTotal) by the memory limit it boots with: part of the pool key. */
+  protected override poolShape(spec: Record<string, unknown>): Record<string, unknown> {
+    return poolShape(spec, true);
   }
 
   override async prepare(req: SandboxRequest): Promise<TaskHandle> {

@@ -10,6 +10,7 @@ import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
 import { openBoxcar } from '../../boxcar.js';
 import { silentLogger } from '../../observability/logger.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
+import { neutralView, poolFilled as filled, SANDBOX_VIEW } from '../../testing/warm-pool.js';
 
 /**
  * runc's warm pool for real: containers made ahead, each taken over by exactly one job, which
@@ -21,31 +22,15 @@ let box: Box;
 
 const TRUSTED = { runtime: 'runc', source: 'internal_repo', user_group: 'internal_team' };
 
-/** What a job sees of its own sandbox, with what differs between any two jobs left out. */
+/** A runc job's view: the common one, and its cgroup limits as it reads them itself. */
 const VIEW = [
-  'echo "pid1=$(tr "\\0" " " </proc/1/cmdline)"',
-  'echo "fds=$(ls /proc/self/fd | tr "\\n" " ")"',
-  'echo "host=$(hostname)"',
+  ...SANDBOX_VIEW,
   'echo "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"',
   'echo "pids=$(cat /sys/fs/cgroup/pids/pids.max)"',
   'echo "cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"',
-  'echo "env=$(env | grep -v -e ^BOXCAR_JOB_ID= -e ^HOSTNAME= | sort | tr "\\n" " ")"',
-  'echo "caps=$(grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status | tr "\\n\\t" "  ")"',
-  // Mount points and their options; the ids and host paths differ by sandbox.
-  'echo "mounts=$(cut -d" " -f5,6,9 /proc/self/mountinfo | tr "\\n" ";")"',
-  'echo "root=$(ls -a / | tr "\\n" " ")"',
-  'echo "tmp=$(ls -a /tmp /workspace | tr "\\n" " ")"',
 ].join('; ');
 
-async function idleMembers(): Promise<number> {
-  const status = (await box.runtimes.status()).runc as { warmPool: { idle: unknown[] } };
-  return status.warmPool.idle.length;
-}
-
-async function poolFilled(): Promise<void> {
-  for (let i = 0; i < 200 && (await idleMembers()) < 1; i++) await sleep(50);
-  assert.equal(await idleMembers(), 1, 'the pool holds an idle container');
-}
+const poolFilled = () => filled(box, 'runc');
 
 before(async () => {
   const state = await tempState();
@@ -79,8 +64,7 @@ test('a job takes over a pooled container and cannot tell: the same view as a co
   assert.equal(warm.record.state, 'succeeded', warm.output);
   assert.equal(warm.record.handle?.attributes.fromWarmPool, true, 'the second took the pooled container');
   // Each job has a hostname and a trace of its own; everything else it sees is the same.
-  const neutral = (out: string) => out.replace(/^host=.*$/m, 'host=').replace(/TRACEPARENT=\S+/, '');
-  assert.equal(neutral(warm.output), neutral(cold.output));
+  assert.equal(neutralView(warm.output), neutralView(cold.output));
   assert.match(warm.output, new RegExp(`^host=${jobHostname('view', warm.record.id)}$`, 'm'));
   assert.match(warm.output, /^pid1=sh -c /m);
   assert.match(warm.output, /^fds=0 1 2 3 $/m, 'nothing of the pool is open in the job');

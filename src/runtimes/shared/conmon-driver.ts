@@ -34,14 +34,18 @@ import { ifExists, errorMessage } from '../../lib/errors.js';
 import { currentOwner } from '../../lib/owner.js';
 import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
 import { setContainerLimits } from './cgroups.js';
-import { HostnameSetter } from './hostname-setter.js';
+import { capabilityMask } from './oci-spec.js';
+import { PoolHelper } from './pool-helper.js';
 import {
   ContainerPool,
   jobMessage,
   poolInit,
+  poolInitArgs,
   poolShape,
+  POOL_INIT_IN_ROOT,
   POOL_INIT_PATH,
   POOL_WRAPPER,
+  type PoolEntry,
   type PoolMember,
   type PoolTemplate,
 } from './container-pool.js';
@@ -126,11 +130,13 @@ export abstract class ConmonDriver implements Runtime {
   private readonly pool: ContainerPool;
   /** Sandboxes whose pool key is topped up once their job has started (not beside its start). */
   private readonly refillAfterStart = new Map<string, string>();
-  private readonly hostnames: HostnameSetter;
+  private readonly helper: PoolHelper;
+  /** How a pooled container's init starts and gets its job (see PoolEntry). */
+  protected readonly poolEntry: PoolEntry = 'fd';
 
   constructor(protected readonly opts: ConmonDriverOptions) {
     this.conmon = opts.conmon ?? 'conmon';
-    this.hostnames = new HostnameSetter(path.join(opts.paths.root, 'bin'));
+    this.helper = new PoolHelper(path.join(opts.paths.root, 'bin'));
     this.pool = new ContainerPool(
       opts.warmPool ?? 0,
       (template) => this.createMember(template),
@@ -170,6 +176,11 @@ export abstract class ConmonDriver implements Runtime {
     return spec;
   }
 
+  /** The pool key's part of a job's OCI config (container-pool.ts `poolShape`). */
+  protected poolShape(spec: Record<string, unknown>): Record<string, unknown> {
+    return poolShape(spec);
+  }
+
   async prepare(req: SandboxRequest): Promise<TaskHandle> {
     if (this.pool.enabled) {
       // The job's own config, less what only its own sandbox has (root, cgroup): its pool key,
@@ -185,7 +196,7 @@ export abstract class ConmonDriver implements Runtime {
           workspaceDir: req.workspaceDir,
         }),
       ) as JobConfig;
-      const key = this.pool.keyOf(req, poolShape(spec));
+      const key = this.pool.keyOf(req, this.poolShape(spec));
       if (key !== undefined) {
         const member = this.pool.take(key);
         this.refillAfterStart.set(member?.id ?? req.sandboxId, key);
@@ -242,10 +253,12 @@ export abstract class ConmonDriver implements Runtime {
     pooled?: { init: string },
   ): Promise<number> {
     const tool = this.tool(toolOpts);
+    const entry = pooled && this.poolEntry;
     // conmon runs `<runtime> <runtime args…> create …`: a wrapper becomes the runtime, the tool its first argument.
-    const [runtime, ...toolArgs] = pooled
-      ? ['/bin/sh', '-c', POOL_WRAPPER, 'boxcar-pool', pooled.init, f.channel, ...commandLine(tool)]
-      : commandLine(tool);
+    const [runtime, ...toolArgs] =
+      pooled && entry === 'fd'
+        ? ['/bin/sh', '-c', POOL_WRAPPER, 'boxcar-pool', pooled.init, f.channel, ...commandLine(tool)]
+        : commandLine(tool);
     const runtimeArgs = [...toolArgs, '--log-format=json', '--log', f.ociLog].flatMap((a) => [
       '--runtime-arg',
       a,
@@ -264,12 +277,19 @@ export abstract class ConmonDriver implements Runtime {
       '--log-level', 'warning',
       '--socket-dir-path', f.dir,
       '--full-attach',
+      // The pooled init's job comes on stdin, through the attach socket (<bundle>/attach).
+      ...(entry === 'stdin' ? ['--stdin'] : []),
       ...runtimeArgs,
     ]; // prettier-ignore
     const out = openSync(f.conmonLog, 'a');
     try {
       // detached: its own session, so a Ctrl-C to our process group does not reach the monitor.
-      const mountThenMonitor = `${root.script}; cd "$8"; shift 8; exec "$@"`;
+      // A pooled init that cannot be passed as an fd is copied into the root (its writable layer) first.
+      const [copyInit, initArgs] =
+        pooled && entry === 'stdin'
+          ? ['cp "$9" "${10}"; ', [pooled.init, path.join(root.root, POOL_INIT_IN_ROOT)]]
+          : ['', []];
+      const mountThenMonitor = `${root.script}; ${copyInit}cd "$8"; shift ${8 + initArgs.length}; exec "$@"`;
       const child = spawn(
         'unshare',
         [
@@ -283,6 +303,7 @@ export abstract class ConmonDriver implements Runtime {
           'sh',
           ...root.args,
           f.dir,
+          ...initArgs,
           this.conmon,
           ...args,
         ],
@@ -374,8 +395,9 @@ export abstract class ConmonDriver implements Runtime {
   async start(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId);
     if (driverState(handle, ConmonState)?.pooled) {
-      // The init has waited on its FIFO since the pool made it: the job's message is its start.
-      await writeFile(f.channel, await readFile(f.command));
+      // The init has waited on its channel since the pool made it: the job's message is its start.
+      if (this.poolEntry === 'fd') await writeFile(f.channel, await readFile(f.command));
+      else await this.helper.send(path.join(f.dir, 'attach'), f.command);
       await rm(f.command, { force: true });
     } else {
       await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
@@ -399,7 +421,7 @@ export abstract class ConmonDriver implements Runtime {
     const handle = newHandle({ runtime: this.name, jobId: 'warm-pool', sandboxId: id, logPath });
     // Its programs first (built once per host): a take-over then waits for no compiler.
     const init = await poolInit(path.join(this.opts.paths.root, 'bin'));
-    await this.hostnames.prepare();
+    await this.helper.prepare();
     await recordSandbox(this.opts.paths, handle, currentOwner(this.opts.paths.root));
     try {
       const f = this.files(id);
@@ -414,15 +436,16 @@ export abstract class ConmonDriver implements Runtime {
           rootPath: root.root,
           cgroupsPath: this.cgroupsPath(id),
         }),
-      ) as { process: { args: string[]; env: string[] } };
-      spec.process.args = [POOL_INIT_PATH];
+      ) as MemberSpec;
+      spec.process.args = poolInitArgs(this.poolEntry);
       spec.process.env = [];
+      const dropCapabilities = this.poolEntry === 'stdin' ? grantInitsOwnWork(spec) : '0';
       await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
       const conmonPid = await this.createWithConmon(id, 'warm-pool', logPath, f, root, {}, { init });
       await this.ociRun(id, ['start', id]);
       await rm(f.config, { force: true });
       const containerPid = Number((await readFile(f.pidFile, 'utf8')).trim());
-      return { id, logPath, conmonPid, containerPid };
+      return { id, logPath, conmonPid, containerPid, dropCapabilities };
     } catch (err) {
       await this.destroy(handle).catch((e: unknown) =>
         this.opts.logger.warn(
@@ -469,10 +492,18 @@ export abstract class ConmonDriver implements Runtime {
         cpuPeriodUs: r.cpu.period,
         cpuShares: r.cpu.shares,
       });
-      await this.hostnames.set(member.containerPid, spec.hostname);
-      await writeFile(f.command, jobMessage(spec.process.cwd, spec.process.args, spec.process.env), {
-        mode: 0o600,
+      // runc's init may not set it (no CAP_SYS_ADMIN): the host does, from outside. gVisor's
+      // sandbox has a kernel of its own, where only its init can.
+      const initSetsHostname = this.poolEntry === 'stdin';
+      if (!initSetsHostname) await this.helper.setHostname(member.containerPid, spec.hostname);
+      const message = jobMessage({
+        hostname: initSetsHostname ? spec.hostname : '',
+        dropCapabilities: member.dropCapabilities,
+        cwd: spec.process.cwd,
+        args: spec.process.args,
+        env: spec.process.env,
       });
+      await writeFile(f.command, message, { mode: 0o600 });
     } catch (err) {
       // The caller holds the handle of the sandbox it asked for, not this one: it goes here.
       await this.disposeMember(member).catch((e: unknown) =>
@@ -587,9 +618,7 @@ export abstract class ConmonDriver implements Runtime {
     const pid = await this.conmonPid(handle, f);
     if (pid !== undefined && processAlive(pid) && driverState(handle, ConmonState)?.pooled) {
       // A pooled container runs from the pool's start; its job has not begun while the init waits.
-      const initPid = (await ifExists(readFile(f.pidFile, 'utf8')))?.trim();
-      const cmdline = initPid ? await ifExists(readFile(`/proc/${initPid}/cmdline`, 'utf8')) : undefined;
-      if (cmdline?.startsWith(`${POOL_INIT_PATH}\0`)) return { state: 'created' };
+      if (await this.initWaits(f)) return { state: 'created' };
     }
     if (pid !== undefined && processAlive(pid)) {
       const { stdout } = await this.ociRun(handle.sandboxId, ['state', handle.sandboxId]);
@@ -600,6 +629,19 @@ export abstract class ConmonDriver implements Runtime {
       state: 'gone',
       reason: `no exit code recorded and its monitor (conmon pid ${pid ?? '?'}) is not running`,
     };
+  }
+
+  /**
+   * Whether a pooled container's init still waits for its job. runc's is seen from the host;
+   * gVisor's is inside the sandbox's own kernel, so its message not yet sent says it (sent twice
+   * after a crash between sending and removing it, the second goes nowhere: conmon closed the
+   * job's stdin after the first).
+   */
+  private async initWaits(f: SandboxFiles): Promise<boolean> {
+    if (this.poolEntry === 'stdin') return exists(f.command);
+    const initPid = (await ifExists(readFile(f.pidFile, 'utf8')))?.trim();
+    const cmdline = initPid ? await ifExists(readFile(`/proc/${initPid}/cmdline`, 'utf8')) : undefined;
+    return cmdline?.startsWith(`${POOL_INIT_PATH}\0`) ?? false;
   }
 
   /** The warm pool: each idle container's memory (its cgroup and its monitor's share). */
@@ -623,7 +665,7 @@ export abstract class ConmonDriver implements Runtime {
 
   async close(): Promise<void> {
     await this.pool.close();
-    this.hostnames.close();
+    await this.helper.close();
   }
 
   output(handle: TaskHandle, opts: OutputOptions): AsyncIterable<OutputChunk> {
@@ -635,6 +677,30 @@ export abstract class ConmonDriver implements Runtime {
       isDone: async () => (await this.readExit(f)) !== undefined || !(await exists(f.dir)),
     });
   }
+}
+
+/** What a pooled container's OCI config has that the pool changes. */
+type MemberSpec = {
+  process: { args: string[]; env: string[]; capabilities: Record<CapabilitySet, string[]> };
+  linux: { seccomp: { syscalls: Array<{ names: string[]; action: string }> } };
+};
+type CapabilitySet = 'bounding' | 'effective' | 'permitted' | 'inheritable' | 'ambient';
+
+/** What the init needs to set the job's hostname itself: CAP_SYS_ADMIN, and CAP_SETPCAP to drop it. */
+const INIT_CAPABILITIES = ['CAP_SYS_ADMIN', 'CAP_SETPCAP'];
+
+/**
+ * Grants a pooled init (`stdin` entry) what setting the job's hostname takes, beyond the job's
+ * own capabilities: the capabilities, and `sethostname` past seccomp (the job, without
+ * CAP_SYS_ADMIN, gets EPERM from it as it would from seccomp). Returns the mask of what the
+ * init drops before the job's exec.
+ */
+function grantInitsOwnWork(spec: MemberSpec): string {
+  const caps = spec.process.capabilities;
+  const added = INIT_CAPABILITIES.filter((c) => !caps.bounding.includes(c));
+  for (const set of ['bounding', 'effective', 'permitted'] as const) caps[set] = [...caps[set], ...added];
+  spec.linux.seccomp.syscalls.push({ names: ['sethostname'], action: 'SCMP_ACT_ALLOW' });
+  return capabilityMask(added).toString(16);
 }
 
 /** The OCI runtime has no container of this id (never created, or already deleted). */

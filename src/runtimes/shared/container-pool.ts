@@ -9,8 +9,22 @@ import { IdlePool } from './idle-pool.js';
 
 const INIT_SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/pool-init.c', import.meta.url));
 
-/** How the pooled container's first process is started: runc executes the fd the host opened on it. */
+/**
+ * How a pooled container's init is started and gets its job (pool-init.c): `fd`, runc executes
+ * the fd the host opened on the init and passes it a FIFO; `stdin`, for runsc, which passes no
+ * fds: the init is copied into the container's root, and the job comes on its stdin.
+ */
+export type PoolEntry = 'fd' | 'stdin';
+
+/** Where runc finds the init (`fd`). */
 export const POOL_INIT_PATH = '/proc/self/fd/3';
+/** Where the init is in the container's root (`stdin`) until it unlinks itself. */
+export const POOL_INIT_IN_ROOT = '/.boxcar-pool-init';
+
+/** The init's command line in the container. */
+export function poolInitArgs(entry: PoolEntry): string[] {
+  return entry === 'fd' ? [POOL_INIT_PATH, 'fd'] : [POOL_INIT_IN_ROOT, 'stdin'];
+}
 
 /**
  * conmon runs `<runtime> <runtime args…> create … ID`; for a pooled container the runtime is
@@ -42,6 +56,8 @@ export interface PoolMember {
   conmonPid: number;
   /** The container's first process (the init, until the job's exec replaces it). */
   containerPid: number;
+  /** Capabilities the init had for its own work and drops before the job (a hex mask). */
+  dropCapabilities: string;
 }
 
 /** What every container of one pool key is made from: the first job of that shape's spec and image. */
@@ -121,8 +137,12 @@ export function poolInit(dir: string): Promise<string> {
   return builtCProgram(INIT_SOURCE, dir, 'the warm pool of containers', ['-static']);
 }
 
-/** The OCI config without what a job brings at take-over: what all members of a key share. */
-export function poolShape(spec: Record<string, unknown>): Record<string, unknown> {
+/**
+ * The OCI config without what a job brings at take-over: what all members of a key share.
+ * `keepMemory`: the sandbox sizes itself by its memory limit when it starts (gVisor's sentry
+ * reports it as MemTotal), so a member serves only jobs of its limit.
+ */
+export function poolShape(spec: Record<string, unknown>, keepMemory = false): Record<string, unknown> {
   const s = structuredClone(spec) as {
     process: Record<string, unknown>;
     root: Record<string, unknown>;
@@ -135,15 +155,29 @@ export function poolShape(spec: Record<string, unknown>): Record<string, unknown
   delete s.hostname;
   delete s.root.path;
   delete s.linux.cgroupsPath;
+  const memory = (s.linux.resources as { memory?: unknown } | undefined)?.memory;
   delete s.linux.resources;
+  if (keepMemory) s.linux.resources = { memory };
   return s;
 }
 
-/** The message pool-init.c reads: length, then cwd, argc, argv…, env…, each NUL-terminated. */
-export function jobMessage(cwd: string, args: readonly string[], env: readonly string[]): Buffer {
-  for (const s of [cwd, ...args, ...env])
+/** What a job brings to a pooled container, as pool-init.c reads it. */
+export interface JobMessage {
+  /** Set by the init ("": the host sets it, or none). */
+  hostname: string;
+  /** Hex mask of the capabilities the init drops before the job ("0": none). */
+  dropCapabilities: string;
+  cwd: string;
+  args: readonly string[];
+  env: readonly string[];
+}
+
+/** The bytes pool-init.c reads: length, then hostname, capability mask, cwd, argc, argv…, env…, each NUL-terminated. */
+export function jobMessage(m: JobMessage): Buffer {
+  const strings = [m.hostname, m.dropCapabilities, m.cwd, String(m.args.length), ...m.args, ...m.env];
+  for (const s of strings)
     if (s.includes('\0')) throw new Error('a command, argument or variable of the job holds a NUL byte');
-  const body = Buffer.from([cwd, String(args.length), ...args, ...env].map((s) => `${s}\0`).join(''));
+  const body = Buffer.from(strings.map((s) => `${s}\0`).join(''));
   const head = Buffer.alloc(4);
   head.writeUInt32LE(body.length);
   return Buffer.concat([head, body]);

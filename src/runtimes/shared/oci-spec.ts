@@ -18,7 +18,10 @@ export const CAPABILITIES = [
   'CAP_AUDIT_WRITE',
 ];
 
-/** Bit numbers of the granted capabilities (linux/capability.h), for places that set them by mask. */
+/**
+ * Bit numbers (linux/capability.h) of the granted capabilities and of those a pooled init holds
+ * for its own work, for places that set them by mask.
+ */
 const CAPABILITY_BITS: Record<string, number> = {
   CAP_CHOWN: 0,
   CAP_DAC_OVERRIDE: 1,
@@ -27,7 +30,9 @@ const CAPABILITY_BITS: Record<string, number> = {
   CAP_KILL: 5,
   CAP_SETGID: 6,
   CAP_SETUID: 7,
+  CAP_SETPCAP: 8,
   CAP_NET_BIND_SERVICE: 10,
+  CAP_SYS_ADMIN: 21,
   CAP_AUDIT_WRITE: 29,
 };
 

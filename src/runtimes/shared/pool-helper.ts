@@ -6,14 +6,16 @@ import { fileURLToPath } from 'node:url';
 import { builtCProgram } from '../../lib/c-program.js';
 import { scrubbedEnv } from '../../lib/exec.js';
 
-const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/uts-setter.c', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/pool-helper.c', import.meta.url));
 
 /**
- * Sets the hostname inside a running container's UTS namespace, through one long-lived helper
- * (uts-setter.c) rather than a process per call. Requests are answered in order; a helper that
- * dies fails the calls waiting on it and is started again by the next.
+ * What the host does for a job taking over a pooled container (pool-helper.c): set its hostname
+ * inside the container's UTS namespace (runc), or send its message to the container's stdin
+ * through conmon's attach socket (gVisor). One long-lived helper rather than a process per call;
+ * requests are answered in order; a helper that dies fails the calls waiting on it and is
+ * started again by the next.
  */
-export class HostnameSetter {
+export class PoolHelper {
   private readonly waiting: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /**
    * The running helper, or the one being started: set synchronously, so that concurrent first
@@ -24,16 +26,28 @@ export class HostnameSetter {
 
   constructor(private readonly binDir: string) {}
 
-  async set(pid: number, hostname: string): Promise<void> {
+  /** Sets the hostname of the UTS namespace process `pid` is in. */
+  setHostname(pid: number, hostname: string): Promise<void> {
     if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(hostname))
-      throw new Error(`hostname ${JSON.stringify(hostname)} is not a valid host name`);
+      return Promise.reject(new Error(`hostname ${JSON.stringify(hostname)} is not a valid host name`));
+    return this.request('hostname', String(pid), hostname);
+  }
+
+  /** Sends the bytes of `file` to conmon's attach socket `socket` (the container's stdin), then hangs up. */
+  send(socket: string, file: string): Promise<void> {
+    return this.request('send', socket, file);
+  }
+
+  private async request(op: string, ...args: string[]): Promise<void> {
+    if (args.some((a) => /[\t\n]/.test(a)))
+      throw new Error(`pool helper: ${op} ${args.join(' ')}: a tab or newline`);
     const helper = await this.started();
-    if (this.closed) throw new Error('the hostname helper is closed');
+    if (this.closed) throw new Error('the pool helper is closed');
     // Held only while an answer is due: an idle helper never keeps Node up.
     socket(helper.stdout).ref();
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
-      helper.stdin.write(`${pid} ${hostname}\n`);
+      helper.stdin.write(`${[op, ...args].join('\t')}\n`);
     });
   }
 
@@ -43,7 +57,7 @@ export class HostnameSetter {
   }
 
   private started(): Promise<ChildProcessWithoutNullStreams> {
-    if (this.closed) return Promise.reject(new Error('the hostname helper is closed'));
+    if (this.closed) return Promise.reject(new Error('the pool helper is closed'));
     if (this.helper) return this.helper;
     const starting: Promise<ChildProcessWithoutNullStreams> = this.prepare().then((binary) =>
       this.spawnHelper(binary, () => this.forget(starting)),
@@ -66,13 +80,11 @@ export class HostnameSetter {
       const call = this.waiting.shift();
       if (!this.waiting.length) socket(helper.stdout).unref();
       if (line === 'ok') call?.resolve();
-      else call?.reject(new Error(`setting a pooled container's hostname: ${line.replace(/^error /, '')}`));
+      else call?.reject(new Error(`pool helper: ${line.replace(/^error /, '')}`));
     });
     helper.on('exit', (code, signal) => {
       forgetSelf();
-      const why = new Error(
-        `the hostname helper ended (${signal ?? `exit ${code}`}) ${stderr.trim()}`.trim(),
-      );
+      const why = new Error(`the pool helper ended (${signal ?? `exit ${code}`}) ${stderr.trim()}`.trim());
       for (const call of this.waiting.splice(0)) call.reject(why);
     });
     // Not a reason for Node to stay up: the pool that owns it closes it.
@@ -86,16 +98,17 @@ export class HostnameSetter {
     return helper;
   }
 
-  /** Ends the helper, also one still being started; later calls fail. */
-  close(): void {
+  /** Ends the helper, also one still being started, and waits until it has exited; later calls fail. */
+  async close(): Promise<void> {
     this.closed = true;
     const helper = this.helper;
     this.helper = undefined;
     // A helper that failed to start has nothing to end (its callers got the error).
-    helper?.then(
-      (h) => h.stdin.end(),
-      () => undefined,
-    );
+    const h = await helper?.catch(() => undefined);
+    if (!h || h.exitCode !== null || h.signalCode !== null) return;
+    const exited = new Promise((resolve) => h.once('exit', resolve));
+    h.stdin.end();
+    await exited;
   }
 }
 

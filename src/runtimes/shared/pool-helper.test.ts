@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { leftovers, tempState } from '../../testing/harness.js';
 import { exited } from '../../testing/serve-process.js';
-import { HostnameSetter } from './hostname-setter.js';
+import { PoolHelper } from './pool-helper.js';
 
 let state: Awaited<ReturnType<typeof tempState>>;
 /** A process in a UTS namespace of its own: where the helper sets hostnames. */
@@ -36,7 +36,7 @@ function helpers(): number[] {
         const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
         return (
           ppid === process.pid &&
-          path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('uts-setter')
+          path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('pool-helper')
         );
       } catch {
         return false; // gone between the listing and the read
@@ -45,37 +45,51 @@ function helpers(): number[] {
     .map(Number);
 }
 
-async function noHelperWithin(ms: number): Promise<number[]> {
-  for (let i = 0; i < ms / 20 && helpers().length; i++) await new Promise((r) => setTimeout(r, 20));
-  return helpers();
-}
-
 const hostnameOf = (pid: number) =>
   spawnSync('nsenter', ['-t', String(pid), '-u', 'hostname'], { encoding: 'utf8' }).stdout.trim();
 
 test('concurrent first calls share one helper, and close ends it', async () => {
-  const setter = new HostnameSetter(path.join(state.root, 'bin'));
+  const helper = new PoolHelper(path.join(state.root, 'bin'));
   const pid = holder.pid as number;
-  await Promise.all(['job-a', 'job-b', 'job-c', 'job-d'].map((name) => setter.set(pid, name)));
+  await Promise.all(['job-a', 'job-b', 'job-c', 'job-d'].map((name) => helper.setHostname(pid, name)));
   assert.equal(helpers().length, 1, 'one helper for every call');
   assert.match(hostnameOf(pid), /^job-[a-d]$/);
-  await setter.set(pid, 'job-e');
+  await helper.setHostname(pid, 'job-e');
   assert.equal(hostnameOf(pid), 'job-e');
   assert.notEqual(
     readFileSync('/proc/sys/kernel/hostname', 'utf8').trim(),
     'job-e',
     'the host keeps its name',
   );
-  setter.close();
-  assert.deepEqual(await noHelperWithin(2000), []);
-  await assert.rejects(setter.set(pid, 'job-f'), /closed/);
+  await helper.close();
+  assert.deepEqual(helpers(), []);
+  await assert.rejects(helper.setHostname(pid, 'job-f'), /closed/);
 });
 
 test('a close while the helper is still starting ends it too', async () => {
-  const setter = new HostnameSetter(path.join(state.root, 'bin'));
-  const call = setter.set(holder.pid as number, 'job-g');
-  setter.close();
+  const helper = new PoolHelper(path.join(state.root, 'bin'));
+  const call = helper.setHostname(holder.pid as number, 'job-g');
+  const closed = helper.close();
   // The call either landed before the helper read its end of input, or failed with the close.
   await call.catch((err: Error) => assert.match(err.message, /ended|closed|EPIPE/));
-  assert.deepEqual(await noHelperWithin(2000), [], 'no helper left to hold the process up');
+  await closed;
+  assert.deepEqual(helpers(), [], 'no helper left to hold the process up');
+});
+
+test('a send to a socket that is not there fails with the path, and the helper carries on', async () => {
+  const helper = new PoolHelper(path.join(state.root, 'bin'));
+  try {
+    const missing = path.join(state.root, 'no-such-sandbox', 'attach');
+    await assert.rejects(
+      helper.send(missing, '/dev/null'),
+      new RegExp(`connecting to ${missing}: No such file`),
+    );
+    await assert.rejects(helper.send(missing, path.join(state.root, 'no-file')), /no-file: No such file/);
+    await assert.rejects(helper.setHostname(holder.pid as number, 'bad name'), /not a valid host name/);
+    await helper.setHostname(holder.pid as number, 'job-h');
+    assert.equal(hostnameOf(holder.pid as number), 'job-h');
+  } finally {
+    await helper.close();
+  }
+  assert.deepEqual(helpers(), []);
 });

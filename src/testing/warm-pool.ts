@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { sleep } from '../lib/exec.js';
+import type { Boxcar } from '../boxcar.js';
+
+/**
+ * What a job sees of its own sandbox, with what differs between any two jobs left out: the
+ * lines a pooled job's output must share with those of a job in a sandbox made for it.
+ */
+export const SANDBOX_VIEW = [
+  'echo "pid1=$(tr "\\0" " " </proc/1/cmdline)"',
+  'echo "fds=$(ls /proc/self/fd | tr "\\n" " ")"',
+  'echo "host=$(hostname)"',
+  'echo "env=$(env | grep -v -e ^BOXCAR_JOB_ID= -e ^HOSTNAME= | sort | tr "\\n" " ")"',
+  'echo "caps=$(grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status | tr "\\n\\t" "  ")"',
+  // Mount points and their options; the ids and host paths differ by sandbox.
+  'echo "mounts=$(cut -d" " -f5,6,9 /proc/self/mountinfo | tr "\\n" ";")"',
+  'echo "root=$(ls -a / | tr "\\n" " ")"',
+  'echo "tmp=$(ls -a /tmp /workspace | tr "\\n" " ")"',
+];
+
+/** Each job has a hostname and a trace of its own: its view without them. */
+export const neutralView = (out: string): string =>
+  out.replace(/^host=.*$/m, 'host=').replace(/TRACEPARENT=\S+/, '');
+
+/** How many idle sandboxes `runtime`'s warm pool holds now. */
+export async function idleMembers(box: Boxcar, runtime: string): Promise<number> {
+  const status = (await box.runtimes.status())[runtime] as { warmPool: { idle: unknown[] } };
+  return status.warmPool.idle.length;
+}
+
+/** Waits (up to 20 s) until `runtime`'s pool holds `idle` idle sandboxes. */
+export async function poolFilled(box: Boxcar, runtime: string, idle = 1): Promise<void> {
+  for (let i = 0; i < 400 && (await idleMembers(box, runtime)) < idle; i++) await sleep(50);
+  assert.equal(await idleMembers(box, runtime), idle, `the ${runtime} pool holds ${idle} idle sandbox(es)`);
+}
