@@ -2,8 +2,8 @@
  * Startup of a container job: Boxcar (`startupMs`, and the whole `boxcar run` process) beside
  * the raw OCI runtime (`runc run` / `runsc run`) on the same bundle and `podman run --rm` with
  * that runtime on the same rootfs.
- * With a warm pool (runc): startupMs of a job that takes over a pooled container, in a node as
- * `serve` runs them, with a pooled container free for each job; and an idle one's memory.
+ * With a warm pool: startupMs of a job that takes over a pooled sandbox, in a node as `serve`
+ * runs them, with a pooled sandbox free for each job; and an idle one's memory.
  * Run: node dist/bench/startup.js [runc|gvisor] [runs]   (root; installs podman if missing)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -71,20 +71,20 @@ async function main() {
     // does whose pool keeps up with its start rate.
     const pooled: number[] = [];
     let idle1: { memoryBytes: number; cgroupBytes: number; monitorPssBytes: number } | undefined;
-    if (RUNTIME === 'runc') {
+    {
       const config = path.join(root, 'pool.yaml');
-      await writeFile(config, 'warm_pools:\n  runc: 1\n');
+      await writeFile(config, `warm_pools:\n  ${RUNTIME}: 1\n`);
       const box = await openBoxcar({ state: path.join(root, 'pooled'), config }, silentLogger());
       try {
         const spec = JobSpec.parse({
-          runtime: 'runc',
+          runtime: RUNTIME,
           command: ['true'],
           source: SOURCE,
-          user_group: 'internal_team',
+          user_group: RUNTIME === 'runc' ? 'internal_team' : 'external_contributor',
         });
         const idle = async () =>
           (
-            (await box.runtimes.status()).runc as {
+            (await box.runtimes.status())[RUNTIME] as {
               warmPool: {
                 idle: Array<{ memoryBytes: number; cgroupBytes: number; monitorPssBytes: number }>;
               };
@@ -107,7 +107,7 @@ async function main() {
           if (record.state !== 'succeeded') throw new Error(`pooled job ${record.state}: ${record.error}`);
           if (i > 0) {
             if (!record.handle?.attributes.fromWarmPool)
-              throw new Error('a pooled job found no pooled container');
+              throw new Error('a pooled job found no pooled sandbox');
             pooled.push(record.startupMs ?? NaN);
           }
         }
@@ -201,15 +201,13 @@ async function main() {
     console.log(row([`raw \`${tool} run\` (same bundle, foreground)`, mRaw, '1.00x']));
     console.log(row(['boxcar startupMs (accepted → running)', median(startup), vsRaw(median(startup))]));
     if (pooled.length)
-      console.log(row(['boxcar startupMs, pooled container free', median(pooled), vsRaw(median(pooled))]));
+      console.log(row(['boxcar startupMs, pooled sandbox free', median(pooled), vsRaw(median(pooled))]));
     console.log(row(['boxcar run, whole process (node + job)', median(wall), vsRaw(median(wall))]));
     console.log(row([`podman run --rm --runtime ${tool}`, median(podman), vsRaw(median(podman))]));
     console.log(`boxcar startupMs minus raw ${tool}: ${(median(startup) - mRaw).toFixed(1)} ms`);
-    if (pooled.length)
-      console.log(
-        `idle pooled container: ${mib(idle1?.memoryBytes)} MiB (its cgroup ${mib(idle1?.cgroupBytes)}, its conmon's PSS ${mib(idle1?.monitorPssBytes)})`,
-      );
-    else console.log(`${RUNTIME}: no warm pool for this runtime yet`);
+    console.log(
+      `idle pooled sandbox: ${mib(idle1?.memoryBytes)} MiB (its cgroup ${mib(idle1?.cgroupBytes)}, its conmon's PSS ${mib(idle1?.monitorPssBytes)})`,
+    );
   } catch (err) {
     console.error('benchmark failed:', err);
     process.exitCode = 1;

@@ -107,6 +107,7 @@ export class PoolHelper {
     const h = await helper?.catch(() => undefined);
     if (!h || h.exitCode !== null || h.signalCode !== null) return;
     const exited = new Promise((resolve) => h.once('exit', resolve));
+    h.ref(); // its exit is awaited now: Node stays up for it
     h.stdin.end();
     await exited;
   }
