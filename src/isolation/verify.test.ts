@@ -54,35 +54,40 @@ test('boxcar verify-isolation: every probe blocked on runc, gvisor and wasm; sys
   assert.deepEqual(await leftovers(state), []);
 });
 
-test('boxcar verify-isolation on pooled runc containers: every probe blocked in a container made ahead', async (t) => {
-  const state = await tempState();
-  t.after(() => state.cleanup());
-  const config = path.join(state.root, 'config.yaml');
-  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  runc: 2\n`);
-  const r = spawnSync(
-    process.execPath,
-    [MAIN, '--state', state.root, '--config', config, 'verify-isolation', '--runtime', 'runc', '--json'],
-    { encoding: 'utf8', timeout: 300_000 },
-  );
-  assert.equal(r.status, 0, r.stderr + r.stdout);
-  const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
-  assert.equal(passed, true);
-  assert.ok(results.length >= SYSCALL_PROBES.length + 14, `${results.length} probes`);
-  for (const p of results) assert.equal(p.verdict, 'blocked', `${p.probe}: ${p.detail}`);
-  // Jobs with a network never take a pooled container; every other probe job did (verify.ts
-  // primes each shape first).
-  const store = await openStore(undefined, state);
-  t.after(() => store.close());
-  const probes = (await store.listJobs({ limit: 1000 })).filter((j) => j.spec.name !== PRIMING_JOB);
-  const plain = probes.filter((j) => !j.spec.network.enabled);
-  t.diagnostic(
-    `${plain.length} of ${probes.length} probe jobs had no network: each ran in a pooled container`,
-  );
-  assert.ok(plain.length >= 5, `${plain.length} probe jobs without network`);
-  for (const j of plain)
-    assert.equal(j.handle?.attributes.fromWarmPool, true, `${j.spec.command.join(' ').slice(0, 80)}: pooled`);
-  assert.deepEqual(await leftovers(state), []);
-});
+for (const runtime of ['runc', 'gvisor'] as const)
+  test(`boxcar verify-isolation on pooled ${runtime} sandboxes: every probe blocked in a sandbox made ahead`, async (t) => {
+    const state = await tempState();
+    t.after(() => state.cleanup());
+    const config = path.join(state.root, 'config.yaml');
+    await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  ${runtime}: 2\n`);
+    const r = spawnSync(
+      process.execPath,
+      [MAIN, '--state', state.root, '--config', config, 'verify-isolation', '--runtime', runtime, '--json'],
+      { encoding: 'utf8', timeout: 300_000 },
+    );
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
+    assert.equal(passed, true);
+    assert.ok(results.length >= SYSCALL_PROBES.length + 14, `${results.length} probes`);
+    for (const p of results) assert.equal(p.verdict, 'blocked', `${p.probe}: ${p.detail}`);
+    // Jobs with a network never take a pooled sandbox; every other probe job did (verify.ts
+    // primes each shape first).
+    const store = await openStore(undefined, state);
+    t.after(() => store.close());
+    const probes = (await store.listJobs({ limit: 1000 })).filter((j) => j.spec.name !== PRIMING_JOB);
+    const plain = probes.filter((j) => !j.spec.network.enabled);
+    t.diagnostic(
+      `${plain.length} of ${probes.length} probe jobs had no network: each ran in a pooled ${runtime} sandbox`,
+    );
+    assert.ok(plain.length >= 5, `${plain.length} probe jobs without network`);
+    for (const j of plain)
+      assert.equal(
+        j.handle?.attributes.fromWarmPool,
+        true,
+        `${j.spec.command.join(' ').slice(0, 80)}: pooled`,
+      );
+    assert.deepEqual(await leftovers(state), []);
+  });
 
 test('positive control: the cross-job checks do find a victim that shares the attacker’s sandbox', async (t) => {
   const box = await testBoxcar();
