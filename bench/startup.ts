@@ -4,7 +4,8 @@
  * that runtime on the same rootfs.
  * With a warm pool: startupMs of a job that takes over a pooled sandbox, in a node as `serve`
  * runs them, with a pooled sandbox free for each job; and an idle one's memory.
- * Run: node dist/bench/startup.js [runc|gvisor] [runs]   (root; installs podman if missing)
+ * And what the whole process spends before its job: Node's own start, and loading the command.
+ * Run: node dist/bench/startup.js [runc|gvisor|both] [runs]   (root; installs podman if missing)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
@@ -28,10 +29,12 @@ import { executeJob } from '../src/runner/execute.js';
 import { currentOwner } from '../src/lib/owner.js';
 import { sleep } from '../src/lib/exec.js';
 
-const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
+type Measured = 'runc' | 'gvisor';
+const RUNTIMES: Measured[] =
+  !process.argv[2] || process.argv[2] === 'both' ? ['runc', 'gvisor'] : [process.argv[2] as Measured];
 const RUNS = Number(process.argv[3] ?? 15);
 /** The raw tool, as Boxcar's driver calls it (gVisor: same platform and network flags). */
-const RAW: Record<typeof RUNTIME, { bin: string; flags: (root: string) => string[]; podman: string[] }> = {
+const RAW: Record<Measured, { bin: string; flags: (root: string) => string[]; podman: string[] }> = {
   runc: { bin: '/usr/sbin/runc', flags: (root) => ['--root', root], podman: ['--runtime', '/usr/sbin/runc'] },
   gvisor: {
     bin: '/usr/bin/runsc',
@@ -46,18 +49,31 @@ const RAW: Record<typeof RUNTIME, { bin: string; flags: (root: string) => string
     ],
   },
 };
-const SOURCE = RUNTIME === 'runc' ? 'internal_repo' : 'external_pr';
 const mib = (b = 0) => (b / 2 ** 20).toFixed(2);
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 async function main() {
+  for (const runtime of RUNTIMES) await measure(runtime);
+  // What a whole `boxcar run` process spends before its job does anything.
+  const bare = Array.from({ length: RUNS }, () => timeCommand(process.execPath, ['-e', '0']).ms);
+  const loaded = Array.from(
+    { length: RUNS },
+    () => timeCommand(process.execPath, [MAIN, 'run', '--help']).ms,
+  );
+  console.log('a whole `boxcar run` process, before its job (medians, ms)');
+  console.log(row(['node -e 0 (the runtime alone)', median(bare), '']));
+  console.log(row(['boxcar run --help (node + the command loaded)', median(loaded), '']));
+}
+
+async function measure(runtime: Measured) {
+  const source = runtime === 'runc' ? 'internal_repo' : 'external_pr';
   const root = await mkdtemp(path.join(os.tmpdir(), 'bx-bench-'));
   try {
     const paths = statePaths(path.join(root, 'state'));
     const image = await resolveImage(new ImageStore(paths), undefined);
 
     // Boxcar: startupMs (acceptance → process running) and the whole CLI process.
-    const run = ['run', '--runtime', RUNTIME, '--source', SOURCE, '--json', '--', 'true'];
+    const run = ['run', '--runtime', runtime, '--source', source, '--json', '--', 'true'];
     timeCommand(process.execPath, [MAIN, '--state', paths.root, ...run]); // warm-up
     const startup: number[] = [];
     const wall: number[] = [];
@@ -73,18 +89,18 @@ async function main() {
     let idle1: { memoryBytes: number; cgroupBytes: number; monitorPssBytes: number } | undefined;
     {
       const config = path.join(root, 'pool.yaml');
-      await writeFile(config, `warm_pools:\n  ${RUNTIME}: 1\n`);
+      await writeFile(config, `warm_pools:\n  ${runtime}: 1\n`);
       const box = await openBoxcar({ state: path.join(root, 'pooled'), config }, silentLogger());
       try {
         const spec = JobSpec.parse({
-          runtime: RUNTIME,
+          runtime: runtime,
           command: ['true'],
-          source: SOURCE,
-          user_group: RUNTIME === 'runc' ? 'internal_team' : 'external_contributor',
+          source: source,
+          user_group: runtime === 'runc' ? 'internal_team' : 'external_contributor',
         });
         const idle = async () =>
           (
-            (await box.runtimes.status())[RUNTIME] as {
+            (await box.runtimes.status())[runtime] as {
               warmPool: {
                 idle: Array<{ memoryBytes: number; cgroupBytes: number; monitorPssBytes: number }>;
               };
@@ -138,8 +154,8 @@ async function main() {
         cgroupsPath: `/boxcar-bench/${id}`,
       });
       await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
-      const r = timeCommand(RAW[RUNTIME].bin, [
-        ...RAW[RUNTIME].flags(runcRoot),
+      const r = timeCommand(RAW[runtime].bin, [
+        ...RAW[runtime].flags(runcRoot),
         'run',
         '--bundle',
         bundle,
@@ -187,16 +203,16 @@ async function main() {
       'localhost/bb:latest',
       '/bin/true',
     ];
-    const pmRuntime = RAW[RUNTIME].podman;
+    const pmRuntime = RAW[runtime].podman;
     timeCommand('podman', [...pm, ...pmRuntime, ...podmanRun]);
     for (let i = 0; i < RUNS; i++) podman.push(timeCommand('podman', [...pm, ...pmRuntime, ...podmanRun]).ms);
     spawnSync('podman', [...pm, 'system', 'reset', '--force'], { stdio: 'ignore' });
     spawnSync('umount', ['-l', path.join(root, 'pm/root/overlay')], { stdio: 'ignore' }); // podman's own bind mount
 
     const mRaw = median(raw);
-    const tool = RUNTIME === 'runc' ? 'runc' : 'runsc';
+    const tool = runtime === 'runc' ? 'runc' : 'runsc';
     const vsRaw = (v: number) => `${(v / mRaw).toFixed(2)}x`;
-    console.log(`${RUNTIME} startup, ${RUNS} runs each, medians (ms), ${os.cpus().length} cores`);
+    console.log(`${runtime} startup, ${RUNS} runs each, medians (ms), ${os.cpus().length} cores`);
     console.log(row(['what', 'median', `vs raw ${tool}`]));
     console.log(row([`raw \`${tool} run\` (same bundle, foreground)`, mRaw, '1.00x']));
     console.log(row(['boxcar startupMs (accepted → running)', median(startup), vsRaw(median(startup))]));
