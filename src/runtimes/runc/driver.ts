@@ -1,6 +1,9 @@
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Capabilities, Fingerprint } from '../runtime.js';
 import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
 import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
+import { startThroughExecFifo } from './exec-fifo.js';
 
 /** Trusted jobs: runc containers (shared kernel, ~10–30 ms to start here). */
 export class RuncDriver extends ConmonDriver {
@@ -26,6 +29,23 @@ export class RuncDriver extends ConmonDriver {
 
   protected tool(): OciTool {
     return { binary: this.binary, globalArgs: ['--root', this.opts.paths.runcRoot] };
+  }
+
+  /**
+   * A container whose first process has ended is state on disk and a cgroup (`destroy` removes
+   * that): its PID namespace ended with its PID 1, so no process of it is left to kill. Its
+   * state directory goes without a runc process, as runc's own delete removes it; any other
+   * container goes through `runc delete --force`.
+   */
+  protected override async deleteContainer(sandboxId: string, exited: boolean): Promise<void> {
+    if (exited) await rm(path.join(this.opts.paths.runcRoot, sandboxId), { recursive: true, force: true });
+    else await super.deleteContainer(sandboxId, exited);
+  }
+
+  /** `runc start` without a runc process (see exec-fifo.ts). */
+  protected override async startCreated(sandboxId: string): Promise<void> {
+    const fifo = path.join(this.opts.paths.runcRoot, sandboxId, 'exec.fifo');
+    await startThroughExecFifo(fifo, await this.containerPid(sandboxId));
   }
 
   async fingerprint(): Promise<Fingerprint> {

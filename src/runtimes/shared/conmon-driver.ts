@@ -392,6 +392,29 @@ export abstract class ConmonDriver implements Runtime {
     }
   }
 
+  /** Starts a created container's process (`<runtime> start`). */
+  protected async startCreated(sandboxId: string): Promise<void> {
+    await this.ociRun(sandboxId, ['start', sandboxId]);
+  }
+
+  /**
+   * Removes the runtime's container (`<runtime> delete --force`); `exited`: its first process has
+   * ended (conmon recorded its exit). The cgroup is removed after, by `destroy`.
+   */
+  protected async deleteContainer(sandboxId: string, exited: boolean): Promise<void> {
+    void exited; // runsc's sandbox and gofer outlive the container's process: always its delete
+    try {
+      await this.ociRun(sandboxId, ['delete', '--force', sandboxId]);
+    } catch (err) {
+      if (!(err instanceof ContainerNotFound)) throw err;
+    }
+  }
+
+  /** The container's first process on the host, as the runtime wrote it at create. */
+  protected async containerPid(sandboxId: string): Promise<number> {
+    return Number((await readFile(this.files(sandboxId).pidFile, 'utf8')).trim());
+  }
+
   async start(handle: TaskHandle): Promise<void> {
     const f = this.files(handle.sandboxId);
     if (driverState(handle, ConmonState)?.pooled) {
@@ -400,7 +423,7 @@ export abstract class ConmonDriver implements Runtime {
       else await this.helper.send(path.join(f.dir, 'attach'), f.command);
       await rm(f.command, { force: true });
     } else {
-      await this.ociRun(handle.sandboxId, ['start', handle.sandboxId]);
+      await this.startCreated(handle.sandboxId);
       await rm(f.config, { force: true });
     }
     const key = this.refillAfterStart.get(handle.sandboxId);
@@ -442,9 +465,9 @@ export abstract class ConmonDriver implements Runtime {
       const dropCapabilities = this.poolEntry === 'stdin' ? grantInitsOwnWork(spec) : '0';
       await writeFile(f.config, JSON.stringify(spec), { mode: 0o600 });
       const conmonPid = await this.createWithConmon(id, 'warm-pool', logPath, f, root, {}, { init });
-      await this.ociRun(id, ['start', id]);
+      await this.startCreated(id);
       await rm(f.config, { force: true });
-      const containerPid = Number((await readFile(f.pidFile, 'utf8')).trim());
+      const containerPid = await this.containerPid(id);
       return { id, logPath, conmonPid, containerPid, dropCapabilities };
     } catch (err) {
       await this.destroy(handle).catch((e: unknown) =>
@@ -583,11 +606,7 @@ export abstract class ConmonDriver implements Runtime {
     const f = this.files(handle.sandboxId);
     this.refillAfterStart.delete(handle.sandboxId);
     try {
-      try {
-        await this.ociRun(handle.sandboxId, ['delete', '--force', handle.sandboxId]);
-      } catch (err) {
-        if (!(err instanceof ContainerNotFound)) throw err;
-      }
+      await this.deleteContainer(handle.sandboxId, (await this.readExit(f)) !== undefined);
       const pid = await this.conmonPid(handle, f);
       if (pid !== undefined && processAlive(pid)) {
         // conmon exits by itself once the container is gone; give it a moment, then make sure.
