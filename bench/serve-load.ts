@@ -13,7 +13,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sleep } from '../src/lib/exec.js';
 import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
-import { hostCpuNs, memAvailable, rss } from '../src/lib/proc.js';
+import { hostCpuNs, memAvailable, processFootprint, rss } from '../src/lib/proc.js';
 import { median, percentile, row } from './lib/stats.js';
 
 const N = Number(process.argv[2] ?? 1000);
@@ -52,6 +52,8 @@ async function main() {
     const idleRss = rss(child.pid as number);
     const avail0 = memAvailable();
     const cpu0 = hostCpuNs();
+    const serveCpu0 = (await processFootprint(child.pid as number))?.cpuNs ?? NaN;
+    const clientCpu0 = process.cpuUsage();
     const submitMs: number[] = [];
     const ids: string[] = [];
     const t0 = performance.now();
@@ -80,6 +82,13 @@ async function main() {
       user: (cpu1.userNs - cpu0.userNs) / N / 1e6,
       system: (cpu1.systemNs - cpu0.systemNs) / N / 1e6,
     };
+    // Of which the node itself (its process) and this client; the rest is the sandboxes'
+    // making: conmon, runc create and runc init, the root's mounts, and the kernel's part.
+    const serveMsPerJob =
+      (((await processFootprint(child.pid as number))?.cpuNs ?? NaN) - serveCpu0) / N / 1e6;
+    const client = process.cpuUsage(clientCpu0);
+    const clientMsPerJob = (client.user + client.system) / N / 1e3;
+    const sandboxMsPerJob = cpuPerJob.user + cpuPerJob.system - serveMsPerJob - clientMsPerJob;
     await sleep(2000);
     const perJob = (avail0 - memAvailable()) / N;
     const loadedRss = rss(child.pid as number);
@@ -117,6 +126,9 @@ async function main() {
         '',
       ]),
     );
+    console.log(row(['  of which the node (boxcar serve) (ms)', serveMsPerJob, '']));
+    console.log(row(['  of which this benchmark client (ms)', clientMsPerJob, '']));
+    console.log(row(['  of which making sandboxes (runc, conmon…) (ms)', sandboxMsPerJob, '']));
     console.log(
       row([
         'control-plane RSS idle → loaded (MiB)',
