@@ -17,10 +17,22 @@ export async function builtCProgram(
   user: string,
   flags: readonly string[] = [],
 ): Promise<string> {
+  // Asked for at every job's start: known binaries are not hashed again while they exist.
+  const key = [source, dir, ...flags].join('\0');
+  const known = built.get(key);
+  if (known !== undefined && existsSync(known)) return known;
+  const binary = await build(source, dir, user, flags);
+  built.set(key, binary);
+  return binary;
+}
+
+const built = new Map<string, string>();
+
+async function build(source: string, dir: string, user: string, flags: readonly string[]): Promise<string> {
   const text = await readFile(source);
   const name = path.basename(source, '.c');
-  const built = flags.length ? Buffer.concat([text, Buffer.from(`\0${flags.join(' ')}`)]) : text;
-  const binary = path.join(dir, `${name}-${digestHex(sha256(built)).slice(0, 12)}`);
+  const input = flags.length ? Buffer.concat([text, Buffer.from(`\0${flags.join(' ')}`)]) : text;
+  const binary = path.join(dir, `${name}-${digestHex(sha256(input)).slice(0, 12)}`);
   if (existsSync(binary)) return binary;
   await mkdir(dir, { recursive: true });
   await withLock(`${binary}.lock`, async () => {

@@ -66,9 +66,26 @@ function processesUsing(root: string): Array<{ pid: number; command: string }> {
       throw err;
     }
     const args = cmdline.split('\0');
-    if (args.some((a) => a.includes(`${root}/`))) found.push({ pid, command: args.slice(0, 1).join(' ') });
+    if (!args.some((a) => a.includes(`${root}/`)) || ownHelper(pid, args[0] ?? '')) continue;
+    found.push({ pid, command: args.slice(0, 1).join(' ') });
   }
   return found;
+}
+
+/**
+ * The container helper of a Boxcar open in this process: it serves that Boxcar's jobs until
+ * the Boxcar closes (and is left over if it outlives it, no longer this process's child).
+ */
+function ownHelper(pid: number, command: string): boolean {
+  if (!path.basename(command).startsWith('container-helper-')) return false;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESRCH') return true; // gone: not left over
+    throw err;
+  }
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
 }
 
 /** Last-resort cleanup when a test failed half-way: every container and mount of this state dir. */

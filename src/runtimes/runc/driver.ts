@@ -3,7 +3,6 @@ import path from 'node:path';
 import type { Capabilities, Fingerprint } from '../runtime.js';
 import { ConmonDriver, type ConmonDriverOptions, type OciTool } from '../shared/conmon-driver.js';
 import { ociRuntimeFingerprint } from '../shared/fingerprint.js';
-import { startThroughExecFifo } from './exec-fifo.js';
 
 /** Trusted jobs: runc containers (shared kernel, ~10–30 ms to start here). */
 export class RuncDriver extends ConmonDriver {
@@ -42,10 +41,10 @@ export class RuncDriver extends ConmonDriver {
     else await super.deleteContainer(sandboxId, exited);
   }
 
-  /** `runc start` without a runc process (see exec-fifo.ts). */
+  /** `runc start` without a runc process: the host's helper reads the exec FIFO (container-helper.c). */
   protected override async startCreated(sandboxId: string): Promise<void> {
     const fifo = path.join(this.opts.paths.runcRoot, sandboxId, 'exec.fifo');
-    await startThroughExecFifo(fifo, await this.containerPid(sandboxId));
+    await this.helper.startContainer(fifo, await this.containerPid(sandboxId));
   }
 
   async fingerprint(): Promise<Fingerprint> {

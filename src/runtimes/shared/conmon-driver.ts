@@ -27,7 +27,7 @@ import { processAlive, pss } from '../../lib/proc.js';
 import { followFile, k8sFileDecoder } from '../../lib/follow.js';
 import { leaseFor, recordedSlot, recordSlotIn, releaseRecordedNetwork, setupNetwork } from './network.js';
 import { ociSpec } from './oci-spec.js';
-import { prepareJobRoot, unmountJobRoot, type JobRootMount } from './job-root.js';
+import { jobLauncher, prepareJobRoot, unmountJobRoot, type JobRootMount } from './job-root.js';
 import { imageLayers } from '../../images/image.js';
 import { ChangeWatcher } from '../../lib/watch.js';
 import { ifExists, errorMessage } from '../../lib/errors.js';
@@ -35,7 +35,7 @@ import { currentOwner } from '../../lib/owner.js';
 import { recordSandbox, forgetSandbox } from '../sandbox-ledger.js';
 import { setContainerLimits } from './cgroups.js';
 import { capabilityMask } from './oci-spec.js';
-import { PoolHelper } from './pool-helper.js';
+import { ContainerHelper } from './container-helper.js';
 import {
   ContainerPool,
   jobMessage,
@@ -130,13 +130,14 @@ export abstract class ConmonDriver implements Runtime {
   private readonly pool: ContainerPool;
   /** Sandboxes whose pool key is topped up once their job has started (not beside its start). */
   private readonly refillAfterStart = new Map<string, string>();
-  private readonly helper: PoolHelper;
+  /** Does on the host, in one long-lived process, what would cost a process per job. */
+  protected readonly helper: ContainerHelper;
   /** How a pooled container's init starts and gets its job (see PoolEntry). */
   protected readonly poolEntry: PoolEntry = 'fd';
 
   constructor(protected readonly opts: ConmonDriverOptions) {
     this.conmon = opts.conmon ?? 'conmon';
-    this.helper = new PoolHelper(path.join(opts.paths.root, 'bin'));
+    this.helper = new ContainerHelper(path.join(opts.paths.root, 'bin'));
     this.pool = new ContainerPool(
       opts.warmPool ?? 0,
       (template) => this.createMember(template),
@@ -281,39 +282,21 @@ export abstract class ConmonDriver implements Runtime {
       ...(entry === 'stdin' ? ['--stdin'] : []),
       ...runtimeArgs,
     ]; // prettier-ignore
+    // A pooled init that cannot be passed as an fd is copied into the root (its writable
+    // layer); one that can waits on a FIFO, made with the root.
+    const [copyFrom, copyTo] =
+      pooled && entry === 'stdin' ? [pooled.init, path.join(root.root, POOL_INIT_IN_ROOT)] : ['', ''];
+    const fifo = pooled && entry === 'fd' ? f.channel : '';
+    const launcher = await jobLauncher(path.join(this.opts.paths.root, 'bin'));
     const out = openSync(f.conmonLog, 'a');
     try {
       // detached: its own session, so a Ctrl-C to our process group does not reach the monitor.
-      // A pooled init that cannot be passed as an fd is copied into the root (its writable layer) first.
-      const [copyInit, initArgs] =
-        pooled && entry === 'stdin'
-          ? ['cp "$9" "${10}"; ', [pooled.init, path.join(root.root, POOL_INIT_IN_ROOT)]]
-          : ['', []];
-      const mountThenMonitor = `${root.script}; ${copyInit}cd "$8"; shift ${8 + initArgs.length}; exec "$@"`;
-      const child = spawn(
-        'unshare',
-        [
-          '--mount',
-          '--propagation',
-          'private',
-          '--',
-          'sh',
-          '-ec',
-          mountThenMonitor,
-          'sh',
-          ...root.args,
-          f.dir,
-          ...initArgs,
-          this.conmon,
-          ...args,
-        ],
-        {
-          cwd: f.dir,
-          detached: true,
-          stdio: ['ignore', out, out, 'pipe'],
-          env: scrubbedEnv({ _OCI_SYNCPIPE: '3' }),
-        },
-      );
+      const child = spawn(launcher, [...root.args, f.dir, copyFrom, copyTo, fifo, this.conmon, ...args], {
+        cwd: f.dir,
+        detached: true,
+        stdio: ['ignore', out, out, 'pipe'],
+        env: scrubbedEnv({ _OCI_SYNCPIPE: '3' }),
+      });
       const sync = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
       const pid = await new Promise<number>((resolve, reject) => {
         let text = '';

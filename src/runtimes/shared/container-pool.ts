@@ -28,7 +28,8 @@ export function poolInitArgs(entry: PoolEntry): string[] {
 
 /**
  * conmon runs `<runtime> <runtime args…> create … ID`; for a pooled container the runtime is
- * this script: it makes the command FIFO, opens the init binary (fd 3) and the FIFO (fd 4), and
+ * this script: it opens the init binary (fd 3) and the command FIFO (fd 4, made with the
+ * container's root by job-launcher.c), and
  * hands both to the container with `create --preserve-fds 2`. Arguments: init, FIFO, then the OCI runtime's
  * own command line.
  */
@@ -40,8 +41,6 @@ export const POOL_WRAPPER = [
   '  if [ $added = 0 ] && [ "$a" = create ]; then set -- "$@" create --preserve-fds 2; added=1',
   '  else set -- "$@" "$a"; fi',
   'done',
-  // The FIFO is made here rather than by a process of its own: one fewer per pooled container.
-  '[ -p "$channel" ] || mkfifo -m 600 "$channel"',
   'exec 3<"$init" 4<>"$channel"',
   'exec "$@"',
 ].join('\n');

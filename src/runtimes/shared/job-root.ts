@@ -1,7 +1,9 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { errnoCode, ifExists, withContext } from '../../lib/errors.js';
 import { run, sleep } from '../../lib/exec.js';
+import { builtCProgram } from '../../lib/c-program.js';
 import { overlayOptions, tmpfsOptions, unmount } from './mounts.js';
 
 /**
@@ -23,11 +25,24 @@ function rootPaths(sandboxDir: string) {
   };
 }
 
+const LAUNCHER_SOURCE = fileURLToPath(
+  new URL('../../../../src/runtimes/shared/job-launcher.c', import.meta.url),
+);
+
 /**
- * How to mount a job's root: one shell does the whole sequence (the tmpfs, the upper and work
- * directories in it, the overlay), since a process started from Boxcar costs more than the
- * mounts themselves. `script` takes `args` as its positional parameters ($1…$7); the mount
- * points are made first (`prepareJobRoot`).
+ * The program that mounts a job's root (`JobRootMount.args`) in a mount namespace of its own and
+ * starts the container's monitor there (job-launcher.c), built once per host.
+ */
+export function jobLauncher(binDir: string): Promise<string> {
+  return builtCProgram(LAUNCHER_SOURCE, binDir, 'container jobs', ['-static']);
+}
+
+/**
+ * How to mount a job's root: the tmpfs, the upper and work directories in it, the overlay, in
+ * one process, since a process started from Boxcar costs more than the mounts themselves.
+ * `args` are the positional parameters of `script` (a shell's, $1…$7: `mountJobRoot`) and the
+ * first of job-launcher.c's (a container's start); the mount points are made first
+ * (`prepareJobRoot`).
  */
 export interface JobRootMount {
   root: string;

@@ -1,7 +1,7 @@
 /*
- * What the host does for a job taking over a pooled container (see pool-helper.ts). One
- * long-lived process does it for every take-over, since a process started per job would cost a
- * pooled start a third of its time.
+ * What the host does for a job's container without starting a process for it (see
+ * container-helper.ts). One long-lived process does it for every job, since a process started
+ * per job would cost a pooled start a third of its time.
  *
  * Reads tab-separated requests, one per line, on stdin, and answers each with "ok" or
  * "error <why>":
@@ -13,10 +13,19 @@
  *   send SOCKET FILE    Sends FILE's bytes to conmon's attach socket SOCKET, which writes them to
  *                       the container's stdin (gVisor's pooled init reads its job there), then
  *                       disconnects, which makes conmon close that stdin.
+ *   start FIFO PID      What `runc start` does, without a runc process (a Go binary: ~10 ms of
+ *                       CPU per job here): a created container's init (PID) waits to open its
+ *                       exec FIFO for writing; a reader lets it write one byte and exec the
+ *                       container's process, which closes the FIFO. Reading to that end and
+ *                       removing the FIFO is the start (runc's libcontainer `exec()`). Done here,
+ *                       not in Boxcar's process, so a start under way completes even if Boxcar
+ *                       is killed (the init would get EPIPE if its reader died first): the
+ *                       helper finishes the requests it has read before it sees its input end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +103,84 @@ out:
   close(in);
 }
 
+/* What runc names its init while it waits on the FIFO: the process's comm until its exec. */
+#define RUNC_INIT_COMM "runc:[2:INIT]"
+
+/* 1: the init waits for its start; 0: it has exec'd the container's process; -1: it is gone. */
+static int init_state(long pid) {
+  char path[64], comm[64] = "";
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return -1;
+  char state = 0;
+  int got = fscanf(f, "%*d (%63[^)]) %c", comm, &state);
+  fclose(f);
+  if (got != 2 || state == 'Z' || state == 'X') return -1;
+  return strcmp(comm, RUNC_INIT_COMM) == 0;
+}
+
+static void start_container(const char *fifo, const char *pid_text) {
+  char *end;
+  long pid = strtol(pid_text, &end, 10);
+  if (*end || pid <= 0) {
+    printf("error malformed request\n");
+    return;
+  }
+  int state = init_state(pid);
+  if (state < 0) {
+    printf("error the container's init (pid %ld) died before its process started\n", pid);
+    return;
+  }
+  if (state == 0) {
+    /* A start that was cut off between the init's exec and the FIFO's removal: finish it. */
+    if (unlink(fifo) != 0 && errno != ENOENT) printf("error removing %s: %s\n", fifo, strerror(errno));
+    else printf("ok\n");
+    return;
+  }
+  int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    printf("error %s: %s\n", fifo, strerror(errno));
+    return;
+  }
+  size_t got = 0;
+  int dead_before = 0;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR) {
+      printf("error poll %s: %s\n", fifo, strerror(errno));
+      close(fd);
+      return;
+    }
+    if (ready > 0) {
+      char buf[16];
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n > 0) got += (size_t)n;
+      if (n == 0) break; /* the init's exec closed its end */
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        printf("error reading %s: %s\n", fifo, strerror(errno));
+        close(fd);
+        return;
+      }
+      continue;
+    }
+    /* A process that started and ended between two looks left its byte and end in the FIFO:
+     * a dead init fails the start only at the look after, once those had their turn. */
+    if (init_state(pid) < 0) {
+      if (dead_before) {
+        printf("error the container's init (pid %ld) died before its process started\n", pid);
+        close(fd);
+        return;
+      }
+      dead_before = 1;
+    }
+  }
+  close(fd);
+  if (got == 0) printf("error cannot start an already running container\n");
+  else if (unlink(fifo) != 0) printf("error removing %s: %s\n", fifo, strerror(errno));
+  else printf("ok\n");
+}
+
 int main(void) {
   home_uts = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
   if (home_uts < 0) {
@@ -111,6 +198,7 @@ int main(void) {
     if (!a || !b || rest) printf("error malformed request\n");
     else if (strcmp(op, "hostname") == 0) set_hostname(a, b);
     else if (strcmp(op, "send") == 0) send_file(a, b);
+    else if (strcmp(op, "start") == 0) start_container(a, b);
     else printf("error unknown request %s\n", op);
   }
   return 0;

@@ -1,11 +1,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { leftovers, tempState } from '../../testing/harness.js';
 import { exited } from '../../testing/serve-process.js';
-import { PoolHelper } from './pool-helper.js';
+import { ContainerHelper } from './container-helper.js';
 
 let state: Awaited<ReturnType<typeof tempState>>;
 /** A process in a UTS namespace of its own: where the helper sets hostnames. */
@@ -36,7 +36,7 @@ function helpers(): number[] {
         const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
         return (
           ppid === process.pid &&
-          path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('pool-helper')
+          path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('container-helper')
         );
       } catch {
         return false; // gone between the listing and the read
@@ -49,7 +49,7 @@ const hostnameOf = (pid: number) =>
   spawnSync('nsenter', ['-t', String(pid), '-u', 'hostname'], { encoding: 'utf8' }).stdout.trim();
 
 test('concurrent first calls share one helper, and close ends it', async () => {
-  const helper = new PoolHelper(path.join(state.root, 'bin'));
+  const helper = new ContainerHelper(path.join(state.root, 'bin'));
   const pid = holder.pid as number;
   await Promise.all(['job-a', 'job-b', 'job-c', 'job-d'].map((name) => helper.setHostname(pid, name)));
   assert.equal(helpers().length, 1, 'one helper for every call');
@@ -67,7 +67,7 @@ test('concurrent first calls share one helper, and close ends it', async () => {
 });
 
 test('a close while the helper is still starting ends it too', async () => {
-  const helper = new PoolHelper(path.join(state.root, 'bin'));
+  const helper = new ContainerHelper(path.join(state.root, 'bin'));
   const call = helper.setHostname(holder.pid as number, 'job-g');
   const closed = helper.close();
   // The call either landed before the helper read its end of input, or failed with the close.
@@ -77,7 +77,7 @@ test('a close while the helper is still starting ends it too', async () => {
 });
 
 test('a send to a socket that is not there fails with the path, and the helper carries on', async () => {
-  const helper = new PoolHelper(path.join(state.root, 'bin'));
+  const helper = new ContainerHelper(path.join(state.root, 'bin'));
   try {
     const missing = path.join(state.root, 'no-such-sandbox', 'attach');
     await assert.rejects(
@@ -92,4 +92,56 @@ test('a send to a socket that is not there fails with the path, and the helper c
     await helper.close();
   }
   assert.deepEqual(helpers(), []);
+});
+
+/** A stand-in for runc's init: a shell named as runc names it, running `script` (FIFO: $1). */
+function runcInit(fifo: string, script: string) {
+  return spawn('sh', ['-c', `printf 'runc:[2:INIT]' > /proc/$$/comm; ${script}`, 'init', fifo]);
+}
+
+function makeFifo(name: string): string {
+  const p = path.join(state.root, name);
+  assert.equal(spawnSync('mkfifo', [p]).status, 0);
+  return p;
+}
+
+test('start: an init that writes its byte and execs is started, and its FIFO is gone', async () => {
+  const helper = new ContainerHelper(path.join(state.root, 'bin'));
+  try {
+    const fifo = makeFifo('exec-ok');
+    // As runc init: blocks opening the FIFO for writing until a reader comes, writes, then its exec closes it.
+    const init = runcInit(fifo, 'exec 3>"$1"; printf 0 >&3; exec 3>&-; sleep 0.3');
+    for (let i = 0; i < 100 && !readFileSync(`/proc/${init.pid}/comm`, 'utf8').startsWith('runc'); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    await helper.startContainer(fifo, init.pid as number);
+    assert.equal(existsSync(fifo), false);
+    await exited(init);
+
+    // A start cut off after the init's exec, before the FIFO went: finished, the FIFO removed.
+    const late = makeFifo('exec-late');
+    const running = spawn('sleep', ['5']);
+    await helper.startContainer(late, running.pid as number);
+    assert.equal(existsSync(late), false);
+    running.kill();
+    await exited(running);
+
+    // An init that died first: the start fails, and the helper is not held.
+    const dead = spawn('true');
+    await exited(dead);
+    await assert.rejects(
+      helper.startContainer(makeFifo('exec-dead'), dead.pid as number),
+      /died before its process started/,
+    );
+
+    // A FIFO opened and closed with nothing written: runc's "already running".
+    const empty = makeFifo('exec-empty');
+    const quiet = runcInit(empty, 'exec 3>"$1"; exec 3>&-; sleep 1');
+    for (let i = 0; i < 100 && !readFileSync(`/proc/${quiet.pid}/comm`, 'utf8').startsWith('runc'); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    await assert.rejects(helper.startContainer(empty, quiet.pid as number), /already running/);
+    quiet.kill();
+    await exited(quiet);
+  } finally {
+    await helper.close();
+  }
 });

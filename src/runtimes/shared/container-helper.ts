@@ -6,16 +6,17 @@ import { fileURLToPath } from 'node:url';
 import { builtCProgram } from '../../lib/c-program.js';
 import { scrubbedEnv } from '../../lib/exec.js';
 
-const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/pool-helper.c', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/container-helper.c', import.meta.url));
 
 /**
- * What the host does for a job taking over a pooled container (pool-helper.c): set its hostname
- * inside the container's UTS namespace (runc), or send its message to the container's stdin
- * through conmon's attach socket (gVisor). One long-lived helper rather than a process per call;
+ * What the host does for a job's container without a process of its own (container-helper.c): set
+ * a pooled container's hostname inside its UTS namespace (runc), send a pooled container its
+ * job on stdin through conmon's attach socket (gVisor), start a created runc container through
+ * its exec FIFO. One long-lived helper rather than a process per call;
  * requests are answered in order; a helper that dies fails the calls waiting on it and is
  * started again by the next.
  */
-export class PoolHelper {
+export class ContainerHelper {
   private readonly waiting: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /**
    * The running helper, or the one being started: set synchronously, so that concurrent first
@@ -36,6 +37,11 @@ export class PoolHelper {
   /** Sends the bytes of `file` to conmon's attach socket `socket` (the container's stdin), then hangs up. */
   send(socket: string, file: string): Promise<void> {
     return this.request('send', socket, file);
+  }
+
+  /** Starts a created runc container: `fifo` is its `exec.fifo`, `initPid` its init (container-helper.c). */
+  startContainer(fifo: string, initPid: number): Promise<void> {
+    return this.request('start', fifo, String(initPid));
   }
 
   private async request(op: string, ...args: string[]): Promise<void> {
