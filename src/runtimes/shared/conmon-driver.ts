@@ -98,22 +98,55 @@ type ConmonState = z.output<typeof ConmonState>;
 const CREATE_TIMEOUT_MS = 60_000;
 const DEFAULT_LOG_SIZE_MAX = 16 * 1024 * 1024;
 
-interface SandboxFiles {
-  dir: string;
-  config: string;
-  exitFile: string;
-  exitDir: string;
-  persistDir: string;
-  oomFile: string;
-  pidFile: string;
-  conmonPidFile: string;
-  conmonLog: string;
-  ociLog: string;
+/**
+ * A sandbox's files, all under its directory. Paths are made when asked for: a running job
+ * holds this for its whole life (its wait and its log), and a thousand jobs holding thirteen
+ * joined paths each held ~8 MiB of string pieces.
+ */
+class SandboxFiles {
+  constructor(
+    readonly dir: string,
+    private readonly id: string,
+  ) {}
+  get config() {
+    return `${this.dir}/config.json`;
+  }
+  get exitDir() {
+    return `${this.dir}/exit`;
+  }
+  get exitFile() {
+    return `${this.dir}/exit/${this.id}`;
+  }
+  get persistDir() {
+    return `${this.dir}/persist`;
+  }
+  get oomFile() {
+    return `${this.dir}/persist/oom`;
+  }
+  get pidFile() {
+    return `${this.dir}/pidfile`;
+  }
+  get conmonPidFile() {
+    return `${this.dir}/conmon.pid`;
+  }
+  get conmonLog() {
+    return `${this.dir}/conmon.log`;
+  }
+  get ociLog() {
+    return `${this.dir}/oci-log`;
+  }
   /** The job's network slot, written before the network exists (see setupNetwork). */
-  networkFile: string;
-  /** A pooled container's command FIFO, and the job's message for it until it is sent. */
-  channel: string;
-  command: string;
+  get networkFile() {
+    return `${this.dir}/network.json`;
+  }
+  /** A pooled container's command FIFO. */
+  get channel() {
+    return `${this.dir}/channel`;
+  }
+  /** The job's message for a pooled container until it is sent. */
+  get command() {
+    return `${this.dir}/command`;
+  }
 }
 
 /**
@@ -150,22 +183,7 @@ export abstract class ConmonDriver implements Runtime {
   protected abstract tool(opts?: ToolOptions): OciTool;
 
   protected files(sandboxId: string): SandboxFiles {
-    const dir = path.join(this.opts.paths.sandboxes, sandboxId);
-    return {
-      dir,
-      config: path.join(dir, 'config.json'),
-      exitDir: path.join(dir, 'exit'),
-      exitFile: path.join(dir, 'exit', sandboxId),
-      persistDir: path.join(dir, 'persist'),
-      oomFile: path.join(dir, 'persist', 'oom'),
-      pidFile: path.join(dir, 'pidfile'),
-      conmonPidFile: path.join(dir, 'conmon.pid'),
-      conmonLog: path.join(dir, 'conmon.log'),
-      ociLog: path.join(dir, 'oci-log'),
-      networkFile: path.join(dir, 'network.json'),
-      channel: path.join(dir, 'channel'),
-      command: path.join(dir, 'command'),
-    };
+    return new SandboxFiles(path.join(this.opts.paths.sandboxes, sandboxId), sandboxId);
   }
 
   protected cgroupsPath(sandboxId: string): string {
