@@ -218,26 +218,32 @@ export class Scheduler {
       observeAdmission('admitted', 'ok');
       usage.set(job.tenant, addUsage(used, jobUsage(job.spec)));
       this.served.started(job.tenant);
-      this.starting++;
-      let startDone = false;
-      const onStartDone = () => {
-        if (startDone) return;
-        startDone = true;
-        this.starting--;
-        this.notify();
-      };
-      this.track(claimed, (signal) =>
-        executeJob(this.box, claimed, {
-          signal,
-          outputLimitBytes: 0,
-          onStartDone,
-          retry: {
-            maxAttempts: config.scheduler.max_attempts,
-            backoffMs: (attempts) => Math.min(60_000, 1000 * 2 ** attempts),
-          },
-        }).finally(onStartDone),
-      );
+      this.launch(claimed, config.scheduler.max_attempts);
     }
+  }
+
+  /**
+   * Runs a claimed job. Its own method, not the pass's loop: the closures a running job holds
+   * for its whole life then hold the claimed record only, not the pass's (a second copy of the
+   * job per running job).
+   */
+  private launch(claimed: JobRecord, maxAttempts: number): void {
+    this.starting++;
+    let startDone = false;
+    const onStartDone = () => {
+      if (startDone) return;
+      startDone = true;
+      this.starting--;
+      this.notify();
+    };
+    this.track(claimed, (signal) =>
+      executeJob(this.box, claimed, {
+        signal,
+        outputLimitBytes: 0,
+        onStartDone,
+        retry: { maxAttempts, backoffMs: (attempts) => Math.min(60_000, 1000 * 2 ** attempts) },
+      }).finally(onStartDone),
+    );
   }
 
   private track(job: JobRecord, run: (signal: AbortSignal) => Promise<ExecuteResult>): void {
