@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { openBoxcar } from '../src/boxcar.js';
@@ -20,6 +20,7 @@ import { readCgroupStats } from '../src/runtimes/shared/cgroups.js';
 import { sleep } from '../src/lib/exec.js';
 import { memAvailable, pss } from '../src/lib/proc.js';
 import { row } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const RUNTIME = (process.argv[2] ?? 'runc') as 'runc' | 'gvisor';
 const N = Number(process.argv[3] ?? (RUNTIME === 'runc' ? 200 : 50));
@@ -116,7 +117,7 @@ async function main() {
     // Each job's run ends once its sandbox is destroyed (root unmounted, cgroup gone).
     await Promise.allSettled(runs);
     await box.close();
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

@@ -16,6 +16,7 @@ import { pushLayout } from '../src/testing/oci-images.js';
 import { benchImage } from './lib/bench-image.js';
 import { startShapedRegistry } from './lib/shaped-registry.js';
 import { median, row, timeCommand } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const RUNS = Number(process.argv[2] ?? 3);
 const RATE_MBIT = 200;
@@ -125,7 +126,7 @@ async function main() {
     process.exitCode = 1;
   } finally {
     await registry.stop();
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

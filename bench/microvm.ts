@@ -23,6 +23,7 @@ import { sleep } from '../src/lib/exec.js';
 import type { TaskHandle, VmAttributes } from '../src/jobs/handle.js';
 import { pss, rss } from '../src/lib/proc.js';
 import { median, row } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const RUNS = Number(process.argv[2] ?? 7);
 const CONCURRENT = Number(process.argv[3] ?? 6);
@@ -193,7 +194,7 @@ async function main() {
     );
   } finally {
     await box.close();
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

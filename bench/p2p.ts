@@ -7,7 +7,7 @@
  * Run: node dist/bench/p2p.js   (root)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -18,6 +18,7 @@ import { pushLayout } from '../src/testing/oci-images.js';
 import { benchImage } from './lib/bench-image.js';
 import { startShapedRegistry, type ShapedRegistry } from './lib/shaped-registry.js';
 import { row } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const NODES = 5;
 const RATE_MBIT = 200;
@@ -149,7 +150,7 @@ async function main() {
       }
     await pg.stop();
     await origin.stop();
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

@@ -6,7 +6,7 @@
  * per-job start beside raw `runc run` is bench/startup.ts.)
  * Run: node dist/bench/serve-load.js [jobs]   (root; default 1000)
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +15,7 @@ import { sleep } from '../src/lib/exec.js';
 import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
 import { hostCpuNs, memAvailable, processFootprint, rss } from '../src/lib/proc.js';
 import { median, percentile, row } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const MiB = 2 ** 20;
@@ -192,7 +193,7 @@ async function main() {
     }
     child.kill('SIGTERM');
     await exited(child);
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

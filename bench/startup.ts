@@ -8,7 +8,7 @@
  * Run: node dist/bench/startup.js [runc|gvisor|both] [runs]   (root; installs podman if missing)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ import { ociSpec } from '../src/runtimes/shared/oci-spec.js';
 import { mountJobRoot, unmountJobRoot } from '../src/runtimes/shared/job-root.js';
 import { imageLayers } from '../src/images/image.js';
 import { median, row, timeCommand } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 import { openBoxcar } from '../src/boxcar.js';
 import { silentLogger } from '../src/observability/logger.js';
 import { decideLocally, operatorOrigin } from '../src/runner/local.js';
@@ -231,7 +232,7 @@ async function measure(runtime: Measured) {
     spawnSync('umount', ['-l', path.join(root, 'pm/root/overlay')], { stdio: 'ignore' }); // podman's own bind mount
     await unmountJobRoot(path.join(root, 'bundle'));
     await removeCgroup('/boxcar-bench');
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

@@ -7,7 +7,7 @@
  * Reports queue wait percentiles, start-up by runtime, and lost or duplicated jobs (must be 0).
  * Run: node dist/bench/trace-replay.js [speedup=10] [trace-minutes=60]   (root)
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import { isTerminal } from '../src/jobs/states.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { boxcarSync, exited, startServe } from '../src/testing/serve-process.js';
 import { median, percentile, row } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const SPEEDUP = Number(process.argv[2] ?? 10);
 const TRACE_MINUTES = Number(process.argv[3] ?? 60);
@@ -162,7 +163,7 @@ async function main() {
       child.kill('SIGTERM');
       await exited(child);
     }
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

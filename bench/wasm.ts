@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,7 @@ import { removeCgroup } from '../src/runtimes/shared/cgroups.js';
 import { ociSpec } from '../src/runtimes/shared/oci-spec.js';
 import { endedChildrenCpuNs, processFootprint } from '../src/lib/proc.js';
 import { median, percentile, row, timeCommand } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -168,7 +169,7 @@ process.exitCode = wasi.start(inst) === 7 ? 0 : 1;`,
   } finally {
     await box.close();
     await removeCgroup('/boxcar-bench');
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
   process.exit(0);
 }

@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,6 +17,7 @@ import { mountTmpfs, unmount } from '../src/runtimes/shared/mounts.js';
 import { testBoxcar } from '../src/testing/harness.js';
 import { Caches } from '../src/workspace/caches.js';
 import { median, row, timeCommand } from './lib/stats.js';
+import { removeScratch } from './lib/scratch.js';
 
 const RUNS = Number(process.argv[2] ?? 7);
 const MiB = 2 ** 20;
@@ -152,7 +153,7 @@ async function main() {
     cmp('cache restore ms, 10,000 files (vs tar -x)', restore, untar);
   } finally {
     for (const t of targets) await unmount(t);
-    await rm(root, { recursive: true, force: true });
+    await removeScratch(root);
   }
 }
 

@@ -15,6 +15,7 @@ import type { Logger } from './observability/logger.js';
 import { loadPolicy } from './policy/load-policy.js';
 import type { RoutingPolicy } from './policy/policy-schema.js';
 import { hostRuntimes, type RuntimeRegistry } from './runtimes/registry.js';
+import { prepareRuntimeState } from './runtimes/shared/runtime-state.js';
 import { openStore, storeIsShared } from './store/open-store.js';
 import type { Store } from './store/store.js';
 import { RegistryLogins } from './tenants/registry-logins.js';
@@ -93,6 +94,7 @@ export async function openBoxcar(
     );
   }
   const store = await openStore(opts.store, paths);
+  if (!parts.runtimes && config.executor === 'local') await prepareRuntimeState(paths, logger);
   const runtimes =
     parts.runtimes?.(paths) ??
     (config.executor === 'kubernetes'

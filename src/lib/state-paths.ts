@@ -8,8 +8,16 @@ export interface StatePaths {
   images: string;
   /** Unpacked image layers, one directory each, shared read-only by every image that has them. */
   layers: string;
-  /** One directory per sandbox attempt: OCI bundle, monitor files, VM disks. */
+  /** The sandbox ledger (`<id>.handle`), microVMs' directories (their disks), sandboxes' logs. */
   sandboxes: string;
+  /**
+   * Runtime state, on a tmpfs of Boxcar's own (runtime-state.ts): it lives as long as the
+   * host's containers do, and the ~20 files each container's start makes and removes cost
+   * ext4 a sixth of a node's CPU per start here.
+   */
+  run: string;
+  /** One directory per container (runc, gVisor): OCI bundle, conmon's files, the root's mounts. */
+  containers: string;
   /** Job output, one size-capped file per job. */
   logs: string;
   /** `runc --root`: container state, kept apart from any other runc user on the host. */
@@ -40,9 +48,11 @@ export function statePaths(root: string = defaultStateDir()): StatePaths {
     images: path.join(abs, 'images'),
     layers: path.join(abs, 'images', 'layers'),
     sandboxes: path.join(abs, 'sandboxes'),
+    run: path.join(abs, 'run'),
+    containers: path.join(abs, 'run', 'containers'),
     logs: path.join(abs, 'logs'),
-    runcRoot: path.join(abs, 'runc'),
-    runscRoot: path.join(abs, 'runsc'),
+    runcRoot: path.join(abs, 'run', 'runc'),
+    runscRoot: path.join(abs, 'run', 'runsc'),
     vm: path.join(abs, 'vm'),
     mirrors: path.join(abs, 'git'),
     workspaces: path.join(abs, 'workspaces'),

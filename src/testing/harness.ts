@@ -40,9 +40,11 @@ export async function leftovers(paths: StatePaths): Promise<string[]> {
     const { stdout } = await run('runc', ['--root', paths.runcRoot, 'list', '-q']);
     for (const id of stdout.split('\n').filter(Boolean)) found.push(`runc container ${id}`);
   }
-  for (const m of mountsUnder(paths.root)) found.push(`${m.type} mount ${m.target}`);
-  if (existsSync(paths.sandboxes)) {
-    for (const id of readdirSync(paths.sandboxes)) {
+  // The runtime state's own tmpfs stays for the next start (runtime-state.ts); what is in it is not.
+  for (const m of mountsUnder(paths.root).filter((m) => m.target !== paths.run))
+    found.push(`${m.type} mount ${m.target}`);
+  for (const dir of [paths.sandboxes, paths.containers].filter((d) => existsSync(d))) {
+    for (const id of readdirSync(dir)) {
       found.push(`sandbox dir ${id}`);
       for (const d of existingCgroupDirs(`/boxcar/${id}`)) found.push(`cgroup ${d}`);
     }

@@ -183,7 +183,7 @@ export abstract class ConmonDriver implements Runtime {
   protected abstract tool(opts?: ToolOptions): OciTool;
 
   protected files(sandboxId: string): SandboxFiles {
-    return new SandboxFiles(path.join(this.opts.paths.sandboxes, sandboxId), sandboxId);
+    return new SandboxFiles(path.join(this.opts.paths.containers, sandboxId), sandboxId);
   }
 
   protected cgroupsPath(sandboxId: string): string {

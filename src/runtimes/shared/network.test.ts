@@ -175,9 +175,9 @@ for (const runtime of ['runc', 'gvisor'] as const) {
         });
         let slot: number | undefined;
         for (let i = 0; i < 100 && slot === undefined; i++) {
-          const file = existsSync(box.paths.sandboxes)
-            ? readdirSync(box.paths.sandboxes)
-                .map((d) => path.join(box.paths.sandboxes, d, 'network.json'))
+          const file = existsSync(box.paths.containers)
+            ? readdirSync(box.paths.containers)
+                .map((d) => path.join(box.paths.containers, d, 'network.json'))
                 .find((f) => existsSync(f))
             : undefined;
           if (file) slot = (JSON.parse(readFileSync(file, 'utf8')) as { slot: number }).slot;
