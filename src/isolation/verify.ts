@@ -275,10 +275,10 @@ async function runningJobLease(box: Boxcar, mark: string): Promise<NetworkLease 
     const running = await box.store.listJobs({ tenant: 'verify-isolation', states: ['running'], limit: 5 });
     const job = running.find((j) => j.spec.command.join(' ').includes(mark));
     // A container's network is recorded beside its bundle, a microVM's in its directory.
-    const dir = job?.handle?.runtime === 'firecracker' ? box.paths.sandboxes : box.paths.containers;
-    const slot = job?.handle
-      ? await recordedSlot(path.join(dir, job.handle.sandboxId, 'network.json'))
-      : undefined;
+    let slot: number | undefined;
+    for (const dir of [box.paths.containers, box.paths.sandboxes])
+      if (job?.handle && slot === undefined)
+        slot = await recordedSlot(path.join(dir, job.handle.sandboxId, 'network.json'));
     if (slot !== undefined) return leaseFor(slot);
     await sleep(100);
   }
