@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { sleep } from '../lib/exec.js';
 import type { Boxcar } from '../boxcar.js';
+import { resolveImage } from '../images/resolve.js';
+import { destroySandbox } from '../runner/sandbox-cleanup.js';
+import { JobSpec, type RuntimeName } from '../jobs/spec.js';
 
 /**
  * What a job sees of its own sandbox, with what differs between any two jobs left out: the
@@ -32,4 +37,38 @@ export async function idleMembers(box: Boxcar, runtime: string): Promise<number>
 export async function poolFilled(box: Boxcar, runtime: string, idle = 1): Promise<void> {
   for (let i = 0; i < 400 && (await idleMembers(box, runtime)) < idle; i++) await sleep(50);
   assert.equal(await idleMembers(box, runtime), idle, `the ${runtime} pool holds ${idle} idle sandbox(es)`);
+}
+
+/**
+ * A crash between a job's take-over of a pooled sandbox and its start, as the next start-up
+ * sees it: `recover` says `created` (the init still waits), and `start` then runs the job.
+ * `input` must have the shape of a job that already ran, so that the pool holds its sandbox.
+ */
+export async function recoversMidTakeOver(
+  box: Boxcar,
+  runtime: RuntimeName,
+  input: Record<string, unknown>,
+): Promise<void> {
+  const driver = box.runtimes.get(runtime);
+  const spec = JobSpec.parse({ ...input, runtime, command: ['sh', '-c', 'exit 5'] });
+  const sandboxId = randomUUID();
+  const handle = await driver.prepare({
+    jobId: randomUUID(),
+    sandboxId,
+    spec,
+    image: await resolveImage(box.images, spec.image),
+    tenant: 'test',
+    trust: driver.capabilities.sharedKernel ? 'trusted' : 'untrusted',
+    secrets: {},
+    logPath: path.join(box.paths.sandboxes, `${sandboxId}.log`),
+  });
+  try {
+    assert.equal(handle.attributes.fromWarmPool, true, 'the job took a pooled sandbox');
+    assert.deepEqual(await driver.recover(handle), { state: 'created' }, 'its init still waits');
+    await driver.start(handle);
+    assert.equal((await driver.wait(handle)).exitCode, 5);
+    assert.equal((await driver.recover(handle)).state, 'exited');
+  } finally {
+    assert.ok(await destroySandbox(box, driver, handle), 'its sandbox was destroyed');
+  }
 }

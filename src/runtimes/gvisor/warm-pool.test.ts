@@ -5,7 +5,12 @@ import path from 'node:path';
 import { jobTrustFields } from '../../isolation/verify.js';
 import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../../testing/harness.js';
 import { jobHostname } from '../shared/oci-spec.js';
-import { neutralView, poolFilled as filled, SANDBOX_VIEW } from '../../testing/warm-pool.js';
+import {
+  neutralView,
+  poolFilled as filled,
+  recoversMidTakeOver,
+  SANDBOX_VIEW,
+} from '../../testing/warm-pool.js';
 
 /**
  * gVisor's warm pool for real: sandboxes booted ahead (sentry, gofer, root), each taken over by
@@ -94,4 +99,10 @@ test('a pooled gVisor job: exit code, a large environment whole, a missing comma
   });
   assert.notEqual(other.record.handle?.attributes.fromWarmPool, true);
   assert.match(other.output, /MemTotal:\s+98304 kB/);
+});
+
+test('a crash between a pooled take-over and its start: recovery finds it created, and its start runs the job', async () => {
+  // The keys of the tests above: 160Mi, 128Mi and 96Mi.
+  await poolFilled(3);
+  await recoversMidTakeOver(box, 'gvisor', { resources: { memory: '128Mi' } });
 });

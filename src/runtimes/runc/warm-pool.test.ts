@@ -10,7 +10,12 @@ import { boxcarSync, exited, startServe } from '../../testing/serve-process.js';
 import { openBoxcar } from '../../boxcar.js';
 import { silentLogger } from '../../observability/logger.js';
 import { reconcileOrphans } from '../../runner/reconcile.js';
-import { neutralView, poolFilled as filled, SANDBOX_VIEW } from '../../testing/warm-pool.js';
+import {
+  neutralView,
+  poolFilled as filled,
+  recoversMidTakeOver,
+  SANDBOX_VIEW,
+} from '../../testing/warm-pool.js';
 
 /**
  * runc's warm pool for real: containers made ahead, each taken over by exactly one job, which
@@ -148,4 +153,9 @@ test('a pooled container of a process that was killed is removed by the next sta
   } finally {
     await state.cleanup();
   }
+});
+
+test('a crash between a pooled take-over and its start: recovery finds it created, and its start runs the job', async () => {
+  await poolFilled();
+  await recoversMidTakeOver(box, 'runc', { ...TRUSTED, resources: { memory: '64Mi' } });
 });
