@@ -45,6 +45,12 @@ export function processAlive(pid: number): boolean {
   return stat !== undefined && statFields(stat)[0] !== 'Z';
 }
 
+/** A process's parent; undefined once it is gone. */
+export function parentPid(pid: number): number | undefined {
+  const stat = readIfAlive(`/proc/${pid}/stat`);
+  return stat === undefined ? undefined : Number(statFields(stat)[1]);
+}
+
 /** The start time of a process in clock ticks since boot: tells a pid from a reused one. */
 export function processStartTicks(pid: number): number | undefined {
   const stat = readIfAlive(`/proc/${pid}/stat`);

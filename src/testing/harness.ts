@@ -14,6 +14,7 @@ import { existingCgroupDirs } from '../runtimes/shared/cgroups.js';
 import { claimsUnder } from '../runtimes/microvm/vmm-jail.js';
 import { mountsUnder, unmount } from '../runtimes/shared/mounts.js';
 import { run } from '../lib/exec.js';
+import { parentPid } from '../lib/proc.js';
 import { errnoCode } from '../lib/errors.js';
 import { importLocalModule } from '../images/resolve.js';
 
@@ -80,14 +81,8 @@ function processesUsing(root: string): Array<{ pid: number; command: string }> {
  */
 function ownHelper(pid: number, command: string): boolean {
   if (!path.basename(command).startsWith('container-helper-')) return false;
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ESRCH') return true; // gone: not left over
-    throw err;
-  }
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
+  const parent = parentPid(pid);
+  return parent === undefined || parent === process.pid; // gone meanwhile: not left over either
 }
 
 /** Last-resort cleanup when a test failed half-way: every container and mount of this state dir. */

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { leftovers, tempState } from '../../testing/harness.js';
 import { exited } from '../../testing/serve-process.js';
 import { ContainerHelper } from './container-helper.js';
+import { parentPid } from '../../lib/proc.js';
 
 let state: Awaited<ReturnType<typeof tempState>>;
 /** A process in a UTS namespace of its own: where the helper sets hostnames. */
@@ -29,15 +30,10 @@ after(async () => {
 /** This process's children running the helper binary. */
 function helpers(): number[] {
   return readdirSync('/proc')
-    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => /^\d+$/.test(e) && parentPid(Number(e)) === process.pid)
     .filter((pid) => {
       try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        return (
-          ppid === process.pid &&
-          path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('container-helper')
-        );
+        return path.basename(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).startsWith('container-helper');
       } catch {
         return false; // gone between the listing and the read
       }
