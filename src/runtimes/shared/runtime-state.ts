@@ -1,15 +1,15 @@
 import { mkdir } from 'node:fs/promises';
 import type { StatePaths } from '../../lib/state-paths.js';
 import { withLock } from '../../lib/fs-util.js';
-import { run } from '../../lib/exec.js';
 import { mountTable } from '../../lib/proc.js';
 import type { Logger } from '../../observability/logger.js';
+import { mountTmpfs } from './mounts.js';
 
 /**
  * Its size cap (pages are used as files are written, not reserved): containers' bundles and
  * monitor files are a few kB each, a gVisor pooled init ~0.8 MiB until it starts.
  */
-const RUN_TMPFS = 'size=512m,mode=0700,nosuid,nodev,noexec';
+const RUN_TMPFS = { bytes: 512 * 2 ** 20, mode: 0o700, noexec: true };
 
 /**
  * Makes `paths.run` a tmpfs, once per boot: the state of runtimes and containers, which lives
@@ -24,7 +24,7 @@ export async function prepareRuntimeState(paths: StatePaths, logger: Logger): Pr
   await withLock(`${paths.run}.lock`, async () => {
     if (mountTable().some((m) => m.target === paths.run)) return;
     try {
-      await run('mount', ['-t', 'tmpfs', '-o', RUN_TMPFS, 'boxcar-run', paths.run]);
+      await mountTmpfs(paths.run, RUN_TMPFS);
     } catch (err) {
       logger.warn({ err, dir: paths.run }, 'runtime state stays on the state directory’s own file system');
     }
