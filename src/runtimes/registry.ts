@@ -69,7 +69,6 @@ export class RuntimeRegistry {
    * After a restart: each driver that finds its sandboxes by a query removes those of this node
    * that no live job holds (`live`: sandbox ids). Returns what was removed.
    */
-
   async removeStrays(live: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
     for (const d of this.drivers.values()) if (d.removeStrays) removed.push(...(await d.removeStrays(live)));

@@ -9,12 +9,12 @@ import { scrubbedEnv } from '../../lib/exec.js';
 const SOURCE = fileURLToPath(new URL('../../../../src/runtimes/shared/container-helper.c', import.meta.url));
 
 /**
- * What the host does for a job's container without a process of its own (container-helper.c): set
- * a pooled container's hostname inside its UTS namespace (runc), send a pooled container its
- * job on stdin through conmon's attach socket (gVisor), start a created runc container through
- * its exec FIFO. One long-lived helper rather than a process per call;
- * requests are answered in order; a helper that dies fails the calls waiting on it and is
- * started again by the next.
+ * What the host does for a job's container without a process of its own (container-helper.c):
+ * set a pooled container's hostname inside its UTS namespace (runc), send a pooled container
+ * its job on stdin through conmon's attach socket (gVisor), start a created runc container
+ * through its exec FIFO. One long-lived helper rather than a process per call; requests are
+ * answered in order; a helper that dies fails the calls waiting on it and is started again by
+ * the next.
  */
 export class ContainerHelper {
   private readonly waiting: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
@@ -46,9 +46,9 @@ export class ContainerHelper {
 
   private async request(op: string, ...args: string[]): Promise<void> {
     if (args.some((a) => /[\t\n]/.test(a)))
-      throw new Error(`pool helper: ${op} ${args.join(' ')}: a tab or newline`);
+      throw new Error(`container helper: ${op} ${args.join(' ')}: a tab or newline`);
     const helper = await this.started();
-    if (this.closed) throw new Error('the pool helper is closed');
+    if (this.closed) throw new Error('the container helper is closed');
     // Held only while an answer is due: an idle helper never keeps Node up.
     socket(helper.stdout).ref();
     return new Promise((resolve, reject) => {
@@ -57,13 +57,13 @@ export class ContainerHelper {
     });
   }
 
-  /** Builds the helper (once per host), so that a later `set` waits for no compiler. */
+  /** Builds the helper (once per host), so that a later call waits for no compiler. */
   prepare(): Promise<string> {
-    return builtCProgram(SOURCE, this.binDir, 'the warm pool of containers');
+    return builtCProgram(SOURCE, this.binDir, 'container jobs');
   }
 
   private started(): Promise<ChildProcessWithoutNullStreams> {
-    if (this.closed) return Promise.reject(new Error('the pool helper is closed'));
+    if (this.closed) return Promise.reject(new Error('the container helper is closed'));
     if (this.helper) return this.helper;
     const starting: Promise<ChildProcessWithoutNullStreams> = this.prepare().then((binary) =>
       this.spawnHelper(binary, () => this.forget(starting)),
@@ -86,14 +86,16 @@ export class ContainerHelper {
       const call = this.waiting.shift();
       if (!this.waiting.length) socket(helper.stdout).unref();
       if (line === 'ok') call?.resolve();
-      else call?.reject(new Error(`pool helper: ${line.replace(/^error /, '')}`));
+      else call?.reject(new Error(`container helper: ${line.replace(/^error /, '')}`));
     });
     helper.on('exit', (code, signal) => {
       forgetSelf();
-      const why = new Error(`the pool helper ended (${signal ?? `exit ${code}`}) ${stderr.trim()}`.trim());
+      const why = new Error(
+        `the container helper ended (${signal ?? `exit ${code}`}) ${stderr.trim()}`.trim(),
+      );
       for (const call of this.waiting.splice(0)) call.reject(why);
     });
-    // Not a reason for Node to stay up: the pool that owns it closes it.
+    // Not a reason for Node to stay up: the driver that owns it closes it.
     helper.unref();
     socket(helper.stdout).unref();
     socket(helper.stderr).unref();

@@ -29,9 +29,8 @@ export function poolInitArgs(entry: PoolEntry): string[] {
 /**
  * conmon runs `<runtime> <runtime args…> create … ID`; for a pooled container the runtime is
  * this script: it opens the init binary (fd 3) and the command FIFO (fd 4, made with the
- * container's root by job-launcher.c), and
- * hands both to the container with `create --preserve-fds 2`. Arguments: init, FIFO, then the OCI runtime's
- * own command line.
+ * container's root by job-launcher.c), and hands both to the container with
+ * `create --preserve-fds 2`. Arguments: init, FIFO, then the OCI runtime's own command line.
  */
 export const POOL_WRAPPER = [
   'init=$1 channel=$2; shift 2',
