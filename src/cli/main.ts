@@ -80,27 +80,18 @@ const COMMANDS: Array<{ commands: Record<string, string>; load: () => Promise<Re
   },
   {
     commands: { k8s: 'Boxcar on a Kubernetes cluster' },
-    load: async () => {
-      const { registerK8s } = await import('./commands/k8s.js');
-      return (p) => registerK8s(p);
-    },
+    load: async () => (await import('./commands/k8s.js')).registerK8s,
   },
   {
     commands: { submit: 'queue a job on a boxcar server and print its id (with --wait: run it to the end)' },
-    load: async () => {
-      const { registerSubmit } = await import('./commands/submit.js');
-      return (p) => registerSubmit(p);
-    },
+    load: async () => (await import('./commands/submit.js')).registerSubmit,
   },
   {
     commands: {
       logs: "print a job's output (with -f: follow it live until the job ends)",
       cancel: 'cancel a queued or running job',
     },
-    load: async () => {
-      const { registerRemoteJobCommands } = await import('./commands/remote-jobs.js');
-      return (p) => registerRemoteJobCommands(p);
-    },
+    load: async () => (await import('./commands/remote-jobs.js')).registerRemoteJobCommands,
   },
 ];
 
