@@ -31,15 +31,20 @@ function request(env: Record<string, string> = {}, more: Record<string, unknown>
   };
 }
 
-async function cluster(t: { after(fn: () => Promise<void>): void }): Promise<KubeCluster> {
+/** A cluster on a test API server holding the executor's objects, and that server. */
+async function clusterAndServer(t: {
+  after(fn: () => Promise<void>): void;
+}): Promise<{ cluster: KubeCluster; server: FakeApiServer }> {
   const server = new FakeApiServer();
   server.load(executorObjects(names));
   const url = await server.listen();
   t.after(() => server.close());
   const kc = new KubeConfig();
   kc.loadFromString(server.kubeconfig(url));
-  return new KubeCluster(kc, silentLogger());
+  return { cluster: new KubeCluster(kc, silentLogger()), server };
 }
+
+const cluster = async (t: { after(fn: () => Promise<void>): void }) => (await clusterAndServer(t)).cluster;
 
 const driver = (c: KubeCluster) =>
   new KubernetesDriver('gvisor', {
@@ -153,13 +158,8 @@ test('a Pod that never starts fails its start at the job timeout, saying where i
 });
 
 test("a job's memory and CPU come from the metrics API while it runs; without the API, none", async (t) => {
-  const server = new FakeApiServer();
-  server.load(executorObjects(names));
-  const url = await server.listen();
-  t.after(() => server.close());
-  const kc = new KubeConfig();
-  kc.loadFromString(server.kubeconfig(url));
-  const d = driver(new KubeCluster(kc, silentLogger()));
+  const { cluster: c, server } = await clusterAndServer(t);
+  const d = driver(c);
   const script = { lines: ['a', 'b', 'c', 'd'], lineEveryMs: 100, usage: { cpu: '500m', memory: '64Mi' } };
   const run = async () => {
     const handle = await d.prepare(request({ [SCRIPT_ENV]: JSON.stringify(script) }));
