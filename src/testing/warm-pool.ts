@@ -1,11 +1,39 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { sleep } from '../lib/exec.js';
 import type { Boxcar } from '../boxcar.js';
 import { resolveImage } from '../images/resolve.js';
 import { destroySandbox } from '../runner/sandbox-cleanup.js';
+import { leftovers, tempState, testBoxcar, TEST_CONFIG } from './harness.js';
 import { JobSpec, type RuntimeName } from '../jobs/spec.js';
+
+/**
+ * A test Boxcar whose `runtime` keeps one idle sandbox per pool key, in a state directory of its
+ * own. `finish` closes its pools, returns what they left on the host, and removes everything.
+ */
+export async function warmPoolBoxcar(runtime: 'runc' | 'gvisor'): Promise<{
+  box: Awaited<ReturnType<typeof testBoxcar>>;
+  finish: () => Promise<string[]>;
+}> {
+  const state = await tempState();
+  const config = path.join(state.root, 'config.yaml');
+  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  ${runtime}: 1\n`);
+  const box = await testBoxcar({ config });
+  return {
+    box,
+    finish: async () => {
+      try {
+        await box.runtimes.close();
+        return await leftovers(box.paths);
+      } finally {
+        await box.cleanup();
+        await state.cleanup();
+      }
+    },
+  };
+}
 
 /**
  * What a job sees of its own sandbox, with what differs between any two jobs left out: the

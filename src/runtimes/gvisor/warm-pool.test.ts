@@ -1,15 +1,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { jobTrustFields } from '../../isolation/verify.js';
-import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../../testing/harness.js';
 import { jobHostname } from '../shared/oci-spec.js';
 import {
   neutralView,
   poolFilled as filled,
   recoversMidTakeOver,
   SANDBOX_VIEW,
+  warmPoolBoxcar,
 } from '../../testing/warm-pool.js';
 
 /**
@@ -18,7 +16,7 @@ import {
  * root until it unlinks itself, and the job comes on its stdin; the job must not be able to
  * tell (its command is PID 1, its hostname, capabilities, environment and memory are its own).
  */
-type Box = Awaited<ReturnType<typeof testBoxcar>>;
+type Box = Awaited<ReturnType<typeof warmPoolBoxcar>>['box'];
 let box: Box;
 let runJob: Box['runJob'];
 
@@ -32,22 +30,16 @@ const VIEW = [
 /** Waits until the pool holds `idle` sandboxes (one per key: a test's earlier keys stay). */
 const poolFilled = (idle = 1) => filled(box, 'gvisor', idle);
 
+let pooled: Awaited<ReturnType<typeof warmPoolBoxcar>>;
+
 before(async () => {
-  const state = await tempState();
-  const config = path.join(state.root, 'config.yaml');
-  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  gvisor: 1\n`);
-  box = await testBoxcar({ config });
-  after(() => state.cleanup());
+  pooled = await warmPoolBoxcar('gvisor');
+  box = pooled.box;
   const trust = jobTrustFields(box.runtimes.get('gvisor').capabilities);
   runJob = (input, opts) => box.runJob({ runtime: 'gvisor', ...trust, ...input }, opts);
 });
 
-after(async () => {
-  await box.runtimes.close();
-  const left = await leftovers(box.paths);
-  await box.cleanup();
-  assert.deepEqual(left, [], 'closing the pool destroyed its sandboxes');
-});
+after(async () => assert.deepEqual(await pooled.finish(), [], 'closing the pool destroyed its sandboxes'));
 
 test('a job takes over a pooled gVisor sandbox and cannot tell: the same view as a sandbox made for it', async () => {
   const spec = (name: string) => ({

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../../testing/harness.js';
+import { leftovers, tempState, TEST_CONFIG } from '../../testing/harness.js';
 import { recordedSandboxes } from '../sandbox-ledger.js';
 import { jobHostname } from '../shared/oci-spec.js';
 import { sleep } from '../../lib/exec.js';
@@ -15,6 +15,7 @@ import {
   poolFilled as filled,
   recoversMidTakeOver,
   SANDBOX_VIEW,
+  warmPoolBoxcar,
 } from '../../testing/warm-pool.js';
 
 /**
@@ -22,7 +23,7 @@ import {
  * must not be able to tell (its command is PID 1, its limits, hostname and environment are its
  * own, nothing of the pool is in its files, fds or mounts), and none left behind.
  */
-type Box = Awaited<ReturnType<typeof testBoxcar>>;
+type Box = Awaited<ReturnType<typeof warmPoolBoxcar>>['box'];
 let box: Box;
 
 const TRUSTED = { runtime: 'runc', source: 'internal_repo', user_group: 'internal_team' };
@@ -37,20 +38,14 @@ const VIEW = [
 
 const poolFilled = () => filled(box, 'runc');
 
+let pooled: Awaited<ReturnType<typeof warmPoolBoxcar>>;
+
 before(async () => {
-  const state = await tempState();
-  const config = path.join(state.root, 'config.yaml');
-  await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  runc: 1\n`);
-  box = await testBoxcar({ config });
-  after(() => state.cleanup());
+  pooled = await warmPoolBoxcar('runc');
+  box = pooled.box;
 });
 
-after(async () => {
-  await box.runtimes.close();
-  const left = await leftovers(box.paths);
-  await box.cleanup();
-  assert.deepEqual(left, [], 'closing the pool destroyed its containers');
-});
+after(async () => assert.deepEqual(await pooled.finish(), [], 'closing the pool destroyed its containers'));
 
 test('a job takes over a pooled container and cannot tell: the same view as a container made for it', async () => {
   const spec = (name: string) => ({
