@@ -1,9 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { verifyIsolationCli } from '../testing/verify-cli.js';
 import { leftovers, tempState, testBoxcar, TEST_CONFIG } from '../testing/harness.js';
 import { openStore } from '../store/open-store.js';
 import { ensureProbeImage } from './probe-image.js';
@@ -14,22 +13,12 @@ import {
   crossJobChecks,
   runOn,
   victimScript,
-  type ProbeResult,
 } from './verify.js';
-
-const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 test('boxcar verify-isolation: every probe blocked on runc, gvisor and wasm; syscalls refused with EPERM', async (t) => {
   const state = await tempState();
   t.after(() => state.cleanup());
-  const r = spawnSync(
-    process.execPath,
-    [MAIN, '--state', state.root, 'verify-isolation', '--runtime', 'runc', 'gvisor', 'wasm', '--json'],
-    { encoding: 'utf8', timeout: 300_000 },
-  );
-  assert.equal(r.status, 0, r.stderr + r.stdout);
-  const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
-  assert.equal(passed, true);
+  const results = verifyIsolationCli(state.root, ['--runtime', 'runc', 'gvisor', 'wasm']);
   for (const runtime of ['runc', 'gvisor'] as const) {
     const mine = results.filter((x) => x.runtime === runtime);
     assert.ok(mine.length >= SYSCALL_PROBES.length + 14, `${runtime}: ${mine.length} probes`);
@@ -60,14 +49,7 @@ for (const runtime of ['runc', 'gvisor'] as const)
     t.after(() => state.cleanup());
     const config = path.join(state.root, 'config.yaml');
     await writeFile(config, `${TEST_CONFIG}\nwarm_pools:\n  ${runtime}: 2\n`);
-    const r = spawnSync(
-      process.execPath,
-      [MAIN, '--state', state.root, '--config', config, 'verify-isolation', '--runtime', runtime, '--json'],
-      { encoding: 'utf8', timeout: 300_000 },
-    );
-    assert.equal(r.status, 0, r.stderr + r.stdout);
-    const { passed, results } = JSON.parse(r.stdout) as { passed: boolean; results: ProbeResult[] };
-    assert.equal(passed, true);
+    const results = verifyIsolationCli(state.root, ['--runtime', runtime], ['--config', config]);
     assert.ok(results.length >= SYSCALL_PROBES.length + 14, `${results.length} probes`);
     for (const p of results) assert.equal(p.verdict, 'blocked', `${p.probe}: ${p.detail}`);
     // Jobs with a network never take a pooled sandbox; every other probe job did (verify.ts
