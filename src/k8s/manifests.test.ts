@@ -29,6 +29,7 @@ import { UserError } from '../lib/errors.js';
 import { manifests, renderManifests, type ManifestInput } from './manifests.js';
 import { KubernetesSettings } from './settings.js';
 import { restrictedViolations } from './testing/pod-security.js';
+import { BOXCAR_MAIN } from '../testing/serve-process.js';
 
 /**
  * Golden tests of `boxcar k8s manifests`: the output for testdata/config.yaml, every document of
@@ -40,7 +41,6 @@ import { restrictedViolations } from './testing/pod-security.js';
 const src = (p: string) => fileURLToPath(new URL(`../../../src/k8s/${p}`, import.meta.url));
 const CONFIG = src('testdata/config.yaml');
 const GOLDEN = src('testdata/manifests.yaml.golden');
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 type Obj = {
   apiVersion: string;
@@ -100,14 +100,14 @@ test('the output for the example config is the golden copy', async () => {
 });
 
 test('`boxcar k8s manifests --config FILE` prints it', () => {
-  const out = execFileSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', CONFIG], {
+  const out = execFileSync(process.execPath, [BOXCAR_MAIN, 'k8s', 'manifests', '--config', CONFIG], {
     encoding: 'utf8',
   });
   assert.equal(out, readFileSync(GOLDEN, 'utf8'));
 });
 
 test('without kubernetes.image the command prints nothing and says what to set (exit 125)', () => {
-  const r = spawnSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', '/dev/null'], {
+  const r = spawnSync(process.execPath, [BOXCAR_MAIN, 'k8s', 'manifests', '--config', '/dev/null'], {
     encoding: 'utf8',
   });
   assert.equal(r.status, 125);
@@ -129,7 +129,7 @@ test("a configured webhook's tenants get namespaces, listed or not", (t) => {
       "webhooks: { github: { secret: 'a-secret-of-16-chars', repositories: { 'acme/*': partners } } }",
     ].join('\n'),
   );
-  const out = execFileSync(process.execPath, [CLI, 'k8s', 'manifests', '--config', config], {
+  const out = execFileSync(process.execPath, [BOXCAR_MAIN, 'k8s', 'manifests', '--config', config], {
     encoding: 'utf8',
   });
   const namespaces = parseAllDocuments(out)

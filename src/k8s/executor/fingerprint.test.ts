@@ -3,14 +3,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import type { Fingerprint } from '../../runtimes/runtime.js';
 import { executorObjects } from '../testing/cluster-scenarios.js';
 import { testCluster, testNode, TEST_NAMES } from '../testing/test-cluster.js';
-
-const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+import { BOXCAR_MAIN } from '../../testing/serve-process.js';
 
 /**
  * `boxcar doctor` with executor: kubernetes, as a process: the cluster's runtimes are judged (a
@@ -31,7 +29,7 @@ test('boxcar doctor judges the cluster: a class without a Ready node of its sele
     stringify({ executor: 'kubernetes', kubernetes: { kubeconfig } }),
   );
   const { stdout } = await promisify(execFile)(process.execPath, [
-    CLI,
+    BOXCAR_MAIN,
     '--state',
     path.join(dir, 'state'),
     '--config',
